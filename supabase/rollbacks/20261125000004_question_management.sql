@@ -1,0 +1,6 @@
+-- Undo 4. Question management
+drop table public.questions;
+drop function private.normalize_question(text);
+drop type public.question_source;
+drop type public.difficulty;
+drop type public.question_category;

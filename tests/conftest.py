@@ -1,0 +1,45 @@
+"""Tests run against a real PostgreSQL: the migrated schema with its roles, grants and policies.
+
+One template database is built per run (stand-in, migrations, seed); each test module gets a copy of it,
+and each test runs inside a transaction that is rolled back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.support import databases
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    return databases.server_url()
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str) -> Iterator[str]:
+    name = f"prep_test_template_{uuid.uuid4().hex[:12]}"
+    url = databases.create_database(server_url, name)
+    try:
+        databases.build_schema(url)
+        yield name
+    finally:
+        databases.drop_database(server_url, name)
+
+
+@pytest.fixture(scope="module")
+def database_url(server_url: str, template_db: str) -> Iterator[str]:
+    with databases.scratch_database(server_url, template=template_db) as url:
+        yield url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection]:
+    """A connection as the migrating superuser, inside a transaction rolled back after the test."""
+    with psycopg.connect(database_url) as conn:
+        yield conn
+        conn.rollback()

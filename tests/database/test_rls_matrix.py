@@ -1,0 +1,331 @@
+"""Who may do what to whom, for every table the API exposes, asserted case by case.
+
+The tables come from the catalog (every table in a schema `supabase/config.toml` exposes), so a new table
+without expectations here fails the suite. Identity is switched exactly as PostgREST does it: role and
+`request.jwt.claims`, local to a transaction.
+
+Outcomes: Y the action happens, H it silently touches nothing (RLS filters the row out), D refused for lack
+of a privilege, R refused by a policy's WITH CHECK.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from shared.rls import acting_as
+from tests.support.dataset import UserData, populate_user
+from tests.support.identities import ANON, SERVICE, sign_up, user_claims
+
+ROLES = ("anon", "owner", "other", "service_role")
+ACTIONS = ("select", "insert", "update", "delete")
+Y, H, D, R = "Y", "H", "D", "R"
+
+
+@dataclass(frozen=True)
+class Rules:
+    select: tuple[str, str, str, str]
+    insert: tuple[str, str, str, str]
+    update: tuple[str, str, str, str]
+    delete: tuple[str, str, str, str]
+    # The column an update sets to itself: one the owner may change where any is granted.
+    update_column: str = "updated_at"
+
+
+SERVICE_WRITES_OWNER_READS = dict(select=(D, Y, H, Y), insert=(D, D, D, Y), update=(D, D, D, Y), delete=(D, D, D, Y))
+SERVICE_ONLY_ADMIN_READS = dict(select=(D, H, H, Y), insert=(D, D, D, Y), update=(D, D, D, Y), delete=(D, D, D, Y))
+
+EXPECTATIONS: dict[str, Rules] = {
+    "public.users": Rules(
+        select=(D, Y, H, Y),
+        insert=(D, D, D, Y),
+        update=(D, Y, H, Y),
+        delete=(D, D, D, Y),
+        update_column="display_name",
+    ),
+    "public.user_profiles": Rules(
+        select=(D, Y, H, Y),
+        insert=(D, Y, R, Y),
+        update=(D, Y, H, Y),
+        delete=(D, Y, H, Y),
+        update_column="target_role",
+    ),
+    "public.plans": Rules(select=(Y, Y, Y, Y), insert=(D, D, D, Y), update=(D, D, D, Y), delete=(D, D, D, Y)),
+    "public.billing_customers": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.subscriptions": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.subscription_changes": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.usage_counters": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.questions": Rules(select=(D, Y, Y, Y), insert=(D, D, D, Y), update=(D, D, D, Y), delete=(D, D, D, Y)),
+    "public.practice_sessions": Rules(
+        select=(D, Y, H, Y),
+        insert=(D, Y, R, Y),
+        update=(D, Y, H, Y),
+        delete=(D, D, D, Y),
+        update_column="status",
+    ),
+    "public.session_questions": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.responses": Rules(
+        select=(D, Y, H, Y),
+        insert=(D, Y, R, Y),
+        update=(D, Y, H, Y),
+        delete=(D, D, D, Y),
+        update_column="answer_text",
+    ),
+    "public.question_ratings": Rules(
+        select=(D, Y, H, Y),
+        insert=(D, Y, R, Y),
+        update=(D, Y, H, Y),
+        delete=(D, Y, H, Y),
+        update_column="rating",
+    ),
+    "public.achievements": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.user_progress": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.analytics_daily": Rules(**SERVICE_ONLY_ADMIN_READS),
+    "public.ai_usage": Rules(**SERVICE_ONLY_ADMIN_READS),
+}
+
+CONFIG = Path(__file__).resolve().parents[2] / "supabase" / "config.toml"
+
+
+def exposed_schemas() -> list[str]:
+    return tomllib.loads(CONFIG.read_text())["api"]["schemas"]
+
+
+@dataclass
+class World:
+    owner: UserData
+    other: uuid.UUID
+    newcomer: uuid.UUID
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    new_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    setup: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def world(database_url: str) -> World:
+    """Committed once per module: the owner's data, another user, and a newcomer to insert rows for."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        owner = populate_user(conn)
+        other = sign_up(conn)
+        newcomer = sign_up(conn)
+        one = lambda q, *p: conn.execute(q, p).fetchone()[0]  # noqa: E731
+        monthly = one("select id from public.plans where code = 'monthly'")
+        free = one("select id from public.plans where code = 'free'")
+        spare_question = one(
+            "insert into public.questions (content, category, difficulty, experience_level, source)"
+            " values ('A question nobody was served yet?', 'technical', 'hard', 'senior', 'ai')"
+            " returning id"
+        )
+        n_session = one(
+            "insert into public.practice_sessions (user_id, session_type) values (%s, 'quick') returning id",
+            newcomer,
+        )
+        n_question = one(
+            "insert into public.questions (content, category, difficulty, experience_level, source)"
+            " values ('What did the newcomer get asked?', 'behavioral', 'easy', 'entry', 'ai')"
+            " returning id"
+        )
+        n_served = one(
+            "insert into public.session_questions (session_id, user_id, question_id, position)"
+            " values (%s, %s, %s, 1) returning id",
+            n_session,
+            newcomer,
+            n_question,
+        )
+        n_subscription = one(
+            "insert into public.subscriptions (user_id, plan_id, status, stripe_customer_id, stripe_subscription_id)"
+            " values (%s, %s, 'canceled', 'cus_newcomer', 'sub_newcomer_old') returning id",
+            newcomer,
+            monthly,
+        )
+        owner_achievement = one("select id from public.achievements where user_id = %s", owner.user_id)
+        owner_progress = one("select id from public.user_progress where user_id = %s", owner.user_id)
+        owner_change = one("select id from public.subscription_changes where user_id = %s", owner.user_id)
+        owner_ai = one("select id from public.ai_usage where user_id = %s", owner.user_id)
+        daily = one(
+            "insert into public.analytics_daily (metric_date, metric_name, metric_value)"
+            " values ('2026-01-01', 'signups', 3) returning id"
+        )
+
+    w = World(owner=owner, other=other, newcomer=newcomer)
+    u = owner.user_id
+    w.targets = {
+        "public.users": {"id": u},
+        "public.user_profiles": {"user_id": u},
+        "public.plans": {"id": free},
+        "public.billing_customers": {"user_id": u},
+        "public.subscriptions": {"id": owner.subscription_id},
+        "public.subscription_changes": {"id": owner_change},
+        "public.usage_counters": {"user_id": u, "metric": "evaluations"},
+        "public.questions": {"id": spare_question},
+        "public.practice_sessions": {"id": owner.session_id},
+        "public.session_questions": {"id": owner.session_question_id},
+        "public.responses": {"id": owner.response_id},
+        "public.question_ratings": {"user_id": u, "question_id": owner.question_id},
+        "public.achievements": {"id": owner_achievement},
+        "public.user_progress": {"id": owner_progress},
+        "public.analytics_daily": {"id": daily},
+        "public.ai_usage": {"id": owner_ai},
+    }
+    n = newcomer
+    w.new_rows = {
+        "public.users": {"id": n, "email": "newcomer@example.test"},
+        "public.user_profiles": {"user_id": n, "target_role": "analyst"},
+        "public.plans": {"code": "pro", "name": "Pro", "price_cents": 4900, "billing_interval": "month"},
+        "public.billing_customers": {"user_id": n, "stripe_customer_id": "cus_newcomer"},
+        "public.subscriptions": {
+            "user_id": n,
+            "plan_id": monthly,
+            "status": "active",
+            "stripe_customer_id": "cus_newcomer",
+            "stripe_subscription_id": "sub_newcomer",
+        },
+        "public.subscription_changes": {
+            "subscription_id": n_subscription,
+            "user_id": n,
+            "new_status": "canceled",
+            "new_plan_id": monthly,
+            "occurred_at": "2026-01-01T00:00:00Z",
+        },
+        "public.usage_counters": {"user_id": n, "metric": "evaluations", "period_start": "2026-01-01"},
+        "public.questions": {
+            "content": "Which trade-offs did you weigh last?",
+            "category": "technical",
+            "difficulty": "medium",
+            "experience_level": "mid",
+            "source": "ai",
+        },
+        "public.practice_sessions": {"user_id": n, "session_type": "full"},
+        "public.session_questions": {
+            "session_id": n_session,
+            "user_id": n,
+            "question_id": spare_question,
+            "position": 2,
+        },
+        "public.responses": {
+            "session_id": n_session,
+            "session_question_id": n_served,
+            "user_id": n,
+            "answer_text": "My answer",
+        },
+        "public.question_ratings": {"user_id": n, "question_id": n_question, "rating": 5},
+        "public.achievements": {"user_id": n, "achievement_type": "first_session"},
+        "public.user_progress": {
+            "user_id": n,
+            "metric_name": "sessions_completed",
+            "period": "all_time",
+            "period_start": "2026-01-01",
+            "metric_value": 1,
+        },
+        "public.analytics_daily": {"metric_date": "2026-01-02", "metric_name": "signups", "metric_value": 1},
+        "public.ai_usage": {
+            "user_id": n,
+            "purpose": "evaluation",
+            "model": "m",
+            "latency_ms": 1,
+            "succeeded": True,
+        },
+    }
+    # public.users rows come from the signup trigger; make room for the insert being attempted.
+    w.setup = {"public.users": f"delete from public.users where id = '{n}'"}
+    w.claims = {"anon": ANON, "owner": user_claims(u), "other": user_claims(other), "service_role": SERVICE}
+    # Inserts are attempted for the newcomer: as the newcomer ("owner") or as someone else ("other").
+    w.claims["insert:owner"] = user_claims(n)
+    return w
+
+
+def _where(target: dict[str, Any]) -> tuple[sql.Composable, list[Any]]:
+    clauses = [sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder()) for k in target]
+    return sql.SQL(" and ").join(clauses), list(target.values())
+
+
+def attempt(conn: psycopg.Connection, world: World, table: str, action: str, role: str) -> str:
+    schema, name = table.split(".")
+    ident = sql.Identifier(schema, name)
+    rules = EXPECTATIONS[table]
+    claims = world.claims.get(f"{action}:{role}", world.claims[role])
+    outcome = "?"
+    with conn.transaction():
+        if action == "insert" and table in world.setup:
+            conn.execute(world.setup[table])  # type: ignore[arg-type]
+        try:
+            with acting_as(conn, claims):
+                if action == "select":
+                    where, params = _where(world.targets[table])
+                    count = conn.execute(
+                        sql.SQL("select count(*) from {} where {}").format(ident, where), params
+                    ).fetchone()[0]
+                    outcome = Y if count == 1 else H
+                elif action == "insert":
+                    row = world.new_rows[table]
+                    conn.execute(
+                        sql.SQL("insert into {} ({}) values ({})").format(
+                            ident,
+                            sql.SQL(", ").join(map(sql.Identifier, row)),
+                            sql.SQL(", ").join(sql.Placeholder() * len(row)),
+                        ),
+                        list(row.values()),
+                    )
+                    outcome = Y
+                elif action == "update":
+                    where, params = _where(world.targets[table])
+                    column = sql.Identifier(rules.update_column)
+                    cur = conn.execute(
+                        sql.SQL("update {} set {} = {} where {}").format(ident, column, column, where),
+                        params,
+                    )
+                    outcome = Y if cur.rowcount == 1 else H
+                else:
+                    where, params = _where(world.targets[table])
+                    cur = conn.execute(sql.SQL("delete from {} where {}").format(ident, where), params)
+                    outcome = Y if cur.rowcount == 1 else H
+        except psycopg.errors.InsufficientPrivilege as error:
+            outcome = R if "row-level security" in str(error) else D
+        raise psycopg.Rollback  # every attempt leaves the database as it was
+    return outcome
+
+
+def test_every_exposed_table_has_expectations(db: psycopg.Connection) -> None:
+    tables = {
+        f"{schema}.{name}"
+        for schema, name in db.execute(
+            "select schemaname, tablename from pg_tables where schemaname = any(%s)", (exposed_schemas(),)
+        ).fetchall()
+    }
+    assert tables == set(EXPECTATIONS), (
+        f"tables without expectations: {sorted(tables - set(EXPECTATIONS))}; "
+        f"expectations without tables: {sorted(set(EXPECTATIONS) - tables)}"
+    )
+
+
+def test_row_level_security_is_on_for_every_table(db: psycopg.Connection) -> None:
+    off = db.execute(
+        "select n.nspname || '.' || c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " where c.relkind in ('r', 'p') and n.nspname = any(%s) and not c.relrowsecurity",
+        (["private", *exposed_schemas()],),
+    ).fetchall()
+    assert off == []
+
+
+@pytest.fixture(scope="module")
+def connection(database_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(database_url) as conn:
+        yield conn
+
+
+CASES = [(table, action, role) for table in EXPECTATIONS for action in ACTIONS for role in ROLES]
+
+
+@pytest.mark.parametrize(("table", "action", "role"), CASES, ids=["-".join(c) for c in CASES])
+def test_access(world: World, connection: psycopg.Connection, table: str, action: str, role: str) -> None:
+    expected = getattr(EXPECTATIONS[table], action)[ROLES.index(role)]
+    assert attempt(connection, world, table, action, role) == expected

@@ -1,0 +1,62 @@
+"""Users and JWT claims shaped like Supabase's, for acting as a caller through shared.rls.acting_as."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+ANON: dict[str, Any] = {"role": "anon", "iss": "supabase-local"}
+SERVICE: dict[str, Any] = {"role": "service_role", "iss": "supabase-local"}
+
+
+def user_claims(
+    user_id: uuid.UUID,
+    *,
+    app_metadata: dict[str, Any] | None = None,
+    user_metadata: dict[str, Any] | None = None,
+    email: str | None = None,
+) -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "sub": str(user_id),
+        "role": "authenticated",
+        "aud": "authenticated",
+        "iss": "supabase-local",
+        "iat": now,
+        "exp": now + 3600,
+        "email": email or f"{user_id}@example.test",
+        "app_metadata": {"provider": "email", "providers": ["email"], **(app_metadata or {})},
+        "user_metadata": user_metadata or {},
+        "is_anonymous": False,
+    }
+
+
+def sign_up(
+    conn: psycopg.Connection,
+    *,
+    email: str | None = None,
+    provider: str = "email",
+    user_metadata: dict[str, Any] | None = None,
+    app_metadata: dict[str, Any] | None = None,
+) -> uuid.UUID:
+    """Insert an auth user the way the auth server does at sign-up (the signup trigger does the rest)."""
+    user_id = uuid.uuid4()
+    conn.execute(
+        """
+        insert into auth.users (instance_id, id, aud, role, email, raw_app_meta_data, raw_user_meta_data,
+                                email_confirmed_at, created_at, updated_at)
+        values ('00000000-0000-0000-0000-000000000000', %s, 'authenticated', 'authenticated', %s, %s, %s,
+                now(), now(), now())
+        """,
+        (
+            user_id,
+            email or f"user-{user_id.hex[:8]}@example.test",
+            Jsonb({"provider": provider, "providers": [provider], **(app_metadata or {})}),
+            Jsonb(user_metadata or {}),
+        ),
+    )
+    return user_id
