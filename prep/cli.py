@@ -48,11 +48,11 @@ def connect() -> Iterator[psycopg.Connection]:
         raise typer.Exit(1) from error
 
 
-def _migrate(conn: psycopg.Connection) -> None:
+def _migrate(conn: psycopg.Connection, to_version: str | None = None) -> None:
     if migrations.apply_stand_in(conn):
         console.print("Supabase stand-in (roles, auth, publication) is in place.")
     applied = 0
-    for migration in migrations.migrate(conn):
+    for migration in migrations.migrate(conn, to_version=to_version):
         console.print(f"applied {migration.version} {migration.name}")
         applied += 1
     if not applied:
@@ -70,10 +70,12 @@ def up() -> None:
 
 
 @db_app.command()
-def migrate() -> None:
+def migrate(
+    to: Annotated[str | None, typer.Option(help="Stop after this version (default: apply all).")] = None,
+) -> None:
     """Apply pending migrations (and the Supabase stand-in on a plain PostgreSQL)."""
     with connect() as conn:
-        _migrate(conn)
+        _migrate(conn, to)
 
 
 @db_app.command()

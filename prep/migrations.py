@@ -90,13 +90,16 @@ def run_sql_file(conn: psycopg.Connection, path: Path) -> list[str]:
             message = (error.diag.message_primary or str(error)).strip()
             hint = f"\n  hint: {error.diag.message_hint}" if error.diag.message_hint else ""
             raise MigrationError(
-                f"{path.relative_to(SUPABASE_DIR.parent)}: statement {index} (line {line}) failed: {message}{hint}\n"
-                f"  statement: {first_line}"
+                f"{_display(path)}: statement {index} (line {line}) failed: {message}{hint}\n  statement: {first_line}"
             ) from error
     return statements
 
 
 STAND_IN_MARKER = "prep: local stand-in for Supabase"
+
+
+def _display(path: Path) -> str:
+    return str(path.relative_to(SUPABASE_DIR.parent)) if path.is_relative_to(SUPABASE_DIR.parent) else str(path)
 
 
 def is_supabase_project(conn: psycopg.Connection) -> bool:
@@ -133,8 +136,8 @@ def status(conn: psycopg.Connection) -> list[MigrationState]:
     return [MigrationState(v, local[v].name if v in local else applied[v], v in local, v in applied) for v in versions]
 
 
-def migrate(conn: psycopg.Connection) -> Iterator[Migration]:
-    """Apply every pending migration in version order, each in one transaction; yield each once applied."""
+def migrate(conn: psycopg.Connection, *, to_version: str | None = None) -> Iterator[Migration]:
+    """Apply pending migrations in version order (all, or up to `to_version`), each in one transaction."""
     applied = applied_versions(conn)
     unknown = sorted(set(applied) - {m.version for m in local_migrations()})
     if unknown:
@@ -143,6 +146,8 @@ def migrate(conn: psycopg.Connection) -> Iterator[Migration]:
             "Pull the missing files or roll the database back before migrating."
         )
     for migration in local_migrations():
+        if to_version is not None and migration.version > to_version:
+            break
         if migration.version in applied:
             continue
         with conn.transaction():

@@ -6,5 +6,5 @@ alter default privileges in schema public grant all on tables to anon, authentic
 alter default privileges grant execute on functions to public;
 drop schema service;
 drop schema private;
--- pg_trgm stays: it may predate this migration (Supabase projects can enable it from the dashboard), and
--- dropping an extension other objects use would fail or take them with it.
+-- Without cascade: if anything outside this project uses pg_trgm, the rollback stops here and changes nothing.
+drop extension pg_trgm;

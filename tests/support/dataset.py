@@ -20,6 +20,15 @@ class UserData:
     response_id: uuid.UUID
 
 
+def add_question(conn: psycopg.Connection, content: str | None = None) -> uuid.UUID:
+    row = conn.execute(
+        """insert into public.questions (content, category, difficulty, experience_level, source)
+           values (%s, 'behavioral', 'easy', 'entry', 'ai') returning id""",
+        (content or f"Tell me about a decision you regret ({uuid.uuid4().hex[:8]}).",),
+    ).fetchone()
+    return row[0]
+
+
 def populate_user(conn: psycopg.Connection, *, email: str | None = None) -> UserData:
     user_id = sign_up(conn, email=email)
     one = lambda sql, *params: conn.execute(sql, params).fetchone()[0]  # noqa: E731
@@ -53,11 +62,7 @@ def populate_user(conn: psycopg.Connection, *, email: str | None = None) -> User
         "current_date, 1)",
         (user_id,),
     )
-    question_id = one(
-        """insert into public.questions (content, category, difficulty, experience_level, source)
-           values (%s, 'behavioral', 'easy', 'entry', 'ai') returning id""",
-        f"Describe a project you are proud of ({user_id.hex[:8]}).",
-    )
+    question_id = add_question(conn)
     session_id = one(
         "insert into public.practice_sessions (user_id, session_type) values (%s, 'quick') returning id",
         user_id,

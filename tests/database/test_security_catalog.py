@@ -1,0 +1,122 @@
+"""Security rules read from the catalog, so they hold for objects added later too."""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+
+from tests.database.test_rls_matrix import exposed_schemas
+
+
+def test_security_definer_functions_are_hidden_pinned_and_not_callable_by_api_roles(db: psycopg.Connection) -> None:
+    rows = db.execute(
+        """
+        select p.oid::regprocedure::text, n.nspname, coalesce(p.proconfig, '{}'),
+               has_function_privilege('anon', p.oid, 'execute'),
+               has_function_privilege('authenticated', p.oid, 'execute')
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+        where p.prosecdef and n.nspname not in ('auth', 'extensions', 'pg_catalog', 'information_schema')
+        """
+    ).fetchall()
+    assert rows, "expected at least the signup trigger function"
+    for name, schema, config, anon_can, authenticated_can in rows:
+        assert schema not in exposed_schemas(), f"{name} is security definer in exposed schema {schema}"
+        assert "search_path=" in config or 'search_path=""' in config, f"{name} does not pin search_path"
+        assert not anon_can and not authenticated_can, f"{name} is executable by an API role"
+
+
+def test_our_functions_pin_search_path(db: psycopg.Connection) -> None:
+    unpinned = db.execute(
+        """
+        select p.oid::regprocedure::text
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+        where n.nspname in ('public', 'private', 'service')
+          and not exists (select from unnest(coalesce(p.proconfig, '{}')) c where c like 'search_path=%%')
+        """
+    ).fetchall()
+    assert unpinned == []
+
+
+def test_views_run_with_the_callers_rights(db: psycopg.Connection) -> None:
+    definer_views = db.execute(
+        """
+        select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where c.relkind = 'v' and n.nspname = any(%s)
+          and not coalesce('security_invoker=true' = any(c.reloptions), false)
+        """,
+        (exposed_schemas(),),
+    ).fetchall()
+    assert definer_views == []
+
+
+def test_policies_name_their_role_and_wrap_auth_calls(db: psycopg.Connection) -> None:
+    policies = db.execute(
+        "select tablename, policyname, roles::text[], coalesce(qual, '') || ' ' || coalesce(with_check, '')"
+        " from pg_policies where schemaname = any(%s)",
+        (exposed_schemas(),),
+    ).fetchall()
+    assert len(policies) >= 20
+    for table, name, roles, expression in policies:
+        assert "public" not in roles, f"{table}: policy {name!r} applies to every role"
+        bare = re.findall(r"(?<!SELECT )auth\.(uid|jwt|role)\(\)", expression)
+        assert not bare, f"{table}: policy {name!r} calls auth.{bare[0]}() per row; wrap it in (select ...)"
+
+
+def test_one_permissive_policy_per_role_and_action(db: psycopg.Connection) -> None:
+    duplicates = db.execute(
+        """
+        with expanded as (
+          select tablename, role, unnest(case cmd when 'ALL' then array['SELECT','INSERT','UPDATE','DELETE']
+                                          else array[cmd] end) as action
+          from pg_policies, unnest(roles) as role
+          where schemaname = any(%s) and permissive = 'PERMISSIVE'
+        )
+        select tablename, role, action, count(*) from expanded group by 1, 2, 3 having count(*) > 1
+        """,
+        (exposed_schemas(),),
+    ).fetchall()
+    assert duplicates == []
+
+
+def test_live_tables_are_published_for_realtime(db: psycopg.Connection) -> None:
+    published = {
+        name
+        for (name,) in db.execute(
+            "select tablename from pg_publication_tables where pubname = 'supabase_realtime'"
+        ).fetchall()
+    }
+    assert {"responses", "practice_sessions", "achievements", "user_progress"} <= published
+
+
+def test_every_foreign_key_is_indexed(db: psycopg.Connection) -> None:
+    unindexed = db.execute(
+        """
+        select c.conrelid::regclass::text, c.conname
+        from pg_constraint c
+        join pg_namespace n on n.oid = c.connamespace
+        where c.contype = 'f' and n.nspname in ('public', 'private')
+          and not exists (
+            select from pg_index i
+            where i.indrelid = c.conrelid
+              and (i.indkey::int2[])[0:cardinality(c.conkey) - 1] = c.conkey
+          )
+        """
+    ).fetchall()
+    assert unindexed == []
+
+
+def test_every_table_has_timestamps_maintained_by_trigger(db: psycopg.Connection) -> None:
+    missing = db.execute(
+        """
+        select format('%%I.%%I', n.nspname, c.relname)
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where c.relkind = 'r' and n.nspname in ('public', 'private')
+          and not (
+            exists (select from pg_attribute a where a.attrelid = c.oid and a.attname = 'created_at')
+            and exists (select from pg_attribute a where a.attrelid = c.oid and a.attname = 'updated_at')
+            and exists (select from pg_trigger t where t.tgrelid = c.oid and t.tgname = 'set_updated_at')
+          )
+        """
+    ).fetchall()
+    assert missing == []
