@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import sqlparse
+from sqlparse import tokens as sql_tokens
 
 SUPABASE_DIR = Path(__file__).resolve().parent.parent / "supabase"
 MIGRATIONS_DIR = SUPABASE_DIR / "migrations"
@@ -70,8 +71,13 @@ def split_statements(sql: str) -> list[str]:
 
 
 def _has_code(statement: str) -> bool:
-    stripped = sqlparse.format(statement, strip_comments=True).strip().rstrip(";").strip()
-    return bool(stripped)
+    """False for a trailing run of comments and semicolons (the lexer, unlike sqlparse.format, has no size cap)."""
+    return any(
+        ttype not in sql_tokens.Whitespace
+        and ttype not in sql_tokens.Comment
+        and not (ttype in sql_tokens.Punctuation and value == ";")
+        for ttype, value in sqlparse.lexer.tokenize(statement)
+    )
 
 
 def run_sql_file(conn: psycopg.Connection, path: Path) -> list[str]:
