@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from shared.rls import acting_as
+from shared.db.rls import acting_as
 from tests.support.dataset import UserData, add_question, populate_user
 from tests.support.identities import sign_up, user_claims
 

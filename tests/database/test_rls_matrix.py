@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from shared.rls import acting_as
+from shared.db.rls import acting_as
 from tests.support.dataset import UserData, populate_user
 from tests.support.identities import ANON, SERVICE, sign_up, user_claims
 

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from prep import migrations
-from shared.rls import acting_as
+from shared.db.rls import acting_as
 from tests.support.dataset import populate_user
 from tests.support.identities import sign_up, user_claims
 

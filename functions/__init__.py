@@ -1,0 +1,1 @@
+"""One package per Lambda function; each imports only what it uses."""

@@ -1,0 +1,1 @@
+"""Billing: the Stripe webhook, and checkout and portal sessions."""

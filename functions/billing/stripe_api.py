@@ -1,0 +1,55 @@
+"""The Stripe API client billing uses, and the reads the webhook and resync make through it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import stripe
+
+from functions.billing.settings import StripeSettings
+from functions.billing.stripe_objects import STRIPE_API_VERSION, Subscription, subscription_snapshot
+
+
+class StripeUnavailableError(Exception):
+    """Stripe's API failed or timed out: worth retrying later."""
+
+
+def stripe_client(settings: StripeSettings) -> stripe.StripeClient:
+    base = {"api": str(settings.stripe_api_base).rstrip("/")} if settings.stripe_api_base else None
+    return stripe.StripeClient(
+        settings.stripe_secret_key.get_secret_value(),
+        stripe_version=STRIPE_API_VERSION,
+        base_addresses=base,  # type: ignore[arg-type]
+        max_network_retries=2,
+        http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds, allow_sync_methods=True),
+    )
+
+
+def fresh_snapshot(client: stripe.StripeClient, subscription_id: str, user_id: str | None = None) -> dict[str, Any]:
+    """Stripe's current state of a subscription, stamped with the time it was read."""
+    try:
+        found = client.v1.subscriptions.retrieve(subscription_id)
+    except stripe.InvalidRequestError:
+        raise
+    except stripe.StripeError as error:
+        raise StripeUnavailableError(f"reading subscription {subscription_id} from Stripe failed: {error}") from error
+    return _snapshot(found, user_id)
+
+
+def all_subscription_snapshots(client: stripe.StripeClient, customer: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every subscription (every status), page by page, or only a customer's."""
+    params: dict[str, Any] = {"status": "all", "limit": 100}
+    if customer:
+        params["customer"] = customer
+    try:
+        for found in client.v1.subscriptions.list(params).auto_paging_iter():  # type: ignore[arg-type]
+            yield _snapshot(found, None)
+    except stripe.StripeError as error:
+        raise StripeUnavailableError(f"listing subscriptions from Stripe failed: {error}") from error
+
+
+def _snapshot(found: stripe.StripeObject, user_id: str | None) -> dict[str, Any]:
+    subscription = Subscription.model_validate(found.to_dict())
+    return subscription_snapshot(subscription, version=datetime.now(UTC), fresh=True, user_id=user_id)

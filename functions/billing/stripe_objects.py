@@ -1,0 +1,136 @@
+"""The parts of Stripe's objects billing reads (API version pinned in STRIPE_API_VERSION), as pydantic models,
+and the normalized subscription snapshot service.apply_stripe_event takes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+STRIPE_API_VERSION = "2026-10-28.endive"
+
+_LENIENT = ConfigDict(extra="ignore")
+
+
+class StripeEventData(BaseModel):
+    model_config = _LENIENT
+    object: dict[str, Any]
+    previous_attributes: dict[str, Any] | None = None
+
+
+class StripeEvent(BaseModel):
+    model_config = _LENIENT
+    id: str
+    type: str
+    created: int
+    livemode: bool = False
+    api_version: str | None = None
+    data: StripeEventData
+
+
+class Price(BaseModel):
+    model_config = _LENIENT
+    id: str
+    lookup_key: str | None = None
+
+
+class SubscriptionItem(BaseModel):
+    model_config = _LENIENT
+    price: Price
+    # Since API 2025-03-31 the billing period lives on the item.
+    current_period_start: int | None = None
+    current_period_end: int | None = None
+
+
+class SubscriptionItems(BaseModel):
+    model_config = _LENIENT
+    data: list[SubscriptionItem]
+
+
+class Subscription(BaseModel):
+    model_config = _LENIENT
+    id: str
+    customer: str
+    status: str
+    items: SubscriptionItems
+    metadata: dict[str, str] = {}
+    trial_start: int | None = None
+    trial_end: int | None = None
+    cancel_at_period_end: bool = False
+    canceled_at: int | None = None
+    ended_at: int | None = None
+    # Where older API versions kept the period; read only when the item has none.
+    current_period_start: int | None = None
+    current_period_end: int | None = None
+
+
+class CheckoutSession(BaseModel):
+    model_config = _LENIENT
+    id: str
+    mode: str
+    customer: str | None = None
+    subscription: str | None = None
+    client_reference_id: str | None = None
+
+
+class InvoiceSubscriptionDetails(BaseModel):
+    model_config = _LENIENT
+    subscription: str | None = None
+
+
+class InvoiceParent(BaseModel):
+    model_config = _LENIENT
+    subscription_details: InvoiceSubscriptionDetails | None = None
+
+
+class Invoice(BaseModel):
+    model_config = _LENIENT
+    id: str
+    customer: str | None = None
+    parent: InvoiceParent | None = None
+
+    @property
+    def subscription_id(self) -> str | None:
+        details = self.parent.subscription_details if self.parent else None
+        return details.subscription if details else None
+
+
+class Customer(BaseModel):
+    model_config = _LENIENT
+    id: str
+
+
+def _time(seconds: int | None) -> str | None:
+    return datetime.fromtimestamp(seconds, UTC).isoformat() if seconds is not None else None
+
+
+def subscription_snapshot(
+    subscription: Subscription, *, version: datetime, fresh: bool, user_id: str | None = None
+) -> dict[str, Any]:
+    """The snapshot service.apply_stripe_event applies: Stripe's subscription, flattened to our columns."""
+    item = subscription.items.data[0] if subscription.items.data else None
+    return {
+        "version": version.isoformat(),
+        "fresh": fresh,
+        "user_id": user_id,
+        "subscription": {
+            "stripe_subscription_id": subscription.id,
+            "stripe_customer_id": subscription.customer,
+            "status": subscription.status,
+            "price_id": item.price.id if item else None,
+            "price_lookup_key": item.price.lookup_key if item else None,
+            "trial_start": _time(subscription.trial_start),
+            "trial_end": _time(subscription.trial_end),
+            "current_period_start": _time(
+                item.current_period_start if item and item.current_period_start else subscription.current_period_start
+            ),
+            "current_period_end": _time(
+                item.current_period_end if item and item.current_period_end else subscription.current_period_end
+            ),
+            "cancel_at_period_end": subscription.cancel_at_period_end,
+            "canceled_at": _time(subscription.canceled_at),
+            "ended_at": _time(subscription.ended_at),
+            "user_id": subscription.metadata.get("user_id"),
+        },
+    }

@@ -1,0 +1,141 @@
+"""POST /stripe/webhook: Stripe's events, verified, applied exactly once, in order.
+
+Verify the signature on the raw body, turn the event into a subscription snapshot (from the event itself,
+or read fresh from Stripe's API where the event does not carry the subscription), and hand both to
+service.apply_stripe_event, which records the event id in the same transaction as its effects. Anything
+transient (database or Stripe down) answers 5xx so Stripe delivers the event again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import stripe
+from fastapi import FastAPI, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from functions.billing.settings import WebhookSettings
+from functions.billing.stripe_api import StripeUnavailableError, fresh_snapshot, stripe_client
+from functions.billing.stripe_objects import (
+    CheckoutSession,
+    Customer,
+    Invoice,
+    StripeEvent,
+    Subscription,
+    subscription_snapshot,
+)
+from shared.config import load_settings
+from shared.db import Database, connect
+from shared.http import ProblemError, create_app, lambda_entrypoint
+
+log = logging.getLogger("billing.webhook")
+
+SUBSCRIPTION_EVENTS = {
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "customer.subscription.trial_will_end",
+}
+INVOICE_EVENTS = {"invoice.paid", "invoice.payment_failed", "invoice.payment_action_required"}
+
+
+class WebhookProcessor:
+    def __init__(self, database: Database, stripe_api: stripe.StripeClient) -> None:
+        self.database = database
+        self.stripe_api = stripe_api
+
+    def snapshot_for(self, event: StripeEvent) -> dict[str, Any] | None:
+        """What the event means for our tables; None for event types we do not act on."""
+        created = datetime.fromtimestamp(event.created, UTC)
+        obj = event.data.object
+        if event.type in SUBSCRIPTION_EVENTS:
+            return subscription_snapshot(Subscription.model_validate(obj), version=created, fresh=False)
+        if event.type == "checkout.session.completed":
+            session = CheckoutSession.model_validate(obj)
+            if session.mode != "subscription" or not session.subscription:
+                return None
+            return fresh_snapshot(self.stripe_api, session.subscription, session.client_reference_id)
+        if event.type in INVOICE_EVENTS:
+            invoice = Invoice.model_validate(obj)
+            return fresh_snapshot(self.stripe_api, invoice.subscription_id) if invoice.subscription_id else None
+        if event.type == "customer.deleted":
+            return {"deleted_customer": Customer.model_validate(obj).id}
+        return None
+
+    def process(self, event: StripeEvent, raw: dict[str, Any]) -> dict[str, Any]:
+        envelope = {
+            "id": event.id,
+            "type": event.type,
+            "created": datetime.fromtimestamp(event.created, UTC).isoformat(),
+            "livemode": event.livemode,
+            "payload": raw,
+        }
+        snapshot = self.snapshot_for(event)
+        result = self.database.call("service.apply_stripe_event", {"event": envelope, "snapshot": snapshot})
+        if result["outcome"] == "needs_refresh":
+            # Another event of the same second was applied: Stripe's current state decides, not arrival order.
+            fresh = fresh_snapshot(self.stripe_api, snapshot["subscription"]["stripe_subscription_id"])  # type: ignore[index]
+            result = self.database.call("service.apply_stripe_event", {"event": envelope, "snapshot": fresh})
+        log.info("stripe event", extra={"event_id": event.id, "event_type": event.type, **result})
+        return result
+
+
+def build_app(
+    settings: WebhookSettings, *, database: Database | None = None, stripe_api: stripe.StripeClient | None = None
+) -> FastAPI:
+    app = create_app("Stripe webhook", description="Receives Stripe's events and applies them to billing state.")
+    processor = WebhookProcessor(database or connect(settings), stripe_api or stripe_client(settings))
+    secret = settings.stripe_webhook_secret.get_secret_value()
+
+    @app.post("/stripe/webhook", summary="Receive a Stripe event")
+    async def receive(request: Request) -> dict[str, Any]:
+        body = await request.body()
+        try:
+            stripe.WebhookSignature.verify_header(
+                body.decode("utf-8", errors="replace"),
+                request.headers.get("stripe-signature"),
+                secret,
+                tolerance=settings.stripe_webhook_tolerance_seconds,
+            )
+        except stripe.SignatureVerificationError as error:
+            raise ProblemError(
+                400,
+                "Invalid signature",
+                f"{error.user_message or error}. Check STRIPE_WEBHOOK_SECRET matches this endpoint's signing secret.",
+            ) from None
+        try:
+            raw = json.loads(body)
+            event = StripeEvent.model_validate(raw)
+        except (ValidationError, ValueError) as error:
+            raise ProblemError(400, "Malformed event", f"the body is not a Stripe event: {error}") from None
+        try:
+            result = await run_in_threadpool(processor.process, event, raw)
+        except ValidationError as error:
+            raise ProblemError(
+                400, "Malformed event", f"{event.type} does not carry the expected object: {error}"
+            ) from None
+        except stripe.InvalidRequestError as error:
+            raise ProblemError(
+                422,
+                "Unknown to Stripe",
+                f"{error.user_message or error}. Is STRIPE_SECRET_KEY from the same account and mode as the webhook?",
+            ) from None
+        except StripeUnavailableError as error:
+            raise ProblemError(
+                503,
+                "Stripe unavailable",
+                f"{error}; Stripe will deliver the event again",
+                headers={"retry-after": "30"},
+            ) from None
+        return {"received": True, **result}
+
+    return app
+
+
+handler = lambda_entrypoint(lambda: build_app(load_settings(WebhookSettings)))

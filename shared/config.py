@@ -1,0 +1,93 @@
+"""Configuration from the environment (pydantic-settings). Every variable is documented in .env.example.
+
+A missing or malformed setting raises ConfigurationError naming the variable, so a function fails at start
+with a message an operator can act on rather than at its first request with a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self, TypeVar
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class ConfigurationError(RuntimeError):
+    pass
+
+
+class DatabaseSettings(BaseSettings):
+    """How handlers reach the SQL functions: psycopg (DATABASE_URL) or PostgREST (SUPABASE_URL + service key)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    db_transport: Literal["psycopg", "postgrest"] = "psycopg"
+    # In production: Supabase's transaction pooler (port 6543).
+    database_url: SecretStr | None = None
+    supabase_url: AnyHttpUrl | None = None
+    supabase_service_role_key: SecretStr | None = None
+    db_pool_size: int = Field(default=1, ge=1, le=50)
+    db_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    db_statement_timeout_ms: int = Field(default=10_000, ge=100, le=300_000)
+
+    @model_validator(mode="after")
+    def _transport_is_configured(self) -> Self:
+        if self.db_transport == "psycopg" and self.database_url is None:
+            raise ValueError("DATABASE_URL is required when DB_TRANSPORT=psycopg")
+        if self.db_transport == "postgrest" and (self.supabase_url is None or self.supabase_service_role_key is None):
+            raise ValueError("SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are required when DB_TRANSPORT=postgrest")
+        return self
+
+
+class AuthSettings(BaseSettings):
+    """How access tokens are verified: the project's JWKS (asymmetric keys), or the legacy HS256 secret."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    supabase_url: AnyHttpUrl | None = None
+    # Overrides for a non-standard issuer or key set; by default both derive from SUPABASE_URL.
+    supabase_jwt_issuer: str | None = None
+    supabase_jwks_url: AnyHttpUrl | None = None
+    supabase_jwt_secret: SecretStr | None = None
+    supabase_jwt_audience: str = "authenticated"
+    jwks_cache_seconds: int = Field(default=600, ge=0, le=600)
+    # An unknown kid refetches the key set (key rotation), at most this often.
+    jwks_refresh_cooldown_seconds: float = Field(default=30, ge=0, le=600)
+
+    @model_validator(mode="after")
+    def _some_key_source(self) -> Self:
+        if self.supabase_jwt_secret is None and self.jwks_url is None:
+            raise ValueError("set SUPABASE_URL (or SUPABASE_JWKS_URL) for JWKS, or SUPABASE_JWT_SECRET for HS256")
+        if self.issuer is None:
+            raise ValueError("set SUPABASE_URL or SUPABASE_JWT_ISSUER so token issuers can be checked")
+        return self
+
+    @property
+    def issuer(self) -> str | None:
+        if self.supabase_jwt_issuer:
+            return self.supabase_jwt_issuer
+        return f"{str(self.supabase_url).rstrip('/')}/auth/v1" if self.supabase_url else None
+
+    @property
+    def jwks_url(self) -> str | None:
+        if self.supabase_jwks_url:
+            return str(self.supabase_jwks_url)
+        return f"{str(self.supabase_url).rstrip('/')}/auth/v1/.well-known/jwks.json" if self.supabase_url else None
+
+
+def load_settings(settings_class: type[S], **overrides: object) -> S:
+    """Read `settings_class` from the environment; on error, name each offending variable."""
+    try:
+        return settings_class(**overrides)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            variable = "_".join(str(part) for part in item["loc"]).upper() or "configuration"
+            problems.append(f"{variable}: {item['msg']}")
+        raise ConfigurationError(
+            f"{settings_class.__name__} is not configured correctly:\n  "
+            + "\n  ".join(problems)
+            + "\nSee .env.example for every setting."
+        ) from None

@@ -1,0 +1,84 @@
+"""Calls over a direct PostgreSQL connection (psycopg), pooled per process and opened on first use."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from shared.config import ConfigurationError, DatabaseSettings
+from shared.db import SERVICE_CLAIMS, Caller, error_for_sqlstate, unavailable
+from shared.db.rls import acting_as
+
+
+class PsycopgDatabase:
+    def __init__(self, settings: DatabaseSettings) -> None:
+        if settings.database_url is None:
+            raise ConfigurationError("the psycopg transport needs DATABASE_URL")
+        self._url = settings.database_url.get_secret_value()
+        self._settings = settings
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    def _connections(self) -> ConnectionPool:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ConnectionPool(
+                        self._url,
+                        min_size=1,
+                        max_size=self._settings.db_pool_size,
+                        timeout=self._settings.db_timeout_seconds,
+                        kwargs={
+                            "autocommit": True,
+                            "prepare_threshold": None,  # the transaction pooler cannot keep prepared statements
+                            "connect_timeout": max(1, int(self._settings.db_timeout_seconds)),
+                        },
+                        check=ConnectionPool.check_connection,  # a thawed Lambda may hold a dead connection
+                        open=False,
+                    )
+                    self._pool.open(wait=False)
+        return self._pool
+
+    def call(self, function: str, args: Mapping[str, Any] | None = None, *, caller: Caller | None = None) -> Any:
+        schema, name = function.split(".")
+        args = dict(args or {})
+        query = sql.SQL("select {}.{}({})").format(
+            sql.Identifier(schema),
+            sql.Identifier(name),
+            sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in args),
+        )
+        params = {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in args.items()}
+        try:
+            with self._connections().connection() as conn, acting_as(conn, caller.claims if caller else SERVICE_CLAIMS):
+                conn.execute(
+                    "select set_config('statement_timeout', %s, true)", (str(self._settings.db_statement_timeout_ms),)
+                )
+                row = conn.execute(query, params).fetchone()
+                return row[0] if row else None
+        except PoolTimeout as error:
+            raise unavailable(f"no database connection within {self._settings.db_timeout_seconds:g}s") from error
+        except psycopg.OperationalError as error:
+            if error.sqlstate:
+                raise error_for_sqlstate(error.sqlstate, _primary(error), _hint(error)) from error
+            raise unavailable(str(error).strip().splitlines()[0]) from error
+        except psycopg.Error as error:
+            raise error_for_sqlstate(error.sqlstate, _primary(error), _hint(error)) from error
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+def _primary(error: Any) -> str:
+    return (error.diag.message_primary or str(error)).strip()
+
+
+def _hint(error: Any) -> str | None:
+    return error.diag.message_hint

@@ -1,0 +1,148 @@
+"""The database gateway: psycopg against the real schema, and the exact requests the PostgREST transport sends."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import psycopg
+import pytest
+import respx
+
+from shared.config import DatabaseSettings
+from shared.db import Caller, DatabaseError, connect
+from shared.db.postgrest_transport import PostgrestDatabase
+from shared.db.psycopg_transport import PsycopgDatabase
+from tests.support.identities import sign_up, user_claims
+
+
+@pytest.fixture
+def gateway(database_url: str) -> PsycopgDatabase:
+    database = PsycopgDatabase(DatabaseSettings(database_url=database_url, db_pool_size=2))
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def user(database_url: str) -> Caller:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        user_id = sign_up(conn)
+    return Caller(claims=user_claims(user_id), token="unused-over-psycopg")
+
+
+def test_service_calls_run_as_service_role(gateway: PsycopgDatabase, user: Caller) -> None:
+    context = gateway.call("service.checkout_context", {"user_id": user.claims["sub"], "plan_code": "monthly"})
+    assert context["price_id"] == "price_local_monthly"
+    assert context["trial_days"] == 7
+
+
+def test_user_calls_run_under_the_users_rls(gateway: PsycopgDatabase, user: Caller) -> None:
+    assert gateway.call("public.entitlements", {}, caller=user) is not None
+    with pytest.raises(DatabaseError) as refused:
+        gateway.call("service.checkout_context", {"user_id": user.claims["sub"], "plan_code": "monthly"}, caller=user)
+    assert refused.value.status == 403
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "text"),
+    [
+        ({"user_id": "00000000-0000-0000-0000-000000000000", "plan_code": "monthly"}, 404, "no such user"),
+        ({"user_id": "not-a-uuid", "plan_code": "monthly"}, 400, "invalid input syntax for type uuid"),
+    ],
+)
+def test_sql_errors_map_to_http_statuses(gateway: PsycopgDatabase, args: dict, status: int, text: str) -> None:
+    with pytest.raises(DatabaseError) as refused:
+        gateway.call("service.checkout_context", args)
+    assert refused.value.status == status
+    assert text in refused.value.detail
+
+
+def test_an_unknown_plan_is_a_404_that_lists_the_choices(gateway: PsycopgDatabase, user: Caller) -> None:
+    with pytest.raises(DatabaseError) as refused:
+        gateway.call("service.checkout_context", {"user_id": user.claims["sub"], "plan_code": "gold"})
+    assert refused.value.status == 404
+    assert refused.value.hint == "Choose one of: weekly, monthly"
+
+
+def test_no_identity_leaks_between_calls_on_one_connection(gateway: PsycopgDatabase, user: Caller) -> None:
+    gateway.call("public.entitlements", {}, caller=user)
+    with gateway._connections().connection() as conn:
+        role, claims = conn.execute("select current_user, current_setting('request.jwt.claims', true)").fetchone()
+    assert role == "postgres"
+    assert not claims
+
+
+def test_a_database_that_is_down_is_a_fast_retryable_503() -> None:
+    database = connect(
+        DatabaseSettings(database_url="postgresql://postgres@127.0.0.1:1/postgres", db_timeout_seconds=1)
+    )
+    assert isinstance(database, PsycopgDatabase)
+    started = time.monotonic()
+    with pytest.raises(DatabaseError) as down:
+        database.call("service.billing_customer", {"user_id": "00000000-0000-0000-0000-000000000000"})
+    database.close()
+    assert down.value.status == 503
+    assert down.value.retryable
+    assert time.monotonic() - started < 5
+
+
+SUPABASE = "http://supabase.test"
+
+
+@pytest.fixture
+def postgrest() -> PostgrestDatabase:
+    return PostgrestDatabase(
+        DatabaseSettings(db_transport="postgrest", supabase_url=SUPABASE, supabase_service_role_key="service-key")
+    )
+
+
+@respx.mock
+def test_postgrest_service_call_contract(postgrest: PostgrestDatabase) -> None:
+    route = respx.post(f"{SUPABASE}/rest/v1/rpc/apply_stripe_event").mock(
+        return_value=httpx.Response(200, json={"outcome": "applied", "change": "created"})
+    )
+    result = postgrest.call("service.apply_stripe_event", {"event": {"id": "evt_1"}, "snapshot": None})
+    assert result == {"outcome": "applied", "change": "created"}
+    request = route.calls.last.request
+    assert request.method == "POST"
+    assert request.headers["apikey"] == "service-key"
+    assert request.headers["authorization"] == "Bearer service-key"
+    assert request.headers["content-profile"] == "service"
+    assert json.loads(request.content) == {"event": {"id": "evt_1"}, "snapshot": None}
+
+
+@respx.mock
+def test_postgrest_user_call_contract(postgrest: PostgrestDatabase) -> None:
+    route = respx.post(f"{SUPABASE}/rest/v1/rpc/entitlements").mock(return_value=httpx.Response(200, json=[]))
+    postgrest.call("public.entitlements", {}, caller=Caller(claims={"sub": "u"}, token="user-jwt"))
+    request = route.calls.last.request
+    assert request.headers["authorization"] == "Bearer user-jwt"
+    assert request.headers["apikey"] == "service-key"
+    assert request.headers["content-profile"] == "public"
+
+
+@respx.mock
+def test_postgrest_errors_map_like_psycopg_errors(postgrest: PostgrestDatabase) -> None:
+    respx.post(f"{SUPABASE}/rest/v1/rpc/checkout_context").mock(
+        return_value=httpx.Response(
+            409,
+            json={
+                "code": "PT409",
+                "message": "you already have a subscription",
+                "details": None,
+                "hint": "Change or cancel it from the billing portal (POST /billing/portal).",
+            },
+        )
+    )
+    with pytest.raises(DatabaseError) as refused:
+        postgrest.call("service.checkout_context", {"user_id": "u", "plan_code": "monthly"})
+    assert (refused.value.status, refused.value.detail) == (409, "you already have a subscription")
+
+
+@respx.mock
+def test_postgrest_unreachable_is_a_503(postgrest: PostgrestDatabase) -> None:
+    respx.post(f"{SUPABASE}/rest/v1/rpc/billing_customer").mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(DatabaseError) as down:
+        postgrest.call("service.billing_customer", {"user_id": "u"})
+    assert down.value.status == 503
