@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint db-up db-stop clean
+.PHONY: run test lint db-up db-stop clean package
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "python3.11+ is required"; exit 1; }
@@ -25,6 +25,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## Lambda artifacts (build/<package>.zip) and the CloudFormation template (.serverless/), for STAGE (dev).
+## Offline as far as AWS goes: installs osls from package-lock.json if missing; needs node/npm and PyPI.
+package: $(STAMP)
+	$(BIN)/python scripts/package.py --stage $${STAGE:-dev}
 
 db-stop: $(STAMP)
 	$(BIN)/prep db stop

@@ -13,22 +13,16 @@ from rich.console import Console
 from rich.table import Table
 
 from prep import migrations
-from prep.localdb import EmbeddedPostgres, LocalDatabaseError
+from prep.billing import app as billing_app
+from prep.localdb import EmbeddedPostgres, LocalDatabaseError, database_url
 
 app = typer.Typer(no_args_is_help=True, help="Interview-prep platform operator console.")
 db_app = typer.Typer(no_args_is_help=True, help="Local database, migrations and seed.")
 app.add_typer(db_app, name="db")
+app.add_typer(billing_app, name="billing")
 
 console = Console()
 errors = Console(stderr=True)
-
-
-def database_url(*, start: bool = True) -> str:
-    """DATABASE_URL when set; otherwise the embedded server (started when `start`)."""
-    if url := os.environ.get("DATABASE_URL"):
-        return url
-    server = EmbeddedPostgres()
-    return server.start() if start else server.url()
 
 
 @contextmanager

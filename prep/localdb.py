@@ -166,3 +166,11 @@ def _make_traversable(path: Path) -> None:
             wanted = mode | stat.S_IXOTH | stat.S_IROTH
             if mode != wanted:
                 parent.chmod(wanted)
+
+
+def database_url(*, start: bool = True) -> str:
+    """DATABASE_URL when set; otherwise the embedded server (started when `start`)."""
+    if url := os.environ.get("DATABASE_URL"):
+        return url
+    server = EmbeddedPostgres()
+    return server.start() if start else server.url()

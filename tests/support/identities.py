@@ -1,4 +1,4 @@
-"""Users and JWT claims shaped like Supabase's, for acting as a caller through shared.rls.acting_as."""
+"""Users and JWT claims shaped like Supabase's, for acting as a caller through shared.db.rls.acting_as."""
 
 from __future__ import annotations
 

@@ -1,0 +1,415 @@
+"""`make package` really runs: per-function Lambda zips and the CloudFormation template osls generates offline.
+
+The packaging (scripts/package.py) runs once per module; its artifacts are cached on their requirements and
+sources, so a run with nothing changed only regenerates the template. Needs Node.js and npm (for osls) and
+PyPI (for the first build of an artifact); without node/npm the template tests are skipped.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import types
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic_settings import BaseSettings
+
+from functions.billing.settings import BillingApiSettings, WebhookSettings
+from shared.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "package.py"
+TEMPLATE = ROOT / ".serverless" / "cloudformation-template-update-stack.json"
+STAGE = "dev"
+
+pytestmark = pytest.mark.timeout(900)
+
+# Lambda logical id -> (handler, settings class its handler loads, function package)
+FUNCTIONS: dict[str, tuple[str, type[BaseSettings], str]] = {
+    "StripeWebhookLambdaFunction": ("functions/billing/webhook.handler", WebhookSettings, "billing"),
+    "BillingApiLambdaFunction": ("functions/billing/api.handler", BillingApiSettings, "billing"),
+}
+ROUTES = {
+    "POST /stripe/webhook": "StripeWebhookLambdaFunction",
+    "POST /billing/checkout": "BillingApiLambdaFunction",
+    "POST /billing/portal": "BillingApiLambdaFunction",
+}
+# Settings that are secrets: only ever a Secrets Manager reference.
+SECRETS = {
+    "DATABASE_URL": "database-url",
+    "STRIPE_SECRET_KEY": "stripe-secret-key",
+    "STRIPE_WEBHOOK_SECRET": "stripe-webhook-secret",
+    "SUPABASE_JWT_SECRET": "supabase-jwt-secret",
+    "SUPABASE_SERVICE_ROLE_KEY": "supabase-service-role-key",
+}
+# Per-stage settings: SSM Parameter Store String parameters.
+STAGE_SETTINGS = {
+    "SUPABASE_URL": "supabase-url",
+    "CHECKOUT_SUCCESS_URL": "checkout-success-url",
+    "CHECKOUT_CANCEL_URL": "checkout-cancel-url",
+    "PORTAL_RETURN_URL": "portal-return-url",
+}
+# The only settings written literally in serverless.yml: tunables, none of them secret.
+LITERAL_SETTINGS = {
+    "LOG_LEVEL",
+    "DB_TRANSPORT",
+    "DB_POOL_SIZE",
+    "DB_TIMEOUT_SECONDS",
+    "DB_STATEMENT_TIMEOUT_MS",
+    "STRIPE_TIMEOUT_SECONDS",
+    "SUPABASE_JWT_AUDIENCE",
+}
+SECRET_LOOKING = re.compile(r"sk_(live|test)_|rk_(live|test)_|whsec_|postgres(ql)?://|eyJ[A-Za-z0-9_-]{10,}")
+# Never in a billing artifact: other functions' clients, the local tooling, test tools, what Lambda provides.
+FORBIDDEN_DISTRIBUTIONS = ("openai", "supabase", "postgrest", "boto3", "botocore", "pytest", "uvicorn", "typer", "prep")
+# Imported by first-party code but deliberately not packaged: the postgrest transport is imported only when
+# DB_TRANSPORT=postgrest, and serverless.yml fixes DB_TRANSPORT=psycopg (asserted below).
+UNPACKAGED_IMPORTS = {"postgrest"}
+EM_AARCH64 = 183
+MAX_ZIP_BYTES = 30 * 1024 * 1024  # Lambda takes 50 MiB zipped directly; stay well below
+MAX_UNZIPPED_BYTES = 120 * 1024 * 1024  # Lambda allows 250 MiB unzipped
+
+
+def _load_script() -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location("package_script", SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(module)
+    return module
+
+
+package_script = _load_script()
+
+
+def _run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=840, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"scripts/package.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _can_isolate_network() -> bool:
+    try:
+        package_script.network_isolation()
+    except package_script.PackagingError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def packaged() -> dict[str, Any]:
+    """Run the whole packaging, as `make package` does; osls without any network where Linux allows it."""
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"`{tool}` is not installed: osls (npm) cannot generate the CloudFormation template")
+    offline = _can_isolate_network()
+    started = time.perf_counter()
+    result = _run_script("--stage", STAGE, *(["--no-network"] if offline else []))
+    print(result.stdout, f"packaging took {time.perf_counter() - started:.1f}s", sep="\n")
+    return {"template": json.loads(TEMPLATE.read_text()), "offline": offline, "output": result.stdout}
+
+
+@pytest.fixture(scope="module")
+def template(packaged: dict[str, Any]) -> dict[str, Any]:
+    return packaged["template"]
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"]
+
+
+def _of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {name: resource for name, resource in resources.items() if resource["Type"] == kind}
+
+
+def _artifact_of(function: dict[str, Any]) -> Path:
+    return ROOT / "build" / function["Properties"]["Code"]["S3Key"].rsplit("/", 1)[-1]
+
+
+# --- the stack ---------------------------------------------------------------------------------------------------
+
+
+def test_template_is_generated_without_aws_or_network(packaged: dict[str, Any]) -> None:
+    assert "osls package --stage dev" in packaged["output"]
+    if not packaged["offline"]:
+        pytest.skip("this machine cannot make a network namespace (unshare --net): offline run not verified")
+    assert "(no network)" in packaged["output"]
+
+
+def test_lambda_functions(resources: dict[str, Any]) -> None:
+    functions = _of_type(resources, "AWS::Lambda::Function")
+    assert set(functions) == set(FUNCTIONS)
+    for name, (handler, _, package) in FUNCTIONS.items():
+        props = functions[name]["Properties"]
+        assert props["Handler"] == handler
+        assert props["Runtime"] == "python3.12"
+        assert props["Architectures"] == ["arm64"]
+        assert props["FunctionName"].startswith(f"interview-prep-{STAGE}-")
+        assert 256 <= props["MemorySize"] <= 2048
+        # HTTP API gives up on an integration after 30 s; the function must finish first.
+        assert 5 <= props["Timeout"] < 30
+        assert props["Code"]["S3Key"].endswith(f"/{package}.zip")
+        assert _artifact_of(functions[name]).is_file()
+
+
+def test_log_groups_have_retention(resources: dict[str, Any]) -> None:
+    groups = _of_type(resources, "AWS::Logs::LogGroup")
+    assert {"StripeWebhookLogGroup", "BillingApiLogGroup", "HttpApiLogGroup"} <= set(groups)
+    for group in groups.values():
+        assert 1 <= group["Properties"]["RetentionInDays"] <= 3653
+
+
+def test_http_api_routes_reach_the_right_functions(resources: dict[str, Any]) -> None:
+    apis = _of_type(resources, "AWS::ApiGatewayV2::Api")
+    assert [api["Properties"]["ProtocolType"] for api in apis.values()] == ["HTTP"]
+    integrations = _of_type(resources, "AWS::ApiGatewayV2::Integration")
+    routes = {}
+    for route in _of_type(resources, "AWS::ApiGatewayV2::Route").values():
+        props = route["Properties"]
+        # No API Gateway authorizer: Stripe signs its calls, the billing API verifies Supabase tokens itself.
+        assert props.get("AuthorizationType", "NONE") == "NONE"
+        assert "AuthorizerId" not in props
+        prefix, reference = props["Target"]["Fn::Join"][1]
+        assert prefix == "integrations"
+        integration = integrations[reference["Ref"]]["Properties"]
+        assert integration["IntegrationType"] == "AWS_PROXY"
+        assert integration["PayloadFormatVersion"] == "2.0"
+        function, attribute = integration["IntegrationUri"]["Fn::GetAtt"]
+        assert attribute == "Arn"
+        routes[props["RouteKey"]] = function
+    assert routes == ROUTES
+
+    invokable = {
+        permission["Properties"]["FunctionName"]["Fn::GetAtt"][0]
+        for permission in _of_type(resources, "AWS::Lambda::Permission").values()
+        if permission["Properties"]["Principal"] == "apigateway.amazonaws.com"
+    }
+    assert invokable == set(ROUTES.values())
+
+
+def test_cors_allows_the_web_client_to_post(resources: dict[str, Any]) -> None:
+    (api,) = _of_type(resources, "AWS::ApiGatewayV2::Api").values()
+    cors = api["Properties"]["CorsConfiguration"]
+    assert "POST" in cors["AllowMethods"]
+    assert {"authorization", "content-type"} <= set(cors["AllowHeaders"])
+    assert "*" not in cors["AllowOrigins"]
+    assert not cors.get("AllowCredentials")
+
+
+# --- settings ------------------------------------------------------------------------------------------------------
+
+
+def _environment(resources: dict[str, Any], function: str) -> dict[str, str]:
+    return resources[function]["Properties"]["Environment"]["Variables"]
+
+
+def test_secrets_and_stage_settings_are_dynamic_references(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    text = json.dumps(template)
+    # CloudFormation rejects ssm-secure in Lambda properties; and no secret may be written into the template.
+    assert "ssm-secure" not in text
+    assert not SECRET_LOOKING.search(text)
+    for function in FUNCTIONS:
+        for name, value in _environment(resources, function).items():
+            assert isinstance(value, str), f"{function}.{name} is not a plain string: {value!r}"
+            if name in SECRETS:
+                assert value == f"{{{{resolve:secretsmanager:interview-prep/{STAGE}/{SECRETS[name]}}}}}", name
+            elif name in STAGE_SETTINGS:
+                assert value == f"{{{{resolve:ssm:/interview-prep/{STAGE}/{STAGE_SETTINGS[name]}}}}}", name
+            else:
+                assert name in LITERAL_SETTINGS, f"{function}: {name}={value!r} is neither a reference nor a tunable"
+                assert "{{resolve:" not in value
+    # The packaged code has no PostgREST client, so the stack must use the psycopg transport.
+    assert {_environment(resources, f)["DB_TRANSPORT"] for f in FUNCTIONS} == {"psycopg"}
+
+
+def _deploy_time_value(reference: str) -> str:
+    """What CloudFormation would put in place of a dynamic reference, for a plausibly configured stage."""
+    name = reference.rstrip("}").rsplit("/", 1)[-1]
+    if name == "database-url":
+        return "postgresql://app:pw@db.example.test:6543/postgres"
+    if name.endswith("-url"):
+        return f"https://{name}.example.test/"
+    return f"placeholder-{name}"
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_environment_configures_the_handler(
+    resources: dict[str, Any], function: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each function gets every setting its settings class requires, and nothing it does not read."""
+    _, settings_class, _ = FUNCTIONS[function]
+    environment = _environment(resources, function)
+    fields = {name.upper() for name in settings_class.model_fields}
+    assert set(environment) - fields == {"LOG_LEVEL"}, "variables the function never reads"
+    required = {name.upper() for name, field in settings_class.model_fields.items() if field.is_required()}
+    assert required <= set(environment)
+
+    for name in fields | {"LOG_LEVEL"}:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, _deploy_time_value(value) if value.startswith("{{resolve:") else value)
+    settings = load_settings(settings_class)
+    assert settings.db_transport == "psycopg"
+    assert settings.db_pool_size == 1
+    assert settings.stripe_secret_key.get_secret_value() == "placeholder-stripe-secret-key"
+    if isinstance(settings, BillingApiSettings):
+        assert settings.jwks_url == "https://supabase-url.example.test/auth/v1/.well-known/jwks.json"
+        assert settings.issuer == "https://supabase-url.example.test/auth/v1"
+
+
+# --- artifacts -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def artifacts(resources: dict[str, Any]) -> dict[str, set[str]]:
+    """Artifact path -> the handlers packaged in it."""
+    found: dict[str, set[str]] = {}
+    for name, function in _of_type(resources, "AWS::Lambda::Function").items():
+        found.setdefault(str(_artifact_of(function)), set()).add(FUNCTIONS[name][0])
+    assert found
+    return found
+
+
+def _repo_files(base: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(ROOT).as_posix(): path.read_bytes()
+        for path in sorted(base.rglob("*"))
+        if path.is_file()
+        and path.suffix not in {".pyc", ".pyo"}
+        and not any(part == "__pycache__" or part.startswith(".") for part in path.relative_to(base).parts)
+    }
+
+
+def _third_party_imports(archive: zipfile.ZipFile) -> set[str]:
+    roots: set[str] = set()
+    for name in archive.namelist():
+        if name.endswith(".py") and name.startswith(("functions/", "shared/")):
+            for node in ast.walk(ast.parse(archive.read(name), filename=name)):
+                if isinstance(node, ast.Import):
+                    roots.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    roots.add(node.module.split(".")[0])
+    return roots - set(sys.stdlib_module_names) - {"__future__", "functions", "shared"}
+
+
+def test_each_artifact_holds_its_function_package_and_shared_only(artifacts: dict[str, set[str]]) -> None:
+    for path, handlers in artifacts.items():
+        packages = {handler.split("/")[1] for handler in handlers}
+        assert len(packages) == 1, f"{path} serves handlers of several packages: {handlers}"
+        (package,) = packages
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            for handler in handlers:
+                assert f"{handler.rsplit('.', 1)[0]}.py" in names
+            expected = {
+                "functions/__init__.py": (ROOT / "functions" / "__init__.py").read_bytes(),
+                **_repo_files(ROOT / "shared"),
+                **_repo_files(ROOT / "functions" / package),
+            }
+            first_party = {n for n in names if n.startswith(("functions/", "shared/"))}
+            assert first_party == set(expected), "first-party files differ from the repository's"
+            for name, content in expected.items():
+                assert archive.read(name) == content, f"{name} in {path} is stale"
+            roots = {name.split("/")[0] for name in names}
+            for other in ("tests", "prep", "supabase", "bench", "scripts", "build", "node_modules"):
+                assert other not in roots
+            assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
+
+
+def test_billing_artifact_dependencies(artifacts: dict[str, set[str]]) -> None:
+    billing = ROOT / "build" / "billing.zip"
+    assert str(billing) in artifacts
+    pins = package_script.read_requirements(ROOT / "functions" / "billing" / "requirements.txt").pins
+    with zipfile.ZipFile(billing) as archive:
+        names = archive.namelist()
+        roots = {name.split("/")[0] for name in names}
+        assert "stripe" in roots
+        assert {"fastapi", "pydantic", "pydantic_core", "psycopg", "psycopg_binary", "mangum", "jwt"} <= roots
+        for forbidden in FORBIDDEN_DISTRIBUTIONS:
+            assert not any(root == forbidden or root.startswith(f"{forbidden}-") for root in roots), forbidden
+
+        # Exactly the pinned distributions, at the pinned versions.
+        packaged = {}
+        for name in names:
+            match = re.fullmatch(r"([^/]+)-([^-/]+)\.dist-info/METADATA", name)
+            if match:
+                packaged[package_script._normalize(match.group(1))] = match.group(2)
+        assert packaged == pins
+
+        # Every third-party module the code imports is in the zip (a module or a package, namespace or not).
+        for module in _third_party_imports(archive) - UNPACKAGED_IMPORTS:
+            assert f"{module}.py" in names or module in roots, f"{module} is imported but not packaged"
+
+        # Native code is built for Lambda: ELF for AArch64, CPython 3.12 (or the stable ABI).
+        native = [n for n in names if re.search(r"\.so(\.|$)", n)]
+        assert native
+        for name in native:
+            header = archive.read(name)[:20]
+            assert header[:4] == b"\x7fELF", name
+            assert int.from_bytes(header[18:20], "little") == EM_AARCH64, f"{name} is not built for arm64"
+            if name.endswith(".so") and ".cpython-" in name:
+                assert ".cpython-312-aarch64-linux-gnu.so" in name, name
+
+
+def test_artifact_sizes_are_reasonable(artifacts: dict[str, set[str]]) -> None:
+    for path in artifacts:
+        size = Path(path).stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            unzipped = sum(info.file_size for info in archive.infolist())
+        assert 1024 * 1024 < size < MAX_ZIP_BYTES, f"{path}: {size} bytes"
+        assert unzipped < MAX_UNZIPPED_BYTES, f"{path}: {unzipped} bytes unzipped"
+
+
+def test_unchanged_sources_reuse_the_artifacts(artifacts: dict[str, set[str]]) -> None:
+    before = {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in artifacts}
+    started = time.perf_counter()
+    result = _run_script("--artifacts-only")
+    assert time.perf_counter() - started < 30
+    for path in artifacts:
+        assert f"{Path(path).relative_to(ROOT)}: " in result.stdout
+        assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == before[path]
+    assert "built in" not in result.stdout
+    assert "cached in" in result.stdout
+
+
+# --- the packaging script's own rules ----------------------------------------------------------------------------
+
+
+def test_zips_are_reproducible(tmp_path: Path) -> None:
+    source = tmp_path / "module.py"
+    source.write_text("VALUE = 1\n")
+    first, second = tmp_path / "a.zip", tmp_path / "b.zip"
+    package_script.write_zip(first, {"pkg/module.py": source})
+    source.touch()  # a newer modification time must not change the archive
+    package_script.write_zip(second, {"pkg/module.py": source})
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as archive:
+        (info,) = archive.infolist()
+        assert info.date_time == (1980, 1, 1, 0, 0, 0)
+        assert (info.external_attr >> 16) & 0o777 == 0o644
+
+
+def test_requirements_must_be_pinned(tmp_path: Path) -> None:
+    shared = tmp_path / "shared.txt"
+    shared.write_text("# comment\npydantic==2.14.4\n")
+    function = tmp_path / "requirements.txt"
+    function.write_text("-r shared.txt\nstripe[async]==16.1.0  # inline comment\n")
+    assert package_script.read_requirements(function).pins == {"pydantic": "2.14.4", "stripe": "16.1.0"}
+    function.write_text("-r shared.txt\nstripe>=12\n")
+    with pytest.raises(package_script.PackagingError, match="pin an exact version"):
+        package_script.read_requirements(function)
