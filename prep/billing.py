@@ -15,7 +15,7 @@ from shared.config import ConfigurationError, load_settings
 from shared.db import DatabaseError, connect
 
 app = typer.Typer(no_args_is_help=True, help="Billing operations against Stripe's API.")
-console = Console()
+console = Console(soft_wrap=True)
 
 
 @app.command()

@@ -21,7 +21,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Local database, migrations and 
 app.add_typer(db_app, name="db")
 app.add_typer(billing_app, name="billing")
 
-console = Console()
+console = Console(soft_wrap=True)
 errors = Console(stderr=True)
 
 

@@ -37,3 +37,6 @@ def configure_logging(level: str = "INFO") -> None:
         handler.setFormatter(JsonFormatter())
         root.handlers = [handler]
     root.setLevel(level)
+    # Client libraries log every request at INFO; our own request line already says what happened.
+    for chatty in ("stripe", "httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))

@@ -27,15 +27,17 @@ def stripe_client(settings: StripeSettings) -> stripe.StripeClient:
     )
 
 
-def fresh_snapshot(client: stripe.StripeClient, subscription_id: str, user_id: str | None = None) -> dict[str, Any]:
-    """Stripe's current state of a subscription, stamped with the time it was read."""
+def fresh_snapshot(
+    client: stripe.StripeClient, subscription_id: str, *, version: datetime, user_id: str | None = None
+) -> dict[str, Any]:
+    """Stripe's current state of a subscription, stamped `version` (what it is at least as new as)."""
     try:
         found = client.v1.subscriptions.retrieve(subscription_id)
     except stripe.InvalidRequestError:
         raise
     except stripe.StripeError as error:
         raise StripeUnavailableError(f"reading subscription {subscription_id} from Stripe failed: {error}") from error
-    return _snapshot(found, user_id)
+    return _snapshot(found, version, user_id)
 
 
 def all_subscription_snapshots(client: stripe.StripeClient, customer: str | None = None) -> Iterator[dict[str, Any]]:
@@ -45,11 +47,11 @@ def all_subscription_snapshots(client: stripe.StripeClient, customer: str | None
         params["customer"] = customer
     try:
         for found in client.v1.subscriptions.list(params).auto_paging_iter():  # type: ignore[arg-type]
-            yield _snapshot(found, None)
+            yield _snapshot(found, datetime.now(UTC), None)
     except stripe.StripeError as error:
         raise StripeUnavailableError(f"listing subscriptions from Stripe failed: {error}") from error
 
 
-def _snapshot(found: stripe.StripeObject, user_id: str | None) -> dict[str, Any]:
+def _snapshot(found: stripe.StripeObject, version: datetime, user_id: str | None) -> dict[str, Any]:
     subscription = Subscription.model_validate(found.to_dict())
-    return subscription_snapshot(subscription, version=datetime.now(UTC), fresh=True, user_id=user_id)
+    return subscription_snapshot(subscription, version=version, fresh=True, user_id=user_id)

@@ -60,10 +60,14 @@ class WebhookProcessor:
             session = CheckoutSession.model_validate(obj)
             if session.mode != "subscription" or not session.subscription:
                 return None
-            return fresh_snapshot(self.stripe_api, session.subscription, session.client_reference_id)
+            return fresh_snapshot(
+                self.stripe_api, session.subscription, version=created, user_id=session.client_reference_id
+            )
         if event.type in INVOICE_EVENTS:
             invoice = Invoice.model_validate(obj)
-            return fresh_snapshot(self.stripe_api, invoice.subscription_id) if invoice.subscription_id else None
+            if not invoice.subscription_id:
+                return None
+            return fresh_snapshot(self.stripe_api, invoice.subscription_id, version=created)
         if event.type == "customer.deleted":
             return {"deleted_customer": Customer.model_validate(obj).id}
         return None
@@ -80,7 +84,11 @@ class WebhookProcessor:
         result = self.database.call("service.apply_stripe_event", {"event": envelope, "snapshot": snapshot})
         if result["outcome"] == "needs_refresh":
             # Another event of the same second was applied: Stripe's current state decides, not arrival order.
-            fresh = fresh_snapshot(self.stripe_api, snapshot["subscription"]["stripe_subscription_id"])  # type: ignore[index]
+            fresh = fresh_snapshot(
+                self.stripe_api,
+                snapshot["subscription"]["stripe_subscription_id"],  # type: ignore[index]
+                version=datetime.fromtimestamp(event.created, UTC),
+            )
             result = self.database.call("service.apply_stripe_event", {"event": envelope, "snapshot": fresh})
         log.info("stripe event", extra={"event_id": event.id, "event_type": event.type, **result})
         return result
