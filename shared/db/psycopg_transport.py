@@ -55,10 +55,14 @@ class PsycopgDatabase:
         )
         params = {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in args.items()}
         try:
-            with self._connections().connection() as conn, acting_as(conn, caller.claims if caller else SERVICE_CLAIMS):
-                conn.execute(
-                    "select set_config('statement_timeout', %s, true)", (str(self._settings.db_statement_timeout_ms),)
-                )
+            with (
+                self._connections().connection() as conn,
+                acting_as(
+                    conn,
+                    caller.claims if caller else SERVICE_CLAIMS,
+                    statement_timeout_ms=self._settings.db_statement_timeout_ms,
+                ),
+            ):
                 row = conn.execute(query, params).fetchone()
                 return row[0] if row else None
         except PoolTimeout as error:

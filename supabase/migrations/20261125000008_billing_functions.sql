@@ -44,9 +44,10 @@ declare
   owner uuid;
   new_status public.subscription_status := (sub ->> 'status')::public.subscription_status;
 begin
+  -- Serialize on the Stripe id, not the row: two first events of one subscription find no row to lock.
+  perform pg_advisory_xact_lock(hashtextextended('stripe_subscription:' || (sub ->> 'stripe_subscription_id'), 0));
   select * into existing from public.subscriptions
-  where stripe_subscription_id = sub ->> 'stripe_subscription_id'
-  for update;
+  where stripe_subscription_id = sub ->> 'stripe_subscription_id';
   is_new := not found;
 
   if not is_new and existing.last_event_created_at is not null then

@@ -315,3 +315,29 @@ def test_a_database_that_is_down_is_a_503_problem(billing: Billing) -> None:
     )
     assert response.status_code == 503
     assert response.json()["title"] == "Database unavailable"
+
+
+def test_first_events_of_a_new_subscription_arriving_together_all_succeed(billing: Billing) -> None:
+    _, subscription, events = billing.subscribe()
+    billing.stand_in.advance_clock(8 * 86_400)
+    events += billing.stand_in.end_trial(subscription)
+    updates = [e for e in events if e["type"].startswith("customer.subscription.")]
+
+    async def deliver_together() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=billing.webhook_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://webhook") as client:
+            bodies = [event_payload(e) for e in updates]
+            return await asyncio.gather(
+                *[
+                    client.post(
+                        "/stripe/webhook",
+                        content=body,
+                        headers={"stripe-signature": sign_payload(body, WEBHOOK_SECRET)},
+                    )
+                    for body in bodies
+                ]
+            )
+
+    responses = asyncio.run(deliver_together())
+    assert [r.status_code for r in responses] == [200] * len(updates)
+    assert billing.row(subscription)["status"] == "active"
