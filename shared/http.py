@@ -60,7 +60,13 @@ def create_app(title: str, *, version: str = "1.0.0", description: str = "") -> 
         token = request_id.set(rid)
         started = time.perf_counter()
         try:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception:
+                log.exception("unhandled error")
+                response = problem_response(
+                    500, "Internal error", "something went wrong on our side; quote the request id"
+                )
             response.headers["x-request-id"] = rid
             log.info(
                 "request",
@@ -101,11 +107,6 @@ def create_app(title: str, *, version: str = "1.0.0", description: str = "") -> 
             str(error.detail),
             dict(error.headers) if error.headers else None,
         )
-
-    @app.exception_handler(Exception)
-    async def on_unexpected(_: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return problem_response(500, "Internal error", "something went wrong on our side; quote the request id")
 
     return app
 
