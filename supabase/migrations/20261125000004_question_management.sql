@@ -19,6 +19,20 @@ as $$
 $$;
 grant execute on function private.normalize_question(text) to service_role;
 
+-- How strongly the engine prefers a question: a Bayesian average rating (so one 5-star vote does not beat
+-- 200 votes of 4.6), a little popularity, and an exploration bonus that fades as ratings arrive.
+-- Stored in questions.rank_score by the scheduled rollup, so selection can walk an index in rank order.
+create function private.question_rank(rating_avg numeric, rating_count integer, usage_count bigint)
+returns double precision
+language sql immutable parallel safe
+set search_path = ''
+as $$
+  select ((10 * 3.5 + coalesce(rating_count, 0) * coalesce(rating_avg, 3.5)) / (10 + coalesce(rating_count, 0)) - 1) / 4
+       + 0.1 * least(ln(1 + coalesce(usage_count, 0)) / ln(10001), 1)
+       + 0.15 * greatest(0, 1 - coalesce(rating_count, 0) / 10.0)
+$$;
+grant execute on function private.question_rank(numeric, integer, bigint) to service_role;
+
 create table public.questions (
   id uuid primary key default gen_random_uuid(),
   content text not null check (char_length(content) between 10 and 2000),
@@ -40,6 +54,7 @@ create table public.questions (
   usage_count bigint not null default 0 check (usage_count >= 0),
   rating_avg numeric(3, 2) check (rating_avg between 1 and 5),
   rating_count integer not null default 0 check (rating_count >= 0),
+  rank_score double precision not null default private.question_rank(null, 0, 0),
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now()
 );
@@ -48,8 +63,12 @@ comment on column public.questions.content_hash is 'md5 of the normalized text: 
 
 create index idx_questions_usage_count on public.questions (usage_count desc);
 create index idx_questions_tags on public.questions using gin (tags);
-create index idx_questions_bucket on public.questions (category, difficulty, experience_level)
+-- Selection walks a bucket in rank order.
+create index idx_questions_bucket_rank on public.questions (category, difficulty, experience_level, rank_score desc)
   where is_active;
+-- Near-duplicate detection compares normalized text by trigram similarity.
+create index idx_questions_normalized_trgm on public.questions
+  using gin (private.normalize_question(content) extensions.gin_trgm_ops);
 
 create trigger set_updated_at before update on public.questions
   for each row execute function private.set_updated_at();

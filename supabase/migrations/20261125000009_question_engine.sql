@@ -1,0 +1,394 @@
+-- 9. Question engine
+--
+-- Serving questions from the bank (the AI cache) before paying for generation:
+--   POST /questions -> service.request_questions: check and count the plan's limit, pick questions the user
+--     has never been served (private.question_candidates), record them append-only in session_questions;
+--   the handler generates only the deficit, under a lease so concurrent requests for one empty bucket make
+--     one AI call (service.acquire_generation_lease), stores the new questions without duplicates
+--     (service.add_generated_questions) and serves them (service.serve_more_questions);
+--   the schedule rolls the append-only records up into questions' statistics (service.rollup_question_stats).
+-- Serving never updates a question row, so popular questions are no lock hot spots.
+
+-- Generation leases: one holder per bucket until it releases or the lease expires.
+create table private.generation_leases (
+  bucket_key text primary key,
+  holder uuid not null,
+  expires_at timestamptz not null,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+create trigger set_updated_at before update on private.generation_leases
+  for each row execute function private.set_updated_at();
+alter table private.generation_leases enable row level security;
+grant select, insert, update, delete on private.generation_leases to service_role;
+
+-- Where the last rollup of question statistics got to.
+create table private.rollup_watermarks (
+  name text primary key,
+  processed_until timestamptz not null,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+create trigger set_updated_at before update on private.rollup_watermarks
+  for each row execute function private.set_updated_at();
+alter table private.rollup_watermarks enable row level security;
+grant select, insert, update, delete on private.rollup_watermarks to service_role;
+
+-- Check and count one use of a plan's per-day limit (UTC days), atomically: the counter row is the lock.
+create function private.consume_quota(user_id uuid, metric text, amount integer default 1) returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  plan_code text;
+  day_limit integer;
+  used_now integer;
+begin
+  select e.plan_code, (e.usage_limits ->> consume_quota.metric)::integer into plan_code, day_limit
+  from public.entitlements(consume_quota.user_id) e;
+  if coalesce(day_limit, 0) < amount then
+    raise sqlstate 'PT402' using
+      message = format('the %s plan does not include %s', plan_code, replace(metric, '_', ' ')),
+      hint = 'Upgrade with POST /billing/checkout.';
+  end if;
+  insert into public.usage_counters as c (user_id, metric, period_start, used)
+  values (consume_quota.user_id, consume_quota.metric, (now() at time zone 'utc')::date, amount)
+  on conflict on constraint usage_counters_pkey do update set used = c.used + excluded.used
+    where c.used + excluded.used <= day_limit
+  returning c.used into used_now;
+  if used_now is null then
+    raise sqlstate 'PT429' using
+      message = format('daily limit reached: %s %s a day on the %s plan', day_limit, replace(metric, '_', ' '),
+                       plan_code),
+      hint = 'The limit resets at 00:00 UTC; a paid plan raises it.';
+  end if;
+  return day_limit - used_now;
+end
+$$;
+
+-- Questions this user has never been served, best first, for a request
+-- {"category", "difficulty", "experience_level", "target_role"?, "tags"?}. When the exact bucket runs short
+-- the request widens: first without the tags, then to the neighbouring experience levels. Within a step the
+-- pool is the best 4x of what is needed, drawn with jitter so two users asking alike get different sets.
+create function private.question_candidates(user_id uuid, request jsonb, wanted integer)
+returns table (question_id uuid, widening text)
+language plpgsql volatile
+set search_path = ''
+as $$
+declare
+  want_category public.question_category := (request ->> 'category')::public.question_category;
+  want_difficulty public.difficulty := (request ->> 'difficulty')::public.difficulty;
+  want_level public.experience_level := (request ->> 'experience_level')::public.experience_level;
+  want_role text := nullif(btrim(request ->> 'target_role'), '');
+  want_tags text[] := (select array_agg(lower(t)) from jsonb_array_elements_text(request -> 'tags') t);
+  levels public.experience_level[] := enum_range(null::public.experience_level);
+  level_index integer := array_position(enum_range(null::public.experience_level), want_level);
+  picked uuid[] := '{}';
+  step record;
+  found_ids uuid[];
+begin
+  for step in
+    select * from (values
+      ('exact', array[want_level], want_tags),
+      ('any_tags', array[want_level], null::text[]),
+      ('neighbour_level', array_remove(array[levels[level_index - 1], levels[level_index + 1]], null), null::text[])
+    ) as steps (name, step_levels, step_tags)
+    where name <> 'any_tags' or want_tags is not null
+  loop
+    exit when cardinality(picked) >= wanted;
+    select array_agg(pool.id) into found_ids from (
+      select c.id from (
+        select q.id, q.rank_score
+        from public.questions q
+        where q.is_active
+          and q.category = want_category
+          and q.difficulty = want_difficulty
+          and q.experience_level = any(step.step_levels)
+          and (want_role is null or q.target_role is null or lower(q.target_role) = lower(want_role))
+          and (step.step_tags is null or q.tags && step.step_tags)
+          and q.id <> all(picked)
+          and not exists (
+            select from public.session_questions s
+            where s.user_id = question_candidates.user_id and s.question_id = q.id
+          )
+        order by q.rank_score desc
+        limit 4 * (wanted - cardinality(picked))
+      ) c
+      order by c.rank_score + random() * 0.15 desc
+      limit wanted - cardinality(picked)
+    ) pool;
+    if found_ids is not null then
+      picked := picked || found_ids;
+      return query select unnest(found_ids), step.name::text;
+    end if;
+  end loop;
+end
+$$;
+
+-- Serve up to `wanted` new questions into a session: append-only, at the session's next positions.
+create function private.serve_questions(user_id uuid, session_id uuid, request jsonb, wanted integer)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  next_position integer;
+  served jsonb;
+begin
+  perform from public.practice_sessions s where s.id = serve_questions.session_id for update;
+  select coalesce(max(sq.position), 0) into next_position
+  from public.session_questions sq where sq.session_id = serve_questions.session_id;
+
+  with candidates as (
+    select c.question_id, c.widening, row_number() over () as n
+    from private.question_candidates(serve_questions.user_id, request, wanted) c
+  ), inserted as (
+    insert into public.session_questions (session_id, user_id, question_id, position)
+    select serve_questions.session_id, serve_questions.user_id, c.question_id, next_position + c.n
+    from candidates c
+    on conflict on constraint session_questions_user_id_question_id_key do nothing
+    returning id, question_id, position
+  )
+  select coalesce(jsonb_agg(jsonb_build_object(
+      'session_question_id', i.id, 'position', i.position, 'widening', c.widening, 'id', q.id,
+      'content', q.content, 'category', q.category, 'difficulty', q.difficulty,
+      'experience_level', q.experience_level, 'target_role', q.target_role, 'tags', q.tags,
+      'source', q.source, 'evaluation_criteria', q.evaluation_criteria
+    ) order by i.position), '[]')
+  into served
+  from inserted i
+  join candidates c on c.question_id = i.question_id
+  join public.questions q on q.id = i.question_id;
+  return served;
+end
+$$;
+
+-- POST /questions: count the request against the plan, open (or continue) the session, serve from the bank.
+-- Returns {"session_id", "questions": [...], "deficit", "ai_generation_included"}.
+create function service.request_questions(user_id uuid, request jsonb) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  wanted integer := (request ->> 'count')::integer;
+  session uuid := (request ->> 'session_id')::uuid;
+  session_owner uuid;
+  session_status public.session_status;
+  served jsonb;
+begin
+  if wanted is null or wanted not between 1 and 20 then
+    raise sqlstate 'PT422' using message = 'count must be between 1 and 20';
+  end if;
+  perform private.consume_quota(request_questions.user_id, 'question_requests');
+
+  if session is null then
+    insert into public.practice_sessions (user_id, session_type, config)
+    values (request_questions.user_id, 'custom', request - 'session_id')
+    returning id into session;
+  else
+    select s.user_id, s.status into session_owner, session_status
+    from public.practice_sessions s where s.id = session;
+    if session_owner is distinct from request_questions.user_id then
+      raise sqlstate 'PT404' using message = format('no session %s of yours', session);
+    elsif session_status <> 'in_progress' then
+      raise sqlstate 'PT409' using
+        message = format('session %s is %s', session, session_status), hint = 'Start a new session.';
+    end if;
+  end if;
+
+  served := private.serve_questions(request_questions.user_id, session, request, wanted);
+  return jsonb_build_object(
+    'session_id', session,
+    'questions', served,
+    'deficit', wanted - jsonb_array_length(served),
+    'ai_generation_included',
+      coalesce((select (e.features ->> 'ai_generated_questions')::boolean
+                from public.entitlements(request_questions.user_id) e), false)
+  );
+end
+$$;
+
+-- After generation: serve more into the same session (no further quota: it is the same request).
+create function service.serve_more_questions(user_id uuid, session_id uuid, request jsonb, wanted integer)
+returns jsonb
+language sql
+set search_path = ''
+as $$
+  select private.serve_questions(serve_more_questions.user_id, serve_more_questions.session_id, request, wanted)
+  where exists (
+    select from public.practice_sessions s
+    where s.id = serve_more_questions.session_id and s.user_id = serve_more_questions.user_id
+  )
+$$;
+
+-- A lease on generating for one bucket; returns the holder token, or null while someone else holds it.
+create function service.acquire_generation_lease(bucket_key text, ttl_seconds integer) returns uuid
+language sql
+set search_path = ''
+as $$
+  insert into private.generation_leases as l (bucket_key, holder, expires_at)
+  values (acquire_generation_lease.bucket_key, gen_random_uuid(), now() + make_interval(secs => ttl_seconds))
+  on conflict (bucket_key) do update set holder = excluded.holder, expires_at = excluded.expires_at
+    where l.expires_at < now()
+  returning l.holder
+$$;
+
+create function service.release_generation_lease(bucket_key text, holder uuid) returns boolean
+language sql
+set search_path = ''
+as $$
+  with released as (
+    delete from private.generation_leases l
+    where l.bucket_key = release_generation_lease.bucket_key and l.holder = release_generation_lease.holder
+    returning 1
+  )
+  select exists (select from released)
+$$;
+
+create function service.generation_lease_held(bucket_key text) returns boolean
+language sql stable
+set search_path = ''
+as $$
+  select exists (
+    select from private.generation_leases l
+    where l.bucket_key = generation_lease_held.bucket_key and l.expires_at > now()
+  )
+$$;
+
+-- Store generated questions unless the bank already has them: same normalized text, or a paraphrase
+-- (trigram similarity of the normalized text at or above 0.6 within the category).
+-- `questions`: [{"content", "category", "difficulty", "experience_level", "target_role"?, "tags",
+--                "evaluation_criteria", "key_points"}]; `generation`: model, prompt version, request.
+create function service.add_generated_questions(questions jsonb, generation jsonb) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  candidate jsonb;
+  normalized text;
+  new_id uuid;
+  inserted uuid[] := '{}';
+  duplicates integer := 0;
+  paraphrases integer := 0;
+begin
+  perform set_config('pg_trgm.similarity_threshold', '0.6', true);
+  for candidate in select * from jsonb_array_elements(questions) loop
+    normalized := private.normalize_question(candidate ->> 'content');
+    if exists (select from public.questions q where q.content_hash = md5(normalized)) then
+      duplicates := duplicates + 1;
+      continue;
+    end if;
+    if exists (
+      select from public.questions q
+      where private.normalize_question(q.content) operator(extensions.%) normalized
+        and q.category = (candidate ->> 'category')::public.question_category
+    ) then
+      paraphrases := paraphrases + 1;
+      continue;
+    end if;
+    insert into public.questions (content, category, difficulty, experience_level, target_role, tags,
+                                  evaluation_criteria, key_points, source, generation_metadata)
+    values (
+      btrim(candidate ->> 'content'),
+      (candidate ->> 'category')::public.question_category,
+      (candidate ->> 'difficulty')::public.difficulty,
+      (candidate ->> 'experience_level')::public.experience_level,
+      nullif(btrim(candidate ->> 'target_role'), ''),
+      coalesce((select array_agg(lower(t)) from jsonb_array_elements_text(candidate -> 'tags') t), '{}'),
+      coalesce(candidate -> 'evaluation_criteria', '[]'),
+      coalesce((select array_agg(k) from jsonb_array_elements_text(candidate -> 'key_points') k), '{}'),
+      'ai',
+      generation
+    )
+    on conflict (content_hash) do nothing
+    returning id into new_id;
+    if new_id is null then
+      duplicates := duplicates + 1;
+    else
+      inserted := inserted || new_id;
+    end if;
+  end loop;
+  return jsonb_build_object('inserted', to_jsonb(inserted), 'duplicates', duplicates, 'paraphrases', paraphrases);
+end
+$$;
+
+-- Every AI call, for cost and latency reporting and the daily spend cap.
+create function service.record_ai_usage(usage jsonb) returns void
+language sql
+set search_path = ''
+as $$
+  insert into public.ai_usage (user_id, purpose, model, prompt_tokens, completion_tokens, audio_seconds, cost_usd,
+                               latency_ms, succeeded, error)
+  values (
+    (usage ->> 'user_id')::uuid, usage ->> 'purpose', usage ->> 'model',
+    coalesce((usage ->> 'prompt_tokens')::integer, 0), coalesce((usage ->> 'completion_tokens')::integer, 0),
+    (usage ->> 'audio_seconds')::numeric, coalesce((usage ->> 'cost_usd')::numeric, 0),
+    (usage ->> 'latency_ms')::integer, (usage ->> 'succeeded')::boolean, left(usage ->> 'error', 500)
+  )
+$$;
+
+create function service.ai_spend_today() returns numeric
+language sql stable
+set search_path = ''
+as $$
+  select coalesce(sum(cost_usd), 0) from public.ai_usage
+  where created_at >= date_trunc('day', now() at time zone 'utc') at time zone 'utc'
+$$;
+
+-- Roll the append-only records up into questions' statistics and rank. Idempotent: every question touched
+-- since the last run (with a margin for transactions that committed late) is recounted from scratch.
+create function service.rollup_question_stats() returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  started timestamptz := now();
+  since timestamptz;
+  touched integer;
+begin
+  select w.processed_until - interval '10 minutes' into since
+  from private.rollup_watermarks w where w.name = 'question_stats' for update;
+  since := coalesce(since, '-infinity');
+
+  with changed as (
+    select sq.question_id as id from public.session_questions sq where sq.served_at >= since
+    union
+    select r.question_id from public.question_ratings r where r.updated_at >= since
+  ), stats as (
+    select c.id,
+           (select count(*) from public.session_questions sq where sq.question_id = c.id) as usage_count,
+           (select round(avg(r.rating), 2) from public.question_ratings r where r.question_id = c.id) as rating_avg,
+           (select count(*) from public.question_ratings r where r.question_id = c.id)::integer as rating_count
+    from changed c
+  )
+  update public.questions q
+  set usage_count = s.usage_count, rating_avg = s.rating_avg, rating_count = s.rating_count,
+      rank_score = private.question_rank(s.rating_avg, s.rating_count, s.usage_count)
+  from stats s
+  where q.id = s.id
+    and (q.usage_count, q.rating_avg, q.rating_count) is distinct from (s.usage_count, s.rating_avg, s.rating_count);
+  get diagnostics touched = row_count;
+
+  insert into private.rollup_watermarks (name, processed_until) values ('question_stats', started)
+  on conflict (name) do update set processed_until = excluded.processed_until;
+  return jsonb_build_object('questions_updated', touched, 'since', since);
+end
+$$;
+
+revoke all on function private.consume_quota(uuid, text, integer),
+  private.question_candidates(uuid, jsonb, integer), private.serve_questions(uuid, uuid, jsonb, integer)
+  from public, anon, authenticated;
+grant execute on function private.consume_quota(uuid, text, integer),
+  private.question_candidates(uuid, jsonb, integer), private.serve_questions(uuid, uuid, jsonb, integer)
+  to service_role;
+
+revoke all on function service.request_questions(uuid, jsonb), service.serve_more_questions(uuid, uuid, jsonb, integer),
+  service.acquire_generation_lease(text, integer), service.release_generation_lease(text, uuid),
+  service.generation_lease_held(text), service.add_generated_questions(jsonb, jsonb),
+  service.record_ai_usage(jsonb), service.ai_spend_today(), service.rollup_question_stats()
+  from public, anon, authenticated;
+grant execute on function service.request_questions(uuid, jsonb), service.serve_more_questions(uuid, uuid, jsonb, integer),
+  service.acquire_generation_lease(text, integer), service.release_generation_lease(text, uuid),
+  service.generation_lease_held(text), service.add_generated_questions(jsonb, jsonb),
+  service.record_ai_usage(jsonb), service.ai_spend_today(), service.rollup_question_stats()
+  to service_role;
