@@ -1,0 +1,212 @@
+"""POST /questions: questions the user has never been served, from the bank first, generated only if short.
+
+service.request_questions counts the request against the plan, opens (or continues) a session and serves
+from the bank, widening the request before giving up. Only the remaining deficit (plus a small prefetch for
+the next user) is generated, by one request per bucket at a time: the others wait for its lease and are then
+served from the bank. The response says which questions came from the bank and which were generated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from functions.questions import generation
+from functions.questions.settings import QuestionsSettings
+from shared.ai import AiClient, AiError, AiUsage
+from shared.auth import AuthenticatedUser, CurrentUser, TokenVerifier
+from shared.config import load_settings
+from shared.db import Database, connect
+from shared.http import create_app, lambda_entrypoint
+
+Category = Literal["behavioral", "technical", "situational", "leadership", "problem_solving", "culture_fit"]
+Difficulty = Literal["easy", "medium", "hard"]
+Level = Literal["entry", "mid", "senior", "lead", "executive"]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9][a-z0-9 -]{0,39}$")]
+
+
+class QuestionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    category: Category
+    difficulty: Difficulty
+    experience_level: Level
+    target_role: Annotated[str | None, StringConstraints(strip_whitespace=True, max_length=80)] = None
+    tags: Annotated[list[Tag], Field(max_length=8)] = []
+    count: Annotated[int, Field(ge=1, le=20)] = 5
+    session_id: uuid.UUID | None = Field(default=None, description="Continue this session instead of a new one")
+
+
+class ServedQuestion(BaseModel):
+    id: uuid.UUID
+    session_question_id: uuid.UUID
+    position: int
+    content: str
+    category: Category
+    difficulty: Difficulty
+    experience_level: Level
+    target_role: str | None
+    tags: list[str]
+    served_from: Literal["bank", "generated"]
+    widening: str | None = Field(description="How far the request was widened to find it: exact, any_tags, ...")
+
+
+class GenerationReport(BaseModel):
+    status: Literal["not_needed", "generated", "off", "not_in_plan", "spend_cap_reached", "busy", "failed"]
+    detail: str
+    ai_calls: int = 0
+
+
+class QuestionsServed(BaseModel):
+    session_id: uuid.UUID
+    questions: list[ServedQuestion]
+    from_bank: int
+    generated: int
+    generation: GenerationReport
+
+
+class QuestionEngine:
+    def __init__(self, settings: QuestionsSettings, database: Database, ai: AiClient) -> None:
+        self.settings, self.db, self.ai = settings, database, ai
+
+    def serve(self, user: AuthenticatedUser, request: QuestionRequest) -> QuestionsServed:
+        args = request.model_dump(mode="json", exclude_none=True)
+        result = self.db.call("service.request_questions", {"user_id": str(user.id), "request": args})
+        served: list[dict[str, Any]] = result["questions"]
+        deficit: int = result["deficit"]
+        generated_ids: set[str] = set()
+        if deficit == 0:
+            report = GenerationReport(status="not_needed", detail="every question came from the bank")
+        elif not self.settings.enabled:
+            report = GenerationReport(
+                status="off",
+                detail=f"AI generation is off (no model configured); {deficit} fewer questions than "
+                "asked: the bank has no more for this request",
+            )
+        elif not result["ai_generation_included"]:
+            report = GenerationReport(status="not_in_plan", detail="AI-generated questions come with a paid plan")
+        else:
+            report, more, generated_ids = self._generate(user, args, result["session_id"], deficit, served)
+            served += more
+        questions = [
+            ServedQuestion(**q, served_from="generated" if q["id"] in generated_ids else "bank") for q in served
+        ]
+        return QuestionsServed(
+            session_id=result["session_id"],
+            questions=questions,
+            from_bank=sum(q.served_from == "bank" for q in questions),
+            generated=sum(q.served_from == "generated" for q in questions),
+            generation=report,
+        )
+
+    def _generate(
+        self,
+        user: AuthenticatedUser,
+        request: dict[str, Any],
+        session_id: str,
+        deficit: int,
+        served: list[dict[str, Any]],
+    ) -> tuple[GenerationReport, list[dict[str, Any]], set[str]]:
+        if Decimal(str(self.db.call("service.ai_spend_today"))) >= self.settings.ai_daily_spend_cap_usd:
+            return (
+                GenerationReport(
+                    status="spend_cap_reached",
+                    detail="today's AI budget is spent; serving the bank only until 00:00 UTC",
+                ),
+                [],
+                set(),
+            )
+        bucket = "/".join(str(request.get(k) or "*") for k in ("category", "difficulty", "experience_level"))
+        bucket += "/" + (request.get("target_role") or "*").lower()
+        lease_seconds = int(self.settings.ai_timeout_seconds * (self.settings.ai_max_retries + 1)) + 10
+        holder = self.db.call("service.acquire_generation_lease", {"bucket_key": bucket, "ttl_seconds": lease_seconds})
+        if holder is None:
+            self._wait_for_lease(bucket)
+            more = self._serve_more(user, session_id, request, deficit)
+            status = "not_needed" if len(more) == deficit else "busy"
+            return (
+                GenerationReport(
+                    status=status,
+                    detail="another request was generating for this bucket; served what it added to the bank",
+                ),
+                more,
+                set(),
+            )
+        try:
+            how_many = deficit + self.settings.question_prefetch
+            output = self.ai.structured(
+                "question_generation",
+                generation.messages(request, how_many, [q["content"] for q in served]),
+                generation.GeneratedQuestions,
+                user_id=str(user.id),
+            )
+            added = self.db.call(
+                "service.add_generated_questions",
+                {
+                    "questions": [{**q.model_dump(), **_bucket_fields(request)} for q in output.questions],
+                    "generation": {
+                        "model": self.settings.ai_model,
+                        "prompt_version": generation.PROMPT_VERSION,
+                        "request": request,
+                    },
+                },
+            )
+        except AiError as error:
+            more = self._serve_more(user, session_id, request, deficit)
+            return GenerationReport(status="failed", detail=str(error), ai_calls=1), more, set()
+        finally:
+            self.db.call("service.release_generation_lease", {"bucket_key": bucket, "holder": holder})
+        more = self._serve_more(user, session_id, request, deficit)
+        inserted = set(added["inserted"])
+        detail = f"generated {len(inserted)} new questions"
+        if added["duplicates"] or added["paraphrases"]:
+            detail += f"; dropped {added['duplicates']} duplicates and {added['paraphrases']} paraphrases of the bank"
+        return GenerationReport(status="generated", detail=detail, ai_calls=1), more, inserted
+
+    def _serve_more(self, user: AuthenticatedUser, session_id: str, request: dict[str, Any], wanted: int) -> list:
+        return (
+            self.db.call(
+                "service.serve_more_questions",
+                {"user_id": str(user.id), "session_id": session_id, "request": request, "wanted": wanted},
+            )
+            or []
+        )
+
+    def _wait_for_lease(self, bucket: str) -> None:
+        deadline = time.monotonic() + self.settings.generation_wait_seconds
+        while time.monotonic() < deadline and self.db.call("service.generation_lease_held", {"bucket_key": bucket}):
+            time.sleep(0.2)
+
+
+def _bucket_fields(request: dict[str, Any]) -> dict[str, Any]:
+    """The bucket comes from the request, never from the model's answer."""
+    return {k: request.get(k) for k in ("category", "difficulty", "experience_level", "target_role")}
+
+
+def usage_recorder(database: Database) -> Callable[[AiUsage], None]:
+    def record(usage: AiUsage) -> None:
+        database.call("service.record_ai_usage", {"usage": json.loads(usage.model_dump_json())})
+
+    return record
+
+
+def build_app(settings: QuestionsSettings, *, database: Database | None = None, ai: AiClient | None = None) -> FastAPI:
+    app = create_app("Questions", description="Interview questions for the signed-in user, from the bank first.")
+    app.state.verifier = TokenVerifier(settings)
+    db = database or connect(settings)
+    engine = QuestionEngine(settings, db, ai or AiClient(settings, usage_sink=usage_recorder(db)))
+
+    @app.post("/questions", response_model=QuestionsServed, summary="Get questions to practise")
+    def questions(request: QuestionRequest, user: CurrentUser) -> QuestionsServed:
+        return engine.serve(user, request)
+
+    return app
+
+
+handler = lambda_entrypoint(lambda: build_app(load_settings(QuestionsSettings)))

@@ -1,0 +1,378 @@
+"""The AI client the AI functions share: structured chat completions, audio transcription, usage and cost.
+
+Any OpenAI-compatible server works (OPENAI_BASE_URL). Retries with exponential backoff on 429/5xx, timeouts
+and connection errors are the SDK's own (AI_MAX_RETRIES); every outcome surfaces as one AiError subclass
+whose `kind` a handler can map to a response. Every call that reaches the service, successful or not, yields
+one AiUsage record for the caller's `usage_sink` (wired to `service.record_ai_usage`); AI_DAILY_SPEND_CAP_USD
+is enforced there, by the caller, since only the database knows the day's total.
+
+Untrusted text (a candidate's answer, a pasted job description) goes into prompts through `as_data`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, TypeVar, cast
+
+import httpx
+import openai
+from openai.lib import type_to_response_format_param
+from openai.types.audio import Transcription
+from openai.types.audio.transcription import UsageDuration, UsageTokens
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+
+_MILLION = Decimal(1_000_000)
+_COST_STEP = Decimal("0.00000001")  # sub-cent costs of single calls must not round to zero
+
+
+class AiSettings(BaseSettings):
+    """Which OpenAI-compatible service to call, how patiently, and what it costs. No key means AI is off."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    openai_api_key: SecretStr | None = None
+    # Any OpenAI-compatible server (a local model, a proxy); unset means api.openai.com.
+    openai_base_url: AnyHttpUrl | None = None
+    ai_model: str = "gpt-4o-mini"
+    ai_transcription_model: str = "gpt-4o-mini-transcribe"
+    # Per attempt; a call can take up to (AI_MAX_RETRIES + 1) times this plus backoff.
+    ai_timeout_seconds: float = Field(default=30, gt=0, le=600)
+    ai_max_retries: int = Field(default=3, ge=0, le=10)
+    ai_price_input_per_million_tokens: Decimal = Field(default=Decimal("0.15"), ge=0)
+    ai_price_output_per_million_tokens: Decimal = Field(default=Decimal("0.60"), ge=0)
+    ai_price_transcription_per_minute: Decimal = Field(default=Decimal("0.003"), ge=0)
+    ai_daily_spend_cap_usd: Decimal = Field(default=Decimal("20"), ge=0)
+
+    @property
+    def enabled(self) -> bool:
+        # An empty OPENAI_API_KEY= in an env file means "off", not "send an empty key".
+        return self.openai_api_key is not None and bool(self.openai_api_key.get_secret_value())
+
+
+class AiError(Exception):
+    """An AI call failed; `kind` says how, so handlers can answer without matching on classes."""
+
+    kind = "error"
+
+
+class AiUnavailableError(AiError):
+    """Transient: timeouts, connection errors, 429 or 5xx that outlasted the SDK's retries. Try again later."""
+
+    kind = "unavailable"
+
+
+class AiRejectedError(AiError):
+    """The service rejected the request itself (wrong key, unknown model, bad request): retrying cannot help."""
+
+    kind = "rejected"
+
+
+class AiRefusedError(AiError):
+    """The model declined to answer (a refusal or the provider's content filter)."""
+
+    kind = "refused"
+
+
+class AiInvalidOutputError(AiError):
+    """The answer was not JSON, did not fit the expected model, or was cut off by the token limit."""
+
+    kind = "invalid_output"
+
+
+class AiDisabledError(AiError):
+    """AI is switched off: no OPENAI_API_KEY is configured."""
+
+    kind = "disabled"
+
+
+class AiUsage(BaseModel):
+    """One call to the AI service, as `service.record_ai_usage` stores it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    purpose: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    audio_seconds: float | None
+    cost_usd: Decimal
+    latency_ms: int
+    succeeded: bool
+    error: str | None
+    user_id: str | None
+
+
+@dataclass
+class _Meter:
+    """What a call consumed, filled in as the response arrives; a failure before any response costs nothing."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    audio_seconds: float | None = None
+    cost_usd: Decimal = Decimal(0)
+
+
+class AiClient:
+    def __init__(
+        self,
+        settings: AiSettings,
+        usage_sink: Callable[[AiUsage], None] | None = None,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self.settings = settings
+        self._usage_sink = usage_sink
+        self._http_client = http_client
+        self._openai: openai.OpenAI | None = None
+
+    def structured(
+        self,
+        purpose: str,
+        messages: list[dict[str, Any]],
+        output: type[T],
+        *,
+        user_id: str | None = None,
+        max_output_tokens: int = 2000,
+    ) -> T:
+        """Ask the chat model for one `output`, enforced by a strict JSON schema (Structured Outputs).
+
+        Put instructions in the system message and untrusted text in `as_data` blocks (see there).
+        """
+        client = self._client()
+        with self._metered(purpose, self.settings.ai_model, user_id) as meter:
+            # create() rather than parse(): parse() raises before returning the completion on bad output,
+            # losing the token usage that was billed anyway.
+            completion = client.chat.completions.create(
+                model=self.settings.ai_model,
+                messages=cast("list[ChatCompletionMessageParam]", messages),
+                response_format=type_to_response_format_param(output),
+                max_completion_tokens=max_output_tokens,
+            )
+            if not isinstance(completion, ChatCompletion):
+                raise _not_the_api("a chat completion")
+            if completion.usage is not None:
+                meter.prompt_tokens = completion.usage.prompt_tokens
+                meter.completion_tokens = completion.usage.completion_tokens
+                meter.cost_usd = self._token_cost(meter.prompt_tokens, meter.completion_tokens)
+            return _parse_output(completion, output, max_output_tokens)
+
+    def transcribe(
+        self, audio: bytes, filename: str, *, user_id: str | None = None, duration_seconds: float | None = None
+    ) -> str:
+        """Transcribe a recording; `filename`'s extension tells the service the format (e.g. answer.webm).
+
+        Transcription is billed by the minute: pass `duration_seconds` when known, since token-billed models
+        do not report a duration and the call would otherwise be recorded as free.
+        """
+        client = self._client()
+        with self._metered("transcription", self.settings.ai_transcription_model, user_id) as meter:
+            meter.audio_seconds = duration_seconds
+            transcription = client.audio.transcriptions.create(
+                model=self.settings.ai_transcription_model, file=(filename, audio)
+            )
+            if not isinstance(transcription, Transcription):
+                raise _not_the_api("a transcription")
+            usage = transcription.usage
+            if isinstance(usage, UsageTokens):
+                meter.prompt_tokens = usage.input_tokens
+                meter.completion_tokens = usage.output_tokens
+            elif isinstance(usage, UsageDuration) and meter.audio_seconds is None:
+                meter.audio_seconds = usage.seconds
+            if meter.audio_seconds is None:
+                logger.warning("transcription duration unknown; recorded as free", extra={"user_id": user_id})
+            else:
+                meter.cost_usd = self._audio_cost(meter.audio_seconds)
+            return transcription.text
+
+    def _client(self) -> openai.OpenAI:
+        # Built on first use, not at import or construction, so a cold start that needs no AI pays nothing.
+        if not self.settings.enabled:
+            raise AiDisabledError("AI features are switched off: set OPENAI_API_KEY to enable them.")
+        if self._openai is None:
+            assert self.settings.openai_api_key is not None  # enabled says so
+            base_url = self.settings.openai_base_url
+            self._openai = openai.OpenAI(
+                api_key=self.settings.openai_api_key.get_secret_value(),
+                base_url=str(base_url) if base_url else None,
+                timeout=self.settings.ai_timeout_seconds,
+                max_retries=self.settings.ai_max_retries,
+                # Annotated as httpx2.Client, but the SDK accepts an httpx.Client and sends through it.
+                http_client=cast(Any, self._http_client),
+            )
+        return self._openai
+
+    @contextmanager
+    def _metered(self, purpose: str, model: str, user_id: str | None) -> Iterator[_Meter]:
+        """Time the call, turn SDK errors into AiErrors, and report one AiUsage however it ends."""
+        meter = _Meter()
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            try:
+                yield meter
+            except openai.OpenAIError as sdk_error:
+                raise self._translate(sdk_error, model) from sdk_error
+        except AiError as ai_error:
+            error = f"{ai_error.kind}: {ai_error}"[:300]
+            raise
+        except Exception as unexpected:
+            error = f"unexpected: {type(unexpected).__name__}"
+            raise
+        finally:
+            self._report(
+                AiUsage(
+                    purpose=purpose,
+                    model=model,
+                    prompt_tokens=meter.prompt_tokens,
+                    completion_tokens=meter.completion_tokens,
+                    audio_seconds=meter.audio_seconds,
+                    cost_usd=meter.cost_usd,
+                    latency_ms=round((time.perf_counter() - started) * 1000),
+                    succeeded=error is None,
+                    error=error,
+                    user_id=user_id,
+                )
+            )
+
+    def _report(self, usage: AiUsage) -> None:
+        fields = usage.model_dump(mode="json")
+        if usage.succeeded:
+            logger.info("AI call", extra=fields)
+        else:
+            logger.warning("AI call failed", extra=fields)
+        if self._usage_sink is None:
+            return
+        try:
+            self._usage_sink(usage)
+        except Exception:
+            # Losing one usage row is better than losing an answer the user already paid for in latency.
+            logger.exception("recording AI usage failed; the call's outcome stands", extra=fields)
+
+    def _translate(self, error: openai.OpenAIError, model: str) -> AiError:
+        attempts = self.settings.ai_max_retries + 1
+        server = str(self.settings.openai_base_url or "api.openai.com")
+        if isinstance(error, openai.APITimeoutError):
+            return AiUnavailableError(
+                f"the AI service did not answer within {self.settings.ai_timeout_seconds:g}s "
+                f"({attempts} attempts); try again shortly."
+            )
+        if isinstance(error, openai.APIConnectionError):
+            return AiUnavailableError(f"could not reach the AI service at {server} ({attempts} attempts); try again.")
+        if isinstance(error, openai.APIStatusError):
+            status = error.status_code
+            if error.code == "insufficient_quota":
+                return AiUnavailableError("the AI account has run out of credit; an operator must top up billing.")
+            if status in (408, 409, 429) or status >= 500:
+                return AiUnavailableError(
+                    f"the AI service is overloaded or failing (HTTP {status} after {attempts} attempts); "
+                    "try again in a minute."
+                )
+            if status == 401:
+                return AiRejectedError(
+                    f"the AI service at {server} rejected the API key (HTTP 401): "
+                    "OPENAI_API_KEY is wrong, revoked or meant for another server."
+                )
+            if status == 403:
+                return AiRejectedError(
+                    f"the API key may not use model {model} (HTTP 403); check the key's project and permissions."
+                )
+            if status == 404:
+                return AiRejectedError(
+                    f"model {model} was not found at {server} (HTTP 404); "
+                    "check AI_MODEL / AI_TRANSCRIPTION_MODEL and OPENAI_BASE_URL."
+                )
+            return AiRejectedError(f"the AI service rejected the request (HTTP {status}): {_server_message(error)}")
+        return AiError(f"the AI call failed: {type(error).__name__}: {error}")
+
+    def _token_cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        cost = (
+            prompt_tokens * self.settings.ai_price_input_per_million_tokens
+            + completion_tokens * self.settings.ai_price_output_per_million_tokens
+        ) / _MILLION
+        return cost.quantize(_COST_STEP, ROUND_HALF_UP)
+
+    def _audio_cost(self, seconds: float) -> Decimal:
+        minutes = Decimal(str(seconds)) / 60
+        return (minutes * self.settings.ai_price_transcription_per_minute).quantize(_COST_STEP, ROUND_HALF_UP)
+
+
+def _not_the_api(expected: str) -> AiInvalidOutputError:
+    # Without strict response validation (which would reject lenient compatible servers) the SDK hands back a
+    # non-JSON body, such as a proxy's HTML page, as a plain string.
+    return AiInvalidOutputError(f"the AI service did not answer with {expected}; check OPENAI_BASE_URL.")
+
+
+def _server_message(error: openai.APIStatusError) -> str:
+    # The SDK's own message embeds the whole error body; the server's message alone is what a reader needs.
+    message = error.body.get("message") if isinstance(error.body, dict) else None
+    message = str(message or error.message)[:200]
+    return f"{message} [{error.code}]" if error.code else message
+
+
+# A whole reply wrapped in a ```json fence, or such a fence inside prose, from servers ignoring response_format.
+_FENCED = re.compile(r"```(?:json)?[ \t]*\n(.*?)\n?[ \t]*```", re.DOTALL | re.IGNORECASE)
+
+
+def _parse_output(completion: ChatCompletion, output: type[T], max_output_tokens: int) -> T:
+    if not completion.choices:
+        raise AiInvalidOutputError("the AI service returned a completion without choices; try again.")
+    choice = completion.choices[0]
+    message = choice.message
+    if message.refusal:
+        raise AiRefusedError(f"the model declined to answer: {message.refusal[:200]}")
+    if choice.finish_reason == "content_filter":
+        raise AiRefusedError("the provider's content filter stopped the answer; rephrase the input.")
+    if choice.finish_reason == "length":
+        raise AiInvalidOutputError(
+            f"the answer was cut off at {max_output_tokens} output tokens; raise the limit or ask for less."
+        )
+    if not message.content:
+        raise AiInvalidOutputError("the model returned an empty answer; try again.")
+    text = message.content.strip()
+    if not text.startswith(("{", "[")) and (fenced := _FENCED.search(text)):
+        text = fenced.group(1)
+    try:
+        return output.model_validate_json(text)
+    except ValidationError as invalid:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in invalid.errors()[:3])
+        raise AiInvalidOutputError(
+            f"the answer does not fit {output.__name__} ({problems}); try again, or use a model that supports "
+            "Structured Outputs."
+        ) from invalid
+
+
+_LABEL = re.compile(r"[a-z][a-z0-9_]{0,39}")
+# Runs of angle-like characters that could pass for a block delimiter, including Unicode look-alikes.
+_OPENERS = re.compile(r"[<\uff1c\u2039\u00ab\u226a\u2329\u27e8\u3008]{3,}")
+_CLOSERS = re.compile(r"[>\uff1e\u203a\u00bb\u226b\u232a\u27e9\u3009]{3,}")
+
+
+def as_data(label: str, value: str, max_chars: int) -> str:
+    """Wrap untrusted text as a delimited data block for a prompt: `<<<label`, the text, `>>>label`.
+
+    The text is cut to `max_chars` (saying so inside the block), and anything in it that could pass for a
+    delimiter is defused, so it cannot close the block early and speak as the prompt. Delimiting is
+    hygiene, not a guarantee: callers must keep every instruction in the system message, tell the model
+    there that blocks are data to assess and never instructions to follow, and restate the task after the
+    data (the last words before the answer weigh most).
+    """
+    if not _LABEL.fullmatch(label):
+        raise ValueError(f"label {label!r} must be lowercase letters, digits and underscores")
+    if max_chars < 1:
+        raise ValueError("max_chars must be positive")
+    text = value[:max_chars]
+    if len(value) > max_chars:
+        text += f"\n[truncated: {len(value) - max_chars} more characters omitted]"
+    text = _CLOSERS.sub(">>", _OPENERS.sub("<<", text))
+    return f"<<<{label}\n{text}\n>>>{label}"
