@@ -35,8 +35,9 @@ as $$
 begin
   if new.status is distinct from old.status then
     if old.status <> 'in_progress' then
-      raise exception 'session % is already %', old.id, old.status
-        using errcode = 'P0001', hint = 'Start a new session to keep practising.';
+      raise sqlstate 'PT409' using
+        message = format('session %s is already %s', old.id, old.status),
+        hint = 'Start a new session to keep practising.';
     end if;
     new.ended_at := now();
   end if;
@@ -52,7 +53,9 @@ create table public.session_questions (
   session_id uuid not null references public.practice_sessions (id) on delete cascade,
   user_id uuid not null references public.users (id) on delete cascade,
   question_id uuid not null references public.questions (id),
-  position smallint not null check (position between 1 and 100),
+  position integer not null check (position >= 1),
+  -- How far the request was widened to find it (exact, any_tags, neighbour_level): cache-quality analytics.
+  widening text,
   served_at timestamptz not null default now(),
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),

@@ -1,6 +1,7 @@
 -- 9. Question engine
 --
 -- Serving questions from the bank (the AI cache) before paying for generation:
+--   a session starts -> private.on_session_started: count it against the plan, serve its first questions;
 --   POST /questions -> service.request_questions: check and count the plan's limit, pick questions the user
 --     has never been served (private.question_candidates), record them append-only in session_questions;
 --   the handler generates only the deficit, under a lease so concurrent requests for one empty bucket make
@@ -125,6 +126,22 @@ begin
 end
 $$;
 
+-- The questions of a session after `after_position`, as handlers and clients receive them.
+create function private.session_question_list(session_id uuid, after_position integer) returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select coalesce(jsonb_agg(jsonb_build_object(
+      'session_question_id', sq.id, 'position', sq.position, 'widening', sq.widening, 'id', q.id,
+      'content', q.content, 'category', q.category, 'difficulty', q.difficulty,
+      'experience_level', q.experience_level, 'target_role', q.target_role, 'tags', q.tags,
+      'source', q.source, 'evaluation_criteria', q.evaluation_criteria
+    ) order by sq.position), '[]')
+  from public.session_questions sq
+  join public.questions q on q.id = sq.question_id
+  where sq.session_id = session_question_list.session_id and sq.position > after_position
+$$;
+
 -- Serve up to `wanted` new questions into a session: append-only, at the session's next positions.
 create function private.serve_questions(user_id uuid, session_id uuid, request jsonb, wanted integer)
 returns jsonb
@@ -132,36 +149,105 @@ language plpgsql
 set search_path = ''
 as $$
 declare
-  next_position integer;
-  served jsonb;
+  last_position integer;
 begin
   perform from public.practice_sessions s where s.id = serve_questions.session_id for update;
-  select coalesce(max(sq.position), 0) into next_position
+  select coalesce(max(sq.position), 0) into last_position
   from public.session_questions sq where sq.session_id = serve_questions.session_id;
 
-  with candidates as (
-    select c.question_id, c.widening, row_number() over () as n
-    from private.question_candidates(serve_questions.user_id, request, wanted) c
-  ), inserted as (
-    insert into public.session_questions (session_id, user_id, question_id, position)
-    select serve_questions.session_id, serve_questions.user_id, c.question_id, next_position + c.n
-    from candidates c
-    on conflict on constraint session_questions_user_id_question_id_key do nothing
-    returning id, question_id, position
-  )
-  select coalesce(jsonb_agg(jsonb_build_object(
-      'session_question_id', i.id, 'position', i.position, 'widening', c.widening, 'id', q.id,
-      'content', q.content, 'category', q.category, 'difficulty', q.difficulty,
-      'experience_level', q.experience_level, 'target_role', q.target_role, 'tags', q.tags,
-      'source', q.source, 'evaluation_criteria', q.evaluation_criteria
-    ) order by i.position), '[]')
-  into served
-  from inserted i
-  join candidates c on c.question_id = i.question_id
-  join public.questions q on q.id = i.question_id;
-  return served;
+  insert into public.session_questions (session_id, user_id, question_id, position, widening)
+  select serve_questions.session_id, serve_questions.user_id, c.question_id,
+         last_position + row_number() over (), c.widening
+  from private.question_candidates(serve_questions.user_id, request, wanted) c
+  on conflict on constraint session_questions_user_id_question_id_key do nothing;
+
+  return private.session_question_list(serve_questions.session_id, last_position);
 end
 $$;
+
+-- Which questions each session type asks, as serving steps [{"request": {...}, "count": n}], in order.
+-- The user's profile supplies the level and role the config leaves out.
+--   quick: a few questions of one category; full: a round across the categories;
+--   custom: the user's own filters; mock_interview: an interview's usual arc, easy to hard, timed.
+create function private.session_plan(user_id uuid, session_type public.session_type, config jsonb)
+returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  with base as (
+    select
+      coalesce(config ->> 'experience_level', p.experience_level::text, 'mid') as level,
+      coalesce(config ->> 'target_role', p.target_role) as role,
+      coalesce(config -> 'tags', '[]') as tags,
+      coalesce(config ->> 'difficulty', 'medium') as difficulty
+    from (select) one
+    left join public.user_profiles p on p.user_id = session_plan.user_id
+  ), steps (category, difficulty, count, ordinal) as (
+    select coalesce(config ->> 'category', 'behavioral'), b.difficulty,
+           least(greatest(coalesce((config ->> 'count')::integer, 3), 1), 5), 1
+    from base b where session_type = 'quick'
+    union all
+    select c.category, b.difficulty, c.count, c.ordinal
+    from base b, (values ('behavioral', 2, 1), ('technical', 2, 2), ('situational', 1, 3),
+                         ('problem_solving', 1, 4), ('leadership', 1, 5), ('culture_fit', 1, 6)) c (category, count, ordinal)
+    where session_type = 'full'
+    union all
+    select config ->> 'category', b.difficulty, (config ->> 'count')::integer, 1
+    from base b where session_type = 'custom'
+    union all
+    select m.category, m.difficulty, 1, m.ordinal
+    from base b, (values ('behavioral', 'easy', 1), ('technical', 'medium', 2), ('situational', 'medium', 3),
+                         ('problem_solving', 'hard', 4), ('culture_fit', 'medium', 5)) m (category, difficulty, ordinal)
+    where session_type = 'mock_interview'
+  )
+  select jsonb_agg(jsonb_build_object(
+      'count', s.count,
+      'request', jsonb_build_object('category', s.category, 'difficulty', s.difficulty,
+                                    'experience_level', b.level, 'target_role', b.role,
+                                    'tags', case when session_type in ('quick', 'custom') then b.tags else '[]' end)
+    ) order by s.ordinal)
+  from steps s, base b
+$$;
+
+-- Starting a session, however it is inserted (the public.start_session RPC, a direct insert through
+-- PostgREST, or POST /questions), counts against the plan and serves its first questions. A trigger, so the
+-- privileged part runs as its owner without any function an API role could call.
+create function private.on_session_started() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  step jsonb;
+  asked integer := 0;
+  per_question_seconds integer := coalesce((new.config ->> 'question_time_limit_seconds')::integer, 180);
+begin
+  if new.session_type = 'custom' and ((new.config ->> 'category') is null or (new.config ->> 'difficulty') is null
+                                      or coalesce((new.config ->> 'count')::integer, 0) not between 1 and 20) then
+    raise sqlstate 'PT422' using
+      message = 'a custom session needs config.category, config.difficulty and config.count (1-20)';
+  end if;
+  if new.session_type = 'mock_interview' and not coalesce(
+      (select (e.features ->> 'mock_interviews')::boolean from public.entitlements(new.user_id) e), false) then
+    raise sqlstate 'PT402' using message = 'mock interviews come with a paid plan',
+      hint = 'Upgrade with POST /billing/checkout.';
+  end if;
+  perform private.consume_quota(new.user_id, 'practice_sessions');
+  for step in select * from jsonb_array_elements(private.session_plan(new.user_id, new.session_type, new.config))
+  loop
+    perform private.serve_questions(new.user_id, new.id, step -> 'request', (step ->> 'count')::integer);
+    asked := asked + (step ->> 'count')::integer;
+  end loop;
+  if new.session_type = 'mock_interview' then
+    update public.practice_sessions set time_limit_seconds = asked * per_question_seconds where id = new.id;
+  end if;
+  return null;
+end
+$$;
+revoke all on function private.on_session_started() from public, anon, authenticated;
+
+create trigger on_session_started after insert on public.practice_sessions
+  for each row execute function private.on_session_started();
 
 -- POST /questions: count the request against the plan, open (or continue) the session, serve from the bank.
 -- Returns {"session_id", "questions": [...], "deficit", "ai_generation_included"}.
@@ -182,9 +268,11 @@ begin
   perform private.consume_quota(request_questions.user_id, 'question_requests');
 
   if session is null then
+    -- Starting the session serves its first questions (private.on_session_started).
     insert into public.practice_sessions (user_id, session_type, config)
     values (request_questions.user_id, 'custom', request - 'session_id')
     returning id into session;
+    served := private.session_question_list(session, 0);
   else
     select s.user_id, s.status into session_owner, session_status
     from public.practice_sessions s where s.id = session;
@@ -194,9 +282,9 @@ begin
       raise sqlstate 'PT409' using
         message = format('session %s is %s', session, session_status), hint = 'Start a new session.';
     end if;
+    served := private.serve_questions(request_questions.user_id, session, request, wanted);
   end if;
 
-  served := private.serve_questions(request_questions.user_id, session, request, wanted);
   return jsonb_build_object(
     'session_id', session,
     'questions', served,
@@ -376,10 +464,12 @@ end
 $$;
 
 revoke all on function private.consume_quota(uuid, text, integer),
-  private.question_candidates(uuid, jsonb, integer), private.serve_questions(uuid, uuid, jsonb, integer)
+  private.question_candidates(uuid, jsonb, integer), private.serve_questions(uuid, uuid, jsonb, integer),
+  private.session_question_list(uuid, integer), private.session_plan(uuid, public.session_type, jsonb)
   from public, anon, authenticated;
 grant execute on function private.consume_quota(uuid, text, integer),
-  private.question_candidates(uuid, jsonb, integer), private.serve_questions(uuid, uuid, jsonb, integer)
+  private.question_candidates(uuid, jsonb, integer), private.serve_questions(uuid, uuid, jsonb, integer),
+  private.session_question_list(uuid, integer), private.session_plan(uuid, public.session_type, jsonb)
   to service_role;
 
 revoke all on function service.request_questions(uuid, jsonb), service.serve_more_questions(uuid, uuid, jsonb, integer),

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from shared.db.rls import acting_as
-from tests.support.dataset import UserData, add_question, populate_user
+from tests.support.dataset import NEXT_POSITION, UserData, add_question, populate_user
 from tests.support.identities import sign_up, user_claims
 
 
@@ -47,8 +47,8 @@ def test_users_cannot_write_what_the_service_owns(db: psycopg.Connection, me: Us
 def test_a_user_cannot_insert_an_answer_with_a_score(db: psycopg.Connection, me: UserData) -> None:
     served = db.execute(
         "insert into public.session_questions (session_id, user_id, question_id, position)"
-        " values (%s, %s, %s, 2) returning id",
-        (me.session_id, me.user_id, add_question(db)),
+        f" values (%s, %s, %s, {NEXT_POSITION}) returning id",
+        (me.session_id, me.user_id, add_question(db), me.session_id),
     ).fetchone()[0]
     error = refused(
         db, me,
@@ -110,10 +110,11 @@ def test_a_finished_session_stays_finished(db: psycopg.Connection, me: UserData)
     with acting_as(db, user_claims(me.user_id)):
         db.execute("update public.practice_sessions set status = 'completed' where id = %s", (me.session_id,))
     with (
-        pytest.raises(psycopg.errors.RaiseException, match="already completed"),
+        pytest.raises(psycopg.Error, match="already completed") as refused,
         acting_as(db, user_claims(me.user_id)),
     ):
         db.execute("update public.practice_sessions set status = 'in_progress' where id = %s", (me.session_id,))
+    assert refused.value.sqlstate == "PT409"
 
 
 def test_no_answers_after_the_session_ended(db: psycopg.Connection, me: UserData) -> None:

@@ -22,7 +22,7 @@ import pytest
 from psycopg import sql
 
 from shared.db.rls import acting_as
-from tests.support.dataset import UserData, populate_user
+from tests.support.dataset import NEXT_POSITION, UserData, populate_user
 from tests.support.identities import ANON, SERVICE, sign_up, user_claims
 
 ROLES = ("anon", "owner", "other", "service_role")
@@ -136,10 +136,11 @@ def world(database_url: str) -> World:
         )
         n_served = one(
             "insert into public.session_questions (session_id, user_id, question_id, position)"
-            " values (%s, %s, %s, 1) returning id",
+            f" values (%s, %s, %s, {NEXT_POSITION}) returning id",
             n_session,
             newcomer,
             n_question,
+            n_session,
         )
         n_subscription = one(
             "insert into public.subscriptions (user_id, plan_id, status, stripe_customer_id, stripe_subscription_id)"
@@ -209,7 +210,7 @@ def world(database_url: str) -> World:
             "session_id": n_session,
             "user_id": n,
             "question_id": spare_question,
-            "position": 2,
+            "position": 1000,
         },
         "public.responses": {
             "session_id": n_session,

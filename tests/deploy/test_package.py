@@ -18,14 +18,17 @@ import sys
 import time
 import types
 import zipfile
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from openai._constants import INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
 from pydantic_settings import BaseSettings
 
-from functions.billing.settings import BillingApiSettings, WebhookSettings
-from shared.config import load_settings
+from functions.billing.settings import BillingApiSettings, StripeSettings, WebhookSettings
+from functions.questions.settings import QuestionsSettings
+from shared.config import AuthSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "package.py"
@@ -38,11 +41,13 @@ pytestmark = pytest.mark.timeout(900)
 FUNCTIONS: dict[str, tuple[str, type[BaseSettings], str]] = {
     "StripeWebhookLambdaFunction": ("functions/billing/webhook.handler", WebhookSettings, "billing"),
     "BillingApiLambdaFunction": ("functions/billing/api.handler", BillingApiSettings, "billing"),
+    "QuestionsApiLambdaFunction": ("functions/questions/api.handler", QuestionsSettings, "questions"),
 }
 ROUTES = {
     "POST /stripe/webhook": "StripeWebhookLambdaFunction",
     "POST /billing/checkout": "BillingApiLambdaFunction",
     "POST /billing/portal": "BillingApiLambdaFunction",
+    "POST /questions": "QuestionsApiLambdaFunction",
 }
 # Settings that are secrets: only ever a Secrets Manager reference.
 SECRETS = {
@@ -51,6 +56,7 @@ SECRETS = {
     "STRIPE_WEBHOOK_SECRET": "stripe-webhook-secret",
     "SUPABASE_JWT_SECRET": "supabase-jwt-secret",
     "SUPABASE_SERVICE_ROLE_KEY": "supabase-service-role-key",
+    "OPENAI_API_KEY": "openai-api-key",
 }
 # Per-stage settings: SSM Parameter Store String parameters.
 STAGE_SETTINGS = {
@@ -58,6 +64,9 @@ STAGE_SETTINGS = {
     "CHECKOUT_SUCCESS_URL": "checkout-success-url",
     "CHECKOUT_CANCEL_URL": "checkout-cancel-url",
     "PORTAL_RETURN_URL": "portal-return-url",
+    "OPENAI_BASE_URL": "openai-base-url",
+    "AI_MODEL": "ai-model",
+    "AI_DAILY_SPEND_CAP_USD": "ai-daily-spend-cap-usd",
 }
 # The only settings written literally in serverless.yml: tunables, none of them secret.
 LITERAL_SETTINGS = {
@@ -68,13 +77,32 @@ LITERAL_SETTINGS = {
     "DB_STATEMENT_TIMEOUT_MS",
     "STRIPE_TIMEOUT_SECONDS",
     "SUPABASE_JWT_AUDIENCE",
+    "AI_TIMEOUT_SECONDS",
+    "AI_MAX_RETRIES",
+    "GENERATION_WAIT_SECONDS",
+    "QUESTION_PREFETCH",
 }
-SECRET_LOOKING = re.compile(r"sk_(live|test)_|rk_(live|test)_|whsec_|postgres(ql)?://|eyJ[A-Za-z0-9_-]{10,}")
-# Never in a billing artifact: other functions' clients, the local tooling, test tools, what Lambda provides.
-FORBIDDEN_DISTRIBUTIONS = ("openai", "supabase", "postgrest", "boto3", "botocore", "pytest", "uvicorn", "typer", "prep")
+SECRET_LOOKING = re.compile(
+    r"sk_(live|test)_|rk_(live|test)_|whsec_|\bsk-[A-Za-z0-9_-]{20,}|postgres(ql)?://|eyJ[A-Za-z0-9_-]{10,}"
+)
+# Never in any artifact: the Supabase clients, the local tooling, test tools, what Lambda provides.
+FORBIDDEN_DISTRIBUTIONS = ("supabase", "postgrest", "boto3", "botocore", "pytest", "uvicorn", "typer", "prep")
+# What every artifact holds for shared/ (import names).
+SHARED_ROOTS = {"fastapi", "pydantic", "pydantic_core", "psycopg", "psycopg_binary", "mangum", "jwt"}
+# Function package -> (import names its artifact must hold, import names of other packages' clients it must not).
+ARTIFACT_ROOTS: dict[str, tuple[set[str], set[str]]] = {
+    "billing": ({"stripe"}, {"openai", "httpx2", "httpcore2", "jiter"}),
+    "questions": ({"openai", "httpx2", "httpcore2", "jiter"}, {"stripe", "requests", "urllib3"}),
+}
 # Imported by first-party code but deliberately not packaged: the postgrest transport is imported only when
 # DB_TRANSPORT=postgrest, and serverless.yml fixes DB_TRANSPORT=psycopg (asserted below).
 UNPACKAGED_IMPORTS = {"postgrest"}
+# A questions request's time before its AI call or its wait for another's generation can start: a JWKS fetch
+# on a cold key cache (shared/auth.py's PyJWKClient timeout); and for the database calls around them
+# (normally milliseconds each). The SDK's backoff between attempts is openai._constants'.
+JWKS_FETCH_SECONDS = 5
+DATABASE_MARGIN_SECONDS = 3
+LEASE_POLL_SECONDS = 0.2  # functions/questions/api.py's _wait_for_lease
 EM_AARCH64 = 183
 MAX_ZIP_BYTES = 30 * 1024 * 1024  # Lambda takes 50 MiB zipped directly; stay well below
 MAX_UNZIPPED_BYTES = 120 * 1024 * 1024  # Lambda allows 250 MiB unzipped
@@ -154,6 +182,9 @@ def test_template_is_generated_without_aws_or_network(packaged: dict[str, Any]) 
 def test_lambda_functions(resources: dict[str, Any]) -> None:
     functions = _of_type(resources, "AWS::Lambda::Function")
     assert set(functions) == set(FUNCTIONS)
+    # Every function package is deployed, and its artifact's expected contents are known.
+    assert {package for *_, package in FUNCTIONS.values()} == set(package_script.function_packages())
+    assert set(ARTIFACT_ROOTS) == set(package_script.function_packages())
     for name, (handler, _, package) in FUNCTIONS.items():
         props = functions[name]["Properties"]
         assert props["Handler"] == handler
@@ -169,7 +200,7 @@ def test_lambda_functions(resources: dict[str, Any]) -> None:
 
 def test_log_groups_have_retention(resources: dict[str, Any]) -> None:
     groups = _of_type(resources, "AWS::Logs::LogGroup")
-    assert {"StripeWebhookLogGroup", "BillingApiLogGroup", "HttpApiLogGroup"} <= set(groups)
+    assert {"StripeWebhookLogGroup", "BillingApiLogGroup", "QuestionsApiLogGroup", "HttpApiLogGroup"} <= set(groups)
     for group in groups.values():
         assert 1 <= group["Properties"]["RetentionInDays"] <= 3653
 
@@ -181,7 +212,7 @@ def test_http_api_routes_reach_the_right_functions(resources: dict[str, Any]) ->
     routes = {}
     for route in _of_type(resources, "AWS::ApiGatewayV2::Route").values():
         props = route["Properties"]
-        # No API Gateway authorizer: Stripe signs its calls, the billing API verifies Supabase tokens itself.
+        # No API Gateway authorizer: Stripe signs its calls, the user-facing APIs verify Supabase tokens themselves.
         assert props.get("AuthorizationType", "NONE") == "NONE"
         assert "AuthorizerId" not in props
         prefix, reference = props["Target"]["Fn::Join"][1]
@@ -244,6 +275,8 @@ def _deploy_time_value(reference: str) -> str:
         return "postgresql://app:pw@db.example.test:6543/postgres"
     if name.endswith("-url"):
         return f"https://{name}.example.test/"
+    if name.endswith("-usd"):
+        return "20"
     return f"placeholder-{name}"
 
 
@@ -266,10 +299,32 @@ def test_environment_configures_the_handler(
     settings = load_settings(settings_class)
     assert settings.db_transport == "psycopg"
     assert settings.db_pool_size == 1
-    assert settings.stripe_secret_key.get_secret_value() == "placeholder-stripe-secret-key"
-    if isinstance(settings, BillingApiSettings):
+    if isinstance(settings, StripeSettings):
+        assert settings.stripe_secret_key.get_secret_value() == "placeholder-stripe-secret-key"
+    if isinstance(settings, AuthSettings):
         assert settings.jwks_url == "https://supabase-url.example.test/auth/v1/.well-known/jwks.json"
         assert settings.issuer == "https://supabase-url.example.test/auth/v1"
+    if isinstance(settings, QuestionsSettings):
+        assert settings.enabled
+        assert settings.openai_api_key is not None
+        assert settings.openai_api_key.get_secret_value() == "placeholder-openai-api-key"
+        assert str(settings.openai_base_url) == "https://openai-base-url.example.test/"
+        assert settings.ai_model == "placeholder-ai-model"
+        assert settings.ai_daily_spend_cap_usd == Decimal(20)
+    assert isinstance(settings, StripeSettings | AuthSettings), f"{function}: add checks for {settings_class.__name__}"
+
+
+def test_questions_worst_case_fits_the_timeout(resources: dict[str, Any]) -> None:
+    """Generating (every attempt timing out) or waiting for another request's generation ends before Lambda's."""
+    props = resources["QuestionsApiLambdaFunction"]["Properties"]
+    environment = props["Environment"]["Variables"]
+    attempt_seconds = float(environment["AI_TIMEOUT_SECONDS"])
+    retries = int(environment["AI_MAX_RETRIES"])
+    assert retries >= 1, "a transient AI failure should get one more attempt"
+    backoff = sum(min(INITIAL_RETRY_DELAY * 2**retry, MAX_RETRY_DELAY) for retry in range(retries))
+    generating = JWKS_FETCH_SECONDS + (retries + 1) * attempt_seconds + backoff
+    waiting = JWKS_FETCH_SECONDS + float(environment["GENERATION_WAIT_SECONDS"]) + LEASE_POLL_SECONDS
+    assert max(generating, waiting) + DATABASE_MARGIN_SECONDS <= props["Timeout"], (generating, waiting)
 
 
 # --- artifacts -----------------------------------------------------------------------------------------------------
@@ -295,15 +350,56 @@ def _repo_files(base: Path) -> dict[str, bytes]:
     }
 
 
-def _third_party_imports(archive: zipfile.ZipFile) -> set[str]:
-    roots: set[str] = set()
+def _first_party_modules(archive: zipfile.ZipFile) -> dict[str, str]:
+    """Dotted module name -> archive name, for functions/ and shared/."""
+    modules = {}
     for name in archive.namelist():
         if name.endswith(".py") and name.startswith(("functions/", "shared/")):
-            for node in ast.walk(ast.parse(archive.read(name), filename=name)):
-                if isinstance(node, ast.Import):
-                    roots.update(alias.name.split(".")[0] for alias in node.names)
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    roots.add(node.module.split(".")[0])
+            module = name.removesuffix(".py").replace("/", ".")
+            modules[module.removesuffix(".__init__")] = name
+    return modules
+
+
+def _imports(archive: zipfile.ZipFile, name: str, module: str) -> set[str]:
+    """Absolute names a module imports anywhere (lazy imports included), with `from m import x` as m and m.x."""
+    package = module if name.endswith("/__init__.py") else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(archive.read(name), filename=name)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}".rstrip(".")
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _reachable_sources(archive: zipfile.ZipFile, handlers: set[str]) -> set[str]:
+    """The first-party files Lambda can import when running `handlers` (their import closure, packages included)."""
+    modules = _first_party_modules(archive)
+    pending = [handler.rsplit(".", 1)[0].replace("/", ".") for handler in handlers]
+    seen: set[str] = set()
+    while pending:
+        module = pending.pop()
+        parts = module.split(".")
+        for prefix in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+            if prefix in modules and prefix not in seen:
+                seen.add(prefix)
+                pending.extend(_imports(archive, modules[prefix], prefix))
+    return {modules[module] for module in seen}
+
+
+def _third_party_imports(archive: zipfile.ZipFile, sources: set[str]) -> set[str]:
+    roots: set[str] = set()
+    for name in sources:
+        for node in ast.walk(ast.parse(archive.read(name), filename=name)):
+            if isinstance(node, ast.Import):
+                roots.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                roots.add(node.module.split(".")[0])
     return roots - set(sys.stdlib_module_names) - {"__future__", "functions", "shared"}
 
 
@@ -331,17 +427,19 @@ def test_each_artifact_holds_its_function_package_and_shared_only(artifacts: dic
             assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
 
 
-def test_billing_artifact_dependencies(artifacts: dict[str, set[str]]) -> None:
-    billing = ROOT / "build" / "billing.zip"
-    assert str(billing) in artifacts
-    pins = package_script.read_requirements(ROOT / "functions" / "billing" / "requirements.txt").pins
-    with zipfile.ZipFile(billing) as archive:
+@pytest.mark.parametrize("package", sorted(ARTIFACT_ROOTS))
+def test_artifact_dependencies(artifacts: dict[str, set[str]], package: str) -> None:
+    path = ROOT / "build" / f"{package}.zip"
+    assert str(path) in artifacts
+    required, foreign = ARTIFACT_ROOTS[package]
+    pins = package_script.read_requirements(ROOT / "functions" / package / "requirements.txt").pins
+    with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         roots = {name.split("/")[0] for name in names}
-        assert "stripe" in roots
-        assert {"fastapi", "pydantic", "pydantic_core", "psycopg", "psycopg_binary", "mangum", "jwt"} <= roots
-        for forbidden in FORBIDDEN_DISTRIBUTIONS:
+        assert SHARED_ROOTS | required <= roots
+        for forbidden in (*FORBIDDEN_DISTRIBUTIONS, *sorted(foreign)):
             assert not any(root == forbidden or root.startswith(f"{forbidden}-") for root in roots), forbidden
+        assert not [n for n in names if n.startswith("functions/") and n.split("/")[1] not in {package, "__init__.py"}]
 
         # Exactly the pinned distributions, at the pinned versions.
         packaged = {}
@@ -351,9 +449,17 @@ def test_billing_artifact_dependencies(artifacts: dict[str, set[str]]) -> None:
                 packaged[package_script._normalize(match.group(1))] = match.group(2)
         assert packaged == pins
 
-        # Every third-party module the code imports is in the zip (a module or a package, namespace or not).
-        for module in _third_party_imports(archive) - UNPACKAGED_IMPORTS:
+        # Every third-party module the handlers can import is in the zip (a module or a package, namespace or
+        # not). shared/ holds code for every package (shared/ai.py imports openai): only what the package's
+        # handlers reach counts, so billing can leave openai out as long as nothing of it imports shared.ai.
+        sources = _reachable_sources(archive, artifacts[str(path)])
+        assert f"functions/{package}/__init__.py" in sources
+        for module in _third_party_imports(archive, sources) - UNPACKAGED_IMPORTS:
             assert f"{module}.py" in names or module in roots, f"{module} is imported but not packaged"
+        if package == "billing":
+            assert "shared/ai.py" not in sources, "billing imports the AI client, whose SDK it does not package"
+        if package == "questions":
+            assert "shared/ai.py" in sources
 
         # Native code is built for Lambda: ELF for AArch64, CPython 3.12 (or the stable ABI).
         native = [n for n in names if re.search(r"\.so(\.|$)", n)]

@@ -86,12 +86,12 @@ class Harness:
             )
         if exhausted:  # everything the request could widen to has been served to this user already
             session = self.conn.execute(
-                "insert into public.practice_sessions (user_id, session_type) values (%s, 'custom') returning id",
+                "insert into public.practice_sessions (user_id, session_type) values (%s, 'quick') returning id",
                 (user,),
             ).fetchone()[0]
             self.conn.execute(
                 "insert into public.session_questions (session_id, user_id, question_id, position)"
-                " select %s, %s, id, row_number() over () from public.questions"
+                " select %s, %s, id, 100 + row_number() over () from public.questions"
                 " where category = 'problem_solving' and difficulty = 'hard'",
                 (session, user),
             )

@@ -163,14 +163,24 @@ def test_widening_drops_tags_then_moves_to_neighbouring_levels(conn: psycopg.Con
 
 def test_free_plan_limits_and_no_generation(conn: psycopg.Connection) -> None:
     user = sign_up(conn)
-    results = [request(conn, user, count=1) for _ in range(5)]
+    first = request(conn, user, count=1)
+    results = [first] + [request(conn, user, count=1, session_id=first["session_id"]) for _ in range(4)]
     assert all(r["ai_generation_included"] is False for r in results)
     with pytest.raises(psycopg.Error, match="daily limit reached: 5 question requests") as refused:
-        request(conn, user, count=1)
+        request(conn, user, count=1, session_id=first["session_id"])
     assert refused.value.sqlstate == "PT429"
     assert conn.execute(
         "select used from public.usage_counters where user_id = %s and metric = 'question_requests'", (user,)
     ).fetchone() == (5,)
+
+
+def test_free_plan_sessions_per_day(conn: psycopg.Connection) -> None:
+    user = sign_up(conn)
+    conn.execute("insert into public.practice_sessions (user_id, session_type) values (%s, 'quick')", (user,))
+    conn.execute("insert into public.practice_sessions (user_id, session_type) values (%s, 'quick')", (user,))
+    with pytest.raises(psycopg.Error, match="daily limit reached: 2 practice sessions") as refused:
+        conn.execute("insert into public.practice_sessions (user_id, session_type) values (%s, 'quick')", (user,))
+    assert refused.value.sqlstate == "PT429"
 
 
 def test_bad_requests_are_refused_clearly(conn: psycopg.Connection, paying_user: uuid.UUID) -> None:

@@ -20,6 +20,10 @@ class UserData:
     response_id: uuid.UUID
 
 
+# Starting a session serves its first questions; rows a test adds go after them.
+NEXT_POSITION = "(select coalesce(max(position), 0) + 1 from public.session_questions where session_id = %s)"
+
+
 def add_question(conn: psycopg.Connection, content: str | None = None) -> uuid.UUID:
     row = conn.execute(
         """insert into public.questions (content, category, difficulty, experience_level, source)
@@ -68,11 +72,12 @@ def populate_user(conn: psycopg.Connection, *, email: str | None = None) -> User
         user_id,
     )
     session_question_id = one(
-        """insert into public.session_questions (session_id, user_id, question_id, position)
-           values (%s, %s, %s, 1) returning id""",
+        f"""insert into public.session_questions (session_id, user_id, question_id, position)
+           values (%s, %s, %s, {NEXT_POSITION}) returning id""",
         session_id,
         user_id,
         question_id,
+        session_id,
     )
     response_id = one(
         """insert into public.responses (session_id, session_question_id, user_id, answer_text)
