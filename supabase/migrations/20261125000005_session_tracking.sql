@@ -33,12 +33,12 @@ language plpgsql
 set search_path = ''
 as $$
 begin
-  if new.status is distinct from old.status then
-    if old.status <> 'in_progress' then
-      raise sqlstate 'PT409' using
-        message = format('session %s is already %s', old.id, old.status),
-        hint = 'Start a new session to keep practising.';
-    end if;
+  if old.status <> 'in_progress' then
+    raise sqlstate 'PT409' using
+      message = format('session %s is already %s', old.id, old.status),
+      hint = 'Start a new session to keep practising.';
+  end if;
+  if new.status <> 'in_progress' then
     new.ended_at := now();
   end if;
   return new;

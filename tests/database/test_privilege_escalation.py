@@ -119,8 +119,9 @@ def test_a_finished_session_stays_finished(db: psycopg.Connection, me: UserData)
 
 def test_no_answers_after_the_session_ended(db: psycopg.Connection, me: UserData) -> None:
     db.execute("update public.practice_sessions set status = 'completed' where id = %s", (me.session_id,))
-    error = refused(db, me, "update public.responses set answer_text = 'late edit' where id = %s", me.response_id)
-    assert "row-level security" in error
+    with pytest.raises(psycopg.Error, match="answers are closed") as refused, acting_as(db, user_claims(me.user_id)):
+        db.execute("update public.responses set answer_text = 'late edit' where id = %s", (me.response_id,))
+    assert refused.value.sqlstate == "PT409"
 
 
 def test_admin_role_comes_from_app_metadata_only(db: psycopg.Connection, me: UserData) -> None:
