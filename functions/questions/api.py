@@ -80,7 +80,6 @@ class QuestionEngine:
         result = self.db.call("service.request_questions", {"user_id": str(user.id), "request": args})
         served: list[dict[str, Any]] = result["questions"]
         deficit: int = result["deficit"]
-        generated_ids: set[str] = set()
         if deficit == 0:
             report = GenerationReport(status="not_needed", detail="every question came from the bank")
         elif not self.settings.enabled:
@@ -92,10 +91,11 @@ class QuestionEngine:
         elif not result["ai_generation_included"]:
             report = GenerationReport(status="not_in_plan", detail="AI-generated questions come with a paid plan")
         else:
-            report, more, generated_ids = self._generate(user, args, result["session_id"], deficit, served)
+            report, more = self._generate(user, args, result["session_id"], deficit, served)
             served += more
+        # The database marks what was generated for this request; everything else came from the bank.
         questions = [
-            ServedQuestion(**q, served_from="generated" if q["id"] in generated_ids else "bank") for q in served
+            ServedQuestion(**q, served_from="generated" if q["widening"] == "generated" else "bank") for q in served
         ]
         return QuestionsServed(
             session_id=result["session_id"],
@@ -112,16 +112,12 @@ class QuestionEngine:
         session_id: str,
         deficit: int,
         served: list[dict[str, Any]],
-    ) -> tuple[GenerationReport, list[dict[str, Any]], set[str]]:
+    ) -> tuple[GenerationReport, list[dict[str, Any]]]:
         if Decimal(str(self.db.call("service.ai_spend_today"))) >= self.settings.ai_daily_spend_cap_usd:
-            return (
-                GenerationReport(
-                    status="spend_cap_reached",
-                    detail="today's AI budget is spent; serving the bank only until 00:00 UTC",
-                ),
-                [],
-                set(),
+            report = GenerationReport(
+                status="spend_cap_reached", detail="today's AI budget is spent; serving the bank only until 00:00 UTC"
             )
+            return report, []
         bucket = "/".join(str(request.get(k) or "*") for k in ("category", "difficulty", "experience_level"))
         bucket += "/" + (request.get("target_role") or "*").lower()
         lease_seconds = int(self.settings.ai_timeout_seconds * (self.settings.ai_max_retries + 1)) + 10
@@ -129,20 +125,15 @@ class QuestionEngine:
         if holder is None:
             self._wait_for_lease(bucket)
             more = self._serve_more(user, session_id, request, deficit)
-            status = "not_needed" if len(more) == deficit else "busy"
-            return (
-                GenerationReport(
-                    status=status,
-                    detail="another request was generating for this bucket; served what it added to the bank",
-                ),
-                more,
-                set(),
+            report = GenerationReport(
+                status="not_needed" if len(more) == deficit else "busy",
+                detail="another request was generating for this bucket; served what it added to the bank",
             )
+            return report, more
         try:
-            how_many = deficit + self.settings.question_prefetch
             output = self.ai.structured(
                 "question_generation",
-                generation.messages(request, how_many, [q["content"] for q in served]),
+                generation.messages(request, deficit + self.settings.question_prefetch, [q["content"] for q in served]),
                 generation.GeneratedQuestions,
                 user_id=str(user.id),
             )
@@ -158,24 +149,34 @@ class QuestionEngine:
                 },
             )
         except AiError as error:
-            more = self._serve_more(user, session_id, request, deficit)
-            return GenerationReport(status="failed", detail=str(error), ai_calls=1), more, set()
+            return GenerationReport(status="failed", detail=str(error), ai_calls=1), self._serve_more(
+                user, session_id, request, deficit
+            )
         finally:
             self.db.call("service.release_generation_lease", {"bucket_key": bucket, "holder": holder})
-        more = self._serve_more(user, session_id, request, deficit)
-        inserted = set(added["inserted"])
-        detail = f"generated {len(inserted)} new questions"
+        detail = f"generated {len(added['inserted'])} new questions"
         if added["duplicates"] or added["paraphrases"]:
             detail += f"; dropped {added['duplicates']} duplicates and {added['paraphrases']} paraphrases of the bank"
-        return GenerationReport(status="generated", detail=detail, ai_calls=1), more, inserted
+        report = GenerationReport(status="generated", detail=detail, ai_calls=1)
+        return report, self._serve_more(user, session_id, request, deficit, added["inserted"])
 
-    def _serve_more(self, user: AuthenticatedUser, session_id: str, request: dict[str, Any], wanted: int) -> list:
-        return (
-            self.db.call(
-                "service.serve_more_questions",
-                {"user_id": str(user.id), "session_id": session_id, "request": request, "wanted": wanted},
-            )
-            or []
+    def _serve_more(
+        self,
+        user: AuthenticatedUser,
+        session_id: str,
+        request: dict[str, Any],
+        wanted: int,
+        generated: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        return self.db.call(
+            "service.serve_more_questions",
+            {
+                "user_id": str(user.id),
+                "session_id": session_id,
+                "request": request,
+                "wanted": wanted,
+                "generated": generated or [],
+            },
         )
 
     def _wait_for_lease(self, bucket: str) -> None:

@@ -296,17 +296,41 @@ begin
 end
 $$;
 
--- After generation: serve more into the same session (no further quota: it is the same request).
-create function service.serve_more_questions(user_id uuid, session_id uuid, request jsonb, wanted integer)
-returns jsonb
-language sql
+-- After generation: serve the questions generated for this request first (marked 'generated', which the
+-- cache-hit analytics count), then whatever else the bank now has. No further quota: it is the same request.
+create function service.serve_more_questions(
+  user_id uuid, session_id uuid, request jsonb, wanted integer, generated jsonb default '[]'
+) returns jsonb
+language plpgsql
 set search_path = ''
 as $$
-  select private.serve_questions(serve_more_questions.user_id, serve_more_questions.session_id, request, wanted)
-  where exists (
-    select from public.practice_sessions s
-    where s.id = serve_more_questions.session_id and s.user_id = serve_more_questions.user_id
-  )
+declare
+  last_position integer;
+  taken integer;
+begin
+  if not exists (select from public.practice_sessions s
+                 where s.id = serve_more_questions.session_id and s.user_id = serve_more_questions.user_id) then
+    raise sqlstate 'PT404' using message = format('no session %s of yours', serve_more_questions.session_id);
+  end if;
+  perform from public.practice_sessions s where s.id = serve_more_questions.session_id for update;
+  select coalesce(max(sq.position), 0) into last_position
+  from public.session_questions sq where sq.session_id = serve_more_questions.session_id;
+
+  insert into public.session_questions (session_id, user_id, question_id, position, widening)
+  select serve_more_questions.session_id, serve_more_questions.user_id, g.id::uuid,
+         last_position + row_number() over (order by g.ordinal), 'generated'
+  from jsonb_array_elements_text(generated) with ordinality as g (id, ordinal)
+  order by g.ordinal
+  limit wanted
+  on conflict on constraint session_questions_user_id_question_id_key do nothing;
+  get diagnostics taken = row_count;
+
+  if taken < wanted then
+    perform private.serve_questions(serve_more_questions.user_id, serve_more_questions.session_id, request,
+                                    wanted - taken);
+  end if;
+  return private.session_question_list(serve_more_questions.session_id, last_position);
+end
 $$;
 
 -- A lease on generating for one bucket; returns the holder token, or null while someone else holds it.
@@ -472,12 +496,12 @@ grant execute on function private.consume_quota(uuid, text, integer),
   private.session_question_list(uuid, integer), private.session_plan(uuid, public.session_type, jsonb)
   to service_role;
 
-revoke all on function service.request_questions(uuid, jsonb), service.serve_more_questions(uuid, uuid, jsonb, integer),
+revoke all on function service.request_questions(uuid, jsonb), service.serve_more_questions(uuid, uuid, jsonb, integer, jsonb),
   service.acquire_generation_lease(text, integer), service.release_generation_lease(text, uuid),
   service.generation_lease_held(text), service.add_generated_questions(jsonb, jsonb),
   service.record_ai_usage(jsonb), service.ai_spend_today(), service.rollup_question_stats()
   from public, anon, authenticated;
-grant execute on function service.request_questions(uuid, jsonb), service.serve_more_questions(uuid, uuid, jsonb, integer),
+grant execute on function service.request_questions(uuid, jsonb), service.serve_more_questions(uuid, uuid, jsonb, integer, jsonb),
   service.acquire_generation_lease(text, integer), service.release_generation_lease(text, uuid),
   service.generation_lease_held(text), service.add_generated_questions(jsonb, jsonb),
   service.record_ai_usage(jsonb), service.ai_spend_today(), service.rollup_question_stats()

@@ -6,7 +6,7 @@ drop function service.add_generated_questions(jsonb, jsonb);
 drop function service.generation_lease_held(text);
 drop function service.release_generation_lease(text, uuid);
 drop function service.acquire_generation_lease(text, integer);
-drop function service.serve_more_questions(uuid, uuid, jsonb, integer);
+drop function service.serve_more_questions(uuid, uuid, jsonb, integer, jsonb);
 drop function service.request_questions(uuid, jsonb);
 drop trigger on_session_started on public.practice_sessions;
 drop function private.on_session_started();
