@@ -6,7 +6,7 @@
 --   POST /responses/{id}/evaluate -> service.request_evaluation (counts one evaluation, marks it queued)
 --     -> SQS -> worker: service.begin_evaluation -> transcribe, grade -> service.complete_evaluation
 --        (or service.fail_evaluation, which refunds the count);
---   rpc complete_session / abandon_session. The session's overall score follows its last evaluation.
+--   rpc end_session (completed or abandoned). The session's overall score follows its last evaluation.
 -- Audio lives in the private storage bucket `answers`, under the user's own folder.
 
 -- Session lifecycle, callable by the signed-in user (security invoker: RLS decides which sessions exist).
@@ -38,36 +38,27 @@ begin
 end
 $$;
 
-create function public.complete_session(session_id uuid) returns jsonb
+-- End a session: `completed` (its score follows its evaluations) or `abandoned`. A session ends once.
+create function public.end_session(session_id uuid, outcome public.session_status) returns jsonb
 language plpgsql
 set search_path = ''
 as $$
 begin
-  update public.practice_sessions s set status = 'completed' where s.id = complete_session.session_id;
+  if outcome = 'in_progress' then
+    raise sqlstate 'PT422' using message = 'a session ends completed or abandoned';
+  end if;
+  update public.practice_sessions s set status = outcome where s.id = end_session.session_id;
   if not found then
     raise sqlstate 'PT404' using message = format('no session %s of yours', session_id);
   end if;
-  return (select to_jsonb(v) from public.session_summaries v where v.id = complete_session.session_id);
+  return (select to_jsonb(v) from public.session_summaries v where v.id = end_session.session_id);
 end
 $$;
 
-create function public.abandon_session(session_id uuid) returns jsonb
-language plpgsql
-set search_path = ''
-as $$
-begin
-  update public.practice_sessions s set status = 'abandoned' where s.id = abandon_session.session_id;
-  if not found then
-    raise sqlstate 'PT404' using message = format('no session %s of yours', session_id);
-  end if;
-  return (select to_jsonb(v) from public.session_summaries v where v.id = abandon_session.session_id);
-end
-$$;
-
-revoke all on function public.start_session(public.session_type, jsonb), public.complete_session(uuid),
-  public.abandon_session(uuid) from public, anon;
-grant execute on function public.start_session(public.session_type, jsonb), public.complete_session(uuid),
-  public.abandon_session(uuid) to authenticated, service_role;
+revoke all on function public.start_session(public.session_type, jsonb),
+  public.end_session(uuid, public.session_status) from public, anon;
+grant execute on function public.start_session(public.session_type, jsonb),
+  public.end_session(uuid, public.session_status) to authenticated, service_role;
 
 -- Answers: only into an open session, only the user's own audio folder, and final once sent for evaluation.
 create function private.guard_response() returns trigger

@@ -17,6 +17,5 @@ drop function private.on_session_ended();
 drop function private.refresh_session_score(uuid);
 drop trigger guard_answer on public.responses;
 drop function private.guard_response();
-drop function public.abandon_session(uuid);
-drop function public.complete_session(uuid);
+drop function public.end_session(uuid, public.session_status);
 drop function public.start_session(public.session_type, jsonb);

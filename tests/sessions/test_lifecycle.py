@@ -108,21 +108,21 @@ def test_refusals_are_clear(db: psycopg.Connection) -> None:
 
 def test_a_session_ends_once(db: psycopg.Connection, user: uuid.UUID) -> None:
     session = start(db, user, "quick")
-    summary = as_user(db, user, "select public.complete_session(%s)", session["session_id"])
+    summary = as_user(db, user, "select public.end_session(%s, 'completed')", session["session_id"])
     assert summary["status"] == "completed"  # type: ignore[index]
-    error = refused(db, user, "select public.complete_session(%s)", session["session_id"])
+    error = refused(db, user, "select public.end_session(%s, 'completed')", session["session_id"])
     assert (error.sqlstate, "already completed" in str(error)) == ("PT409", True)
-    error = refused(db, user, "select public.abandon_session(%s)", session["session_id"])
+    error = refused(db, user, "select public.end_session(%s, 'abandoned')", session["session_id"])
     assert error.sqlstate == "PT409"
     stranger = sign_up(db)
-    error = refused(db, stranger, "select public.complete_session(%s)", session["session_id"])
+    error = refused(db, stranger, "select public.end_session(%s, 'completed')", session["session_id"])
     assert error.sqlstate == "PT404"
 
 
 def test_answers_close_with_the_session(db: psycopg.Connection, user: uuid.UUID) -> None:
     session = start(db, user, "quick")
     response = answer(db, user, session, 0)
-    as_user(db, user, "select public.abandon_session(%s)", session["session_id"])
+    as_user(db, user, "select public.end_session(%s, 'abandoned')", session["session_id"])
     error = refused(db, user, "update public.responses set answer_text = 'late' where id = %s returning id", response)
     assert error.sqlstate == "PT409"
     assert "answers are closed" in str(error)
@@ -176,7 +176,7 @@ def test_evaluation_is_charged_once_refunded_on_failure_and_scores_the_session(
 
     db.execute("select service.request_evaluation(%s, %s)", (user, responses[1]))
     db.execute("select service.begin_evaluation(%s)", (responses[1],))
-    as_user(db, user, "select public.complete_session(%s)", session["session_id"])
+    as_user(db, user, "select public.end_session(%s, 'completed')", session["session_id"])
     assert db.execute(
         "select overall_score from public.practice_sessions where id = %s", (session["session_id"],)
     ).fetchone() == (None,)  # one evaluation still pending
