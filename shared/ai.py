@@ -26,8 +26,9 @@ from openai.lib import type_to_response_format_param
 from openai.types.audio import Transcription
 from openai.types.audio.transcription import UsageDuration, UsageTokens
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shared.config import AiSettings
 
 logger = logging.getLogger(__name__)
 
@@ -35,30 +36,6 @@ T = TypeVar("T", bound=BaseModel)
 
 _MILLION = Decimal(1_000_000)
 _COST_STEP = Decimal("0.00000001")  # sub-cent costs of single calls must not round to zero
-
-
-class AiSettings(BaseSettings):
-    """Which OpenAI-compatible service to call, how patiently, and what it costs. No key means AI is off."""
-
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
-
-    openai_api_key: SecretStr | None = None
-    # Any OpenAI-compatible server (a local model, a proxy); unset means api.openai.com.
-    openai_base_url: AnyHttpUrl | None = None
-    ai_model: str = "gpt-4o-mini"
-    ai_transcription_model: str = "gpt-4o-mini-transcribe"
-    # Per attempt; a call can take up to (AI_MAX_RETRIES + 1) times this plus backoff.
-    ai_timeout_seconds: float = Field(default=30, gt=0, le=600)
-    ai_max_retries: int = Field(default=3, ge=0, le=10)
-    ai_price_input_per_million_tokens: Decimal = Field(default=Decimal("0.15"), ge=0)
-    ai_price_output_per_million_tokens: Decimal = Field(default=Decimal("0.60"), ge=0)
-    ai_price_transcription_per_minute: Decimal = Field(default=Decimal("0.003"), ge=0)
-    ai_daily_spend_cap_usd: Decimal = Field(default=Decimal("20"), ge=0)
-
-    @property
-    def enabled(self) -> bool:
-        # An empty OPENAI_API_KEY= in an env file means "off", not "send an empty key".
-        return self.openai_api_key is not None and bool(self.openai_api_key.get_secret_value())
 
 
 class AiError(Exception):

@@ -6,6 +6,7 @@ with a message an operator can act on rather than at its first request with a tr
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal, Self, TypeVar
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
@@ -75,6 +76,30 @@ class AuthSettings(BaseSettings):
         if self.supabase_jwks_url:
             return str(self.supabase_jwks_url)
         return f"{str(self.supabase_url).rstrip('/')}/auth/v1/.well-known/jwks.json" if self.supabase_url else None
+
+
+class AiSettings(BaseSettings):
+    """Which OpenAI-compatible service to call, how patiently, and what it costs. No key means AI is off."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    openai_api_key: SecretStr | None = None
+    # Any OpenAI-compatible server (a local model, a proxy); unset means api.openai.com.
+    openai_base_url: AnyHttpUrl | None = None
+    ai_model: str = "gpt-4o-mini"
+    ai_transcription_model: str = "gpt-4o-mini-transcribe"
+    # Per attempt; a call can take up to (AI_MAX_RETRIES + 1) times this plus backoff.
+    ai_timeout_seconds: float = Field(default=30, gt=0, le=600)
+    ai_max_retries: int = Field(default=3, ge=0, le=10)
+    ai_price_input_per_million_tokens: Decimal = Field(default=Decimal("0.15"), ge=0)
+    ai_price_output_per_million_tokens: Decimal = Field(default=Decimal("0.60"), ge=0)
+    ai_price_transcription_per_minute: Decimal = Field(default=Decimal("0.003"), ge=0)
+    ai_daily_spend_cap_usd: Decimal = Field(default=Decimal("20"), ge=0)
+
+    @property
+    def enabled(self) -> bool:
+        # An empty OPENAI_API_KEY= in an env file means "off", not "send an empty key".
+        return self.openai_api_key is not None and bool(self.openai_api_key.get_secret_value())
 
 
 def load_settings(settings_class: type[S], **overrides: object) -> S:

@@ -80,7 +80,8 @@ begin
       message = format('response %s is %s: an answer is final once sent for evaluation', old.id,
                        old.evaluation_status);
   end if;
-  if new.audio_path is not null and split_part(new.audio_path, '/', 1) <> new.user_id::text then
+  if new.audio_path is not null and (split_part(new.audio_path, '/', 1) <> new.user_id::text
+                                     or new.audio_path ~ '(^|/)\.\.?(/|$)') then
     raise sqlstate 'PT422' using
       message = 'audio_path must be an object in your own folder of the answers bucket: <your user id>/<file>';
   end if;

@@ -135,9 +135,10 @@ def test_audio_must_live_in_the_users_own_folder(db: psycopg.Connection, user: u
     session = start(db, user, "quick")
     mine = answer(db, user, session, 0, answer_text=None, audio_path=f"{user}/answer-1.webm")
     assert mine
-    with pytest.raises(psycopg.Error) as caught:
-        answer(db, user, session, 1, audio_path=f"{uuid.uuid4()}/stolen.webm")
-    assert caught.value.sqlstate == "PT422"
+    for elsewhere in (f"{uuid.uuid4()}/stolen.webm", f"{user}/../{uuid.uuid4()}/stolen.webm"):
+        with pytest.raises(psycopg.Error) as caught, db.transaction():
+            answer(db, user, session, 1, audio_path=elsewhere)
+        assert caught.value.sqlstate == "PT422"
 
 
 def test_evaluation_is_charged_once_refunded_on_failure_and_scores_the_session(

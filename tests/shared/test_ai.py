@@ -20,12 +20,11 @@ from shared.ai import (
     AiInvalidOutputError,
     AiRefusedError,
     AiRejectedError,
-    AiSettings,
     AiUnavailableError,
     AiUsage,
     as_data,
 )
-from shared.config import ConfigurationError, load_settings
+from shared.config import AiSettings, ConfigurationError, load_settings
 from tests.support.fake_openai import (
     BASE_URL,
     FakeOpenAI,
