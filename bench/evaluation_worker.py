@@ -34,10 +34,10 @@ from rich.console import Console
 from rich.table import Table
 
 from functions.evaluation.settings import EvaluationWorkerSettings
-from functions.evaluation.worker import EvaluationWorker, build_worker, usage_recorder
+from functions.evaluation.worker import EvaluationWorker, build_worker
 from prep import migrations
 from prep.localdb import database_url
-from shared.ai import AiClient
+from shared.ai import AiClient, database_usage_sink
 from shared.config import DatabaseSettings
 from shared.db.psycopg_transport import PsycopgDatabase
 from tests.support.fake_openai import BASE_URL, FakeOpenAI, RecordedRequest, reply
@@ -156,7 +156,7 @@ def run(
         local_storage_dir=storage,
         evaluation_concurrency=threads,
     )
-    ai = AiClient(settings, usage_sink=usage_recorder(database), http_client=httpx.Client(transport=fake))
+    ai = AiClient(settings, usage_sink=database_usage_sink(database), http_client=httpx.Client(transport=fake))
     worker: EvaluationWorker = build_worker(settings, database=database, ai=ai)
     batch_seconds = []
     failures = 0

@@ -11,6 +11,7 @@ Untrusted text (a candidate's answer, a pasted job description) goes into prompt
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -29,6 +30,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.config import AiSettings
+from shared.db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -353,3 +355,12 @@ def as_data(label: str, value: str, max_chars: int) -> str:
         text += f"\n[truncated: {len(value) - max_chars} more characters omitted]"
     text = _CLOSERS.sub(">>", _OPENERS.sub("<<", text))
     return f"<<<{label}\n{text}\n>>>{label}"
+
+
+def database_usage_sink(database: Database) -> Callable[[AiUsage], None]:
+    """Record every AI call in public.ai_usage (service.record_ai_usage): cost reports and the spend cap."""
+
+    def record(usage: AiUsage) -> None:
+        database.call("service.record_ai_usage", {"usage": json.loads(usage.model_dump_json())})
+
+    return record

@@ -3,7 +3,7 @@
 service.request_evaluation checks ownership and the plan's daily limit, counts the evaluation and marks the
 response 'queued'; only then is a message sent, so the worker never sees an evaluation nobody paid for. If
 the answer is already queued or being evaluated nothing is counted or sent again. If the queue does not take
-the message, service.unqueue_evaluation marks the response failed and refunds it, and the user is told to
+the message, service.fail_evaluation marks the response failed and refunds it, and the user is told to
 retry. The result arrives later on the response row (clients watch it through Realtime).
 """
 
@@ -75,7 +75,7 @@ def build_app(
             except QueueUnavailableError as error:
                 log.error("evaluation not queued", extra={"response_id": str(response_id), "error": str(error)})
                 db.call(
-                    "service.unqueue_evaluation",
+                    "service.fail_evaluation",
                     {"response_id": str(response_id), "reason": f"the evaluation could not be queued: {error}"},
                 )
                 raise ProblemError(

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -44,7 +43,7 @@ from functions.evaluation.storage import (
     StorageUnavailableError,
     storage_from,
 )
-from shared.ai import AiClient, AiError, AiUnavailableError, AiUsage
+from shared.ai import AiClient, AiError, AiUnavailableError, database_usage_sink
 from shared.config import load_settings
 from shared.db import Database, DatabaseError, connect
 from shared.logs import configure_logging, request_id
@@ -95,13 +94,6 @@ class RecordResult:
 
 class MalformedMessageError(ValueError):
     pass
-
-
-def usage_recorder(database: Database) -> Callable[[AiUsage], None]:
-    def record(usage: AiUsage) -> None:
-        database.call("service.record_ai_usage", {"usage": json.loads(usage.model_dump_json())})
-
-    return record
 
 
 class EvaluationWorker:
@@ -306,7 +298,7 @@ def build_worker(
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     db = database or connect(settings)
     return EvaluationWorker(
-        settings, db, ai or AiClient(settings, usage_sink=usage_recorder(db)), storage or storage_from(settings)
+        settings, db, ai or AiClient(settings, usage_sink=database_usage_sink(db)), storage or storage_from(settings)
     )
 
 

@@ -8,10 +8,8 @@ served from the bank. The response says which questions came from the bank and w
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -20,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from functions.questions import generation
 from functions.questions.settings import QuestionsSettings
-from shared.ai import AiClient, AiError, AiUsage
+from shared.ai import AiClient, AiError, database_usage_sink
 from shared.auth import AuthenticatedUser, CurrentUser, TokenVerifier
 from shared.config import load_settings
 from shared.db import Database, connect
@@ -190,18 +188,11 @@ def _bucket_fields(request: dict[str, Any]) -> dict[str, Any]:
     return {k: request.get(k) for k in ("category", "difficulty", "experience_level", "target_role")}
 
 
-def usage_recorder(database: Database) -> Callable[[AiUsage], None]:
-    def record(usage: AiUsage) -> None:
-        database.call("service.record_ai_usage", {"usage": json.loads(usage.model_dump_json())})
-
-    return record
-
-
 def build_app(settings: QuestionsSettings, *, database: Database | None = None, ai: AiClient | None = None) -> FastAPI:
     app = create_app("Questions", description="Interview questions for the signed-in user, from the bank first.")
     app.state.verifier = TokenVerifier(settings)
     db = database or connect(settings)
-    engine = QuestionEngine(settings, db, ai or AiClient(settings, usage_sink=usage_recorder(db)))
+    engine = QuestionEngine(settings, db, ai or AiClient(settings, usage_sink=database_usage_sink(db)))
 
     @app.post("/questions", response_model=QuestionsServed, summary="Get questions to practise")
     def questions(request: QuestionRequest, user: CurrentUser) -> QuestionsServed:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.ai import AiSettings
-from shared.config import AuthSettings, DatabaseSettings
+from shared.config import AiSettings, AuthSettings, DatabaseSettings
 
 
 class QuestionsSettings(DatabaseSettings, AuthSettings, AiSettings):

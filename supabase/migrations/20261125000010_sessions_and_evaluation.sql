@@ -158,23 +158,6 @@ begin
 end
 $$;
 
--- The queue refused the message: nothing will evaluate it, so nothing is charged.
-create function service.unqueue_evaluation(response_id uuid, reason text) returns void
-language plpgsql
-set search_path = ''
-as $$
-declare
-  owner uuid;
-begin
-  update public.responses r set evaluation_status = 'failed', evaluation_error = left(reason, 500)
-  where r.id = unqueue_evaluation.response_id and r.evaluation_status = 'queued'
-  returning r.user_id into owner;
-  if owner is not null then
-    perform private.refund_quota(owner, 'evaluations');
-  end if;
-end
-$$;
-
 -- The worker claims a response. A redelivered message for one already 'processing' claims it again.
 create function service.begin_evaluation(response_id uuid) returns jsonb
 language plpgsql
@@ -239,6 +222,8 @@ begin
 end
 $$;
 
+-- The evaluation cannot happen (the queue refused it, the model refused, the answer was unusable): the reason
+-- is kept for the user and nothing is charged.
 create function service.fail_evaluation(response_id uuid, reason text) returns void
 language plpgsql
 set search_path = ''
@@ -260,11 +245,11 @@ revoke all on function private.refresh_session_score(uuid), private.refund_quota
   from public, anon, authenticated;
 grant execute on function private.refresh_session_score(uuid), private.refund_quota(uuid, text) to service_role;
 
-revoke all on function service.request_evaluation(uuid, uuid), service.unqueue_evaluation(uuid, text),
-  service.begin_evaluation(uuid), service.save_transcript(uuid, text), service.complete_evaluation(uuid, jsonb),
+revoke all on function service.request_evaluation(uuid, uuid), service.begin_evaluation(uuid),
+  service.save_transcript(uuid, text), service.complete_evaluation(uuid, jsonb),
   service.fail_evaluation(uuid, text) from public, anon, authenticated;
-grant execute on function service.request_evaluation(uuid, uuid), service.unqueue_evaluation(uuid, text),
-  service.begin_evaluation(uuid), service.save_transcript(uuid, text), service.complete_evaluation(uuid, jsonb),
+grant execute on function service.request_evaluation(uuid, uuid), service.begin_evaluation(uuid),
+  service.save_transcript(uuid, text), service.complete_evaluation(uuid, jsonb),
   service.fail_evaluation(uuid, text) to service_role;
 
 -- Audio answers: a private bucket; each user reads and writes only their own folder (<user id>/...).

@@ -9,7 +9,6 @@ drop function service.fail_evaluation(uuid, text);
 drop function service.complete_evaluation(uuid, jsonb);
 drop function service.save_transcript(uuid, text);
 drop function service.begin_evaluation(uuid);
-drop function service.unqueue_evaluation(uuid, text);
 drop function service.request_evaluation(uuid, uuid);
 drop function private.refund_quota(uuid, text);
 drop trigger on_session_ended on public.practice_sessions;

@@ -27,8 +27,9 @@ from openai._constants import INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
 from pydantic_settings import BaseSettings
 
 from functions.billing.settings import BillingApiSettings, StripeSettings, WebhookSettings
+from functions.evaluation.settings import EvaluationApiSettings, EvaluationWorkerSettings
 from functions.questions.settings import QuestionsSettings
-from shared.config import AuthSettings, load_settings
+from shared.config import AiSettings, AuthSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "package.py"
@@ -42,13 +43,20 @@ FUNCTIONS: dict[str, tuple[str, type[BaseSettings], str]] = {
     "StripeWebhookLambdaFunction": ("functions/billing/webhook.handler", WebhookSettings, "billing"),
     "BillingApiLambdaFunction": ("functions/billing/api.handler", BillingApiSettings, "billing"),
     "QuestionsApiLambdaFunction": ("functions/questions/api.handler", QuestionsSettings, "questions"),
+    "EvaluationApiLambdaFunction": ("functions/evaluation/api.handler", EvaluationApiSettings, "evaluation"),
+    "EvaluationWorkerLambdaFunction": ("functions/evaluation/worker.handler", EvaluationWorkerSettings, "evaluation"),
 }
 ROUTES = {
     "POST /stripe/webhook": "StripeWebhookLambdaFunction",
     "POST /billing/checkout": "BillingApiLambdaFunction",
     "POST /billing/portal": "BillingApiLambdaFunction",
     "POST /questions": "QuestionsApiLambdaFunction",
+    "POST /responses/{response_id}/evaluate": "EvaluationApiLambdaFunction",
 }
+# SQS-triggered Lambda -> the queue (logical id) it consumes. Every function is reached by a route or a queue.
+QUEUE_CONSUMERS = {"EvaluationWorkerLambdaFunction": "EvaluationQueue"}
+# Queue (logical id) -> the functions that send to it.
+QUEUE_PRODUCERS = {"EvaluationQueue": {"EvaluationApiLambdaFunction"}}
 # Settings that are secrets: only ever a Secrets Manager reference.
 SECRETS = {
     "DATABASE_URL": "database-url",
@@ -68,6 +76,10 @@ STAGE_SETTINGS = {
     "AI_MODEL": "ai-model",
     "AI_DAILY_SPEND_CAP_USD": "ai-daily-spend-cap-usd",
 }
+# Settings that name a resource of the stack: a CloudFormation reference, resolved when the stack is deployed.
+RESOURCE_SETTINGS = {
+    "EVALUATION_QUEUE_URL": {"Ref": "EvaluationQueue"},  # an AWS::SQS::Queue's Ref is its URL
+}
 # The only settings written literally in serverless.yml: tunables, none of them secret.
 LITERAL_SETTINGS = {
     "LOG_LEVEL",
@@ -81,6 +93,10 @@ LITERAL_SETTINGS = {
     "AI_MAX_RETRIES",
     "GENERATION_WAIT_SECONDS",
     "QUESTION_PREFETCH",
+    "EVALUATION_QUEUE_TIMEOUT_SECONDS",
+    "STORAGE_TIMEOUT_SECONDS",
+    "EVALUATION_MAX_RECEIVES",
+    "EVALUATION_CONCURRENCY",
 }
 SECRET_LOOKING = re.compile(
     r"sk_(live|test)_|rk_(live|test)_|whsec_|\bsk-[A-Za-z0-9_-]{20,}|postgres(ql)?://|eyJ[A-Za-z0-9_-]{10,}"
@@ -93,16 +109,34 @@ SHARED_ROOTS = {"fastapi", "pydantic", "pydantic_core", "psycopg", "psycopg_bina
 ARTIFACT_ROOTS: dict[str, tuple[set[str], set[str]]] = {
     "billing": ({"stripe"}, {"openai", "httpx2", "httpcore2", "jiter"}),
     "questions": ({"openai", "httpx2", "httpcore2", "jiter"}, {"stripe", "requests", "urllib3"}),
+    "evaluation": ({"openai", "httpx2", "httpcore2", "jiter"}, {"stripe", "requests", "urllib3"}),
 }
+# Function packages whose handlers reach shared/ai.py (and so need the OpenAI SDK packaged).
+AI_PACKAGES = {"questions", "evaluation"}
 # Imported by first-party code but deliberately not packaged: the postgrest transport is imported only when
-# DB_TRANSPORT=postgrest, and serverless.yml fixes DB_TRANSPORT=psycopg (asserted below).
-UNPACKAGED_IMPORTS = {"postgrest"}
+# DB_TRANSPORT=postgrest, and serverless.yml fixes DB_TRANSPORT=psycopg (asserted below); boto3 and botocore
+# (functions/evaluation/queue.py's SQS client) come with Lambda's python3.12 runtime.
+UNPACKAGED_IMPORTS = {"postgrest", "boto3", "botocore"}
 # A questions request's time before its AI call or its wait for another's generation can start: a JWKS fetch
 # on a cold key cache (shared/auth.py's PyJWKClient timeout); and for the database calls around them
 # (normally milliseconds each). The SDK's backoff between attempts is openai._constants'.
 JWKS_FETCH_SECONDS = 5
 DATABASE_MARGIN_SECONDS = 3
 LEASE_POLL_SECONDS = 0.2  # functions/questions/api.py's _wait_for_lease
+# botocore's standard retry mode waits rand(0, 1) x 1 s at most before its second attempt (throttling; 50 ms for
+# other errors), which is all functions/evaluation/queue.py allows (total_max_attempts=2).
+SQS_SEND_ATTEMPTS = 2
+SQS_BACKOFF_SECONDS = 1
+# An evaluation's database calls (begin, spend, transcript, two usage rows, complete), normally milliseconds each,
+# with EVALUATION_CONCURRENCY threads sharing the worker's small pool.
+WORKER_DATABASE_MARGIN_SECONDS = 15
+# HTTP API gives up on an integration after 30 s. Lambda's maximum timeout is 900 s.
+HTTP_API_TIMEOUT_SECONDS = 30
+LAMBDA_MAX_TIMEOUT_SECONDS = 900
+# Lambda's guidance for an SQS event source: the queue's visibility timeout at least 6x the function's timeout.
+VISIBILITY_TIMEOUT_FACTOR = 6
+# Memory a worker instance needs besides the recordings it holds (the runtime, the SDKs, the batch itself).
+WORKER_BASE_MEMORY_MB = 256
 EM_AARCH64 = 183
 MAX_ZIP_BYTES = 30 * 1024 * 1024  # Lambda takes 50 MiB zipped directly; stay well below
 MAX_UNZIPPED_BYTES = 120 * 1024 * 1024  # Lambda allows 250 MiB unzipped
@@ -185,6 +219,9 @@ def test_lambda_functions(resources: dict[str, Any]) -> None:
     # Every function package is deployed, and its artifact's expected contents are known.
     assert {package for *_, package in FUNCTIONS.values()} == set(package_script.function_packages())
     assert set(ARTIFACT_ROOTS) == set(package_script.function_packages())
+    # Every function is reached by an HTTP route or consumes a queue, not both.
+    assert set(ROUTES.values()) | set(QUEUE_CONSUMERS) == set(FUNCTIONS)
+    assert not set(ROUTES.values()) & set(QUEUE_CONSUMERS)
     for name, (handler, _, package) in FUNCTIONS.items():
         props = functions[name]["Properties"]
         assert props["Handler"] == handler
@@ -192,15 +229,20 @@ def test_lambda_functions(resources: dict[str, Any]) -> None:
         assert props["Architectures"] == ["arm64"]
         assert props["FunctionName"].startswith(f"interview-prep-{STAGE}-")
         assert 256 <= props["MemorySize"] <= 2048
-        # HTTP API gives up on an integration after 30 s; the function must finish first.
-        assert 5 <= props["Timeout"] < 30
+        if name in QUEUE_CONSUMERS:
+            # Bounded by the queue's visibility timeout (test_evaluation_queue_feeds_the_worker).
+            assert 30 <= props["Timeout"] <= LAMBDA_MAX_TIMEOUT_SECONDS
+        else:
+            # HTTP API gives up on an integration after 30 s; the function must finish first.
+            assert 5 <= props["Timeout"] < HTTP_API_TIMEOUT_SECONDS
         assert props["Code"]["S3Key"].endswith(f"/{package}.zip")
         assert _artifact_of(functions[name]).is_file()
 
 
 def test_log_groups_have_retention(resources: dict[str, Any]) -> None:
     groups = _of_type(resources, "AWS::Logs::LogGroup")
-    assert {"StripeWebhookLogGroup", "BillingApiLogGroup", "QuestionsApiLogGroup", "HttpApiLogGroup"} <= set(groups)
+    expected = {name.removesuffix("LambdaFunction") + "LogGroup" for name in FUNCTIONS} | {"HttpApiLogGroup"}
+    assert expected <= set(groups)
     for group in groups.values():
         assert 1 <= group["Properties"]["RetentionInDays"] <= 3653
 
@@ -256,6 +298,10 @@ def test_secrets_and_stage_settings_are_dynamic_references(template: dict[str, A
     assert not SECRET_LOOKING.search(text)
     for function in FUNCTIONS:
         for name, value in _environment(resources, function).items():
+            if name in RESOURCE_SETTINGS:
+                assert value == RESOURCE_SETTINGS[name], name
+                assert value["Ref"] in resources, f"{function}.{name} refers to a resource the stack lacks"
+                continue
             assert isinstance(value, str), f"{function}.{name} is not a plain string: {value!r}"
             if name in SECRETS:
                 assert value == f"{{{{resolve:secretsmanager:interview-prep/{STAGE}/{SECRETS[name]}}}}}", name
@@ -268,8 +314,13 @@ def test_secrets_and_stage_settings_are_dynamic_references(template: dict[str, A
     assert {_environment(resources, f)["DB_TRANSPORT"] for f in FUNCTIONS} == {"psycopg"}
 
 
-def _deploy_time_value(reference: str) -> str:
-    """What CloudFormation would put in place of a dynamic reference, for a plausibly configured stage."""
+def _deploy_time_value(reference: str | dict[str, Any], resources: dict[str, Any]) -> str:
+    """What CloudFormation would put in place of a reference, for a plausibly configured stage."""
+    if isinstance(reference, dict):
+        (logical_id,) = reference.values()
+        resource = resources[logical_id]
+        assert resource["Type"] == "AWS::SQS::Queue", f"no plausible value for a Ref to {resource['Type']}"
+        return f"https://sqs.us-east-1.amazonaws.com/123456789012/{resource['Properties']['QueueName']}"
     name = reference.rstrip("}").rsplit("/", 1)[-1]
     if name == "database-url":
         return "postgresql://app:pw@db.example.test:6543/postgres"
@@ -295,23 +346,40 @@ def test_environment_configures_the_handler(
     for name in fields | {"LOG_LEVEL"}:
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
-        monkeypatch.setenv(name, _deploy_time_value(value) if value.startswith("{{resolve:") else value)
+        resolved = isinstance(value, dict) or value.startswith("{{resolve:")
+        monkeypatch.setenv(name, _deploy_time_value(value, resources) if resolved else value)
     settings = load_settings(settings_class)
     assert settings.db_transport == "psycopg"
-    assert settings.db_pool_size == 1
+    # One request per instance at a time, except the worker's threads (test_evaluation_worker_fits_its_limits).
+    assert settings.db_pool_size == (1 if function not in QUEUE_CONSUMERS else int(environment["DB_POOL_SIZE"]))
+    checked = False
     if isinstance(settings, StripeSettings):
         assert settings.stripe_secret_key.get_secret_value() == "placeholder-stripe-secret-key"
+        checked = True
     if isinstance(settings, AuthSettings):
         assert settings.jwks_url == "https://supabase-url.example.test/auth/v1/.well-known/jwks.json"
         assert settings.issuer == "https://supabase-url.example.test/auth/v1"
-    if isinstance(settings, QuestionsSettings):
+        checked = True
+    if isinstance(settings, AiSettings):
         assert settings.enabled
         assert settings.openai_api_key is not None
         assert settings.openai_api_key.get_secret_value() == "placeholder-openai-api-key"
         assert str(settings.openai_base_url) == "https://openai-base-url.example.test/"
         assert settings.ai_model == "placeholder-ai-model"
         assert settings.ai_daily_spend_cap_usd == Decimal(20)
-    assert isinstance(settings, StripeSettings | AuthSettings), f"{function}: add checks for {settings_class.__name__}"
+    if isinstance(settings, EvaluationApiSettings):
+        # SQS, not the in-process queue (which api.py refuses to run in Lambda).
+        assert settings.evaluation_queue_url is not None
+        assert str(settings.evaluation_queue_url).startswith("https://sqs.us-east-1.amazonaws.com/123456789012/")
+        checked = True
+    if isinstance(settings, EvaluationWorkerSettings):
+        # Recordings from Supabase Storage with the service key, not a local directory.
+        assert settings.local_storage_dir is None
+        assert str(settings.supabase_url) == "https://supabase-url.example.test/"
+        assert settings.supabase_service_role_key is not None
+        assert settings.supabase_service_role_key.get_secret_value() == "placeholder-supabase-service-role-key"
+        checked = True
+    assert checked, f"{function}: add checks for {settings_class.__name__}"
 
 
 def test_questions_worst_case_fits_the_timeout(resources: dict[str, Any]) -> None:

@@ -24,12 +24,12 @@ from psycopg.rows import dict_row
 from functions.evaluation.api import build_app
 from functions.evaluation.queue import EvaluationQueue
 from functions.evaluation.settings import EvaluationApiSettings, EvaluationWorkerSettings
-from functions.evaluation.worker import build_worker, usage_recorder
-from shared.ai import AiClient
+from functions.evaluation.worker import build_worker
+from shared.ai import AiClient, database_usage_sink
 from shared.config import DatabaseSettings
 from shared.db.psycopg_transport import PsycopgDatabase
 from tests.support.fake_openai import BASE_URL, FakeOpenAI
-from tests.support.identities import sign_up, user_claims
+from tests.support.identities import give_paid_plan, sign_up, user_claims
 
 JWT_SECRET = "local-jwt-secret-with-at-least-32-characters!"
 ISSUER = "http://127.0.0.1:54321/auth/v1"
@@ -59,7 +59,7 @@ class Harness:
         )
         self.ai = AiClient(
             self.worker_settings,
-            usage_sink=usage_recorder(self.database),
+            usage_sink=database_usage_sink(self.database),
             http_client=httpx.Client(transport=self.fake),
         )
         self.worker = build_worker(self.worker_settings, database=self.database, ai=self.ai)
@@ -69,12 +69,7 @@ class Harness:
     def user(self, *, paying: bool = True) -> str:
         user = sign_up(self.conn)
         if paying:
-            self.conn.execute(
-                "insert into public.subscriptions (user_id, plan_id, status, stripe_customer_id,"
-                " stripe_subscription_id) select %s, id, 'active', 'cus_' || %s, 'sub_' || %s"
-                " from public.plans where code = 'monthly'",
-                (user, user.hex, user.hex),
-            )
+            give_paid_plan(self.conn, user)
         return str(user)
 
     def session(self, user: str) -> str:

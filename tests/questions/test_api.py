@@ -18,13 +18,13 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from functions.questions.api import build_app, usage_recorder
+from functions.questions.api import build_app
 from functions.questions.settings import QuestionsSettings
-from shared.ai import AiClient
+from shared.ai import AiClient, database_usage_sink
 from shared.config import DatabaseSettings
 from shared.db.psycopg_transport import PsycopgDatabase
 from tests.support.fake_openai import BASE_URL, FakeOpenAI, dynamic, refusal, reply, server_error, truncated
-from tests.support.identities import sign_up, user_claims
+from tests.support.identities import give_paid_plan, sign_up, user_claims
 
 JWT_SECRET = "local-jwt-secret-with-at-least-32-characters!"
 ISSUER = "http://127.0.0.1:54321/auth/v1"
@@ -70,7 +70,7 @@ class Harness:
         )
         self.database = PsycopgDatabase(DatabaseSettings(database_url=database_url, db_pool_size=8))
         self.ai = AiClient(
-            self.settings, usage_sink=usage_recorder(self.database), http_client=httpx.Client(transport=self.fake)
+            self.settings, usage_sink=database_usage_sink(self.database), http_client=httpx.Client(transport=self.fake)
         )
         self.app = build_app(self.settings, database=self.database, ai=self.ai)
         self.client = TestClient(self.app)
@@ -78,12 +78,7 @@ class Harness:
     def user(self, *, paying: bool = True, exhausted: bool = True) -> str:
         user = sign_up(self.conn)
         if paying:
-            self.conn.execute(
-                "insert into public.subscriptions (user_id, plan_id, status, stripe_customer_id,"
-                " stripe_subscription_id) select %s, id, 'active', 'cus_' || %s, 'sub_' || %s"
-                " from public.plans where code = 'monthly'",
-                (user, user.hex, user.hex),
-            )
+            give_paid_plan(self.conn, user)
         if exhausted:  # everything the request could widen to has been served to this user already
             session = self.conn.execute(
                 "insert into public.practice_sessions (user_id, session_type) values (%s, 'quick') returning id",

@@ -9,17 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from tests.support.identities import sign_up
+from tests.support.identities import give_paid_plan, sign_up
 
 REQUEST = {"category": "technical", "difficulty": "medium", "experience_level": "mid"}
-
-
-def subscribe(conn: psycopg.Connection, user: uuid.UUID) -> None:
-    conn.execute(
-        "insert into public.subscriptions (user_id, plan_id, status, stripe_customer_id, stripe_subscription_id)"
-        " select %s, id, 'active', 'cus_' || %s, 'sub_' || %s from public.plans where code = 'monthly'",
-        (user, user.hex, user.hex),
-    )
 
 
 def request(conn: psycopg.Connection, user: uuid.UUID, **fields: object) -> dict:
@@ -37,7 +29,7 @@ def conn(database_url: str) -> psycopg.Connection:
 @pytest.fixture
 def paying_user(conn: psycopg.Connection) -> uuid.UUID:
     user = sign_up(conn)
-    subscribe(conn, user)
+    give_paid_plan(conn, user)
     return user
 
 
@@ -93,7 +85,7 @@ def test_better_rated_questions_win_and_one_vote_does_not_beat_two_hundred(conn:
     firsts = []
     for _ in range(10):
         user = sign_up(conn)
-        subscribe(conn, user)
+        give_paid_plan(conn, user)
         result = request(
             conn,
             user,
@@ -125,7 +117,7 @@ def test_two_users_asking_alike_get_different_sets(conn: psycopg.Connection) -> 
     sets = []
     for _ in range(2):
         user = sign_up(conn)
-        subscribe(conn, user)
+        give_paid_plan(conn, user)
         sets.append(
             {
                 q["id"]
@@ -139,7 +131,7 @@ def test_two_users_asking_alike_get_different_sets(conn: psycopg.Connection) -> 
 
 def test_widening_drops_tags_then_moves_to_neighbouring_levels(conn: psycopg.Connection) -> None:
     user = sign_up(conn)
-    subscribe(conn, user)
+    give_paid_plan(conn, user)
     add_questions(
         conn, 1, category="leadership", difficulty="medium", experience_level="senior", tags=["widening-test"]
     )
@@ -190,7 +182,7 @@ def test_bad_requests_are_refused_clearly(conn: psycopg.Connection, paying_user:
     with pytest.raises(psycopg.errors.InvalidTextRepresentation, match="question_category"):
         request(conn, paying_user, category="astrology")
     other = sign_up(conn)
-    subscribe(conn, other)
+    give_paid_plan(conn, other)
     session = request(conn, other, count=1)["session_id"]
     with pytest.raises(psycopg.Error, match="no session") as refused:
         request(conn, paying_user, session_id=session)
@@ -213,7 +205,7 @@ def test_serving_writes_no_question_rows_and_concurrent_serving_does_not_block(
     add_questions(conn, 200, category="situational", difficulty="hard", experience_level="executive")
     users = [sign_up(conn) for _ in range(20)]
     for user in users:
-        subscribe(conn, user)
+        give_paid_plan(conn, user)
     before = conn.execute("select sum(n_tup_upd) from pg_stat_user_tables where relname = 'questions'").fetchone()
 
     def serve(user: uuid.UUID) -> int:

@@ -9,15 +9,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from shared.db.rls import acting_as
-from tests.support.identities import sign_up, user_claims
-
-
-def pay(db: psycopg.Connection, user: uuid.UUID) -> None:
-    db.execute(
-        "insert into public.subscriptions (user_id, plan_id, status, stripe_customer_id, stripe_subscription_id)"
-        " select %s, id, 'active', 'cus_' || %s, 'sub_' || %s from public.plans where code = 'monthly'",
-        (user, user.hex, user.hex),
-    )
+from tests.support.identities import give_paid_plan, sign_up, user_claims
 
 
 def as_user(db: psycopg.Connection, user: uuid.UUID, statement: str, *params: object) -> object:
@@ -54,7 +46,7 @@ def answer(db: psycopg.Connection, user: uuid.UUID, session: dict, position: int
 @pytest.fixture
 def user(db: psycopg.Connection) -> uuid.UUID:
     member = sign_up(db)
-    pay(db, member)
+    give_paid_plan(db, member)
     return member
 
 
