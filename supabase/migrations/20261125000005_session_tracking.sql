@@ -79,6 +79,8 @@ create table public.responses (
   transcript text,
   time_taken_seconds integer check (time_taken_seconds between 0 and 7200),
   evaluation_status public.evaluation_status not null default 'not_requested',
+  -- When the evaluation was last queued: a request queued long ago and never picked up is queued again.
+  evaluation_requested_at timestamptz,
   ai_score numeric(5, 2) check (ai_score between 0 and 100),
   feedback text,
   strengths text[] not null default '{}',

@@ -148,12 +148,18 @@ begin
     raise sqlstate 'PT403' using message = format('response %s is not yours', response_id);
   elsif response.evaluation_status = 'completed' then
     raise sqlstate 'PT409' using message = format('response %s is already evaluated', response_id);
+  elsif response.evaluation_status = 'queued' and response.evaluation_requested_at < now() - interval '5 minutes' then
+    -- Counted already, but its message never arrived (the sender died after this commit): send it again.
+    update public.responses r set evaluation_requested_at = now() where r.id = response.id;
+    return jsonb_build_object('response_id', response.id, 'evaluation_status', 'queued',
+                              'already_requested', false);
   elsif response.evaluation_status in ('queued', 'processing') then
     return jsonb_build_object('response_id', response.id, 'evaluation_status', response.evaluation_status,
                               'already_requested', true);
   end if;
   perform private.consume_quota(response.user_id, 'evaluations');
-  update public.responses r set evaluation_status = 'queued', evaluation_error = null where r.id = response.id;
+  update public.responses r set evaluation_status = 'queued', evaluation_error = null, evaluation_requested_at = now()
+  where r.id = response.id;
   return jsonb_build_object('response_id', response.id, 'evaluation_status', 'queued', 'already_requested', false);
 end
 $$;

@@ -41,6 +41,24 @@ def test_an_evaluation_is_counted_and_queued_once(harness: Harness, queues: Queu
     assert harness.charged(user) == 1
 
 
+def test_a_queued_request_whose_message_was_lost_is_sent_again_without_a_second_charge(
+    harness: Harness, queues: Queues
+) -> None:
+    client = harness.api(queue_url=queues.url)
+    user = harness.user()
+    response_id = harness.answer(user)
+    client.post(path(response_id), headers=harness.auth(user))
+    queues.receive()  # taken, then lost: the sender died before the worker saw it
+    harness.conn.execute(
+        "update public.responses set evaluation_requested_at = now() - interval '6 minutes' where id = %s",
+        (response_id,),
+    )
+    again = client.post(path(response_id), headers=harness.auth(user))
+    assert again.status_code == 202
+    assert queues.messages() == 2  # the lost one (still in flight) and its replacement; the worker is idempotent
+    assert harness.charged(user) == 1
+
+
 def test_refusals_are_problem_details(harness: Harness, queues: Queues) -> None:
     client = harness.api(queue_url=queues.url)
     owner, other = harness.user(), harness.user()
