@@ -395,6 +395,156 @@ def test_questions_worst_case_fits_the_timeout(resources: dict[str, Any]) -> Non
     assert max(generating, waiting) + DATABASE_MARGIN_SECONDS <= props["Timeout"], (generating, waiting)
 
 
+def _statements(resources: dict[str, Any]) -> list[dict[str, Any]]:
+    """The statements of the execution role every function shares."""
+    role = resources["IamRoleLambdaExecution"]["Properties"]
+    return [statement for policy in role["Policies"] for statement in policy["PolicyDocument"]["Statement"]]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _queue_arn(queue: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [queue, "Arn"]}
+
+
+def test_evaluation_api_worst_case_fits_the_timeout(resources: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once an evaluation is counted, the function lives to send it, or to refund it if SQS does not take it."""
+    props = resources["EvaluationApiLambdaFunction"]["Properties"]
+    queue_timeout = float(props["Environment"]["Variables"]["EVALUATION_QUEUE_TIMEOUT_SECONDS"])
+    # The SQS client as functions/evaluation/queue.py configures it (boto3 is only created here, never called).
+    for name, value in package_script.PLACEHOLDER_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    from functions.evaluation.queue import SqsQueue
+
+    config = SqsQueue("https://sqs.us-east-1.amazonaws.com/123456789012/q", timeout_seconds=queue_timeout)._sqs().meta
+    assert config.region_name == "us-east-1"
+    assert config.config.connect_timeout == config.config.read_timeout == queue_timeout
+    assert config.config.retries == {"mode": "standard", "total_max_attempts": SQS_SEND_ATTEMPTS}
+    sending = SQS_SEND_ATTEMPTS * (2 * queue_timeout) + SQS_BACKOFF_SECONDS
+    worst = JWKS_FETCH_SECONDS + sending + DATABASE_MARGIN_SECONDS
+    assert worst <= props["Timeout"] < HTTP_API_TIMEOUT_SECONDS, (sending, worst)
+
+
+def test_evaluation_queue_feeds_the_worker(resources: dict[str, Any]) -> None:
+    """The worker consumes EvaluationQueue in batches, reporting partial failures; the queue's limits match it."""
+    mappings = _of_type(resources, "AWS::Lambda::EventSourceMapping")
+    consumers = {}
+    for mapping in mappings.values():
+        props = mapping["Properties"]
+        function, attribute = props["FunctionName"]["Fn::GetAtt"]
+        assert attribute == "Arn"
+        consumers[function] = props
+    assert set(consumers) == set(QUEUE_CONSUMERS)
+    for function, queue_name in QUEUE_CONSUMERS.items():
+        mapping = consumers[function]
+        worker = resources[function]["Properties"]
+        environment = worker["Environment"]["Variables"]
+        assert mapping["EventSourceArn"] == _queue_arn(queue_name)
+        assert mapping["Enabled"] is True
+        assert mapping["BatchSize"] == 10
+        # Only the records the handler lists in batchItemFailures come back (worker.py's handle).
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        # Caps the AI calls and database connections in flight; SQS event sources accept 2 to 1000.
+        assert 2 <= mapping["ScalingConfig"]["MaximumConcurrency"] <= 10
+        # Every record of a batch is graded at once: the worker's timeout covers one record, not several in turn.
+        assert int(environment["EVALUATION_CONCURRENCY"]) >= mapping["BatchSize"]
+
+        queue = resources[queue_name]
+        assert queue["Type"] == "AWS::SQS::Queue"
+        props = queue["Properties"]
+        assert not props.get("FifoQueue")
+        assert props["SqsManagedSseEnabled"] is True
+        # Lambda's guidance: at least 6x the function's timeout (plus any batching window).
+        window = mapping.get("MaximumBatchingWindowInSeconds") or 0
+        assert props["VisibilityTimeout"] >= VISIBILITY_TIMEOUT_FACTOR * worker["Timeout"] + window
+        assert props["VisibilityTimeout"] <= 12 * 60 * 60
+        # The worker gives up (fails and refunds the answer) on exactly the receive that SQS dead-letters after.
+        redrive = props["RedrivePolicy"]
+        assert redrive["maxReceiveCount"] == int(environment["EVALUATION_MAX_RECEIVES"])
+        (dlq_name, attribute) = redrive["deadLetterTargetArn"]["Fn::GetAtt"]
+        assert attribute == "Arn"
+        dlq = resources[dlq_name]
+        assert dlq["Type"] == "AWS::SQS::Queue"
+        assert dlq["Properties"]["SqsManagedSseEnabled"] is True
+        assert "RedrivePolicy" not in dlq["Properties"]
+        # A standard queue's message keeps its enqueue time in the DLQ: the DLQ must keep messages longer.
+        assert dlq["Properties"]["MessageRetentionPeriod"] > props["MessageRetentionPeriod"]
+
+
+def test_evaluation_worker_fits_its_limits(resources: dict[str, Any]) -> None:
+    """One record's worst case (every AI attempt timing out) ends before Lambda's timeout; a batch fits in memory."""
+    props = resources["EvaluationWorkerLambdaFunction"]["Properties"]
+    environment = props["Environment"]["Variables"]
+    attempt_seconds = float(environment["AI_TIMEOUT_SECONDS"])
+    retries = int(environment["AI_MAX_RETRIES"])
+    assert retries >= 1, "a transient AI failure should get one more attempt within the delivery"
+    backoff = sum(min(INITIAL_RETRY_DELAY * 2**retry, MAX_RETRY_DELAY) for retry in range(retries))
+    ai_call = (retries + 1) * attempt_seconds + backoff
+    # Reading the recording, transcribing it, grading the answer.
+    worst = float(environment["STORAGE_TIMEOUT_SECONDS"]) + 2 * ai_call + WORKER_DATABASE_MARGIN_SECONDS
+    assert worst <= props["Timeout"], worst
+
+    (mapping,) = _of_type(resources, "AWS::Lambda::EventSourceMapping").values()
+    at_once = min(mapping["Properties"]["BatchSize"], int(environment["EVALUATION_CONCURRENCY"]))
+    # Each recording is held twice while it is read (the chunks, then their join: storage.py's _body).
+    max_audio_mb = EvaluationWorkerSettings.model_fields["max_audio_bytes"].default / (1024 * 1024)
+    assert WORKER_BASE_MEMORY_MB + at_once * 2 * max_audio_mb <= props["MemorySize"]
+    # The threads share a small pool: each holds a connection for one call at a time, never across an AI call.
+    assert 1 <= int(environment["DB_POOL_SIZE"]) <= at_once
+
+
+def test_evaluation_dead_letters_raise_an_alarm(resources: dict[str, Any]) -> None:
+    dead_letter_queues = {
+        queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        for queue in _of_type(resources, "AWS::SQS::Queue").values()
+        if "RedrivePolicy" in queue["Properties"]
+    }
+    assert dead_letter_queues == {"EvaluationDLQ"}
+    watched = set()
+    for alarm in _of_type(resources, "AWS::CloudWatch::Alarm").values():
+        props = alarm["Properties"]
+        if props["Namespace"] != "AWS/SQS" or props["MetricName"] != "ApproximateNumberOfMessagesVisible":
+            continue
+        (dimension,) = props["Dimensions"]
+        assert dimension["Name"] == "QueueName"
+        queue, attribute = dimension["Value"]["Fn::GetAtt"]
+        assert attribute == "QueueName"
+        # Any message at all: one evaluation that failed every attempt.
+        assert props["ComparisonOperator"] == "GreaterThanThreshold"
+        assert props["Threshold"] == 0
+        assert props["Statistic"] == "Maximum"
+        assert props["EvaluationPeriods"] == 1
+        # SQS stops publishing metrics for an empty, idle queue.
+        assert props["TreatMissingData"] == "notBreaching"
+        watched.add(queue)
+    assert watched == dead_letter_queues
+
+
+def test_queue_permissions(resources: dict[str, Any]) -> None:
+    """The API may send to the queue, the worker's event source may consume it; nothing broader."""
+    for function in FUNCTIONS:
+        assert resources[function]["Properties"]["Role"] == {"Fn::GetAtt": ["IamRoleLambdaExecution", "Arn"]}
+    granted: dict[str, list[Any]] = {}
+    for statement in _statements(resources):
+        assert statement["Effect"] == "Allow"
+        for action in _as_list(statement["Action"]):
+            if action.startswith("sqs:"):
+                granted.setdefault(action, []).extend(_as_list(statement["Resource"]))
+    assert granted == {
+        "sqs:SendMessage": [_queue_arn(queue) for queue in QUEUE_PRODUCERS],
+        **{
+            action: [_queue_arn(queue) for queue in QUEUE_CONSUMERS.values()]
+            for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+        },
+    }
+    # The producers are told where to send.
+    for queue, producers in QUEUE_PRODUCERS.items():
+        for function in producers:
+            assert {"Ref": queue} in _environment(resources, function).values()
+
+
 # --- artifacts -----------------------------------------------------------------------------------------------------
 
 
@@ -526,7 +676,7 @@ def test_artifact_dependencies(artifacts: dict[str, set[str]], package: str) -> 
             assert f"{module}.py" in names or module in roots, f"{module} is imported but not packaged"
         if package == "billing":
             assert "shared/ai.py" not in sources, "billing imports the AI client, whose SDK it does not package"
-        if package == "questions":
+        if package in AI_PACKAGES:
             assert "shared/ai.py" in sources
 
         # Native code is built for Lambda: ELF for AArch64, CPython 3.12 (or the stable ABI).
