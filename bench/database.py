@@ -1,0 +1,71 @@
+"""Where the benchmarks run: a dedicated database, never one that holds anything else."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from prep.localdb import EmbeddedPostgres
+from prep.migrations import MIGRATIONS_DIR, SEEDS_DIR, STAND_IN_FILE
+
+BENCH_DB = "prep_bench"
+# Written in the database's comment by generate_volume: a database without it was not made by the benchmark
+# and is never dropped or filled.
+MARKER_KEY = "prep_bench"
+
+
+def bench_url(database_url: str | None = None) -> str:
+    """--database-url when given, else `prep_bench` on DATABASE_URL's server or on the embedded one."""
+    if database_url:
+        return database_url
+    server = os.environ.get("DATABASE_URL") or EmbeddedPostgres().start()
+    return make_conninfo(server, dbname=BENCH_DB)
+
+
+def maintenance_url(url: str) -> str:
+    """A connection to the same server for create/drop database (which cannot run in the target itself)."""
+    return make_conninfo(url, dbname="postgres")
+
+
+def dbname(url: str) -> str:
+    return str(conninfo_to_dict(url)["dbname"])
+
+
+def describe(url: str) -> str:
+    """host:port/dbname, without the password a conninfo string carries."""
+    parts = conninfo_to_dict(url)
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts['dbname']}"
+
+
+def schema_fingerprint() -> str:
+    """What the schema is built from (stand-in, migrations, seeds): data generated from other files is stale."""
+    digest = hashlib.sha256()
+    for path in [STAND_IN_FILE, *sorted(MIGRATIONS_DIR.glob("*.sql")), *sorted(SEEDS_DIR.glob("*.sql"))]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def read_marker(conn: psycopg.Connection, name: str) -> dict[str, Any] | None:
+    """The benchmark marker of database `name`: None if it does not exist, {} if it is not a benchmark one."""
+    row = conn.execute(
+        "select shobj_description(oid, 'pg_database') from pg_database where datname = %s", (name,)
+    ).fetchone()
+    if row is None:
+        return None
+    try:
+        comment = json.loads(row[0] or "")
+    except json.JSONDecodeError:
+        return {}
+    return comment.get(MARKER_KEY, {}) if isinstance(comment, dict) else {}
+
+
+def write_marker(conn: psycopg.Connection, name: str, marker: dict[str, Any]) -> None:
+    comment = json.dumps({MARKER_KEY: marker})
+    conn.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(name), sql.Literal(comment)))
