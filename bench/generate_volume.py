@@ -194,7 +194,8 @@ select md5('user:' || u)::uuid,
 from generate_series(%(lo)s::bigint, %(hi)s - 1) u
 """
 
-# The ordinal in the text keeps every content_hash distinct; the enums cycle so each combination is as common.
+# The ordinal in the text keeps every normalized-text hash distinct; the enums cycle so each combination
+# is as common.
 QUESTIONS_SQL: LiteralString = """
 insert into public.questions (id, content, category, difficulty, experience_level, target_role, tags,
                               evaluation_criteria, key_points, source, generation_metadata, created_at, updated_at)

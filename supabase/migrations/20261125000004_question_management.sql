@@ -36,7 +36,6 @@ grant execute on function private.question_rank(numeric, integer, bigint) to ser
 create table public.questions (
   id uuid primary key default gen_random_uuid(),
   content text not null check (char_length(content) between 10 and 2000),
-  content_hash text generated always as (md5(private.normalize_question(content))) stored unique,
   category public.question_category not null,
   difficulty public.difficulty not null,
   experience_level public.experience_level not null,
@@ -59,10 +58,14 @@ create table public.questions (
   updated_at timestamptz not null default now()
 );
 comment on table public.questions is 'Question bank and AI cache, shared by all users.';
-comment on column public.questions.content_hash is 'md5 of the normalized text: one row per question however it is typed.';
 
 create index idx_questions_usage_count on public.questions (usage_count desc);
 create index idx_questions_tags on public.questions using gin (tags);
+-- One row per question however it is typed: the md5 of the normalized text is unique. An expression index,
+-- not a stored generated column: updating a row with a generated key column takes a key-strength lock,
+-- which would make the statistics rollup deadlock with serving (whose foreign keys share-lock the row).
+create unique index questions_content_hash_key on public.questions (md5(private.normalize_question(content)));
+
 -- Selection walks a bucket in rank order.
 create index idx_questions_bucket_rank on public.questions (category, difficulty, experience_level, rank_score desc)
   where is_active;

@@ -88,13 +88,17 @@ declare
   step record;
   found_ids uuid[];
 begin
+  -- One level per step: an equality on every index column lets the scan return questions in rank order and
+  -- stop after the pool (an `= any(...)` or a tag index would make it fetch and sort the whole bucket).
   for step in
     select * from (values
-      ('exact', array[want_level], want_tags),
-      ('any_tags', array[want_level], null::text[]),
-      ('neighbour_level', array_remove(array[levels[level_index - 1], levels[level_index + 1]], null), null::text[])
-    ) as steps (name, step_levels, step_tags)
-    where name <> 'any_tags' or want_tags is not null
+      (1, 'exact', want_level, want_tags),
+      (2, 'any_tags', want_level, null::text[]),
+      (3, 'neighbour_level', levels[level_index - 1], null::text[]),
+      (4, 'neighbour_level', levels[level_index + 1], null::text[])
+    ) as steps (ordinal, name, step_level, step_tags)
+    where (name <> 'any_tags' or want_tags is not null) and step_level is not null
+    order by ordinal
   loop
     exit when cardinality(picked) >= wanted;
     select array_agg(pool.id) into found_ids from (
@@ -104,13 +108,16 @@ begin
         where q.is_active
           and q.category = want_category
           and q.difficulty = want_difficulty
-          and q.experience_level = any(step.step_levels)
+          and q.experience_level = step.step_level
           and (want_role is null or q.target_role is null or lower(q.target_role) = lower(want_role))
-          and (step.step_tags is null or q.tags && step.step_tags)
+          and (step.step_tags is null or (q.tags && step.step_tags) is true)
           and q.id <> all(picked)
           and not exists (
+            -- offset 0 keeps this a probe of the (user, question) index per candidate, not a scan of the
+            -- user's whole history.
             select from public.session_questions s
             where s.user_id = question_candidates.user_id and s.question_id = q.id
+            offset 0
           )
         order by q.rank_score desc
         limit 4 * (wanted - cardinality(picked))
@@ -386,7 +393,7 @@ begin
   perform set_config('pg_trgm.similarity_threshold', '0.6', true);
   for candidate in select * from jsonb_array_elements(questions) loop
     normalized := private.normalize_question(candidate ->> 'content');
-    if exists (select from public.questions q where q.content_hash = md5(normalized)) then
+    if exists (select from public.questions q where md5(private.normalize_question(q.content)) = md5(normalized)) then
       duplicates := duplicates + 1;
       continue;
     end if;
@@ -412,7 +419,7 @@ begin
       'ai',
       generation
     )
-    on conflict (content_hash) do nothing
+    on conflict (md5(private.normalize_question(content))) do nothing
     returning id into new_id;
     if new_id is null then
       duplicates := duplicates + 1;

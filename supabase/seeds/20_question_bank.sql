@@ -1893,4 +1893,4 @@ values
    '[{"name":"self_awareness","description":"Shows honest, specific insight into their own preferences and behaviour","weight":0.3},{"name":"alignment","description":"Addresses the issue directly with the founder, framed in company outcomes, with appropriate escalation","weight":0.4},{"name":"specificity","description":"Supports the answer with concrete examples rather than generalities","weight":0.3}]'::jsonb,
    array['Raises it directly and privately with the founder','Frames it in terms of company outcomes','Knows when to involve the board'],
    'curated')
-on conflict (content_hash) do nothing;
+on conflict (md5(private.normalize_question(content))) do nothing;

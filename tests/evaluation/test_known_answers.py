@@ -26,7 +26,7 @@ def add_question(harness: Harness, question: dict[str, Any]) -> str:
         "insert into public.questions (content, category, difficulty, experience_level, evaluation_criteria,"
         " key_points, source) values (%(content)s, %(category)s, %(difficulty)s, %(experience_level)s,"
         " %(criteria)s, %(key_points)s, 'curated')"
-        " on conflict (content_hash) do update set is_active = true returning id",
+        " on conflict (md5(private.normalize_question(content))) do update set is_active = true returning id",
         {**question, "criteria": json.dumps(question["evaluation_criteria"])},
     ).fetchone()
     return str(row["id"])

@@ -246,3 +246,21 @@ def test_rollup_counts_serves_and_ratings_idempotently(conn: psycopg.Connection,
         ).fetchone()
         == first
     )
+
+
+def test_updating_question_statistics_does_not_wait_for_serving(conn: psycopg.Connection, database_url: str) -> None:
+    """Serving share-locks the served question's key (the foreign key); the rollup must not need a key lock."""
+    user = sign_up(conn)
+    give_paid_plan(conn, user)
+    [question] = add_questions(conn, 1, category="technical", difficulty="easy", experience_level="lead")
+    with psycopg.connect(database_url) as serving, psycopg.connect(database_url, autocommit=True) as rollup:
+        session = serving.execute(
+            "insert into public.practice_sessions (user_id, session_type) values (%s, 'quick') returning id", (user,)
+        ).fetchone()[0]
+        serving.execute(
+            "insert into public.session_questions (session_id, user_id, question_id, position) values (%s, %s, %s, 99)",
+            (session, user, question),
+        )  # still open: its foreign key check holds a key-share lock on the question
+        rollup.execute("set lock_timeout = '1s'")
+        rollup.execute("update public.questions set usage_count = usage_count + 1 where id = %s", (question,))
+        serving.rollback()
