@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from prep import migrations
 from prep.localdb import EmbeddedPostgres
 from prep.migrations import MIGRATIONS_DIR, SEEDS_DIR, STAND_IN_FILE
 
@@ -69,3 +70,23 @@ def read_marker(conn: psycopg.Connection, name: str) -> dict[str, Any] | None:
 def write_marker(conn: psycopg.Connection, name: str, marker: dict[str, Any]) -> None:
     comment = json.dumps({MARKER_KEY: marker})
     conn.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(name), sql.Literal(comment)))
+
+
+def fresh_scratch_database(name: str, benchmark: str) -> str:
+    """Drop and recreate `name` on the benchmark server, migrated and seeded; return its URL.
+
+    Only a database this benchmark made (its marker says so) is ever dropped.
+    """
+    server = os.environ.get("DATABASE_URL") or EmbeddedPostgres().start()
+    with psycopg.connect(server, autocommit=True) as admin:
+        marker = read_marker(admin, name)
+        if marker is not None:
+            if marker.get("benchmark") != benchmark:
+                raise SystemExit(f"database {name} exists and was not made by {benchmark}; refusing to drop it")
+            admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        write_marker(admin, name, {"benchmark": benchmark, "state": "building"})
+    url = make_conninfo(server, dbname=name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrations.build(conn)
+    return url

@@ -29,14 +29,12 @@ from typing import Any
 
 import httpx
 import psycopg
-from psycopg.conninfo import make_conninfo
 from rich.console import Console
 from rich.table import Table
 
+from bench.database import fresh_scratch_database
 from functions.evaluation.settings import EvaluationWorkerSettings
 from functions.evaluation.worker import EvaluationWorker, build_worker
-from prep import migrations
-from prep.localdb import database_url
 from shared.ai import AiClient, database_usage_sink
 from shared.config import DatabaseSettings
 from shared.db.psycopg_transport import PsycopgDatabase
@@ -51,19 +49,6 @@ ANSWER = (
     "process, so I set up a canary stage and wrote a rollback script. Failed deploys fell from 6 a month to 1."
 )
 console = Console()
-
-
-def fresh_database() -> str:
-    server = database_url()
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{DB_NAME}" with (force)')  # type: ignore[arg-type]
-        conn.execute(f'create database "{DB_NAME}"')  # type: ignore[arg-type]
-    url = make_conninfo(server, dbname=DB_NAME)
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrations.apply_stand_in(conn)
-        list(migrations.migrate(conn))
-        migrations.seed(conn)
-    return url
 
 
 def queued_answers(conn: psycopg.Connection, database: PsycopgDatabase, count: int) -> list[str]:
@@ -189,7 +174,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["LOG_LEVEL"] = "WARNING"  # a log line per evaluation would measure the terminal
-    url = fresh_database()
+    url = fresh_scratch_database(DB_NAME, "evaluation_worker")
     modes = [("concurrent", args.batch_size), ("sequential", 1)]
     with psycopg.connect(url, autocommit=True) as conn:
         setup = PsycopgDatabase(DatabaseSettings(database_url=url))

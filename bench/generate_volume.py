@@ -352,9 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
-        migrations.apply_stand_in(conn)
-        list(migrations.migrate(conn))
-        migrations.seed(conn)
+        migrations.build(conn)
         timings = generate(conn, volume)
         seconds = time.perf_counter() - started
         write_marker(

@@ -44,16 +44,13 @@ from typing import Any, get_args
 
 import httpx
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.database import read_marker, write_marker
+from bench.database import fresh_scratch_database, write_marker
 from bench.questions_common import caption, console, machine, now_iso, revision, write_report
 from functions.questions.api import Category, Difficulty, Level, QuestionEngine, QuestionRequest
 from functions.questions.settings import QuestionsSettings
-from prep import migrations
 from prep.localdb import database_url
 from shared.ai import AiClient, database_usage_sink
 from shared.auth import AuthenticatedUser
@@ -413,24 +410,6 @@ def plan_traffic(rng: random.Random, users: int, requests: int) -> tuple[list[Pl
     return plan, buckets
 
 
-def fresh_database(server: str) -> str:
-    """(Re)create the scratch database; one without this benchmark's marker is never dropped."""
-    with psycopg.connect(server, autocommit=True) as admin:
-        marker = read_marker(admin, DB_NAME)
-        if marker is not None:
-            if marker.get("benchmark") != MARKER["benchmark"]:
-                raise SystemExit(f"database {DB_NAME} exists and was not made by this benchmark; refusing to drop it")
-            admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(DB_NAME)))
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(DB_NAME)))
-        write_marker(admin, DB_NAME, {**MARKER, "state": "building"})
-    url = make_conninfo(server, dbname=DB_NAME)
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrations.apply_stand_in(conn)
-        list(migrations.migrate(conn))
-        migrations.seed(conn)
-    return url
-
-
 def create_users(conn: psycopg.Connection, count: int) -> list[uuid.UUID]:
     """Sign-ups as the auth server writes them (the signup trigger makes public.users), each on the monthly plan."""
     ids = [uuid.uuid4() for _ in range(count)]
@@ -651,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     plan, buckets = plan_traffic(rng, args.users, args.requests)
     server = database_url()
     console.print(f"Scratch database {DB_NAME}: migrating, seeding, {args.users:,} users on the monthly plan")
-    url = fresh_database(server)
+    url = fresh_scratch_database(DB_NAME, MARKER["benchmark"])
     with psycopg.connect(url, autocommit=True) as conn:
         measured = revision(conn)  # before the run: others may edit the checkout meanwhile
         users = create_users(conn, args.users)

@@ -25,33 +25,17 @@ from typing import Any
 import httpx
 import psycopg
 import stripe
-from psycopg.conninfo import make_conninfo
 from rich.console import Console
 from rich.table import Table
 
+from bench.database import fresh_scratch_database
 from functions.billing.settings import WebhookSettings
 from functions.billing.webhook import build_app
-from prep import migrations
-from prep.localdb import database_url
 from prep.stripe_stand_in import MONTHLY_PRICE_ID, StripeStandIn, event_payload, sign_payload
 
 SECRET = "whsec_bench"
 OUT = Path(__file__).parent / "out" / "webhook_throughput.json"
 console = Console()
-
-
-def fresh_database() -> str:
-    server = database_url()
-    name = "prep_bench_webhook"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')  # type: ignore[arg-type]
-        conn.execute(f'create database "{name}"')  # type: ignore[arg-type]
-    url = make_conninfo(server, dbname=name)
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrations.apply_stand_in(conn)
-        list(migrations.migrate(conn))
-        migrations.seed(conn)
-    return url
 
 
 def subscription_events(stand_in: StripeStandIn, url: str, users: int) -> tuple[list[dict[str, Any]], list[str]]:
@@ -123,7 +107,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["LOG_LEVEL"] = "WARNING"  # one log line per event would measure the terminal
-    url = fresh_database()
+    url = fresh_scratch_database("prep_bench_webhook", "webhook_throughput")
     with StripeStandIn() as stand_in:
         events, subscriptions = subscription_events(stand_in, url, args.users)
         final_status = {s: stand_in.get(s)["status"] for s in subscriptions}

@@ -187,6 +187,14 @@ def rollback(
         yield migration
 
 
+def build(conn: psycopg.Connection, *, with_seed: bool = True) -> None:
+    """What `prep db up` does to a database, quietly: the stand-in where needed, every migration, the seed."""
+    apply_stand_in(conn)
+    list(migrate(conn))
+    if with_seed:
+        seed(conn)
+
+
 def seed(conn: psycopg.Connection) -> list[Path]:
     """Load `supabase/seeds/*.sql` in name order (what `[db.seed] sql_paths` in config.toml names)."""
     files = sorted(SEEDS_DIR.glob("*.sql"))

@@ -38,10 +38,7 @@ def drop_database(server: str, name: str) -> None:
 def build_schema(url: str, *, seed: bool = True) -> None:
     """Stand-in, every migration, and the seed: what `prep db up` does."""
     with psycopg.connect(url, autocommit=True) as conn:
-        migrations.apply_stand_in(conn)
-        list(migrations.migrate(conn))
-        if seed:
-            migrations.seed(conn)
+        migrations.build(conn, with_seed=seed)
 
 
 @contextmanager
