@@ -44,13 +44,25 @@ def describe(url: str) -> str:
     return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts['dbname']}"
 
 
-def schema_fingerprint() -> str:
-    """What the schema is built from (stand-in, migrations, seeds): data generated from other files is stale."""
-    digest = hashlib.sha256()
-    for path in [STAND_IN_FILE, *sorted(MIGRATIONS_DIR.glob("*.sql")), *sorted(SEEDS_DIR.glob("*.sql"))]:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+def schema_files() -> dict[str, str]:
+    """What the schema is built from (stand-in, migrations, seeds), each file's name and content digest."""
+    paths = [STAND_IN_FILE, *sorted(MIGRATIONS_DIR.glob("*.sql")), *sorted(SEEDS_DIR.glob("*.sql"))]
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:16] for path in paths}
+
+
+def schema_state(marker: dict[str, Any]) -> str:
+    """'current'; 'behind' when migrations were only added since the data was generated (migrating forward
+    brings it up to date); 'stale' when a file it was built from changed or went away (the data must be
+    generated again)."""
+    built_from: dict[str, str] = marker.get("schema_files", {})
+    now = schema_files()
+    if built_from == now:
+        return "current"
+    added = set(now) - set(built_from)
+    unchanged = all(now.get(name) == digest for name, digest in built_from.items())
+    if built_from and unchanged and all(name in {m.path.name for m in migrations.local_migrations()} for name in added):
+        return "behind"
+    return "stale"
 
 
 def read_marker(conn: psycopg.Connection, name: str) -> dict[str, Any] | None:

@@ -40,7 +40,8 @@ from bench.database import (
     describe,
     maintenance_url,
     read_marker,
-    schema_fingerprint,
+    schema_files,
+    schema_state,
     write_marker,
 )
 from prep import migrations
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
 
     url = bench_url(args.database_url)
     console.print(f"Target: [bold]{describe(url)}[/bold]  volume: {volume}")
-    schema = schema_fingerprint()
+    schema = schema_files()
     if not prepare_database(url, volume, schema, regenerate=args.regenerate):
         return 0
     started = time.perf_counter()
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "state": "complete",
                 **asdict(volume),
-                "schema": schema,
+                "schema_files": schema,
                 "generated_at": datetime.now(UTC).isoformat(),
                 "seconds": seconds,
             },
@@ -370,8 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def prepare_database(url: str, volume: Volume, schema: str, *, regenerate: bool) -> bool:
-    """Create (or recreate) the database; False when it already holds the requested volume for this schema."""
+def prepare_database(url: str, volume: Volume, schema: dict[str, str], *, regenerate: bool) -> bool:
+    """Create (or recreate) the database; False when it already holds the requested volume for this schema
+    (migrated forward first when migrations were only added since)."""
     name = dbname(url)
     with psycopg.connect(maintenance_url(url), autocommit=True) as admin:
         marker = read_marker(admin, name)
@@ -379,25 +381,36 @@ def prepare_database(url: str, volume: Volume, schema: str, *, regenerate: bool)
             raise SystemExit(f"database {name} exists and was not made by bench.generate_volume; refusing to touch it")
         if marker is not None:
             same_volume = all(marker.get(k) == v for k, v in asdict(volume).items())
+            state = schema_state(marker)
             if marker.get("state") != "complete":
                 reason = "an interrupted generation"
             elif not same_volume:
                 reason = "another volume"
-            elif marker.get("schema") != schema:
-                reason = "data for an older schema (the migrations, stand-in or seeds changed since)"
+            elif state == "stale":
+                reason = "data for an older schema (a migration, the stand-in or a seed changed since)"
             elif regenerate:
                 reason = "this volume, regenerating as asked"
             else:
+                if state == "behind":
+                    migrate_forward(url, marker, schema)
                 console.print(
-                    f"{name} already holds this volume for this schema (generated {marker['generated_at']} "
+                    f"{name} holds this volume for this schema (generated {marker['generated_at']} "
                     f"in {marker['seconds']:.0f}s); nothing to do."
                 )
                 return False
             console.print(f"{name} holds {reason}: dropping it and generating again.")
             admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
         admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-        write_marker(admin, name, {"state": "building", **asdict(volume), "schema": schema})
+        write_marker(admin, name, {"state": "building", **asdict(volume), "schema_files": schema})
     return True
+
+
+def migrate_forward(url: str, marker: dict[str, Any], schema: dict[str, str]) -> None:
+    """Apply the migrations added since generation, as a deployment would, and record the new schema."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for migration in migrations.migrate(conn):
+            console.print(f"migrated forward: {migration.path.name}")
+        write_marker(conn, dbname(url), {**marker, "schema_files": schema})
 
 
 def generate(conn: psycopg.Connection, volume: Volume) -> list[tuple[str, int, float]]:

@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from bench.database import bench_url, dbname, describe, maintenance_url, read_marker, schema_fingerprint
+from bench.database import bench_url, dbname, describe, maintenance_url, read_marker, schema_state
 from shared.db.rls import acting_as
 
 TARGET_RATIO = 1.3
@@ -121,11 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         volume = read_marker(admin, dbname(url))
     if not volume or volume.get("state") != "complete":
         raise SystemExit(f"{describe(url)} holds no generated data: run `python -m bench.generate_volume` first")
-    schema_current = volume.get("schema") == schema_fingerprint()
+    schema_current = schema_state(volume) == "current"
     if not schema_current:
         console.print(
             "[yellow]warning:[/yellow] the data was generated from an older schema (migrations, stand-in or seeds "
-            "changed since): these figures measure that schema. `python -m bench.generate_volume` regenerates."
+            "changed since): these figures measure that schema. `python -m bench.generate_volume` brings it up to "
+            "date."
         )
 
     with psycopg.connect(url, autocommit=True) as conn:
