@@ -1,4 +1,4 @@
-"""`prep`: the platform's operator console (database now; billing and analytics commands join it later)."""
+"""`prep`: the platform's operator console (database, billing, analytics)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prep import migrations
+from prep.analytics import app as analytics_app
 from prep.billing import app as billing_app
 from prep.localdb import EmbeddedPostgres, LocalDatabaseError, database_url
 
@@ -20,6 +21,7 @@ app = typer.Typer(no_args_is_help=True, help="Interview-prep platform operator c
 db_app = typer.Typer(no_args_is_help=True, help="Local database, migrations and seed.")
 app.add_typer(db_app, name="db")
 app.add_typer(billing_app, name="billing")
+app.add_typer(analytics_app, name="analytics")
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True)

@@ -59,6 +59,9 @@ EXPECTATIONS: dict[str, Rules] = {
         update_column="target_role",
     ),
     "public.plans": Rules(select=(Y, Y, Y, Y), insert=(D, D, D, Y), update=(D, D, D, Y), delete=(D, D, D, Y)),
+    "public.achievement_catalog": Rules(
+        select=(Y, Y, Y, Y), insert=(D, D, D, Y), update=(D, D, D, Y), delete=(D, D, D, Y)
+    ),
     "public.billing_customers": Rules(**SERVICE_WRITES_OWNER_READS),
     "public.subscriptions": Rules(**SERVICE_WRITES_OWNER_READS),
     "public.subscription_changes": Rules(**SERVICE_WRITES_OWNER_READS),
@@ -163,6 +166,7 @@ def world(database_url: str) -> World:
         "public.users": {"id": u},
         "public.user_profiles": {"user_id": u},
         "public.plans": {"id": free},
+        "public.achievement_catalog": {"achievement_type": "streak_30"},
         "public.billing_customers": {"user_id": u},
         "public.subscriptions": {"id": owner.subscription_id},
         "public.subscription_changes": {"id": owner_change},
@@ -182,6 +186,12 @@ def world(database_url: str) -> World:
         "public.users": {"id": n, "email": "newcomer@example.test"},
         "public.user_profiles": {"user_id": n, "target_role": "analyst"},
         "public.plans": {"code": "pro", "name": "Pro", "price_cents": 4900, "billing_interval": "month"},
+        "public.achievement_catalog": {
+            "achievement_type": "night_owl",
+            "title": "Night owl",
+            "description": "Practised after midnight.",
+            "display_order": 999,
+        },
         "public.billing_customers": {"user_id": n, "stripe_customer_id": "cus_newcomer"},
         "public.subscriptions": {
             "user_id": n,

@@ -26,6 +26,7 @@ import pytest
 from openai._constants import INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
 from pydantic_settings import BaseSettings
 
+from functions.analytics.settings import AnalyticsSettings
 from functions.billing.settings import BillingApiSettings, StripeSettings, WebhookSettings
 from functions.evaluation.settings import EvaluationApiSettings, EvaluationWorkerSettings
 from functions.questions.settings import QuestionsSettings
@@ -45,6 +46,7 @@ FUNCTIONS: dict[str, tuple[str, type[BaseSettings], str]] = {
     "QuestionsApiLambdaFunction": ("functions/questions/api.handler", QuestionsSettings, "questions"),
     "EvaluationApiLambdaFunction": ("functions/evaluation/api.handler", EvaluationApiSettings, "evaluation"),
     "EvaluationWorkerLambdaFunction": ("functions/evaluation/worker.handler", EvaluationWorkerSettings, "evaluation"),
+    "AnalyticsScheduleLambdaFunction": ("functions/analytics/schedule.handler", AnalyticsSettings, "analytics"),
 }
 ROUTES = {
     "POST /stripe/webhook": "StripeWebhookLambdaFunction",
@@ -55,6 +57,8 @@ ROUTES = {
 }
 # SQS-triggered Lambda -> the queue (logical id) it consumes. Every function is reached by a route or a queue.
 QUEUE_CONSUMERS = {"EvaluationWorkerLambdaFunction": "EvaluationQueue"}
+# EventBridge-scheduled Lambda -> its schedule expression.
+SCHEDULED = {"AnalyticsScheduleLambdaFunction": "rate(15 minutes)"}
 # Queue (logical id) -> the functions that send to it.
 QUEUE_PRODUCERS = {"EvaluationQueue": {"EvaluationApiLambdaFunction"}}
 # Settings that are secrets: only ever a Secrets Manager reference.
@@ -97,6 +101,7 @@ LITERAL_SETTINGS = {
     "STORAGE_TIMEOUT_SECONDS",
     "EVALUATION_MAX_RECEIVES",
     "EVALUATION_CONCURRENCY",
+    "ANALYTICS_TRAILING_DAYS",
 }
 SECRET_LOOKING = re.compile(
     r"sk_(live|test)_|rk_(live|test)_|whsec_|\bsk-[A-Za-z0-9_-]{20,}|postgres(ql)?://|eyJ[A-Za-z0-9_-]{10,}"
@@ -110,6 +115,7 @@ ARTIFACT_ROOTS: dict[str, tuple[set[str], set[str]]] = {
     "billing": ({"stripe"}, {"openai", "httpx2", "httpcore2", "jiter"}),
     "questions": ({"openai", "httpx2", "httpcore2", "jiter"}, {"stripe", "requests", "urllib3"}),
     "evaluation": ({"openai", "httpx2", "httpcore2", "jiter"}, {"stripe", "requests", "urllib3"}),
+    "analytics": (set(), {"openai", "httpx2", "httpcore2", "jiter", "stripe", "requests", "urllib3"}),
 }
 # Function packages whose handlers reach shared/ai.py (and so need the OpenAI SDK packaged).
 AI_PACKAGES = {"questions", "evaluation"}
@@ -219,9 +225,10 @@ def test_lambda_functions(resources: dict[str, Any]) -> None:
     # Every function package is deployed, and its artifact's expected contents are known.
     assert {package for *_, package in FUNCTIONS.values()} == set(package_script.function_packages())
     assert set(ARTIFACT_ROOTS) == set(package_script.function_packages())
-    # Every function is reached by an HTTP route or consumes a queue, not both.
-    assert set(ROUTES.values()) | set(QUEUE_CONSUMERS) == set(FUNCTIONS)
-    assert not set(ROUTES.values()) & set(QUEUE_CONSUMERS)
+    # Every function is reached one way: an HTTP route, a queue or a schedule.
+    triggers = [set(ROUTES.values()), set(QUEUE_CONSUMERS), set(SCHEDULED)]
+    assert set().union(*triggers) == set(FUNCTIONS)
+    assert sum(len(t) for t in triggers) == len(FUNCTIONS)
     for name, (handler, _, package) in FUNCTIONS.items():
         props = functions[name]["Properties"]
         assert props["Handler"] == handler
@@ -232,6 +239,8 @@ def test_lambda_functions(resources: dict[str, Any]) -> None:
         if name in QUEUE_CONSUMERS:
             # Bounded by the queue's visibility timeout (test_evaluation_queue_feeds_the_worker).
             assert 30 <= props["Timeout"] <= LAMBDA_MAX_TIMEOUT_SECONDS
+        elif name in SCHEDULED:
+            assert props["Timeout"] <= LAMBDA_MAX_TIMEOUT_SECONDS
         else:
             # HTTP API gives up on an integration after 30 s; the function must finish first.
             assert 5 <= props["Timeout"] < HTTP_API_TIMEOUT_SECONDS
@@ -379,7 +388,43 @@ def test_environment_configures_the_handler(
         assert settings.supabase_service_role_key is not None
         assert settings.supabase_service_role_key.get_secret_value() == "placeholder-supabase-service-role-key"
         checked = True
+    if isinstance(settings, AnalyticsSettings):
+        # Aggregations are long statements; the defaults suit requests.
+        assert settings.db_statement_timeout_ms == 300_000
+        assert settings.analytics_trailing_days == 2
+        checked = True
     assert checked, f"{function}: add checks for {settings_class.__name__}"
+
+
+def test_the_schedule_runs_the_analytics_function_alone(resources: dict[str, Any]) -> None:
+    rules = _of_type(resources, "AWS::Events::Rule")
+    targets = {}
+    for rule in rules.values():
+        props = rule["Properties"]
+        assert props["State"] == "ENABLED"
+        ((target,),) = [props["Targets"]]
+        targets[target["Arn"]["Fn::GetAtt"][0]] = props["ScheduleExpression"]
+    assert targets == SCHEDULED
+    functions = _of_type(resources, "AWS::Lambda::Function")
+    for name in SCHEDULED:
+        # Runs never overlap.
+        assert functions[name]["Properties"]["ReservedConcurrentExecutions"] == 1
+    permissions = [p["Properties"] for p in _of_type(resources, "AWS::Lambda::Permission").values()]
+    assert any(p["Principal"] == "events.amazonaws.com" for p in permissions)
+
+
+def test_failing_scheduled_runs_raise_an_alarm(resources: dict[str, Any]) -> None:
+    watched = set()
+    for alarm in _of_type(resources, "AWS::CloudWatch::Alarm").values():
+        props = alarm["Properties"]
+        if props["Namespace"] != "AWS/Lambda":
+            continue
+        assert props["MetricName"] == "Errors"
+        assert props["ComparisonOperator"] == "GreaterThanThreshold"
+        assert props["Threshold"] == 0
+        (dimension,) = props["Dimensions"]
+        watched.add(dimension["Value"]["Ref"])
+    assert watched == set(SCHEDULED)
 
 
 def test_questions_worst_case_fits_the_timeout(resources: dict[str, Any]) -> None:

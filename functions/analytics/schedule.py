@@ -1,0 +1,124 @@
+"""The scheduled analytics run (EventBridge); `prep analytics aggregate` runs the same steps for backfills.
+
+    for each UTC day of the trailing window:   service.aggregate_platform_day(day)   -> analytics_daily
+                                               service.aggregate_user_day(day)       -> user_progress, achievements
+    service.rollup_question_stats()                                                  -> questions' usage and ratings
+    service.run_maintenance()                                                        -> housekeeping
+
+Each step is one SQL function in its own transaction: a slow or failing step neither holds the others' locks
+nor undoes their work. Every step is idempotent, so a run that had a failing step still runs the rest, then
+fails naming what failed (the Lambda's error metric and alarm see it) and the next run repairs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from functions.analytics.settings import AnalyticsSettings
+from shared.config import load_settings
+from shared.db import Database, DatabaseError, connect
+from shared.logs import configure_logging
+
+log = logging.getLogger("analytics.schedule")
+
+
+class StepResult(BaseModel):
+    step: str
+    day: date | None = None
+    seconds: float
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class ScheduleReport(BaseModel):
+    as_of: datetime
+    steps: list[StepResult]
+
+    @property
+    def failed(self) -> list[StepResult]:
+        return [step for step in self.steps if step.error is not None]
+
+
+class ScheduleFailedError(Exception):
+    """Some steps failed (the others ran); the message names each with its error."""
+
+
+def run_step(step: str, call: Callable[[], dict[str, Any]], *, day: date | None = None) -> StepResult:
+    started = time.perf_counter()
+    try:
+        result, error = call(), None
+    except DatabaseError as failure:
+        result, error = None, str(failure)
+    outcome = StepResult(
+        step=step, day=day, seconds=round(time.perf_counter() - started, 3), result=result, error=error
+    )
+    log.log(logging.ERROR if error else logging.INFO, "analytics step %s", step, extra=outcome.model_dump(mode="json"))
+    return outcome
+
+
+def aggregate_day(database: Database, day: date, as_of: datetime) -> Iterator[StepResult]:
+    """A UTC day's platform metrics, then its users' progress and achievements."""
+    yield run_step(
+        "aggregate_platform_day",
+        lambda: database.call("service.aggregate_platform_day", {"day": day.isoformat()}),
+        day=day,
+    )
+    yield run_step(
+        "aggregate_user_day",
+        lambda: database.call("service.aggregate_user_day", {"day": day.isoformat(), "as_of": as_of.isoformat()}),
+        day=day,
+    )
+
+
+def trailing_days(as_of: datetime, count: int) -> list[date]:
+    today = as_of.astimezone(UTC).date()
+    return [today - timedelta(days=back) for back in reversed(range(count))]
+
+
+def run_schedule(
+    *, now: datetime | None = None, database: Database | None = None, settings: AnalyticsSettings | None = None
+) -> ScheduleReport:
+    settings = settings or load_settings(AnalyticsSettings)
+    database = database or connect(settings)
+    as_of = now or datetime.now(UTC)
+    steps = [
+        step
+        for day in trailing_days(as_of, settings.analytics_trailing_days)
+        for step in aggregate_day(database, day, as_of)
+    ]
+    steps.append(run_step("rollup_question_stats", lambda: database.call("service.rollup_question_stats")))
+    steps.append(
+        run_step(
+            "run_maintenance",
+            lambda: database.call(
+                "service.run_maintenance", {"as_of": as_of.isoformat(), "policy": settings.maintenance_policy}
+            ),
+        )
+    )
+    return ScheduleReport(as_of=as_of, steps=steps)
+
+
+_database: Database | None = None
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """EventBridge's scheduled event; its `time` is when the run was due, which a retried run keeps."""
+    global _database
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    settings = load_settings(AnalyticsSettings)
+    _database = _database or connect(settings)
+    due = event.get("time")
+    report = run_schedule(now=datetime.fromisoformat(due) if due else None, database=_database, settings=settings)
+    if report.failed:
+        raise ScheduleFailedError(
+            "analytics steps failed (the others ran; the next run retries them): "
+            + "; ".join(f"{s.step}{f' {s.day}' if s.day else ''}: {s.error}" for s in report.failed)
+        )
+    return report.model_dump(mode="json")

@@ -1,0 +1,15 @@
+"""Settings of the scheduled analytics function (see .env.example)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.config import DatabaseSettings
+
+
+class AnalyticsSettings(DatabaseSettings):
+    # UTC days re-aggregated on every run, today included: late data (answers scored after midnight, webhooks
+    # delivered late) is picked up as long as it lands within this window.
+    analytics_trailing_days: int = Field(default=2, ge=1, le=31)
+    # Housekeeping limits, passed to service.run_maintenance (its defaults apply to those left unset).
+    maintenance_policy: dict[str, int] = Field(default_factory=dict)

@@ -1,0 +1,491 @@
+-- 12. Per-user progress, achievements and maintenance
+--
+-- cron -> analytics Lambda (or `prep analytics aggregate`) -> service.aggregate_user_day(day) -> user_progress,
+-- achievements; service.run_maintenance() -> housekeeping. Like the platform metrics (11.), a UTC day's figures
+-- are recomputed from the source tables, so running a day again gives the same rows (and writes nothing when
+-- nothing changed), and re-running a trailing window picks up late data (answers scored after the day, say).
+--
+-- user_progress rows:
+--   period 'day', period_start = the user's local date (their profile's timezone; UTC without one):
+--     questions_answered, sessions_completed (details.by_type), average_score (when anything was scored;
+--     details: scored, score_sum, best, by_category {category: {answers, score_sum}}).
+--   period 'all_time', period_start = 1970-01-01 (one row per metric):
+--     questions_answered, sessions_completed (details.by_type), average_score (details.by_category),
+--     streak.current (consecutive local days with practice up to today or yesterday; details.last_active_day),
+--     streak.longest, score_trend (points per session over the last 10 scored sessions; details.scores, oldest
+--     first), weakest_categories (the lowest category average over categories with at least 3 scored answers;
+--     details.categories, weakest first — what the question engine can recommend).
+-- An answer counts on the local day it was given, whenever it was scored; a session on the day it ended.
+
+create function private.local_day(at timestamptz, timezone text) returns date
+language sql immutable
+set search_path = ''
+as $$ select (at at time zone timezone)::date $$;
+
+-- The lookups behind the per-user figures: a user's sessions by end, the practice days of a user.
+create index idx_practice_sessions_user_ended on public.practice_sessions (user_id, ended_at)
+  where status = 'completed';
+create index idx_user_progress_streaks on public.user_progress (user_id)
+  where metric_name = 'streak.current' and period = 'all_time' and metric_value > 0;
+
+-- The catalog: what can be earned, in display order. Readable by everyone (it is the product's copy);
+-- every awarded achievement is one of these.
+create table public.achievement_catalog (
+  achievement_type text primary key check (achievement_type ~ '^[a-z][a-z0-9_]*$'),
+  title text not null,
+  description text not null,
+  display_order integer not null unique,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+create trigger set_updated_at before update on public.achievement_catalog
+  for each row execute function private.set_updated_at();
+alter table public.achievement_catalog enable row level security;
+revoke all on public.achievement_catalog from anon, authenticated;
+grant select on public.achievement_catalog to anon, authenticated;
+grant all on public.achievement_catalog to service_role;
+create policy "achievement_catalog: everyone reads" on public.achievement_catalog
+  for select to anon, authenticated using (true);
+
+insert into public.achievement_catalog (achievement_type, title, description, display_order) values
+  ('first_session', 'First steps', 'Completed your first practice session.', 10),
+  ('sessions_10', 'Regular', 'Completed 10 practice sessions.', 20),
+  ('sessions_50', 'Dedicated', 'Completed 50 practice sessions.', 30),
+  ('answers_100', 'Hundred answers', 'Answered 100 questions.', 40),
+  ('streak_3', 'Three in a row', 'Practised 3 days in a row.', 50),
+  ('streak_7', 'A full week', 'Practised 7 days in a row.', 60),
+  ('streak_30', 'Habit formed', 'Practised 30 days in a row.', 70),
+  ('perfect_score', 'Flawless', 'An answer scored 100.', 80),
+  ('all_categories', 'Well rounded', 'Had answers scored in every category.', 90),
+  ('first_mock_interview', 'Dress rehearsal', 'Completed your first mock interview.', 100),
+  ('improvement', 'On the rise', 'Your last 5 scored sessions average 10 points above the 5 before them.', 110);
+
+alter table public.achievements
+  add foreign key (achievement_type) references public.achievement_catalog (achievement_type);
+create index idx_achievements_type on public.achievements (achievement_type);
+
+-- Recompute the progress of everyone whose practice a UTC day touched, and award what they earned.
+-- `as_of` is when "today" is for current streaks (the run's time by default).
+create function service.aggregate_user_day(day date, as_of timestamptz default now()) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  day_start timestamptz := day::timestamp at time zone 'utc';
+  day_end timestamptz := (day + 1)::timestamp at time zone 'utc';
+  written integer;
+  changed integer := 0;
+  awarded integer;
+  streaks_ended integer;
+  people integer;
+begin
+  -- One run at a time: overlapping runs would recompute the same users' all-time rows in different orders.
+  perform pg_advisory_xact_lock(hashtext('service.aggregate_user_day'));
+
+  -- (user, local day) pairs the UTC day changed: answers given, answers scored (on the day they were given),
+  -- sessions completed.
+  create temporary table touched_days on commit drop as
+  select distinct a.user_id, private.local_day(a.at, coalesce(p.timezone, 'UTC')) as local_day,
+         coalesce(p.timezone, 'UTC') as timezone
+  from (
+    select r.user_id, r.created_at as at from public.responses r
+    where r.created_at >= day_start and r.created_at < day_end
+    union all
+    select r.user_id, r.created_at from public.responses r
+    where r.evaluated_at >= day_start and r.evaluated_at < day_end
+    union all
+    select s.user_id, s.ended_at from public.practice_sessions s
+    where s.ended_at >= day_start and s.ended_at < day_end and s.status = 'completed'
+  ) a
+  left join public.user_profiles p on p.user_id = a.user_id;
+  analyze touched_days;
+
+  create temporary table progress (user_id uuid, name text, period text, period_start date, value numeric,
+                                   details jsonb) on commit drop;
+
+  -- Day rows, recomputed whole for each touched local day.
+  with answers as (
+    select t.user_id, t.local_day, q.category, r.ai_score
+    from touched_days t
+    join public.responses r on r.user_id = t.user_id
+      and r.created_at >= t.local_day::timestamp at time zone t.timezone
+      and r.created_at < (t.local_day + 1)::timestamp at time zone t.timezone
+    join public.session_questions sq on sq.id = r.session_question_id
+    join public.questions q on q.id = sq.question_id
+  ), by_category as (
+    select a.user_id, a.local_day, a.category, count(*) as answers, count(a.ai_score) as scored,
+           sum(a.ai_score) as score_sum, max(a.ai_score) as best
+    from answers a group by 1, 2, 3
+  ), per_day as (
+    select c.user_id, c.local_day, sum(c.answers) as answers, sum(c.scored) as scored,
+           sum(c.score_sum) as score_sum, max(c.best) as best,
+           jsonb_object_agg(c.category, jsonb_build_object('answers', c.scored, 'score_sum', c.score_sum))
+             filter (where c.scored > 0) as by_category
+    from by_category c group by 1, 2
+  )
+  insert into progress
+  select d.user_id, 'questions_answered', 'day', d.local_day, d.answers, '{}'::jsonb from per_day d
+  union all
+  select d.user_id, 'average_score', 'day', d.local_day, round(d.score_sum / d.scored, 2),
+         jsonb_build_object('scored', d.scored, 'score_sum', d.score_sum, 'best', d.best,
+                            'by_category', d.by_category)
+  from per_day d where d.scored > 0;
+
+  insert into progress
+  select t.user_id, 'sessions_completed', 'day', t.local_day, sum(n.sessions),
+         jsonb_build_object('by_type', jsonb_object_agg(n.session_type, n.sessions))
+  from touched_days t
+  cross join lateral (
+    select s.session_type, count(*) as sessions from public.practice_sessions s
+    where s.user_id = t.user_id and s.status = 'completed'
+      and s.ended_at >= t.local_day::timestamp at time zone t.timezone
+      and s.ended_at < (t.local_day + 1)::timestamp at time zone t.timezone
+    group by s.session_type
+  ) n
+  group by t.user_id, t.local_day;
+
+  insert into public.user_progress as up (user_id, metric_name, period, period_start, metric_value, details)
+  select p.user_id, p.name, p.period, p.period_start, p.value, p.details from progress p
+  on conflict (user_id, metric_name, period, period_start) do update
+    set metric_value = excluded.metric_value, details = excluded.details
+    where (up.metric_value, up.details) is distinct from (excluded.metric_value, excluded.details);
+  get diagnostics written = row_count;
+  changed := changed + written;
+  truncate progress;
+
+  -- All-time rows of the touched users, from their day rows.
+  create temporary table touched_users on commit drop as
+  select distinct t.user_id, t.timezone, private.local_day(as_of, t.timezone) as today from touched_days t;
+  analyze touched_users;
+  select count(*) into people from touched_users;
+
+  with days as (
+    select u.user_id, u.today, d.metric_name, d.period_start, d.metric_value, d.details
+    from touched_users u
+    join public.user_progress d on d.user_id = u.user_id and d.period = 'day'
+  ), totals as (
+    select d.user_id,
+           sum(d.metric_value) filter (where d.metric_name = 'questions_answered') as answers,
+           sum(d.metric_value) filter (where d.metric_name = 'sessions_completed') as sessions,
+           sum((d.details ->> 'scored')::numeric) filter (where d.metric_name = 'average_score') as scored,
+           sum((d.details ->> 'score_sum')::numeric) filter (where d.metric_name = 'average_score') as score_sum
+    from days d group by d.user_id
+  ), session_types as (
+    select t.user_id, jsonb_object_agg(t.session_type, t.sessions) as by_type
+    from (select d.user_id, k.key as session_type, sum(k.value::numeric) as sessions
+          from days d, jsonb_each_text(d.details -> 'by_type') k
+          where d.metric_name = 'sessions_completed' group by 1, 2) t
+    group by t.user_id
+  ), categories as (
+    select d.user_id, c.key as category, sum((c.value ->> 'answers')::numeric) as answers,
+           sum((c.value ->> 'score_sum')::numeric) as score_sum
+    from days d, jsonb_each(d.details -> 'by_category') c
+    where d.metric_name = 'average_score'
+    group by 1, 2
+  ), category_lists as (
+    select c.user_id,
+           jsonb_object_agg(c.category, jsonb_build_object('answers', c.answers,
+                                                           'average', round(c.score_sum / c.answers, 2)))
+             as by_category,
+           jsonb_agg(jsonb_build_object('category', c.category, 'average', round(c.score_sum / c.answers, 2),
+                                        'answers', c.answers)
+                     order by c.score_sum / c.answers, c.category) filter (where c.answers >= 3) as weakest,
+           min(round(c.score_sum / c.answers, 2)) filter (where c.answers >= 3) as weakest_average
+    from categories c group by c.user_id
+  ), active_days as (
+    select distinct d.user_id, d.today, d.period_start as local_day
+    from days d
+    where d.metric_name in ('questions_answered', 'sessions_completed') and d.metric_value > 0
+  ), runs as (
+    -- Consecutive days share (day - its rank): one group per streak.
+    select a.user_id, a.today, min(a.local_day) as first_day, max(a.local_day) as last_day, count(*) as length
+    from (select a.*, a.local_day - (row_number() over (partition by a.user_id order by a.local_day))::integer
+                   as streak_group
+          from active_days a) a
+    group by a.user_id, a.today, a.streak_group
+  ), streaks as (
+    select r.user_id, max(r.length) as longest, max(r.last_day) as last_active_day,
+           coalesce(max(r.length) filter (where r.last_day >= r.today - 1), 0) as current
+    from runs r group by r.user_id
+  ), trends as (
+    select u.user_id, count(s.score) as sessions,
+           coalesce(round(regr_slope(s.score, s.ordinal)::numeric, 2), 0) as slope,
+           coalesce(jsonb_agg(s.score order by s.ordinal) filter (where s.score is not null), '[]') as scores
+    from touched_users u
+    cross join lateral (
+      select l.overall_score as score, row_number() over (order by l.started_at) as ordinal
+      from (select s.overall_score, s.started_at from public.practice_sessions s
+            where s.user_id = u.user_id and s.status = 'completed' and s.overall_score is not null
+            order by s.started_at desc limit 10) l
+    ) s
+    group by u.user_id
+  )
+  insert into progress
+  select t.user_id, 'questions_answered', 'all_time', date '1970-01-01', coalesce(t.answers, 0), '{}'::jsonb
+  from totals t
+  union all
+  select t.user_id, 'sessions_completed', 'all_time', date '1970-01-01', coalesce(t.sessions, 0),
+         jsonb_build_object('by_type', coalesce(st.by_type, '{}'))
+  from totals t left join session_types st using (user_id)
+  union all
+  select t.user_id, 'average_score', 'all_time', date '1970-01-01', round(t.score_sum / t.scored, 2),
+         jsonb_build_object('scored', t.scored, 'by_category', coalesce(c.by_category, '{}'))
+  from totals t left join category_lists c using (user_id)
+  where t.scored > 0
+  union all
+  select c.user_id, 'weakest_categories', 'all_time', date '1970-01-01', c.weakest_average,
+         jsonb_build_object('categories', c.weakest)
+  from category_lists c where c.weakest is not null
+  union all
+  select s.user_id, 'streak.current', 'all_time', date '1970-01-01', s.current,
+         jsonb_build_object('last_active_day', s.last_active_day)
+  from streaks s
+  union all
+  select s.user_id, 'streak.longest', 'all_time', date '1970-01-01', s.longest, '{}'::jsonb from streaks s
+  union all
+  select tr.user_id, 'score_trend', 'all_time', date '1970-01-01', tr.slope,
+         jsonb_build_object('sessions', tr.sessions, 'scores', tr.scores)
+  from trends tr where tr.sessions > 0;
+
+  insert into public.user_progress as up (user_id, metric_name, period, period_start, metric_value, details)
+  select p.user_id, p.name, p.period, p.period_start, p.value, p.details from progress p
+  on conflict (user_id, metric_name, period, period_start) do update
+    set metric_value = excluded.metric_value, details = excluded.details
+    where (up.metric_value, up.details) is distinct from (excluded.metric_value, excluded.details);
+  get diagnostics written = row_count;
+  changed := changed + written;
+
+  -- Everyone else's current streak ends once a whole local day passes without practice.
+  update public.user_progress up set metric_value = 0
+  from public.users u
+  left join public.user_profiles p on p.user_id = u.id
+  where up.user_id = u.id
+    and up.metric_name = 'streak.current' and up.period = 'all_time' and up.metric_value > 0
+    and (up.details ->> 'last_active_day')::date < private.local_day(as_of, coalesce(p.timezone, 'UTC')) - 1;
+  get diagnostics streaks_ended = row_count;
+
+  -- Achievements: awarded once (the unique key), whoever runs concurrently; metadata says what earned it.
+  insert into public.achievements (user_id, achievement_type, metadata)
+  select e.user_id, e.achievement_type, e.metadata
+  from (
+    select p.user_id, x.achievement_type, jsonb_build_object(p.name, p.value) as metadata
+    from progress p
+    cross join lateral (values
+      ('first_session', 'sessions_completed', 1), ('sessions_10', 'sessions_completed', 10),
+      ('sessions_50', 'sessions_completed', 50), ('answers_100', 'questions_answered', 100),
+      ('streak_3', 'streak.longest', 3), ('streak_7', 'streak.longest', 7), ('streak_30', 'streak.longest', 30)
+    ) x (achievement_type, metric, threshold)
+    where p.name = x.metric and p.value >= x.threshold
+    union all
+    select p.user_id, 'first_mock_interview',
+           jsonb_build_object('mock_interviews', p.details -> 'by_type' -> 'mock_interview')
+    from progress p
+    where p.name = 'sessions_completed' and (p.details -> 'by_type' ->> 'mock_interview')::numeric >= 1
+    union all
+    select p.user_id, 'all_categories', jsonb_build_object('categories', c.categories)
+    from progress p
+    cross join lateral (select count(*) as categories from jsonb_object_keys(p.details -> 'by_category')) c
+    where p.name = 'average_score' and c.categories = cardinality(enum_range(null::public.question_category))
+    union all
+    select d.user_id, 'perfect_score', jsonb_build_object('day', d.period_start)
+    from (select distinct on (p.user_id) p.user_id, p.period_start from progress p0
+          join public.user_progress p on p.user_id = p0.user_id and p.metric_name = 'average_score'
+            and p.period = 'day' and (p.details ->> 'best')::numeric >= 100
+          where p0.name = 'average_score' and p0.period = 'all_time'
+          order by p.user_id, p.period_start) d
+    union all
+    select p.user_id, 'improvement',
+           jsonb_build_object('previous_average', i.previous, 'latest_average', i.latest)
+    from progress p
+    cross join lateral (
+      select round(avg(s.score::numeric) filter (where s.ordinal <= 5), 2) as previous,
+             round(avg(s.score::numeric) filter (where s.ordinal > 5), 2) as latest
+      from jsonb_array_elements_text(p.details -> 'scores') with ordinality as s (score, ordinal)
+    ) i
+    where p.name = 'score_trend' and (p.details ->> 'sessions')::integer = 10 and i.latest >= i.previous + 10
+  ) e
+  on conflict (user_id, achievement_type) do nothing;
+  get diagnostics awarded = row_count;
+
+  drop table touched_days, touched_users, progress;
+  return jsonb_build_object('day', day, 'users', people, 'changed', changed, 'streaks_ended', streaks_ended,
+                            'achievements_awarded', awarded);
+end
+$$;
+
+-- Archive: answers of sessions that ended before the retention period move here, out of the hot table; the
+-- sessions and the served-question record stay (that record is what keeps questions from repeating). Users
+-- still read their archived answers (public.response_history).
+create schema archive;
+grant usage on schema archive to authenticated, service_role;
+create table archive.responses (like public.responses including defaults including constraints);
+alter table archive.responses add primary key (id);
+create index idx_archive_responses_user on archive.responses (user_id, created_at desc);
+create index idx_archive_responses_session on archive.responses (session_id);
+alter table archive.responses enable row level security;
+grant select on archive.responses to authenticated;
+grant select, insert, delete on archive.responses to service_role;
+create policy "archived responses: read own" on archive.responses
+  for select to authenticated using (user_id = (select auth.uid()));
+
+-- Every answer a user gave, current or archived.
+create view public.response_history with (security_invoker = true) as
+select * from public.responses
+union all
+select * from archive.responses;
+revoke all on public.response_history from anon, authenticated;
+grant select on public.response_history to authenticated, service_role;
+
+create or replace view public.session_summaries with (security_invoker = true) as
+select
+  s.id,
+  s.user_id,
+  s.session_type,
+  s.status,
+  s.started_at,
+  s.ended_at,
+  s.overall_score,
+  count(sq.id) as question_count,
+  count(r.id) as answered_count,
+  count(r.id) filter (where r.evaluation_status = 'completed') as evaluated_count
+from public.practice_sessions s
+left join public.session_questions sq on sq.session_id = s.id
+left join public.response_history r on r.session_question_id = sq.id
+group by s.id;
+
+-- The bank's stock per bucket, for the operator's dashboard (which buckets run thin and cost generation).
+create materialized view private.question_bank_stock as
+select q.category, q.difficulty, q.experience_level, count(*) as questions,
+       count(*) filter (where q.source = 'ai') as generated, round(avg(q.rating_avg), 2) as average_rating
+from public.questions q
+group by 1, 2, 3;
+create unique index question_bank_stock_bucket on private.question_bank_stock (category, difficulty, experience_level);
+grant select on private.question_bank_stock to service_role;
+
+-- Materialized views are refreshed by their owner; concurrently, so readers never wait.
+create function private.refresh_materialized_views() returns integer
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  view_name text;
+  refreshed integer := 0;
+begin
+  for view_name in
+    select format('%I.%I', m.schemaname, m.matviewname) from pg_catalog.pg_matviews m
+    where m.schemaname in ('public', 'private') and m.ispopulated order by 1
+  loop
+    execute format('refresh materialized view concurrently %s', view_name);
+    refreshed := refreshed + 1;
+  end loop;
+  return refreshed;
+end
+$$;
+
+create index idx_responses_evaluation_pending on public.responses (evaluation_requested_at)
+  where evaluation_status in ('queued', 'processing');
+create index idx_practice_sessions_in_progress on public.practice_sessions (started_at)
+  where status = 'in_progress';
+
+-- Housekeeping, each part idempotent. Limits in `policy` (defaults below) so backfills and tests can vary them.
+create function service.run_maintenance(as_of timestamptz default now(), policy jsonb default '{}') returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  -- A session nobody touched for a day is over; a timed one once its limit has passed by an hour.
+  abandon_after interval := make_interval(hours => coalesce((policy ->> 'abandon_after_hours')::integer, 24));
+  stuck_after interval := make_interval(mins => coalesce((policy ->> 'stuck_evaluation_minutes')::integer, 60));
+  keep_responses interval := make_interval(days => coalesce((policy ->> 'response_retention_days')::integer, 365));
+  archive_batch integer := coalesce((policy ->> 'archive_batch')::integer, 10000);
+  keep_stripe_events interval := make_interval(days => coalesce((policy ->> 'stripe_event_retention_days')::integer, 90));
+  keep_counters interval := make_interval(days => coalesce((policy ->> 'usage_counter_retention_days')::integer, 90));
+  abandoned integer;
+  stuck integer := 0;
+  archived integer;
+  purged_events integer;
+  purged_counters integer;
+  purged_leases integer;
+  pending record;
+begin
+  update public.practice_sessions s set status = 'abandoned'
+  where s.status = 'in_progress'
+    and s.started_at < as_of - greatest(abandon_after,
+                                        make_interval(secs => coalesce(s.time_limit_seconds, 0)) + interval '1 hour');
+  get diagnostics abandoned = row_count;
+
+  -- Evaluations requested long ago and still unfinished (the worker crashed past its retries, the message was
+  -- lost): fail them honestly, with the quota refunded, so the user can ask again. The queue's own retries end
+  -- well within the hour (3 receives of a 300 s function).
+  for pending in
+    select r.id from public.responses r
+    where r.evaluation_status in ('queued', 'processing') and r.evaluation_requested_at < as_of - stuck_after
+    for update skip locked
+  loop
+    perform service.fail_evaluation(pending.id,
+      'the evaluation did not finish in time; ask for it again (it was not counted)');
+    stuck := stuck + 1;
+  end loop;
+
+  with moved as (
+    delete from public.responses r
+    where r.id in (select r2.id from public.responses r2
+                   join public.practice_sessions s on s.id = r2.session_id
+                   where s.ended_at < as_of - keep_responses
+                   limit archive_batch)
+    returning r.*
+  )
+  insert into archive.responses select * from moved;
+  get diagnostics archived = row_count;
+
+  delete from private.stripe_events e where e.created_at < as_of - keep_stripe_events;
+  get diagnostics purged_events = row_count;
+  delete from public.usage_counters c where c.period_start < (as_of - keep_counters)::date;
+  get diagnostics purged_counters = row_count;
+  delete from private.generation_leases l where l.expires_at < as_of;
+  get diagnostics purged_leases = row_count;
+
+  return jsonb_build_object(
+    'sessions_abandoned', abandoned, 'evaluations_failed', stuck, 'responses_archived', archived,
+    'stripe_events_purged', purged_events, 'usage_counters_purged', purged_counters,
+    'generation_leases_purged', purged_leases,
+    'materialized_views_refreshed', private.refresh_materialized_views());
+end
+$$;
+
+-- The operator dashboard's data (`prep analytics report`): each platform metric as a series over the days up to
+-- `until`, a missing day as null, and the bank's thinnest buckets.
+create function service.dashboard(days integer, until date) returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  with calendar as (
+    select d::date as day from generate_series(until - (days - 1), until, interval '1 day') d
+  ), names as (
+    select distinct a.metric_name from public.analytics_daily a
+    where a.metric_date between until - (days - 1) and until
+  )
+  select jsonb_build_object(
+    'days', (select jsonb_agg(c.day order by c.day) from calendar c),
+    'metrics', coalesce((
+      select jsonb_object_agg(n.metric_name, (
+        select jsonb_agg(case when a.id is not null
+                              then jsonb_build_object('value', a.metric_value, 'details', a.details) end
+                         order by c.day)
+        from calendar c
+        left join public.analytics_daily a on a.metric_date = c.day and a.metric_name = n.metric_name))
+      from names n), '{}'),
+    'thinnest_buckets', coalesce((
+      select jsonb_agg(to_jsonb(b) order by b.questions, b.category, b.difficulty, b.experience_level)
+      from (select * from private.question_bank_stock order by questions limit 10) b), '[]')
+  )
+$$;
+
+revoke all on function private.local_day(timestamptz, text), private.refresh_materialized_views(),
+  service.aggregate_user_day(date, timestamptz), service.run_maintenance(timestamptz, jsonb),
+  service.dashboard(integer, date)
+  from public, anon, authenticated;
+grant execute on function private.local_day(timestamptz, text), private.refresh_materialized_views(),
+  service.aggregate_user_day(date, timestamptz), service.run_maintenance(timestamptz, jsonb),
+  service.dashboard(integer, date) to service_role;

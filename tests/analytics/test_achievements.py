@@ -1,0 +1,130 @@
+"""Achievements: every catalog entry can be earned, each is awarded exactly once, concurrent runs included."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, timedelta
+
+import psycopg
+import pytest
+
+from shared.db.rls import acting_as
+from tests.analytics.history import (
+    CATEGORIES,
+    DIFFICULTIES,
+    achievements,
+    aggregate,
+    practise,
+    practitioner,
+    progress,
+)
+from tests.support.identities import ANON, user_claims
+
+START = date(2026, 1, 1)
+
+
+def devoted_history(conn: psycopg.Connection) -> tuple:
+    """50 sessions over 30 consecutive days (every category, 2 answers each), one perfect answer, a mock
+    interview, and the last 10 sessions improving from 50 to 70."""
+    user = practitioner(conn, "Europe/Paris")
+    for n in range(50):
+        day = START + timedelta(days=min(n, 29))
+        score = 100 if n == 3 else (50 if n < 45 else 70)
+        practise(
+            conn,
+            user,
+            f"{day} 09:{n:02d}+00",
+            [score, score],
+            category=CATEGORIES[n % 6],
+            difficulty=DIFFICULTIES[(n // 6) % 3],
+        )
+    practise(conn, user, f"{START + timedelta(days=29)} 18:00+00", [None], session_type="mock_interview")
+    return user, [START + timedelta(days=n) for n in range(30)]
+
+
+def test_a_devoted_user_earns_every_achievement_in_the_catalog_once(db: psycopg.Connection) -> None:
+    user, days = devoted_history(db)
+    for day in days:
+        aggregate(db, day.isoformat(), f"{day} 23:00+00")
+
+    earned = achievements(db, user)
+    catalog = {row[0] for row in db.execute("select achievement_type from public.achievement_catalog")}
+    assert set(earned) == catalog
+    assert earned["sessions_50"] == {"sessions_completed": 51}  # the 50th and the mock interview share a day
+    assert earned["streak_30"] == {"streak.longest": 30}
+    assert earned["perfect_score"] == {"day": "2026-01-04"}
+    assert earned["improvement"] == {"previous_average": 50, "latest_average": 70}
+    assert earned["all_categories"] == {"categories": 6}
+    assert progress(db, user)["streak.longest"][0] == 30
+
+    # Running every day again awards nothing new and keeps the first award's time.
+    awarded_at = dict(
+        db.execute(
+            "select achievement_type, awarded_at from public.achievements where user_id = %s", (user,)
+        ).fetchall()
+    )
+    again = [aggregate(db, day.isoformat(), f"{day} 23:00+00")["achievements_awarded"] for day in days]
+    assert again == [0] * len(days)
+    assert (
+        dict(
+            db.execute(
+                "select achievement_type, awarded_at from public.achievements where user_id = %s", (user,)
+            ).fetchall()
+        )
+        == awarded_at
+    )
+
+
+def test_no_achievement_before_it_is_earned(db: psycopg.Connection) -> None:
+    user = practitioner(db)
+    practise(db, user, "2026-03-10 10:00+00", [40, 60])
+    aggregate(db, "2026-03-10", "2026-03-10 11:00+00")
+    assert set(achievements(db, user)) == {"first_session"}
+
+
+def test_concurrent_runs_award_each_achievement_once(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        user = practitioner(conn)
+        for day in ("2026-05-01", "2026-05-02", "2026-05-03"):
+            practise(conn, user, f"{day} 10:00+00", [100])
+        # All-time figures are built from the day rows: the earlier days are aggregated already.
+        for day in ("2026-05-01", "2026-05-02"):
+            aggregate(conn, day, f"{day} 12:00+00")
+        conn.execute("delete from public.achievements where user_id = %s", (user,))
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def run() -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                barrier.wait()
+                aggregate(conn, "2026-05-03", "2026-05-03 12:00+00")
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "select achievement_type, count(*) from public.achievements where user_id = %s group by 1", (user,)
+        ).fetchall()
+    assert dict(rows) == {"first_session": 1, "streak_3": 1, "perfect_score": 1}
+
+
+def test_users_read_their_own_achievements_and_everyone_reads_the_catalog(db: psycopg.Connection) -> None:
+    user, stranger = practitioner(db), practitioner(db)
+    practise(db, user, "2026-03-10 10:00+00", [50])
+    aggregate(db, "2026-03-10", "2026-03-10 11:00+00")
+    with acting_as(db, user_claims(stranger)):
+        assert db.execute("select count(*) from public.achievements where user_id = %s", (user,)).fetchone()[0] == 0
+    with acting_as(db, user_claims(user)):
+        assert db.execute("select achievement_type from public.achievements").fetchall() == [("first_session",)]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), acting_as(db, user_claims(user)):
+        db.execute("insert into public.achievements (user_id, achievement_type) values (%s, 'streak_30')", (user,))
+    with acting_as(db, ANON):
+        assert db.execute("select count(*) from public.achievement_catalog").fetchone()[0] == 11

@@ -1,0 +1,81 @@
+"""`prep analytics report`: a self-contained HTML dashboard, opened in headless Chromium as an operator would."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from prep.cli import app
+from prep.dashboard import CHARTS
+from tests.analytics.history import practise, practitioner
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def report(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        user = practitioner(conn)
+        for day in ("2026-04-01", "2026-04-02", "2026-04-04"):
+            practise(conn, user, f"{day} 10:00+00", [60, 80], category="technical" if day[-1] == "2" else "behavioral")
+    runner = CliRunner()
+    aggregated = runner.invoke(app, ["analytics", "aggregate", "--from", "2026-04-01", "--to", "2026-04-04"])
+    assert aggregated.exit_code == 0, aggregated.output
+    out = tmp_path / "dashboard.html"
+    result = runner.invoke(app, ["analytics", "report", "--days", "7", "--until", "2026-04-05", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_the_page_is_self_contained(report: Path) -> None:
+    page = report.read_text()
+    assert page.count("<svg") == len(CHARTS)
+    assert "src=" not in page
+    assert "<link" not in page
+    for title, *_ in CHARTS:
+        assert title in page
+    assert "2026-03-30 to 2026-04-05" in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian package chromium; .ci/run installs it)")
+def test_an_operator_sees_every_chart_in_a_browser(report: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    requests: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.on("request", lambda request: requests.append(request.url))
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(report.as_uri())
+            assert page.title().startswith("Interview prep: platform dashboard")
+            charts = page.locator("figure.chart svg")
+            assert charts.count() == len(CHARTS)
+            for index in range(len(CHARTS)):
+                box = charts.nth(index).bounding_box()
+                assert box is not None
+                assert box["width"] > 600
+                assert box["height"] > 250
+            # Signups: one line with a point per day; the days without figures are gaps, not zeros.
+            first = charts.nth(0)
+            assert "Signups" in (first.text_content() or "")
+            assert first.locator(".dots").count() > 0
+            cards = page.locator(".card .value").all_inner_texts()
+            assert len(cards) == 4
+            assert all(text for text in cards)
+            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    assert requests == [report.as_uri()], "the page fetched something besides itself"
+    assert (tmp_path / "dashboard.png").stat().st_size > 20_000

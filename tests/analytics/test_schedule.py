@@ -1,0 +1,130 @@
+"""The scheduled Lambda and `prep analytics aggregate`: the steps, their isolation, and what a failure says."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from functions.analytics import schedule
+from functions.analytics.settings import AnalyticsSettings
+from prep.cli import app
+from shared.db import Caller, Database, DatabaseError, connect
+from tests.analytics.history import practise, practitioner
+
+NOW = datetime(2026, 6, 2, 10, 0, tzinfo=UTC)
+EVENT = {"source": "aws.events", "detail-type": "Scheduled Event", "time": "2026-06-02T10:00:00Z", "detail": {}}
+
+
+@pytest.fixture
+def history(database_url: str) -> str:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("delete from public.analytics_daily")
+        user = practitioner(conn)
+        practise(conn, user, "2026-06-01 18:00+00", [70])
+        practise(conn, user, "2026-06-02 08:00+00", [90], category="technical")
+    return str(user)
+
+
+def settings_for(url: str, **overrides: Any) -> AnalyticsSettings:
+    return AnalyticsSettings(database_url=SecretStr(url), **overrides)
+
+
+def test_a_run_aggregates_the_trailing_window_then_rolls_up_and_maintains(database_url: str, history: str) -> None:
+    report = schedule.run_schedule(now=NOW, settings=settings_for(database_url, analytics_trailing_days=2))
+
+    assert [(s.step, s.day and s.day.isoformat()) for s in report.steps] == [
+        ("aggregate_platform_day", "2026-06-01"),
+        ("aggregate_user_day", "2026-06-01"),
+        ("aggregate_platform_day", "2026-06-02"),
+        ("aggregate_user_day", "2026-06-02"),
+        ("rollup_question_stats", None),
+        ("run_maintenance", None),
+    ]
+    assert report.failed == []
+    with psycopg.connect(database_url) as conn:
+        days = conn.execute("select distinct metric_date::text from public.analytics_daily order by 1").fetchall()
+        streak = conn.execute(
+            "select metric_value from public.user_progress where user_id = %s and metric_name = 'streak.current'",
+            (history,),
+        ).fetchone()
+    assert days == [("2026-06-01",), ("2026-06-02",)]
+    assert streak == (2,)
+
+
+class FailingOn:
+    """The real database, except that one SQL function fails as if its statement timed out."""
+
+    def __init__(self, database: Database, function: str) -> None:
+        self.database, self.function = database, function
+
+    def call(self, function: str, args: Mapping[str, Any] | None = None, *, caller: Caller | None = None) -> Any:
+        if function == self.function:
+            raise DatabaseError(503, "Database busy", "canceling statement due to statement timeout", retryable=True)
+        return self.database.call(function, args, caller=caller)
+
+
+def test_a_failing_step_does_not_stop_the_others_and_the_handler_names_it(
+    database_url: str, history: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(database_url, analytics_trailing_days=1)
+    database = FailingOn(connect(settings), "service.aggregate_user_day")
+    monkeypatch.setattr(schedule, "_database", database)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("ANALYTICS_TRAILING_DAYS", "1")
+
+    with pytest.raises(schedule.ScheduleFailedError) as failure:
+        schedule.handler(EVENT, None)
+
+    assert str(failure.value) == (
+        "analytics steps failed (the others ran; the next run retries them): "
+        "aggregate_user_day 2026-06-02: Database busy: canceling statement due to statement timeout"
+    )
+    with psycopg.connect(database_url) as conn:
+        assert (
+            conn.execute("select count(*) from public.analytics_daily where metric_date = '2026-06-02'").fetchone()[0]
+            > 0
+        )
+
+
+def test_the_handler_returns_the_report(database_url: str, history: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(schedule, "_database", None)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    report = schedule.handler(EVENT, None)
+    assert report["as_of"] == "2026-06-02T10:00:00Z"
+    assert [s["error"] for s in report["steps"]] == [None] * 6
+
+
+def test_an_unreachable_database_fails_every_step_with_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_for("postgresql://postgres:postgres@127.0.0.1:1/postgres", db_timeout_seconds=0.2)
+    report = schedule.run_schedule(now=NOW, settings=settings)
+    assert len(report.failed) == len(report.steps) == 6
+    assert all(s.error.startswith("Database unavailable") for s in report.failed)
+
+
+def test_a_missing_setting_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(schedule, "_database", None)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(Exception, match="DATABASE_URL"):
+        schedule.handler(EVENT, None)
+
+
+def test_backfilling_a_range_from_the_console(database_url: str, history: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["analytics", "aggregate", "--from", "2026-05-30", "--to", "2026-06-02"])
+
+    assert result.exit_code == 0, result.output
+    assert "Aggregated 4 day(s), 2026-05-30 to 2026-06-02." in result.output
+    with psycopg.connect(database_url) as conn:
+        days = conn.execute("select count(distinct metric_date) from public.analytics_daily").fetchone()[0]
+    assert days == 4
+    backwards = runner.invoke(app, ["analytics", "aggregate", "--from", "2026-06-02", "--to", "2026-05-30"])
+    assert backwards.exit_code == 2
+    assert "--to is before --from" in backwards.output

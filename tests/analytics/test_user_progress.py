@@ -1,0 +1,151 @@
+"""service.aggregate_user_day: per-user progress in the user's own timezone, recomputed idempotently."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.analytics.history import aggregate, practise, practitioner, progress, score_answer
+
+
+def test_day_rows_fall_on_the_users_local_day(db: psycopg.Connection) -> None:
+    tokyo, los_angeles = practitioner(db, "Asia/Tokyo"), practitioner(db, "America/Los_Angeles")
+    practise(db, tokyo, "2026-03-10 16:00+00", [70, 90])  # 01:00 on the 11th in Tokyo
+    practise(db, los_angeles, "2026-03-10 03:00+00", [50])  # 20:00 on the 9th in Los Angeles
+
+    result = aggregate(db, "2026-03-10", "2026-03-10 23:00+00")
+
+    assert result["users"] == 2
+    assert progress(db, tokyo, "day") == {
+        "questions_answered@2026-03-11": (2.0, {}),
+        "sessions_completed@2026-03-11": (1.0, {"by_type": {"custom": 1}}),
+        "average_score@2026-03-11": (
+            80.0,
+            {
+                "scored": 2,
+                "score_sum": 160.0,
+                "best": 90.0,
+                "by_category": {"behavioral": {"answers": 2, "score_sum": 160.0}},
+            },
+        ),
+    }
+    assert set(progress(db, los_angeles, "day")) == {
+        "questions_answered@2026-03-09",
+        "sessions_completed@2026-03-09",
+        "average_score@2026-03-09",
+    }
+
+
+@pytest.mark.parametrize(
+    ("timezone", "late_evening", "after_midnight"),
+    [
+        # Both UTC times fall on one UTC day, but on two local days: a streak of 2.
+        ("Asia/Tokyo", "2026-03-10 14:30+00", "2026-03-10 15:30+00"),
+        ("America/Los_Angeles", "2026-03-10 06:30+00", "2026-03-10 08:30+00"),
+    ],
+)
+def test_a_streak_counts_local_days_across_midnight(
+    db: psycopg.Connection, timezone: str, late_evening: str, after_midnight: str
+) -> None:
+    user = practitioner(db, timezone)
+    practise(db, user, late_evening, [60])
+    practise(db, user, after_midnight, [60], category="technical")
+
+    aggregate(db, "2026-03-10", "2026-03-10 20:00+00")
+
+    figures = progress(db, user)
+    assert figures["streak.current"][0] == 2
+    assert figures["streak.longest"][0] == 2
+
+
+def test_the_same_times_in_utc_are_one_local_day_and_no_streak(db: psycopg.Connection) -> None:
+    user = practitioner(db, "UTC")
+    practise(db, user, "2026-03-10 14:30+00", [60])
+    practise(db, user, "2026-03-10 15:30+00", [60], category="technical")
+    aggregate(db, "2026-03-10", "2026-03-10 20:00+00")
+    assert progress(db, user)["streak.current"][0] == 1
+
+
+def test_the_current_streak_ends_after_a_whole_local_day_without_practice(db: psycopg.Connection) -> None:
+    user, other = practitioner(db, "Asia/Tokyo"), practitioner(db)
+    for day in ("2026-03-08", "2026-03-09", "2026-03-10"):
+        practise(db, user, f"{day} 03:00+00", [60], category="technical" if day.endswith("9") else "behavioral")
+        aggregate(db, day, f"{day} 04:00+00")
+    assert progress(db, user)["streak.current"] == (3.0, {"last_active_day": "2026-03-10"})
+
+    # The 11th in Tokyo passes without practice; on the 12th the streak has ended. Someone else's practice
+    # triggers the run; the user's own rows are updated all the same.
+    practise(db, other, "2026-03-12 03:00+00", [60])
+    aggregate(db, "2026-03-11", "2026-03-11 14:00+00")  # 23:00 on the 11th in Tokyo: still alive
+    assert progress(db, user)["streak.current"][0] == 3
+    result = aggregate(db, "2026-03-12", "2026-03-12 03:30+00")  # 12:30 on the 12th in Tokyo
+    assert result["streaks_ended"] == 1
+    figures = progress(db, user)
+    assert figures["streak.current"][0] == 0
+    assert figures["streak.longest"][0] == 3
+
+
+def test_an_answer_scored_a_day_later_is_picked_up_by_re_aggregating_the_window(db: psycopg.Connection) -> None:
+    user = practitioner(db)
+    practise(db, user, "2026-03-10 22:00+00", [80, None])
+    aggregate(db, "2026-03-10", "2026-03-10 23:00+00")
+    assert progress(db, user)["average_score"][0] == 80
+
+    late = db.execute(
+        "select session_question_id from public.responses where user_id = %s and ai_score is null", (user,)
+    ).fetchone()[0]
+    score_answer(db, late, 40, "2026-03-11 01:00+00")
+    # The schedule's trailing window re-aggregates yesterday and today; the score lands on the day answered.
+    aggregate(db, "2026-03-10", "2026-03-11 02:00+00")
+    aggregate(db, "2026-03-11", "2026-03-11 02:00+00")
+
+    assert progress(db, user, "day")["average_score@2026-03-10"][0] == 60
+    assert progress(db, user)["average_score"][0] == 60
+
+
+def test_re_aggregating_an_unchanged_day_writes_nothing_and_gives_the_same_rows(db: psycopg.Connection) -> None:
+    user = practitioner(db, "Europe/Berlin")
+    practise(db, user, "2026-03-10 09:00+00", [55, 75])
+    practise(db, user, "2026-03-10 12:00+00", [65], category="technical")
+    first = aggregate(db, "2026-03-10", "2026-03-10 20:00+00")
+    rows = db.execute("select * from public.user_progress where user_id = %s order by id", (user,)).fetchall()
+
+    again = aggregate(db, "2026-03-10", "2026-03-10 20:00+00")
+
+    assert first["changed"] > 0
+    assert again["changed"] == 0
+    assert again["achievements_awarded"] == 0
+    assert db.execute("select * from public.user_progress where user_id = %s order by id", (user,)).fetchall() == rows
+
+
+def test_all_time_totals_weakest_categories_and_trend(db: psycopg.Connection) -> None:
+    user = practitioner(db)
+    history = [
+        ("2026-03-01", "technical", [40, 50, 45]),
+        ("2026-03-02", "behavioral", [70, 80, 75]),
+        ("2026-03-03", "leadership", [60, 60, 60]),
+        ("2026-03-04", "technical", [55, 60, 65]),
+    ]
+    for day, category, scores in history:
+        practise(db, user, f"{day} 10:00+00", scores, category=category)
+        aggregate(db, day, f"{day} 11:00+00")
+
+    figures = progress(db, user)
+    assert figures["questions_answered"][0] == 12
+    assert figures["sessions_completed"] == (4.0, {"by_type": {"custom": 4}})
+    assert figures["average_score"][0] == pytest.approx(sum(sum(s) for *_, s in history) / 12, abs=0.01)
+    assert figures["average_score"][1]["by_category"]["technical"] == {"answers": 6, "average": 52.5}
+    weakest = figures["weakest_categories"]
+    assert weakest[0] == 52.5
+    assert [c["category"] for c in weakest[1]["categories"]] == ["technical", "leadership", "behavioral"]
+    # Session scores 45, 75, 60, 60: a least-squares slope of +3 points per session.
+    assert figures["score_trend"][0] == 3
+    assert figures["score_trend"][1] == {"sessions": 4, "scores": [45.0, 75.0, 60.0, 60.0]}
+    assert figures["streak.longest"][0] == 4
+
+
+def test_a_day_touching_nobody_changes_nothing(db: psycopg.Connection) -> None:
+    user = practitioner(db)
+    practise(db, user, "2026-03-10 10:00+00", [50])
+    assert aggregate(db, "2026-03-09", "2026-03-10 11:00+00")["users"] == 0
+    assert progress(db, user) == {}
