@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -42,8 +43,11 @@ def test_the_page_is_self_contained(report: Path) -> None:
     assert "2026-03-30 to 2026-04-05" in page
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian package chromium; .ci/run installs it)")
 def test_an_operator_sees_every_chart_in_a_browser(report: Path, tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        if os.environ.get("PREP_REQUIRE_BROWSER"):
+            pytest.fail("PREP_REQUIRE_BROWSER is set but Chromium is missing: apt-get install chromium")
+        pytest.skip("needs Chromium (Debian package chromium; .ci/run installs it)")
     from playwright.sync_api import sync_playwright
 
     requests: list[str] = []
