@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## Bring up the local platform: embedded PostgreSQL, migrated and seeded.
+## The local platform: embedded PostgreSQL, migrated and seeded, then every function on localhost until Ctrl-C.
 run: $(STAMP)
 	$(BIN)/prep db up
+	$(BIN)/prep serve
 
 ## The whole test suite, against a real PostgreSQL (embedded, or DATABASE_URL's server).
 test: $(STAMP)

@@ -1,8 +1,9 @@
-"""`prep`: the platform's operator console (database, billing, analytics)."""
+"""`prep`: the platform's operator console (database, billing, analytics) and its local run (`serve`, `demo`)."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -16,6 +17,7 @@ from prep import migrations
 from prep.analytics import app as analytics_app
 from prep.billing import app as billing_app
 from prep.localdb import EmbeddedPostgres, LocalDatabaseError, database_url
+from shared.config import ConfigurationError
 
 app = typer.Typer(no_args_is_help=True, help="Interview-prep platform operator console.")
 db_app = typer.Typer(no_args_is_help=True, help="Local database, migrations and seed.")
@@ -147,5 +149,57 @@ def url() -> None:
     try:
         console.print(database_url(), highlight=False, soft_wrap=True)
     except LocalDatabaseError as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PREP_API_PORT", help="Port of the API (0: any free port).")] = 8000,
+    schedule_every: Annotated[
+        str, typer.Option(help="How often the analytics schedule runs, e.g. 60s, 5m, 1h.")
+    ] = "60s",
+) -> None:
+    """Serve every HTTP function, the evaluation worker and the analytics schedule on localhost, until Ctrl-C."""
+    # Imported here: the functions' apps and their clients load only for the commands that run them.
+    from prep.serve import ServeError, parse_interval
+    from prep.serve import serve as run_platform
+
+    try:
+        interval = parse_interval(schedule_every)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--schedule-every") from error
+    try:
+        run_platform(host=host, port=port, schedule_every=interval, console=console)
+    except (ServeError, ConfigurationError, LocalDatabaseError) as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+
+
+@app.command()
+def demo(
+    api_url: Annotated[
+        str | None, typer.Option(help="The running platform [default: http://127.0.0.1:$PREP_API_PORT, or :8000]")
+    ] = None,
+    email: Annotated[
+        str | None, typer.Option(help="The new user's email [default: demo-<random>@example.test]")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the evaluations.")] = 60,
+) -> None:
+    """Walk one new user through the running platform (`make run`), over HTTP and SQL as its clients do."""
+    import httpx
+
+    from prep.demo import DemoError, run_demo
+
+    try:
+        run_demo(
+            api_url=(api_url or f"http://127.0.0.1:{os.environ.get('PREP_API_PORT', '8000')}").rstrip("/"),
+            database_url=database_url(start=False),
+            email=email or f"demo-{uuid.uuid4().hex[:8]}@example.test",
+            timeout=timeout,
+            console=console,
+        )
+    except (DemoError, ConfigurationError, httpx.HTTPError, psycopg.Error) as error:
         errors.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from error

@@ -4,7 +4,8 @@ Tests and the local platform point the real `stripe` library at `StripeStandIn.s
 Stripe renders them for API version 2026-10-28.endive: billing periods live on subscription items, an invoice names its
 subscription under `parent.subscription_details`, new subscriptions use flexible billing mode. The simulation methods
 play what happens on Stripe's side between requests (checkout completed, a trial ending, renewals, dunning) and return
-the webhook events Stripe would send; `event_payload` and `sign_payload` turn one into a signed delivery.
+the webhook events Stripe would send; `event_payload` and `sign_payload` turn one into a signed delivery. A POST to a
+checkout session's `url` plays the customer paying on the hosted page, for clients driving the stand-in over HTTP.
 """
 
 from __future__ import annotations
@@ -447,8 +448,21 @@ class StripeStandIn:
             ("DELETE", "/v1/subscriptions/{id}", self._delete_subscription),
         ]
         routes = [Route(path, self._endpoint(handler), methods=[method]) for method, path, handler in handlers]
+        routes.append(Route("/checkout/{id}", self._pay_on_hosted_checkout, methods=["POST"]))
         routes.append(Route("/{path:path}", _unrecognized, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]))
         return Starlette(routes=routes)
+
+    async def _pay_on_hosted_checkout(self, request: Request) -> JSONResponse:
+        """POST to a checkout session's `url`: the customer pays on the hosted page (no API key: it is their browser).
+        Answers with the events Stripe sends as a result (complete_checkout's), for the caller to deliver, signed, to
+        a webhook endpoint: the stand-in knows no endpoints."""
+        try:
+            events = self.complete_checkout(request.path_params["id"])
+        except StripeApiError as error:
+            return JSONResponse(error.body, status_code=error.status)
+        except ValueError as error:  # the session is already complete or expired
+            return JSONResponse(StripeApiError(400, str(error)).body, status_code=400)
+        return JSONResponse(_list(events, request.url.path))
 
     def _endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def endpoint(request: Request) -> JSONResponse:

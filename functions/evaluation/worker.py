@@ -250,6 +250,7 @@ def _classify(error: Exception) -> tuple[bool, str]:
         return True, {
             "refused": "the AI model declined to evaluate this answer",
             "invalid_output": "the AI model's evaluation was not valid",
+            "disabled": "AI evaluation is off: no model is configured",
         }.get(error.kind, "the AI service is not configured correctly")
     if isinstance(error, DatabaseError):
         if error.retryable or error.status >= 500:

@@ -278,6 +278,29 @@ def test_checkout_without_a_trial_is_paid_now(client: stripe.StripeClient, stand
     assert client.v1.subscriptions.retrieve(sub_id).status == "active"
 
 
+def test_paying_on_the_hosted_page_completes_checkout_and_answers_its_events(
+    client: stripe.StripeClient, stand_in: StripeStandIn
+) -> None:
+    customer = client.v1.customers.create({"email": "ada@example.com"})
+    session = client.v1.checkout.sessions.create(
+        {"mode": "subscription", "customer": customer.id, "line_items": [{"price": MONTHLY_PRICE_ID, "quantity": 1}]}
+    )
+    assert session.url
+    paid = httpx.post(session.url)  # the customer's browser: no API key
+    assert paid.status_code == 200, paid.text
+    events = paid.json()["data"]
+    assert types(events) == ["checkout.session.completed", "customer.subscription.created", "invoice.paid"]
+    assert events == stand_in.events[-3:]
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "complete"
+
+    again = httpx.post(session.url)
+    assert again.status_code == 400
+    assert "is complete, not open" in again.json()["error"]["message"]
+    unknown = httpx.post(f"{stand_in.base_url}/checkout/cs_test_nope")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "resource_missing"
+
+
 def test_checkout_rejects_an_unknown_price(client: stripe.StripeClient) -> None:
     with pytest.raises(stripe.InvalidRequestError) as missing:
         client.v1.checkout.sessions.create(
