@@ -78,40 +78,53 @@ declare
   awarded integer;
   streaks_ended integer;
   people integer;
+  first_start timestamptz;
+  last_end timestamptz;
 begin
   -- One run at a time: overlapping runs would recompute the same users' all-time rows in different orders.
   perform pg_advisory_xact_lock(hashtext('service.aggregate_user_day'));
 
-  -- (user, local day) pairs the UTC day changed: answers given, answers scored (on the day they were given),
-  -- sessions completed.
+  -- (user, local day) pairs the UTC day changed: the local days from the user's first to last touched moment
+  -- (answers given, answers scored -- on the day they were given -- and sessions completed), with each local
+  -- day's bounds in UTC, so the source rows are found by plain range scans.
   create temporary table touched_days on commit drop as
-  select distinct a.user_id, private.local_day(a.at, coalesce(p.timezone, 'UTC')) as local_day,
-         coalesce(p.timezone, 'UTC') as timezone
-  from (
-    select r.user_id, r.created_at as at from public.responses r
-    where r.created_at >= day_start and r.created_at < day_end
-    union all
-    select r.user_id, r.created_at from public.responses r
-    where r.evaluated_at >= day_start and r.evaluated_at < day_end
-    union all
-    select s.user_id, s.ended_at from public.practice_sessions s
-    where s.ended_at >= day_start and s.ended_at < day_end and s.status = 'completed'
-  ) a
-  left join public.user_profiles p on p.user_id = a.user_id;
+  with touched as (
+    select a.user_id, min(a.at) as first_at, max(a.at) as last_at
+    from (
+      select r.user_id, r.created_at as at from public.responses r
+      where r.created_at >= day_start and r.created_at < day_end
+      union all
+      select r.user_id, r.created_at from public.responses r
+      where r.evaluated_at >= day_start and r.evaluated_at < day_end and r.created_at < day_start
+      union all
+      select s.user_id, s.ended_at from public.practice_sessions s
+      where s.ended_at >= day_start and s.ended_at < day_end and s.status = 'completed'
+    ) a
+    group by a.user_id
+  )
+  select t.user_id, z.timezone, d.local_day,
+         d.local_day::timestamp at time zone z.timezone as local_start,
+         (d.local_day + 1)::timestamp at time zone z.timezone as local_end
+  from touched t
+  left join public.user_profiles p on p.user_id = t.user_id
+  cross join lateral (select coalesce(p.timezone, 'UTC') as timezone) z
+  cross join lateral generate_series(private.local_day(t.first_at, z.timezone),
+                                     private.local_day(t.last_at, z.timezone), interval '1 day') g (day)
+  cross join lateral (select g.day::date as local_day) d;
   analyze touched_days;
 
   create temporary table progress (user_id uuid, name text, period text, period_start date, value numeric,
                                    details jsonb) on commit drop;
 
-  -- Day rows, recomputed whole for each touched local day.
+  -- Day rows, recomputed whole for each touched local day: one range scan over the answers of those days.
+  select min(t.local_start), max(t.local_end) into first_start, last_end from touched_days t;
   with answers as (
     select t.user_id, t.local_day, q.category, r.ai_score
-    from touched_days t
-    join public.responses r on r.user_id = t.user_id
-      and r.created_at >= t.local_day::timestamp at time zone t.timezone
-      and r.created_at < (t.local_day + 1)::timestamp at time zone t.timezone
+    from public.responses r
+    join touched_days t on t.user_id = r.user_id and r.created_at >= t.local_start and r.created_at < t.local_end
     join public.session_questions sq on sq.id = r.session_question_id
     join public.questions q on q.id = sq.question_id
+    where r.created_at >= first_start and r.created_at < last_end
   ), by_category as (
     select a.user_id, a.local_day, a.category, count(*) as answers, count(a.ai_score) as scored,
            sum(a.ai_score) as score_sum, max(a.ai_score) as best
@@ -137,9 +150,7 @@ begin
   from touched_days t
   cross join lateral (
     select s.session_type, count(*) as sessions from public.practice_sessions s
-    where s.user_id = t.user_id and s.status = 'completed'
-      and s.ended_at >= t.local_day::timestamp at time zone t.timezone
-      and s.ended_at < (t.local_day + 1)::timestamp at time zone t.timezone
+    where s.user_id = t.user_id and s.status = 'completed' and s.ended_at >= t.local_start and s.ended_at < t.local_end
     group by s.session_type
   ) n
   group by t.user_id, t.local_day;
@@ -396,7 +407,9 @@ as $$
 declare
   -- A session nobody touched for a day is over; a timed one once its limit has passed by an hour.
   abandon_after interval := make_interval(hours => coalesce((policy ->> 'abandon_after_hours')::integer, 24));
-  stuck_after interval := make_interval(mins => coalesce((policy ->> 'stuck_evaluation_minutes')::integer, 60));
+  -- The queue's own retries end about 65 minutes after a request (3 receives 30 minutes apart, the visibility
+  -- timeout, each up to the worker's 5-minute timeout): past two hours nothing is coming.
+  stuck_after interval := make_interval(mins => coalesce((policy ->> 'stuck_evaluation_minutes')::integer, 120));
   keep_responses interval := make_interval(days => coalesce((policy ->> 'response_retention_days')::integer, 365));
   archive_batch integer := coalesce((policy ->> 'archive_batch')::integer, 10000);
   keep_stripe_events interval := make_interval(days => coalesce((policy ->> 'stripe_event_retention_days')::integer, 90));
@@ -416,8 +429,7 @@ begin
   get diagnostics abandoned = row_count;
 
   -- Evaluations requested long ago and still unfinished (the worker crashed past its retries, the message was
-  -- lost): fail them honestly, with the quota refunded, so the user can ask again. The queue's own retries end
-  -- well within the hour (3 receives of a 300 s function).
+  -- lost): fail them honestly, with the quota refunded, so the user can ask again.
   for pending in
     select r.id from public.responses r
     where r.evaluation_status in ('queued', 'processing') and r.evaluation_requested_at < as_of - stuck_after

@@ -44,15 +44,15 @@ def test_a_timed_session_is_abandoned_an_hour_after_its_limit_not_before(db: psy
     assert maintain(db, "2026-06-02 13:30+00")["sessions_abandoned"] == 1  # 73.5 h in
 
 
-def test_evaluations_stuck_for_an_hour_fail_with_a_reason_and_a_refund(db: psycopg.Connection) -> None:
+def test_evaluations_stuck_for_two_hours_fail_with_a_reason_and_a_refund(db: psycopg.Connection) -> None:
     user = practitioner(db)
     session = practise(db, user, "2026-06-01 09:00+00", [None, None], completed=False)
     stuck, fresh = db.execute(
         "select id from public.responses where session_id = %s order by created_at, id", (session,)
     ).fetchall()
     for response, state, requested in (
-        (stuck, "processing", "2026-06-01 10:30+00"),
-        (fresh, "queued", "2026-06-01 11:30+00"),
+        (stuck, "processing", "2026-06-01 09:30+00"),
+        (fresh, "queued", "2026-06-01 10:30+00"),
     ):
         db.execute(
             "update public.responses set evaluation_status = %s, evaluation_requested_at = %s where id = %s",

@@ -87,6 +87,7 @@ RESOURCE_SETTINGS = {
 # The only settings written literally in serverless.yml: tunables, none of them secret.
 LITERAL_SETTINGS = {
     "LOG_LEVEL",
+    "DEPLOYMENT_ID",
     "DB_TRANSPORT",
     "DB_POOL_SIZE",
     "DB_TIMEOUT_SECONDS",
@@ -348,7 +349,8 @@ def test_environment_configures_the_handler(
     _, settings_class, _ = FUNCTIONS[function]
     environment = _environment(resources, function)
     fields = {name.upper() for name in settings_class.model_fields}
-    assert set(environment) - fields == {"LOG_LEVEL"}, "variables the function never reads"
+    # DEPLOYMENT_ID is read by no function: it changes every deploy so secrets and parameters are resolved anew.
+    assert set(environment) - fields == {"LOG_LEVEL", "DEPLOYMENT_ID"}, "variables the function never reads"
     required = {name.upper() for name, field in settings_class.model_fields.items() if field.is_required()}
     assert required <= set(environment)
 
@@ -782,3 +784,11 @@ def test_requirements_must_be_pinned(tmp_path: Path) -> None:
     function.write_text("-r shared.txt\nstripe>=12\n")
     with pytest.raises(package_script.PackagingError, match="pin an exact version"):
         package_script.read_requirements(function)
+
+
+def test_every_deploy_resolves_secrets_and_parameters_anew(resources: dict[str, Any]) -> None:
+    """CloudFormation re-reads a {{resolve:...}} reference only when its resource changes: DEPLOYMENT_ID changes
+    every function on every deploy, so a rotated secret reaches them with the next one."""
+    ids = {_environment(resources, name)["DEPLOYMENT_ID"] for name in FUNCTIONS}
+    (deployment_id,) = ids
+    assert re.fullmatch(r"[0-9a-z]{8,}", deployment_id), deployment_id
