@@ -11,7 +11,8 @@ import uuid
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.config import AuthSettings
@@ -111,13 +112,18 @@ class TokenVerifier:
         return AuthenticatedUser(claims=claims, token=token)
 
 
-def current_user(request: Request) -> AuthenticatedUser:
+# Declares the bearer token in the OpenAPI document; a missing one is refused below with a problem, not by it.
+bearer_token = HTTPBearer(auto_error=False, bearerFormat="JWT", description="The signed-in user's access token")
+
+
+def current_user(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_token)]
+) -> AuthenticatedUser:
     """FastAPI dependency: the verified caller; the app keeps its TokenVerifier in `app.state.verifier`."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if credentials is None:
         raise unauthorized("send the user's access token as 'Authorization: Bearer <token>'")
     verifier: TokenVerifier = request.app.state.verifier
-    return verifier.verify(token.strip())
+    return verifier.verify(credentials.credentials)
 
 
 CurrentUser = Annotated[AuthenticatedUser, Depends(current_user)]

@@ -25,6 +25,28 @@ log = logging.getLogger("http")
 PROBLEM_JSON = "application/problem+json"
 
 
+# The body every error answers with, for the OpenAPI document (written out: deriving it costs cold-start time).
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details; some carry more, e.g. `errors` (422) or `hint`",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "examples": ["about:blank"]},
+        "title": {"type": "string", "description": "What went wrong, in a few words"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599, "description": "The HTTP status again"},
+        "detail": {"type": "string", "minLength": 1, "description": "What happened and what to do about it"},
+        "request_id": {"type": ["string", "null"], "description": "Quote it when reporting a problem"},
+    },
+}
+# Every operation documents its errors as problem details; this also replaces FastAPI's default 422 schema,
+# which the handlers below never send.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": description, "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}
+    for status, description in (("4XX", "The request was refused"), ("5XX", "The request failed on our side"))
+}
+
+
 class ProblemError(Exception):
     """An error the client can act on: status, a short title, and what to do about it."""
 
@@ -51,7 +73,7 @@ def problem_response(
 
 def create_app(title: str, *, version: str = "1.0.0", description: str = "") -> FastAPI:
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
-    app = FastAPI(title=title, version=version, description=description)
+    app = FastAPI(title=title, version=version, description=description, responses=PROBLEM_RESPONSES)
 
     @app.middleware("http")
     async def with_request_id(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:

@@ -4,26 +4,33 @@ and the normalized subscription snapshot service.apply_stripe_event takes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 STRIPE_API_VERSION = "2026-10-28.endive"
 
 _LENIENT = ConfigDict(extra="ignore")
+# The envelope is the same for every event and Stripe types it exactly: anything else (`"livemode": 0`) is refused.
+_ENVELOPE = ConfigDict(extra="ignore", strict=True)
+
+# The latest second `datetime` represents (9999-12-31T23:59:59Z): a later one is refused as malformed here,
+# rather than failing (a 500) where the snapshot converts it.
+LATEST_UNIX_TIME = 253_402_300_799
+UnixTime = Annotated[int, Field(ge=0, le=LATEST_UNIX_TIME)]
 
 
 class StripeEventData(BaseModel):
-    model_config = _LENIENT
+    model_config = _ENVELOPE
     object: dict[str, Any]
     previous_attributes: dict[str, Any] | None = None
 
 
 class StripeEvent(BaseModel):
-    model_config = _LENIENT
+    model_config = _ENVELOPE
     id: str
     type: str
-    created: int
+    created: UnixTime
     livemode: bool = False
     api_version: str | None = None
     data: StripeEventData
@@ -39,8 +46,8 @@ class SubscriptionItem(BaseModel):
     model_config = _LENIENT
     price: Price
     # Since API 2025-03-31 the billing period lives on the item.
-    current_period_start: int | None = None
-    current_period_end: int | None = None
+    current_period_start: UnixTime | None = None
+    current_period_end: UnixTime | None = None
 
 
 class SubscriptionItems(BaseModel):
@@ -55,14 +62,14 @@ class Subscription(BaseModel):
     status: str
     items: SubscriptionItems
     metadata: dict[str, str] = {}
-    trial_start: int | None = None
-    trial_end: int | None = None
+    trial_start: UnixTime | None = None
+    trial_end: UnixTime | None = None
     cancel_at_period_end: bool = False
-    canceled_at: int | None = None
-    ended_at: int | None = None
+    canceled_at: UnixTime | None = None
+    ended_at: UnixTime | None = None
     # Where older API versions kept the period; read only when the item has none.
-    current_period_start: int | None = None
-    current_period_end: int | None = None
+    current_period_start: UnixTime | None = None
+    current_period_end: UnixTime | None = None
 
 
 class CheckoutSession(BaseModel):

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from functions.billing.settings import WebhookSettings
 from functions.billing.stripe_api import StripeUnavailableError, fresh_snapshot, stripe_client
 from functions.billing.stripe_objects import (
+    LATEST_UNIX_TIME,
     CheckoutSession,
     Customer,
     Invoice,
@@ -43,6 +44,48 @@ SUBSCRIPTION_EVENTS = {
     "customer.subscription.trial_will_end",
 }
 INVOICE_EVENTS = {"invoice.paid", "invoice.payment_failed", "invoice.payment_action_required"}
+HANDLED_EVENTS = SUBSCRIPTION_EVENTS | INVOICE_EVENTS | {"checkout.session.completed", "customer.deleted"}
+
+# The delivery as the OpenAPI document describes it: the handler reads the raw body (the signature covers its
+# exact bytes), so FastAPI cannot derive it from a parameter. The event is what StripeEvent reads.
+DELIVERY_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "Stripe-Signature",
+            "in": "header",
+            "required": True,
+            "description": "t=<unix time>,v1=<HMAC-SHA256 of '<t>.<body>' under the endpoint's signing secret>",
+            "schema": {"type": "string"},
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "title": "StripeEvent",
+                    "type": "object",
+                    "required": ["id", "type", "created", "data"],
+                    "properties": {
+                        "id": {"type": "string", "examples": ["evt_1QbExampleExample"]},
+                        "type": {"type": "string", "examples": sorted(HANDLED_EVENTS)},
+                        "created": {"type": "integer", "minimum": 0, "maximum": LATEST_UNIX_TIME},
+                        "livemode": {"type": "boolean"},
+                        "api_version": {"type": ["string", "null"]},
+                        "data": {
+                            "type": "object",
+                            "required": ["object"],
+                            "properties": {
+                                "object": {"type": "object", "description": "The object the event is about"},
+                                "previous_attributes": {"type": ["object", "null"]},
+                            },
+                        },
+                    },
+                }
+            }
+        },
+    },
+}
 
 
 class WebhookProcessor:
@@ -101,12 +144,18 @@ def build_app(
     processor = WebhookProcessor(database or connect(settings), stripe_api or stripe_client(settings))
     secret = settings.stripe_webhook_secret.get_secret_value()
 
-    @app.post("/stripe/webhook", summary="Receive a Stripe event")
+    @app.post("/stripe/webhook", summary="Receive a Stripe event", openapi_extra=DELIVERY_OPENAPI)
     async def receive(request: Request) -> dict[str, Any]:
         body = await request.body()
         try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            # Stripe sends UTF-8 JSON. Other bytes cannot even be verified (the library signs text), and calling
+            # them a bad signature would send the operator off to check the secret.
+            raise ProblemError(400, "Malformed event", "the body is not UTF-8 text, so not a Stripe event") from None
+        try:
             stripe.WebhookSignature.verify_header(
-                body.decode("utf-8", errors="replace"),
+                text,
                 request.headers.get("stripe-signature"),
                 secret,
                 tolerance=settings.stripe_webhook_tolerance_seconds,
@@ -120,7 +169,7 @@ def build_app(
         try:
             raw = json.loads(body)
             event = StripeEvent.model_validate(raw)
-        except (ValidationError, ValueError) as error:
+        except (ValidationError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
             raise ProblemError(400, "Malformed event", f"the body is not a Stripe event: {error}") from None
         try:
             result = await run_in_threadpool(processor.process, event, raw)

@@ -28,6 +28,9 @@ Category = Literal["behavioral", "technical", "situational", "leadership", "prob
 Difficulty = Literal["easy", "medium", "hard"]
 Level = Literal["entry", "mid", "senior", "lead", "executive"]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9][a-z0-9 -]{0,39}$")]
+# No role name has control characters, and PostgreSQL cannot store a NUL: refused with a 422 naming the field
+# (a pattern, so the OpenAPI document says so too), not by the database.
+RoleName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=80, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 class QuestionRequest(BaseModel):
@@ -35,7 +38,7 @@ class QuestionRequest(BaseModel):
     category: Category
     difficulty: Difficulty
     experience_level: Level
-    target_role: Annotated[str | None, StringConstraints(strip_whitespace=True, max_length=80)] = None
+    target_role: RoleName | None = None
     tags: Annotated[list[Tag], Field(max_length=8)] = []
     count: Annotated[int, Field(ge=1, le=20)] = 5
     session_id: uuid.UUID | None = Field(default=None, description="Continue this session instead of a new one")

@@ -202,8 +202,26 @@ def test_bad_signatures_are_400_and_write_nothing(billing: Billing, mangle, reas
         b'{"id": "evt_1"}',
         b'{"id": "evt_2", "object": "event", "type": "customer.subscription.updated",'
         b' "created": 1, "data": {"object": {"id": "sub_x"}}}',
+        # Each of these was a 500 (found fuzzing the webhook, tests/fuzz).
+        b'{"id": "evt_1", "type": "charge.refunded", "created": 100000000000000000000, "data": {"object": {}}}',
+        b'{"id": "evt_2", "type": "customer.subscription.updated", "created": 1, "data": {"object": {"id": "sub_x",'
+        b' "customer": "cus_x", "status": "active", "items": {"data": []}, "trial_end": 100000000000000000000}}}',
+        b"[" * 100_000 + b"]" * 100_000,
+        # Was refused as an invalid signature, though correctly signed: the bytes were decoded lossily to verify.
+        b'{"id": "evt_1", "type": "charge.refunded", "created": 1, "data": {"object": {"name": "Ren\xe9"}}}',
+        # Was accepted (found by tests/fuzz), though Stripe never types the envelope so.
+        b'{"id": "evt_1", "type": "charge.refunded", "created": 1, "livemode": 0, "data": {"object": {}}}',
     ],
-    ids=["not-json", "not-an-event", "subscription-without-fields"],
+    ids=[
+        "not-json",
+        "not-an-event",
+        "subscription-without-fields",
+        "created-after-year-9999",
+        "trial-end-after-year-9999",
+        "nested-too-deep",
+        "not-utf-8",
+        "livemode-not-a-boolean",
+    ],
 )
 def test_malformed_bodies_are_400_and_write_nothing(billing: Billing, body: bytes) -> None:
     response = billing.webhook.post(

@@ -280,3 +280,13 @@ def test_oversized_and_unknown_fields_are_422(harness: Harness) -> None:
     assert unknown.status_code == 422
     assert unknown.json()["errors"][0]["field"] == "body.category"
     assert harness.client.post("/questions", json=BUCKET).status_code == 401
+
+
+def test_control_characters_in_the_role_are_a_422_naming_it(harness: Harness) -> None:
+    # Found fuzzing (tests/fuzz): a NUL reached the database, whose refusal was a 400 naming no field.
+    user = harness.user(exhausted=False)
+    for role in ("Staff\u0000engineer", "Staff\tengineer"):
+        response = harness.ask(user, target_role=role)
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "body.target_role"
+    assert harness.ask(user, target_role="  Ingénieure logiciel 🚀 ").status_code == 200

@@ -169,3 +169,20 @@ def test_http_answers_401_problem_details_and_passes_the_user_through() -> None:
     payload = claims()
     ok = client.get("/me", headers={"authorization": "Bearer " + jwt.encode(payload, SECRET, algorithm="HS256")})
     assert ok.json() == {"id": payload["sub"]}
+
+
+def test_the_openapi_document_declares_the_bearer_token() -> None:
+    app = create_app("test")
+
+    @app.get("/me")
+    def me(user: CurrentUser) -> dict[str, str]:
+        return {"id": str(user.id)}
+
+    document = TestClient(app).get("/openapi.json").json()
+    assert document["paths"]["/me"]["get"]["security"] == [{"HTTPBearer": []}]
+    assert document["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "The signed-in user's access token",
+    }

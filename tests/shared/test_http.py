@@ -56,6 +56,15 @@ def test_unknown_routes_are_404_problems(client: TestClient) -> None:
     assert response.json()["title"] == "Not Found"
 
 
+def test_the_openapi_document_describes_every_error_as_a_problem(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    responses = document["paths"]["/things"]["post"]["responses"]
+    assert set(responses) == {"200", "4XX", "5XX"}  # FastAPI's own 422 schema is never sent
+    for status in ("4XX", "5XX"):
+        assert list(responses[status]["content"]) == ["application/problem+json"]
+    assert "HTTPValidationError" not in document.get("components", {}).get("schemas", {})
+
+
 def test_request_ids_are_echoed_and_logged_as_json(client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
     logging.getLogger().handlers[0].stream = sys.stdout  # the handler bound the stdout pytest replaced
     response = client.post("/things", json={"count": 1}, headers={"x-request-id": "req-abc"})
