@@ -194,8 +194,12 @@ class Journey:
                 " from public.session_summaries order by started_at"
             ).fetchall()
             progress = conn.execute(
-                "select metric_name as metric, period, period_start as since, metric_value as value"
-                " from public.user_progress order by period, metric_name"
+                "select metric_value as answered, details -> 'sessions_completed' as sessions,"
+                " details -> 'average_score' as average_score, details -> 'streak' -> 'current' as streak,"
+                " details -> 'streak' -> 'longest' as longest_streak,"
+                " (select string_agg(c ->> 'category', ', ')"
+                "  from jsonb_array_elements(details -> 'weakest_categories') c) as weakest_categories"
+                " from public.user_progress where metric_name = 'practice' and period = 'all_time'"
             ).fetchall()
             achievements = conn.execute(
                 "select achievement_type, awarded_at from public.achievements order by awarded_at"

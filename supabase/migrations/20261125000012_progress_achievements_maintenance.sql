@@ -5,16 +5,21 @@
 -- are recomputed from the source tables, so running a day again gives the same rows (and writes nothing when
 -- nothing changed), and re-running a trailing window picks up late data (answers scored after the day, say).
 --
--- user_progress rows:
+-- A user's progress is one `practice` row per period: metric_value is the questions answered, details the rest
+-- (JSONB for the complex figures, as the design intends). One row per user and period keeps a day with 100k
+-- active users to 200k row writes, and gives clients everything in one read (and one realtime event).
 --   period 'day', period_start = the user's local date (their profile's timezone; UTC without one):
---     questions_answered, sessions_completed (details.by_type), average_score (when anything was scored;
---     details: scored, score_sum, best, by_category {category: {answers, score_sum}}).
---   period 'all_time', period_start = 1970-01-01 (one row per metric):
---     questions_answered, sessions_completed (details.by_type), average_score (details.by_category),
---     streak.current (consecutive local days with practice up to today or yesterday; details.last_active_day),
---     streak.longest, score_trend (points per session over the last 10 scored sessions; details.scores, oldest
---     first), weakest_categories (the lowest category average over categories with at least 3 scored answers;
---     details.categories, weakest first — what the question engine can recommend).
+--     {sessions_completed, by_type: {type: n}, scored, score_sum, best,
+--      by_category: {category: {answers, score_sum}}}   -- scored answers only in by_category
+--   period 'all_time', period_start = 1970-01-01:
+--     {sessions_completed, by_type, scored, average_score, best_score,
+--      by_category: {category: {answers, average}},
+--      weakest_categories: [{category, average, answers}]  -- weakest first, categories with >= 3 scored
+--                                                          -- answers: what the question engine can recommend
+--      streak: {current, longest, last_active_day}        -- consecutive local days with practice; current
+--                                                          -- counts up to today or yesterday
+--      score_trend: {slope, scores}}                      -- points per session over the last 10 scored
+--                                                          -- sessions, scores oldest first
 -- An answer counts on the local day it was given, whenever it was scored; a session on the day it ended.
 
 create function private.local_day(at timestamptz, timezone text) returns date
@@ -25,8 +30,8 @@ as $$ select (at at time zone timezone)::date $$;
 -- The lookups behind the per-user figures: a user's sessions by end, the practice days of a user.
 create index idx_practice_sessions_user_ended on public.practice_sessions (user_id, ended_at)
   where status = 'completed';
-create index idx_user_progress_streaks on public.user_progress (user_id)
-  where metric_name = 'streak.current' and period = 'all_time' and metric_value > 0;
+create index idx_user_progress_live_streaks on public.user_progress (user_id)
+  where period = 'all_time' and (details -> 'streak' ->> 'current')::integer > 0;
 
 -- The catalog: what can be earned, in display order. Readable by everyone (it is the product's copy);
 -- every awarded achievement is one of these.
@@ -113,50 +118,47 @@ begin
   cross join lateral (select g.day::date as local_day) d;
   analyze touched_days;
 
-  create temporary table progress (user_id uuid, name text, period text, period_start date, value numeric,
-                                   details jsonb) on commit drop;
+  create temporary table progress (user_id uuid, period text, period_start date, value numeric, details jsonb)
+    on commit drop;
 
   -- Day rows, recomputed whole for each touched local day: one range scan over the answers of those days.
   select min(t.local_start), max(t.local_end) into first_start, last_end from touched_days t;
-  with answers as (
-    select t.user_id, t.local_day, q.category, r.ai_score
+  with by_category as (
+    select t.user_id, t.local_day, q.category, count(*) as answers, count(r.ai_score) as scored,
+           sum(r.ai_score) as score_sum, max(r.ai_score) as best
     from public.responses r
     join touched_days t on t.user_id = r.user_id and r.created_at >= t.local_start and r.created_at < t.local_end
     join public.session_questions sq on sq.id = r.session_question_id
     join public.questions q on q.id = sq.question_id
     where r.created_at >= first_start and r.created_at < last_end
-  ), by_category as (
-    select a.user_id, a.local_day, a.category, count(*) as answers, count(a.ai_score) as scored,
-           sum(a.ai_score) as score_sum, max(a.ai_score) as best
-    from answers a group by 1, 2, 3
-  ), per_day as (
+    group by 1, 2, 3
+  ), answers as (
     select c.user_id, c.local_day, sum(c.answers) as answers, sum(c.scored) as scored,
            sum(c.score_sum) as score_sum, max(c.best) as best,
-           jsonb_object_agg(c.category, jsonb_build_object('answers', c.scored, 'score_sum', c.score_sum))
-             filter (where c.scored > 0) as by_category
+           coalesce(jsonb_object_agg(c.category, jsonb_build_object('answers', c.scored, 'score_sum', c.score_sum))
+                      filter (where c.scored > 0), '{}') as by_category
     from by_category c group by 1, 2
+  ), sessions as (
+    select t.user_id, t.local_day, sum(n.sessions) as sessions, jsonb_object_agg(n.session_type, n.sessions) as by_type
+    from touched_days t
+    cross join lateral (
+      select s.session_type, count(*) as sessions from public.practice_sessions s
+      where s.user_id = t.user_id and s.status = 'completed' and s.ended_at >= t.local_start and s.ended_at < t.local_end
+      group by s.session_type
+    ) n
+    group by 1, 2
   )
   insert into progress
-  select d.user_id, 'questions_answered', 'day', d.local_day, d.answers, '{}'::jsonb from per_day d
-  union all
-  select d.user_id, 'average_score', 'day', d.local_day, round(d.score_sum / d.scored, 2),
-         jsonb_build_object('scored', d.scored, 'score_sum', d.score_sum, 'best', d.best,
-                            'by_category', d.by_category)
-  from per_day d where d.scored > 0;
-
-  insert into progress
-  select t.user_id, 'sessions_completed', 'day', t.local_day, sum(n.sessions),
-         jsonb_build_object('by_type', jsonb_object_agg(n.session_type, n.sessions))
-  from touched_days t
-  cross join lateral (
-    select s.session_type, count(*) as sessions from public.practice_sessions s
-    where s.user_id = t.user_id and s.status = 'completed' and s.ended_at >= t.local_start and s.ended_at < t.local_end
-    group by s.session_type
-  ) n
-  group by t.user_id, t.local_day;
+  select coalesce(a.user_id, n.user_id), 'day', coalesce(a.local_day, n.local_day), coalesce(a.answers, 0),
+         jsonb_build_object('sessions_completed', coalesce(n.sessions, 0), 'by_type', coalesce(n.by_type, '{}'),
+                            'scored', coalesce(a.scored, 0), 'score_sum', coalesce(a.score_sum, 0),
+                            'best', a.best, 'by_category', coalesce(a.by_category, '{}'))
+  from answers a
+  full join sessions n on n.user_id = a.user_id and n.local_day = a.local_day
+  order by 1, 3;
 
   insert into public.user_progress as up (user_id, metric_name, period, period_start, metric_value, details)
-  select p.user_id, p.name, p.period, p.period_start, p.value, p.details from progress p
+  select p.user_id, 'practice', p.period, p.period_start, p.value, p.details from progress p
   on conflict (user_id, metric_name, period, period_start) do update
     set metric_value = excluded.metric_value, details = excluded.details
     where (up.metric_value, up.details) is distinct from (excluded.metric_value, excluded.details);
@@ -171,57 +173,47 @@ begin
   select count(*) into people from touched_users;
 
   with days as (
-    select u.user_id, u.today, d.metric_name, d.period_start, d.metric_value, d.details
+    select u.user_id, u.today, d.period_start as local_day, d.metric_value as answers, d.details
     from touched_users u
-    join public.user_progress d on d.user_id = u.user_id and d.period = 'day'
+    join public.user_progress d on d.user_id = u.user_id and d.metric_name = 'practice' and d.period = 'day'
   ), totals as (
-    select d.user_id,
-           sum(d.metric_value) filter (where d.metric_name = 'questions_answered') as answers,
-           sum(d.metric_value) filter (where d.metric_name = 'sessions_completed') as sessions,
-           sum((d.details ->> 'scored')::numeric) filter (where d.metric_name = 'average_score') as scored,
-           sum((d.details ->> 'score_sum')::numeric) filter (where d.metric_name = 'average_score') as score_sum
+    select d.user_id, sum(d.answers) as answers, sum((d.details ->> 'sessions_completed')::integer) as sessions,
+           sum((d.details ->> 'scored')::integer) as scored, sum((d.details ->> 'score_sum')::numeric) as score_sum,
+           max((d.details ->> 'best')::numeric) as best
     from days d group by d.user_id
   ), session_types as (
     select t.user_id, jsonb_object_agg(t.session_type, t.sessions) as by_type
-    from (select d.user_id, k.key as session_type, sum(k.value::numeric) as sessions
-          from days d, jsonb_each_text(d.details -> 'by_type') k
-          where d.metric_name = 'sessions_completed' group by 1, 2) t
+    from (select d.user_id, k.key as session_type, sum(k.value::integer) as sessions
+          from days d, jsonb_each_text(d.details -> 'by_type') k group by 1, 2) t
     group by t.user_id
   ), categories as (
-    select d.user_id, c.key as category, sum((c.value ->> 'answers')::numeric) as answers,
-           sum((c.value ->> 'score_sum')::numeric) as score_sum
-    from days d, jsonb_each(d.details -> 'by_category') c
-    where d.metric_name = 'average_score'
-    group by 1, 2
+    select c.user_id, c.category, c.answers, round(c.score_sum / c.answers, 2) as average
+    from (select d.user_id, k.key as category, sum((k.value ->> 'answers')::integer) as answers,
+                 sum((k.value ->> 'score_sum')::numeric) as score_sum
+          from days d, jsonb_each(d.details -> 'by_category') k group by 1, 2) c
   ), category_lists as (
     select c.user_id,
-           jsonb_object_agg(c.category, jsonb_build_object('answers', c.answers,
-                                                           'average', round(c.score_sum / c.answers, 2)))
-             as by_category,
-           jsonb_agg(jsonb_build_object('category', c.category, 'average', round(c.score_sum / c.answers, 2),
-                                        'answers', c.answers)
-                     order by c.score_sum / c.answers, c.category) filter (where c.answers >= 3) as weakest,
-           min(round(c.score_sum / c.answers, 2)) filter (where c.answers >= 3) as weakest_average
+           jsonb_object_agg(c.category, jsonb_build_object('answers', c.answers, 'average', c.average)) as by_category,
+           coalesce((jsonb_agg(jsonb_build_object('category', c.category, 'average', c.average, 'answers', c.answers)
+                               order by c.average, c.category) filter (where c.answers >= 3)), '[]') as weakest
     from categories c group by c.user_id
-  ), active_days as (
-    select distinct d.user_id, d.today, d.period_start as local_day
-    from days d
-    where d.metric_name in ('questions_answered', 'sessions_completed') and d.metric_value > 0
   ), runs as (
     -- Consecutive days share (day - its rank): one group per streak.
-    select a.user_id, a.today, min(a.local_day) as first_day, max(a.local_day) as last_day, count(*) as length
-    from (select a.*, a.local_day - (row_number() over (partition by a.user_id order by a.local_day))::integer
-                   as streak_group
-          from active_days a) a
-    group by a.user_id, a.today, a.streak_group
+    select r.user_id, r.today, max(r.local_day) as last_day, count(*) as length
+    from (select d.user_id, d.today, d.local_day,
+                 d.local_day - (row_number() over (partition by d.user_id order by d.local_day))::integer as streak
+          from days d
+          where d.answers > 0 or (d.details ->> 'sessions_completed')::integer > 0) r
+    group by r.user_id, r.today, r.streak
   ), streaks as (
-    select r.user_id, max(r.length) as longest, max(r.last_day) as last_active_day,
-           coalesce(max(r.length) filter (where r.last_day >= r.today - 1), 0) as current
+    select r.user_id,
+           jsonb_build_object('current', coalesce(max(r.length) filter (where r.last_day >= r.today - 1), 0),
+                              'longest', max(r.length), 'last_active_day', max(r.last_day)) as streak
     from runs r group by r.user_id
   ), trends as (
-    select u.user_id, count(s.score) as sessions,
-           coalesce(round(regr_slope(s.score, s.ordinal)::numeric, 2), 0) as slope,
-           coalesce(jsonb_agg(s.score order by s.ordinal) filter (where s.score is not null), '[]') as scores
+    select u.user_id,
+           jsonb_build_object('slope', coalesce(round(regr_slope(s.score, s.ordinal)::numeric, 2), 0),
+                              'scores', coalesce(jsonb_agg(s.score order by s.ordinal), '[]')) as score_trend
     from touched_users u
     cross join lateral (
       select l.overall_score as score, row_number() over (order by l.started_at) as ordinal
@@ -232,34 +224,22 @@ begin
     group by u.user_id
   )
   insert into progress
-  select t.user_id, 'questions_answered', 'all_time', date '1970-01-01', coalesce(t.answers, 0), '{}'::jsonb
+  select t.user_id, 'all_time', date '1970-01-01', t.answers,
+         jsonb_build_object(
+           'sessions_completed', t.sessions, 'by_type', coalesce(st.by_type, '{}'),
+           'scored', t.scored, 'average_score', round(t.score_sum / nullif(t.scored, 0), 2), 'best_score', t.best,
+           'by_category', coalesce(c.by_category, '{}'), 'weakest_categories', coalesce(c.weakest, '[]'),
+           'streak', coalesce(s.streak, jsonb_build_object('current', 0, 'longest', 0, 'last_active_day', null)),
+           'score_trend', coalesce(tr.score_trend, jsonb_build_object('slope', 0, 'scores', '[]'::jsonb)))
   from totals t
-  union all
-  select t.user_id, 'sessions_completed', 'all_time', date '1970-01-01', coalesce(t.sessions, 0),
-         jsonb_build_object('by_type', coalesce(st.by_type, '{}'))
-  from totals t left join session_types st using (user_id)
-  union all
-  select t.user_id, 'average_score', 'all_time', date '1970-01-01', round(t.score_sum / t.scored, 2),
-         jsonb_build_object('scored', t.scored, 'by_category', coalesce(c.by_category, '{}'))
-  from totals t left join category_lists c using (user_id)
-  where t.scored > 0
-  union all
-  select c.user_id, 'weakest_categories', 'all_time', date '1970-01-01', c.weakest_average,
-         jsonb_build_object('categories', c.weakest)
-  from category_lists c where c.weakest is not null
-  union all
-  select s.user_id, 'streak.current', 'all_time', date '1970-01-01', s.current,
-         jsonb_build_object('last_active_day', s.last_active_day)
-  from streaks s
-  union all
-  select s.user_id, 'streak.longest', 'all_time', date '1970-01-01', s.longest, '{}'::jsonb from streaks s
-  union all
-  select tr.user_id, 'score_trend', 'all_time', date '1970-01-01', tr.slope,
-         jsonb_build_object('sessions', tr.sessions, 'scores', tr.scores)
-  from trends tr where tr.sessions > 0;
+  left join session_types st using (user_id)
+  left join category_lists c using (user_id)
+  left join streaks s using (user_id)
+  left join trends tr using (user_id)
+  order by 1;
 
   insert into public.user_progress as up (user_id, metric_name, period, period_start, metric_value, details)
-  select p.user_id, p.name, p.period, p.period_start, p.value, p.details from progress p
+  select p.user_id, 'practice', p.period, p.period_start, p.value, p.details from progress p
   on conflict (user_id, metric_name, period, period_start) do update
     set metric_value = excluded.metric_value, details = excluded.details
     where (up.metric_value, up.details) is distinct from (excluded.metric_value, excluded.details);
@@ -267,54 +247,48 @@ begin
   changed := changed + written;
 
   -- Everyone else's current streak ends once a whole local day passes without practice.
-  update public.user_progress up set metric_value = 0
+  update public.user_progress up set details = jsonb_set(up.details, '{streak,current}', '0')
   from public.users u
   left join public.user_profiles p on p.user_id = u.id
   where up.user_id = u.id
-    and up.metric_name = 'streak.current' and up.period = 'all_time' and up.metric_value > 0
-    and (up.details ->> 'last_active_day')::date < private.local_day(as_of, coalesce(p.timezone, 'UTC')) - 1;
+    and up.period = 'all_time' and (up.details -> 'streak' ->> 'current')::integer > 0
+    and (up.details -> 'streak' ->> 'last_active_day')::date < private.local_day(as_of, coalesce(p.timezone, 'UTC')) - 1;
   get diagnostics streaks_ended = row_count;
 
   -- Achievements: awarded once (the unique key), whoever runs concurrently; metadata says what earned it.
   insert into public.achievements (user_id, achievement_type, metadata)
-  select e.user_id, e.achievement_type, e.metadata
-  from (
-    select p.user_id, x.achievement_type, jsonb_build_object(p.name, p.value) as metadata
-    from progress p
-    cross join lateral (values
-      ('first_session', 'sessions_completed', 1), ('sessions_10', 'sessions_completed', 10),
-      ('sessions_50', 'sessions_completed', 50), ('answers_100', 'questions_answered', 100),
-      ('streak_3', 'streak.longest', 3), ('streak_7', 'streak.longest', 7), ('streak_30', 'streak.longest', 30)
-    ) x (achievement_type, metric, threshold)
-    where p.name = x.metric and p.value >= x.threshold
-    union all
-    select p.user_id, 'first_mock_interview',
-           jsonb_build_object('mock_interviews', p.details -> 'by_type' -> 'mock_interview')
-    from progress p
-    where p.name = 'sessions_completed' and (p.details -> 'by_type' ->> 'mock_interview')::numeric >= 1
-    union all
-    select p.user_id, 'all_categories', jsonb_build_object('categories', c.categories)
-    from progress p
-    cross join lateral (select count(*) as categories from jsonb_object_keys(p.details -> 'by_category')) c
-    where p.name = 'average_score' and c.categories = cardinality(enum_range(null::public.question_category))
-    union all
-    select d.user_id, 'perfect_score', jsonb_build_object('day', d.period_start)
-    from (select distinct on (p.user_id) p.user_id, p.period_start from progress p0
-          join public.user_progress p on p.user_id = p0.user_id and p.metric_name = 'average_score'
-            and p.period = 'day' and (p.details ->> 'best')::numeric >= 100
-          where p0.name = 'average_score' and p0.period = 'all_time'
-          order by p.user_id, p.period_start) d
-    union all
-    select p.user_id, 'improvement',
-           jsonb_build_object('previous_average', i.previous, 'latest_average', i.latest)
-    from progress p
-    cross join lateral (
-      select round(avg(s.score::numeric) filter (where s.ordinal <= 5), 2) as previous,
-             round(avg(s.score::numeric) filter (where s.ordinal > 5), 2) as latest
-      from jsonb_array_elements_text(p.details -> 'scores') with ordinality as s (score, ordinal)
-    ) i
-    where p.name = 'score_trend' and (p.details ->> 'sessions')::integer = 10 and i.latest >= i.previous + 10
-  ) e
+  select p.user_id, x.achievement_type, x.metadata
+  from progress p
+  cross join lateral (
+    select avg(s.score::numeric) filter (where s.ordinal <= 5) as previous,
+           avg(s.score::numeric) filter (where s.ordinal > 5) as latest
+    from jsonb_array_elements_text(p.details -> 'score_trend' -> 'scores') with ordinality as s (score, ordinal)
+  ) trend
+  cross join lateral (values
+    ('first_session', (p.details ->> 'sessions_completed')::integer >= 1,
+     jsonb_build_object('sessions_completed', p.details -> 'sessions_completed')),
+    ('sessions_10', (p.details ->> 'sessions_completed')::integer >= 10,
+     jsonb_build_object('sessions_completed', p.details -> 'sessions_completed')),
+    ('sessions_50', (p.details ->> 'sessions_completed')::integer >= 50,
+     jsonb_build_object('sessions_completed', p.details -> 'sessions_completed')),
+    ('answers_100', p.value >= 100, jsonb_build_object('questions_answered', p.value)),
+    ('streak_3', (p.details -> 'streak' ->> 'longest')::integer >= 3,
+     jsonb_build_object('streak', p.details -> 'streak' -> 'longest')),
+    ('streak_7', (p.details -> 'streak' ->> 'longest')::integer >= 7,
+     jsonb_build_object('streak', p.details -> 'streak' -> 'longest')),
+    ('streak_30', (p.details -> 'streak' ->> 'longest')::integer >= 30,
+     jsonb_build_object('streak', p.details -> 'streak' -> 'longest')),
+    ('perfect_score', (p.details ->> 'best_score')::numeric >= 100, jsonb_build_object('score', 100)),
+    ('all_categories', (select count(*) from jsonb_object_keys(p.details -> 'by_category'))
+                         = cardinality(enum_range(null::public.question_category)),
+     jsonb_build_object('categories', p.details -> 'by_category')),
+    ('first_mock_interview', (p.details -> 'by_type' ->> 'mock_interview')::integer >= 1,
+     jsonb_build_object('mock_interviews', p.details -> 'by_type' -> 'mock_interview')),
+    ('improvement', jsonb_array_length(p.details -> 'score_trend' -> 'scores') = 10
+                      and trend.latest >= trend.previous + 10,
+     jsonb_build_object('previous_average', round(trend.previous, 2), 'latest_average', round(trend.latest, 2)))
+  ) x (achievement_type, earned, metadata)
+  where x.earned
   on conflict (user_id, achievement_type) do nothing;
   get diagnostics awarded = row_count;
 

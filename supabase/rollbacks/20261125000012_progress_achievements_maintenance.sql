@@ -30,6 +30,6 @@ drop function service.aggregate_user_day(date, timestamptz);
 drop index public.idx_achievements_type;
 alter table public.achievements drop constraint achievements_achievement_type_fkey;
 drop table public.achievement_catalog;
-drop index public.idx_user_progress_streaks;
+drop index public.idx_user_progress_live_streaks;
 drop index public.idx_practice_sessions_user_ended;
 drop function private.local_day(timestamptz, text);

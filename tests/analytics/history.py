@@ -79,17 +79,24 @@ def aggregate(conn: psycopg.Connection, day: str, as_of: str) -> dict:
     return conn.execute("select service.aggregate_user_day(%s, %s)", (day, as_of)).fetchone()[0]
 
 
-def progress(conn: psycopg.Connection, user: uuid.UUID, period: str = "all_time") -> dict[str, tuple]:
-    """{metric (or 'metric@local day' for day rows): (value, details)}."""
+def all_time(conn: psycopg.Connection, user: uuid.UUID) -> dict | None:
+    """The user's all-time `practice` row: its details, with questions_answered (the row's value) added."""
+    row = conn.execute(
+        "select metric_value, details from public.user_progress"
+        " where user_id = %s and metric_name = 'practice' and period = 'all_time'",
+        (user,),
+    ).fetchone()
+    return None if row is None else {"questions_answered": float(row[0]), **row[1]}
+
+
+def days(conn: psycopg.Connection, user: uuid.UUID) -> dict[str, tuple[float, dict]]:
+    """The user's day rows: {local day: (questions answered, details)}."""
     rows = conn.execute(
-        "select metric_name, period_start, metric_value, details from public.user_progress"
-        " where user_id = %s and period = %s",
-        (user, period),
+        "select period_start::text, metric_value, details from public.user_progress"
+        " where user_id = %s and metric_name = 'practice' and period = 'day'",
+        (user,),
     ).fetchall()
-    return {
-        (name if period == "all_time" else f"{name}@{start}"): (float(value), details)
-        for name, start, value, details in rows
-    }
+    return {day: (float(value), details) for day, value, details in rows}
 
 
 def achievements(conn: psycopg.Connection, user: uuid.UUID) -> dict[str, dict]:

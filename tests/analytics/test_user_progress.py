@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.analytics.history import aggregate, practise, practitioner, progress, score_answer
+from tests.analytics.history import aggregate, all_time, days, practise, practitioner, score_answer
 
 
 def test_day_rows_fall_on_the_users_local_day(db: psycopg.Connection) -> None:
@@ -16,24 +16,20 @@ def test_day_rows_fall_on_the_users_local_day(db: psycopg.Connection) -> None:
     result = aggregate(db, "2026-03-10", "2026-03-10 23:00+00")
 
     assert result["users"] == 2
-    assert progress(db, tokyo, "day") == {
-        "questions_answered@2026-03-11": (2.0, {}),
-        "sessions_completed@2026-03-11": (1.0, {"by_type": {"custom": 1}}),
-        "average_score@2026-03-11": (
-            80.0,
+    assert days(db, tokyo) == {
+        "2026-03-11": (
+            2.0,
             {
+                "sessions_completed": 1,
+                "by_type": {"custom": 1},
                 "scored": 2,
                 "score_sum": 160.0,
                 "best": 90.0,
                 "by_category": {"behavioral": {"answers": 2, "score_sum": 160.0}},
             },
-        ),
+        )
     }
-    assert set(progress(db, los_angeles, "day")) == {
-        "questions_answered@2026-03-09",
-        "sessions_completed@2026-03-09",
-        "average_score@2026-03-09",
-    }
+    assert list(days(db, los_angeles)) == ["2026-03-09"]
 
 
 @pytest.mark.parametrize(
@@ -53,9 +49,8 @@ def test_a_streak_counts_local_days_across_midnight(
 
     aggregate(db, "2026-03-10", "2026-03-10 20:00+00")
 
-    figures = progress(db, user)
-    assert figures["streak.current"][0] == 2
-    assert figures["streak.longest"][0] == 2
+    streak = all_time(db, user)["streak"]
+    assert (streak["current"], streak["longest"]) == (2, 2)
 
 
 def test_the_same_times_in_utc_are_one_local_day_and_no_streak(db: psycopg.Connection) -> None:
@@ -63,7 +58,7 @@ def test_the_same_times_in_utc_are_one_local_day_and_no_streak(db: psycopg.Conne
     practise(db, user, "2026-03-10 14:30+00", [60])
     practise(db, user, "2026-03-10 15:30+00", [60], category="technical")
     aggregate(db, "2026-03-10", "2026-03-10 20:00+00")
-    assert progress(db, user)["streak.current"][0] == 1
+    assert all_time(db, user)["streak"]["current"] == 1
 
 
 def test_the_current_streak_ends_after_a_whole_local_day_without_practice(db: psycopg.Connection) -> None:
@@ -71,25 +66,23 @@ def test_the_current_streak_ends_after_a_whole_local_day_without_practice(db: ps
     for day in ("2026-03-08", "2026-03-09", "2026-03-10"):
         practise(db, user, f"{day} 03:00+00", [60], category="technical" if day.endswith("9") else "behavioral")
         aggregate(db, day, f"{day} 04:00+00")
-    assert progress(db, user)["streak.current"] == (3.0, {"last_active_day": "2026-03-10"})
+    assert all_time(db, user)["streak"] == {"current": 3, "longest": 3, "last_active_day": "2026-03-10"}
 
     # The 11th in Tokyo passes without practice; on the 12th the streak has ended. Someone else's practice
-    # triggers the run; the user's own rows are updated all the same.
+    # triggers the run; the user's own row is updated all the same.
     practise(db, other, "2026-03-12 03:00+00", [60])
     aggregate(db, "2026-03-11", "2026-03-11 14:00+00")  # 23:00 on the 11th in Tokyo: still alive
-    assert progress(db, user)["streak.current"][0] == 3
+    assert all_time(db, user)["streak"]["current"] == 3
     result = aggregate(db, "2026-03-12", "2026-03-12 03:30+00")  # 12:30 on the 12th in Tokyo
     assert result["streaks_ended"] == 1
-    figures = progress(db, user)
-    assert figures["streak.current"][0] == 0
-    assert figures["streak.longest"][0] == 3
+    assert all_time(db, user)["streak"] == {"current": 0, "longest": 3, "last_active_day": "2026-03-10"}
 
 
 def test_an_answer_scored_a_day_later_is_picked_up_by_re_aggregating_the_window(db: psycopg.Connection) -> None:
     user = practitioner(db)
     practise(db, user, "2026-03-10 22:00+00", [80, None])
     aggregate(db, "2026-03-10", "2026-03-10 23:00+00")
-    assert progress(db, user)["average_score"][0] == 80
+    assert all_time(db, user)["average_score"] == 80
 
     late = db.execute(
         "select session_question_id from public.responses where user_id = %s and ai_score is null", (user,)
@@ -99,8 +92,8 @@ def test_an_answer_scored_a_day_later_is_picked_up_by_re_aggregating_the_window(
     aggregate(db, "2026-03-10", "2026-03-11 02:00+00")
     aggregate(db, "2026-03-11", "2026-03-11 02:00+00")
 
-    assert progress(db, user, "day")["average_score@2026-03-10"][0] == 60
-    assert progress(db, user)["average_score"][0] == 60
+    assert days(db, user)["2026-03-10"][1]["score_sum"] == 120
+    assert all_time(db, user)["average_score"] == 60
 
 
 def test_re_aggregating_an_unchanged_day_writes_nothing_and_gives_the_same_rows(db: psycopg.Connection) -> None:
@@ -112,7 +105,7 @@ def test_re_aggregating_an_unchanged_day_writes_nothing_and_gives_the_same_rows(
 
     again = aggregate(db, "2026-03-10", "2026-03-10 20:00+00")
 
-    assert first["changed"] > 0
+    assert first["changed"] == 2  # the day row and the all-time row
     assert again["changed"] == 0
     assert again["achievements_awarded"] == 0
     assert db.execute("select * from public.user_progress where user_id = %s order by id", (user,)).fetchall() == rows
@@ -130,22 +123,24 @@ def test_all_time_totals_weakest_categories_and_trend(db: psycopg.Connection) ->
         practise(db, user, f"{day} 10:00+00", scores, category=category)
         aggregate(db, day, f"{day} 11:00+00")
 
-    figures = progress(db, user)
-    assert figures["questions_answered"][0] == 12
-    assert figures["sessions_completed"] == (4.0, {"by_type": {"custom": 4}})
-    assert figures["average_score"][0] == pytest.approx(sum(sum(s) for *_, s in history) / 12, abs=0.01)
-    assert figures["average_score"][1]["by_category"]["technical"] == {"answers": 6, "average": 52.5}
-    weakest = figures["weakest_categories"]
-    assert weakest[0] == 52.5
-    assert [c["category"] for c in weakest[1]["categories"]] == ["technical", "leadership", "behavioral"]
+    figures = all_time(db, user)
+    assert figures["questions_answered"] == 12
+    assert (figures["sessions_completed"], figures["by_type"]) == (4, {"custom": 4})
+    assert figures["average_score"] == pytest.approx(sum(sum(s) for *_, s in history) / 12, abs=0.01)
+    assert figures["by_category"]["technical"] == {"answers": 6, "average": 52.5}
+    assert [(c["category"], c["average"]) for c in figures["weakest_categories"]] == [
+        ("technical", 52.5),
+        ("leadership", 60),
+        ("behavioral", 75),
+    ]
     # Session scores 45, 75, 60, 60: a least-squares slope of +3 points per session.
-    assert figures["score_trend"][0] == 3
-    assert figures["score_trend"][1] == {"sessions": 4, "scores": [45.0, 75.0, 60.0, 60.0]}
-    assert figures["streak.longest"][0] == 4
+    assert figures["score_trend"] == {"slope": 3, "scores": [45.0, 75.0, 60.0, 60.0]}
+    assert figures["streak"]["longest"] == 4
+    assert figures["best_score"] == 80
 
 
 def test_a_day_touching_nobody_changes_nothing(db: psycopg.Connection) -> None:
     user = practitioner(db)
     practise(db, user, "2026-03-10 10:00+00", [50])
     assert aggregate(db, "2026-03-09", "2026-03-10 11:00+00")["users"] == 0
-    assert progress(db, user) == {}
+    assert all_time(db, user) is None
