@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint db-up db-stop clean package
+.PHONY: run test lint db-up db-stop clean package bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "python3.11+ is required"; exit 1; }
@@ -31,6 +31,20 @@ lint: $(STAMP)
 ## Offline as far as AWS goes: installs osls from package-lock.json if missing; needs node/npm and PyPI.
 package: $(STAMP)
 	$(BIN)/python scripts/package.py --stage $${STAGE:-dev}
+
+## Every benchmark, then bench/RESULTS.md (figure, target, machine, date). Long: the 100k-user volume alone
+## takes about 15 minutes to generate the first time.
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.generate_volume
+	$(BIN)/python -m bench.rls_reads
+	$(BIN)/python -m bench.question_selection
+	$(BIN)/python -m bench.question_cache
+	$(BIN)/python -m bench.webhook_throughput
+	$(BIN)/python -m bench.import_time
+	$(BIN)/python -m bench.evaluation_worker
+	$(BIN)/python -m bench.analytics_day
+	$(BIN)/python -m bench.results
 
 db-stop: $(STAMP)
 	$(BIN)/prep db stop

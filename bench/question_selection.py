@@ -1,45 +1,56 @@
 """Question selection on the big database: the latency of one selection, and 32 concurrent ones in one bucket.
 
-    .venv/bin/python -m bench.question_selection [--runs 500] [--threads 32 --phase-seconds 10 --rounds 3]
+    .venv/bin/python -m bench.question_selection [--runs 500] [--threads 32 --processes 4 --phase-seconds 10 --rounds 4]
 
 Runs on `prep_bench` (bench.generate_volume: 100k users, 1M questions, 10M served), as service_role, over
-connections set up like production's (autocommit, no prepared statements, role and claims set per transaction).
+connections set up like production's (autocommit, no prepared statements, role and claims set per transaction),
+and measures the engine functions as shipped (migration 20261125000009), nothing reproduced from them.
 
 Latency. USERS existing users each get 1,000 more served questions (10 finished sessions of 100): the first
 HEAVY of them 600 in the queried bucket, the best-ranked ones, which the selection walks first and must skip,
 and the rest spread over the whole bank by page sampling. Then RUNS calls, cycling through the users and two
 request shapes (the bare bucket; with a target role and a tag), each time both
-- private.question_candidates(user, request, 5): pure selection, and
+- private.question_candidates(user, request, 5): the selection, and
 - service.request_questions(user, request): quota, session start (its trigger serves), the session's list,
-each in its own transaction rolled back, in alternating order, after one unmeasured pass. Target: p95 <= 20 ms.
-Then EXPLAIN (ANALYZE, BUFFERS) of the selection's inner query (its text reproduced from the function body, with
-a heavy user's parameters), the plan the function itself ran (captured with auto_explain), and, as the diagnosis
-of what the plan costs, the inner query as shipped against a recommended form (RECOMMENDED_QUERY), interleaved.
+each in its own transaction rolled back, in alternating order, after one unmeasured pass. Target: selection
+p95 <= 20 ms. Then the plans the selection itself runs, for a heavy user and both shapes, as auto_explain logs
+them with ANALYZE and BUFFERS (what EXPLAIN (ANALYZE, BUFFERS) prints), each summarized by node and index.
 
-Throughput. THREADS threads, each with its own connection and its own 8 users (distinct from the others),
-request 5 questions of the same popular bucket, as fast as they can, in phases of PHASE_SECONDS:
-- with tracking: private.serve_questions into the user's open session (what service.request_questions does
-  for a continued session, without its per-user quota counter): selection plus the append-only
-  session_questions inserts, committed;
-- without: private.question_candidates only;
-- and, to tell the cost of durable commits from that of the inserts and their locks, with tracking again but
-  committed with synchronous_commit off (a diagnostic, not production's setting);
-- and both again with the recommended selection (a what-if, in per-connection pg_temp functions): what tracking
-  costs once selection is cheap.
-ROUNDS rounds of all five, in an order reversed every other round so that the drift of the growing history
-hits all alike; medians are compared. Target: with >= 0.8x without. Meanwhile pg_stat_activity is sampled for
-what the backends wait on, and public.questions' n_tup_upd is read before and after (serving must update no
-question row); afterwards, how many of the bucket's top questions carry a row lock's xmax (the foreign key check
-of each session_questions insert takes FOR KEY SHARE on its question: a lock, though no update).
+Throughput. THREADS connections (spread over PROCESSES client processes, so that Python's GIL does not
+serialize the client), each with its own 32 users, request 5 questions of the same popular bucket as fast as
+they can, in phases of PHASE_SECONDS, in five modes:
+- serving, usage not tracked: private.serve_questions into the user's open session (what
+  service.request_questions does for a continued session, without its per-user quota counter): the selection,
+  the append-only session_questions inserts every serve needs anyway (they are the session's content and the
+  no-repeat guarantee) and the list returned, committed asynchronously, with no usage counting at all;
+- serving with usage tracking as shipped: the same, while service.rollup_question_stats rolls the served
+  records into usage_count every ROLLUP_SECONDS. Target: >= 0.8x serving untracked;
+- diagnostic, the same with a durable commit (`synchronous_commit = on` set locally after the serve, which
+  overrides the function's transaction-local setting): what the asynchronous commit buys;
+- diagnostic, the naive design: serving, and `usage_count = usage_count + 1` on the served questions in the same
+  transaction: the contention on the popular rows the append-only record avoids (public.questions is vacuumed
+  after each of its phases, untimed: the dead row versions it leaves would slow every later phase);
+- for scale, selection only: private.question_candidates alone (read-only, nothing served or returned).
+What a serving phase served is deleted after it, so that each phase starts from the same history (what users
+are served lengthens their next selections' walk). ROUNDS rounds of all five, in an order reversed every other
+round so that any drift left hits all alike, after an unmeasured warm-up; medians are compared. Each phase
+records what the benchmark's backends wait on (pg_stat_activity sampled; the rollup's apart), the WAL activity
+(pg_stat_wal, cluster-wide), the CPU used by the client processes, by the benchmark's backends, by the
+rollup's and by the whole machine, and public.questions' n_tup_upd (serving must add none: the increments in
+a tracking phase are the rollup's own).
 
 Everything added is marked (config {"bench": "question_selection"} on its sessions) and deleted at the end (then
-the two tables are vacuumed), and by the next run if one was interrupted; the latency calls are rolled back.
+the tables are vacuumed), and by the next run if one was interrupted; the latency calls are rolled back. The
+statistics the rollup and the hot-row mode change (the bucket's usage_count, rank_score, ...; the rollup
+watermark) are saved to RESTORE_FILE first and put back afterwards, or by the next run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import re
 import statistics
 import sys
@@ -50,6 +61,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any, LiteralString
 
@@ -60,6 +72,7 @@ from rich.table import Table
 
 from bench.database import bench_url, dbname, describe, maintenance_url, read_marker
 from bench.questions_common import (
+    OUT_DIR,
     SERVICE_CLAIMS,
     caption,
     console,
@@ -79,79 +92,48 @@ WANTED = 5
 MARK = {"bench": "question_selection"}
 SESSIONS_PER_USER, PER_SESSION = 10, 100
 IN_BUCKET = 600
-USERS_PER_THREAD = 8
+# Many users per connection, so that what the tracked phases serve lengthens each user's walk only a little.
+USERS_PER_THREAD = 32
 TARGET_P95_MS = 20.0
 TARGET_RATIO = 0.8
 APP_NAME = "bench.question_selection"
-WITH, WITHOUT, ASYNC = "with tracking", "without", "with tracking, async commit"
-WITH_FIXED, WITHOUT_FIXED = "with tracking, recommended selection", "without, recommended selection"
-MODES = [WITH, WITHOUT, ASYNC, WITH_FIXED, WITHOUT_FIXED]
+ROLLUP_APP_NAME = f"{APP_NAME} rollup"
+RESTORE_FILE = OUT_DIR / "question_selection.restore.json"
 
-# private.question_candidates' inner query for one widening step, as in the function body (20261125000009),
-# with its variables as parameters. FRAGMENTS must appear in the installed body, or the copy is stale.
-INNER_QUERY: LiteralString = """
-select c.id from (
-  select q.id, q.rank_score
-  from public.questions q
-  where q.is_active
-    and q.category = %(category)s::public.question_category
-    and q.difficulty = %(difficulty)s::public.difficulty
-    and q.experience_level = any(%(levels)s::public.experience_level[])
-    and (%(role)s::text is null or q.target_role is null or lower(q.target_role) = lower(%(role)s::text))
-    and (%(tags)s::text[] is null or q.tags && %(tags)s::text[])
-    and q.id <> all(%(picked)s::uuid[])
-    and not exists (
-      select from public.session_questions s
-      where s.user_id = %(user_id)s and s.question_id = q.id
-    )
-  order by q.rank_score desc
-  limit %(pool)s
-) c
-order by c.rank_score + random() * 0.15 desc
-limit %(wanted)s
-"""
-# The same step as the function could run it (the fix recommended): each level walked on its own, so the
-# bucket index returns rows in rank order and LIMIT stops the walk; the never-served check probes the unique
-# (user_id, question_id) index per candidate (OFFSET 0 keeps it a correlated subplan: as an anti join the planner
-# materializes the user's whole history and rescans it per candidate); the tags test stays a filter on the walk
-# (`is true`: as an indexable && the planner ANDs in a bitmap of every bank row with the tag).
-RECOMMENDED_QUERY: LiteralString = """
-select c.id from (
-  select q.id, q.rank_score
-  from public.questions q
-  where q.is_active
-    and q.category = %(category)s::public.question_category
-    and q.difficulty = %(difficulty)s::public.difficulty
-    and q.experience_level = %(level)s::public.experience_level
-    and (%(role)s::text is null or q.target_role is null or lower(q.target_role) = lower(%(role)s::text))
-    and (%(tags)s::text[] is null or (q.tags && %(tags)s::text[]) is true)
-    and q.id <> all(%(picked)s::uuid[])
-    and not exists (
-      select from public.session_questions s
-      where s.user_id = %(user_id)s and s.question_id = q.id
-      offset 0
-    )
-  order by q.rank_score desc
-  limit %(pool)s
-) c
-order by c.rank_score + random() * 0.15 desc
-limit %(wanted)s
-"""
-FORMS: dict[str, LiteralString] = {"as shipped": INNER_QUERY, "recommended": RECOMMENDED_QUERY}
-FRAGMENTS = [
-    "order by q.rank_score desc",
-    "limit 4 * (wanted - cardinality(picked))",
-    "order by c.rank_score + random() * 0.15 desc",
-    "s.user_id = question_candidates.user_id and s.question_id = q.id",
-]
-
+SELECTION_ONLY = "selection only, nothing served"
+UNTRACKED = "serving, usage not tracked"
+SHIPPED = "serving with usage tracking, as shipped"
+DURABLE = "serving with usage tracking, durable commit"
+HOT_ROW = "serving with a hot-row usage_count update"
+MODES = [SELECTION_ONLY, UNTRACKED, SHIPPED, DURABLE, HOT_ROW]
+SERVING_MODES = {UNTRACKED, SHIPPED, DURABLE, HOT_ROW}
+# The rollup runs during these: it is how usage is tracked.
+TRACKING_MODES = {SHIPPED, DURABLE}
 
 MIGRATION = Path(__file__).resolve().parent.parent / "supabase" / "migrations" / "20261125000009_question_engine.sql"
 ENGINE_FUNCTIONS = {
     "private.question_candidates": "private.question_candidates(uuid, jsonb, integer)",
     "private.serve_questions": "private.serve_questions(uuid, uuid, jsonb, integer)",
     "service.request_questions": "service.request_questions(uuid, jsonb)",
+    "service.rollup_question_stats": "service.rollup_question_stats()",
 }
+
+CANDIDATES: LiteralString = "select count(*) from private.question_candidates(%s, %s, %s)"
+REQUEST: LiteralString = "select service.request_questions(%s, %s)"
+SERVE: LiteralString = "select jsonb_array_length(private.serve_questions(%s, %s, %s, %s))"
+# Transaction-local like the function's own set_config, and later in the transaction: this one wins.
+DURABLE_COMMIT: LiteralString = "set local synchronous_commit = on"
+# The naive design: serve, and count each served question on its own row at once. `= any(array)` scans the
+# primary key in id order, so concurrent transactions lock their rows in one order and wait rather than deadlock.
+HOT_ROW_SERVE: LiteralString = """
+with served as (select private.serve_questions(%s, %s, %s, %s) as list),
+counted as (
+  update public.questions q set usage_count = q.usage_count + 1
+  where q.id = any(array(select (e ->> 'id')::uuid from served, jsonb_array_elements(served.list) e))
+)
+select jsonb_array_length(list) from served
+"""
+ROLLUP: LiteralString = "select service.rollup_question_stats()"
 
 
 def engine_version(conn: psycopg.Connection) -> dict[str, bool]:
@@ -177,9 +159,9 @@ def as_service(conn: psycopg.Connection, *, rollback: bool) -> Iterator[psycopg.
         yield conn
 
 
-def connect(url: str) -> psycopg.Connection:
+def connect(url: str, application_name: str = APP_NAME) -> psycopg.Connection:
     # As production's pooled connections: autocommit, no server-side prepared statements.
-    return psycopg.connect(url, autocommit=True, prepare_threshold=None, application_name=APP_NAME)
+    return psycopg.connect(url, autocommit=True, prepare_threshold=None, application_name=application_name)
 
 
 def remove_marked(conn: psycopg.Connection) -> int:
@@ -289,10 +271,6 @@ def timed(
         return time.perf_counter() - started, row[0] if row else None
 
 
-CANDIDATES: LiteralString = "select count(*) from private.question_candidates(%s, %s, %s)"
-REQUEST: LiteralString = "select service.request_questions(%s, %s)"
-
-
 def measure_latency(conn: psycopg.Connection, users: list[uuid.UUID], heavy: int, runs: int) -> dict[str, Any]:
     samples: dict[tuple[str, str, str], list[float]] = {}
     short = Counter[str]()
@@ -324,56 +302,9 @@ def measure_latency(conn: psycopg.Connection, users: list[uuid.UUID], heavy: int
     return {"runs": runs, "overall": overall, "by_case": by_case, "calls_short_of_5": dict(short)}
 
 
-def inner_params(user: uuid.UUID, shape: str) -> dict[str, Any]:
-    """The inner query's parameters in the function's first (exact) step for this request."""
-    request = request_for(shape)
-    return {
-        "category": request["category"],
-        "difficulty": request["difficulty"],
-        "levels": [request["experience_level"]],
-        "level": request["experience_level"],
-        "role": request.get("target_role"),
-        "tags": request.get("tags"),
-        "picked": [],
-        "user_id": user,
-        "pool": 4 * WANTED,
-        "wanted": WANTED,
-    }
-
-
-def explain_inner(conn: psycopg.Connection, user: uuid.UUID) -> dict[str, Any]:
-    """EXPLAIN (ANALYZE, BUFFERS) of the inner query in both forms and both request shapes, for one user."""
-    body = conn.execute(
-        "select prosrc from pg_proc where oid = 'private.question_candidates(uuid, jsonb, integer)'::regprocedure"
-    ).fetchone()
-    plans = {}
-    for form, query in FORMS.items():
-        for shape in SHAPES:
-            with as_service(conn, rollback=True):
-                plan = conn.execute("explain (analyze, buffers) " + query, inner_params(user, shape)).fetchall()
-            plans[f"{form} / {shape}"] = "\n".join(line for (line,) in plan)
-    stale = [f for f in FRAGMENTS if body is None or f not in body[0]]
-    return {"user": str(user), "copy_is_stale": stale, "plans": plans}
-
-
-def diagnose_walk(conn: psycopg.Connection, users: list[uuid.UUID], heavy: int, runs: int) -> dict[str, Any]:
-    """The inner query as shipped against the recommended form, interleaved, on the same users and shapes."""
-    samples: dict[tuple[str, str, str], list[float]] = {}
-    for i in range(runs):
-        user = users[i % len(users)]
-        shape = list(SHAPES)[(i // len(users)) % len(SHAPES)]
-        group = "heavy" if users.index(user) < heavy else "spread"
-        forms = list(FORMS.items()) if i % 2 else list(FORMS.items())[::-1]
-        for form, query in forms:
-            elapsed, found = timed(conn, "select count(*) from (" + query + ") found", inner_params(user, shape))
-            if found != WANTED:
-                raise SystemExit(f"{form} found {found} questions for {user} ({shape}), not {WANTED}")
-            samples.setdefault((form, group, shape), []).append(elapsed)
-    return {" / ".join(key): latency(values) for key, values in sorted(samples.items())}
-
-
-def auto_explained(conn: psycopg.Connection, user: uuid.UUID, shape: str) -> list[str]:
-    """The plans request_questions actually ran (nested statements included), as auto_explain reports them."""
+def explain_selection(conn: psycopg.Connection, user: uuid.UUID, shape: str) -> list[str]:
+    """The plans private.question_candidates runs for one request, one per widening step it takes, as
+    auto_explain logs them with ANALYZE and BUFFERS: the function's own statements, with its plan cache."""
     notices: list[str] = []
 
     def collect(diagnostic: psycopg.errors.Diagnostic) -> None:
@@ -394,100 +325,105 @@ def auto_explained(conn: psycopg.Connection, user: uuid.UUID, shape: str) -> lis
             ]:
                 conn.execute("select set_config(%s, %s, true)", (setting, value))
             with as_service(conn, rollback=True):
-                conn.execute(REQUEST, (user, Jsonb(request_for(shape)))).fetchone()
+                conn.execute(CANDIDATES, (user, Jsonb(request_for(shape)), WANTED)).fetchone()
     finally:
         conn.remove_notice_handler(collect)
+    # The widening steps' query; the other statements are the function's bookkeeping.
     return [n for n in notices if "public.questions q" in n and "session_questions s" in n]
+
+
+PLAN_NODE = re.compile(
+    r"^\s*(?:->\s+)?(?P<node>[A-Z][\w ]*?)(?: using (?P<index>\S+))?(?: on (?P<relation>\S+))?(?: \w+)?"
+    r"\s+\(cost=[^)]*\) \(actual time=[\d.]+\.\.(?P<ms>[\d.]+) rows=(?P<rows>[\d.]+) loops=(?P<loops>\d+)\)"
+)
+REMOVED = re.compile(r"^\s*Rows Removed by Filter: (\d+)")
+SCANNED_TABLES = {"questions", "session_questions"}
+
+
+def plan_nodes(plan: str) -> list[dict[str, Any]]:
+    """Each node of a text plan: its type, index and relation, actual rows and loops, rows its filter dropped."""
+    nodes: list[dict[str, Any]] = []
+    for line in plan.splitlines():
+        if match := PLAN_NODE.match(line):
+            nodes.append(
+                {
+                    "node": match["node"],
+                    "index": match["index"],
+                    "relation": match["relation"],
+                    "rows": float(match["rows"]),
+                    "loops": int(match["loops"]),
+                    "ms": float(match["ms"]),
+                    "removed_by_filter": 0,
+                }
+            )
+        elif (removed := REMOVED.match(line)) and nodes:
+            nodes[-1]["removed_by_filter"] = int(removed[1])
+    return nodes
+
+
+def explain_report(conn: psycopg.Connection, user: uuid.UUID) -> dict[str, Any]:
+    plans = {shape: explain_selection(conn, user, shape) for shape in SHAPES}
+    nodes = {shape: [plan_nodes(plan) for plan in steps] for shape, steps in plans.items()}
+    scans = [n for steps in nodes.values() for step in steps for n in step if n["relation"] in SCANNED_TABLES]
+    return {
+        "user": str(user),
+        "plans": plans,
+        "nodes": nodes,
+        "indexes_used": sorted({n["index"] for n in scans if n["index"]}),
+        "scans_without_index": sorted({f"{n['node']} on {n['relation']}" for n in scans if not n["index"]}),
+    }
 
 
 # Throughput
 
-# What tracking would cost once selection is cheap: the same two modes with the recommended selection (its exact
-# step: the bucket requests measured here need no other), as functions in each worker connection's own pg_temp
-# schema, which no other session sees and which goes with the connection: no migration or shared schema changes.
-RECOMMENDED_SELECTION: LiteralString = """
-  select q.id from (
-    select q.id, q.rank_score from public.questions q
-    where q.is_active
-      and q.category = (p_request ->> 'category')::public.question_category
-      and q.difficulty = (p_request ->> 'difficulty')::public.difficulty
-      and q.experience_level = (p_request ->> 'experience_level')::public.experience_level
-      and not exists (
-        select from public.session_questions s where s.user_id = p_user and s.question_id = q.id offset 0
-      )
-    order by q.rank_score desc
-    limit 4 * p_wanted
-  ) q
-  order by q.rank_score + random() * 0.15 desc
-  limit p_wanted
-"""
-WHAT_IF_FUNCTIONS: list[LiteralString] = [
-    "create function pg_temp.select_recommended(p_user uuid, p_request jsonb, p_wanted integer) returns integer"
-    " language plpgsql as $$ begin return (select count(*) from (" + RECOMMENDED_SELECTION + ") c); end $$",
-    # private.serve_questions with the recommended selection in place of private.question_candidates.
-    """
-    create function pg_temp.serve_recommended(p_user uuid, p_session uuid, p_request jsonb, p_wanted integer)
-    returns jsonb language plpgsql as $$
-    declare
-      last_position integer;
-    begin
-      perform from public.practice_sessions s where s.id = p_session for update;
-      select coalesce(max(sq.position), 0) into last_position
-      from public.session_questions sq where sq.session_id = p_session;
-      insert into public.session_questions (session_id, user_id, question_id, position, widening)
-      select p_session, p_user, c.id, last_position + row_number() over (), 'exact'
-      from ("""
-    + RECOMMENDED_SELECTION
-    + """) c
-      on conflict on constraint session_questions_user_id_question_id_key do nothing;
-      return private.session_question_list(p_session, last_position);
-    end
-    $$
-    """,
-    "grant execute on function pg_temp.select_recommended(uuid, jsonb, integer),"
-    " pg_temp.serve_recommended(uuid, uuid, jsonb, integer) to service_role",
-]
-SELECT_SQL: dict[bool, LiteralString] = {
-    False: CANDIDATES,
-    True: "select pg_temp.select_recommended(%s, %s, %s)",
-}
-SERVE_SQL: dict[bool, LiteralString] = {
-    False: "select jsonb_array_length(private.serve_questions(%s, %s, %s, %s))",
-    True: "select jsonb_array_length(pg_temp.serve_recommended(%s, %s, %s, %s))",
-}
-
 
 @dataclass
 class Worker:
+    """One client connection and its users, each with an open session (and how many it has served)."""
+
     conn: psycopg.Connection
     users: list[uuid.UUID]
     request: dict[str, Any]
     turn: int = 0
     sessions: dict[uuid.UUID, tuple[uuid.UUID, int]] = field(default_factory=dict)
+    opened: list[uuid.UUID] = field(default_factory=list)
+
+    def open_sessions(self) -> None:
+        # Before any phase: no phase pays for session starts.
+        for user in self.users:
+            self.sessions[user] = (self._open_session(user), 0)
+
+    def forget_served(self) -> None:
+        """Deletes what this worker served (its sessions stay open, filling from position 1 again): every phase
+        starts from the same history, so later phases' selections do not walk further than earlier ones'."""
+        self.conn.execute("delete from public.session_questions where session_id = any(%s)", (self.opened,))
+        self.sessions = {user: (session, 0) for user, (session, _) in self.sessions.items()}
+        self.opened = [session for session, _ in self.sessions.values()]
 
     def next_user(self) -> uuid.UUID:
         self.turn += 1
         return self.users[self.turn % len(self.users)]
 
-    def select(self, user: uuid.UUID, *, recommended: bool = False) -> int:
-        with as_service(self.conn, rollback=False):
-            row = self.conn.execute(SELECT_SQL[recommended], (user, Jsonb(self.request), WANTED)).fetchone()
-        return row[0] if row else 0
-
-    def serve(self, user: uuid.UUID, *, durable: bool = True, recommended: bool = False) -> int:
-        session, served = self.sessions.get(user, (None, PER_SESSION))
-        if session is None or served + WANTED > PER_SESSION:
+    def call(self, mode: str, user: uuid.UUID) -> int:
+        """One request in `mode`, in its own transaction; how many questions it selected."""
+        if mode == SELECTION_ONLY:
+            with as_service(self.conn, rollback=False):
+                row = self.conn.execute(CANDIDATES, (user, Jsonb(self.request), WANTED)).fetchone()
+            return row[0] if row else 0
+        session, served = self.sessions[user]
+        if served + WANTED > PER_SESSION:
             session, served = self._open_session(user), 0
         with as_service(self.conn, rollback=False):
-            if not durable:
-                self.conn.execute("set local synchronous_commit = off")
-            row = self.conn.execute(SERVE_SQL[recommended], (user, session, Jsonb(self.request), WANTED)).fetchone()
+            serve = HOT_ROW_SERVE if mode == HOT_ROW else SERVE
+            row = self.conn.execute(serve, (user, session, Jsonb(self.request), WANTED)).fetchone()
+            if mode == DURABLE:
+                self.conn.execute(DURABLE_COMMIT)
         got = row[0] if row else 0
         self.sessions[user] = (session, served + got)
         return got
 
     def _open_session(self, user: uuid.UUID) -> uuid.UUID:
-        # A fresh session per 100 questions (as a client would start one), without the start trigger's own serving.
+        # A session per 100 questions (as a client would start one), without the start trigger's own serving.
         with self.conn.transaction():
             self.conn.execute("set local session_replication_role = replica")
             row = self.conn.execute(
@@ -496,142 +432,480 @@ class Worker:
                 (user, Jsonb({**MARK, **self.request})),
             ).fetchone()
         assert row is not None
+        self.opened.append(row[0])
         return row[0]
+
+
+@dataclass
+class Load:
+    """What a client process's workers did in one phase."""
+
+    requests: int = 0
+    short: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    cpu_seconds: float = 0.0
+
+
+def drive(workers: list[Worker], mode: str, start: float, end: float) -> Load:
+    """Each worker in its own thread, requesting from `start` to `end` (time.monotonic: the same clock in every
+    process); a request that completes after `end` is not counted."""
+    cpu_before = time.process_time()
+    loads = [Load() for _ in workers]
+
+    def loop(worker: Worker, load: Load) -> None:
+        time.sleep(max(0.0, start - time.monotonic()))
+        while time.monotonic() < end:
+            try:
+                got = worker.call(mode, worker.next_user())
+            except psycopg.Error as error:
+                load.errors[f"{error.sqlstate} {type(error).__name__}"] += 1
+                continue
+            if time.monotonic() <= end:
+                load.requests += 1
+                load.short += got < WANTED
+
+    threads = [threading.Thread(target=loop, args=pair) for pair in zip(workers, loads, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cpu_seconds = time.process_time() - cpu_before
+    for worker in workers:
+        if mode in SERVING_MODES:
+            worker.forget_served()
+        # The backend reports its table and WAL statistics now, not up to 10 s later: the phase's own counts.
+        worker.conn.execute("select pg_stat_force_next_flush()")
+    return Load(
+        requests=sum(load.requests for load in loads),
+        short=sum(load.short for load in loads),
+        errors=sum((load.errors for load in loads), Counter[str]()),
+        cpu_seconds=cpu_seconds,
+    )
+
+
+def client_process(url: str, user_groups: list[list[uuid.UUID]], request: dict[str, Any], pipe: Pipe) -> None:
+    """A client process: a worker per user group, then one phase per (mode, start, end) received, until None."""
+    workers = [Worker(connect(url), users, request) for users in user_groups]
+    try:
+        for worker in workers:
+            worker.open_sessions()
+        pipe.send([worker.conn.info.backend_pid for worker in workers])
+        while (command := pipe.recv()) is not None:
+            pipe.send(drive(workers, *command))
+    finally:
+        for worker in workers:
+            worker.conn.close()
+
+
+class Clients:
+    """The client processes, which share the workers between them."""
+
+    def __init__(self, url: str, user_groups: list[list[uuid.UUID]], processes: int, request: dict[str, Any]) -> None:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited connections or locks
+        self.pipes: list[Pipe] = []
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        for index in range(processes):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=client_process, args=(url, user_groups[index::processes], request, theirs), daemon=True
+            )
+            process.start()
+            self.pipes.append(ours)
+            self.processes.append(process)
+        self.backend_pids: list[int] = [pid for pipe in self.pipes for pid in pipe.recv()]
+
+    def start(self, mode: str, start: float, end: float) -> None:
+        for pipe in self.pipes:
+            pipe.send((mode, start, end))
+
+    def results(self) -> Load:
+        loads: list[Load] = [pipe.recv() for pipe in self.pipes]
+        return Load(
+            requests=sum(load.requests for load in loads),
+            short=sum(load.short for load in loads),
+            errors=sum((load.errors for load in loads), Counter[str]()),
+            cpu_seconds=sum(load.cpu_seconds for load in loads),
+        )
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            pipe.send(None)
+        for process in self.processes:
+            process.join(timeout=30)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CPUS = os.cpu_count() or 1
+
+
+def process_ticks(pid: int) -> int:
+    # utime and stime: the 14th and 15th fields, counted after the parenthesized command name.
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(stat[11]) + int(stat[12])
+
+
+@dataclass
+class CpuTicks:
+    machine_busy: int
+    machine_total: int
+    backends: int
+    rollup: int
+
+    @classmethod
+    def read(cls, backend_pids: list[int], rollup_pid: int) -> CpuTicks:
+        """The whole machine's busy and total ticks (/proc/stat), the benchmark's backends' and the rollup's."""
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        idle = fields[3] + fields[4]  # idle and iowait
+        backends = sum(process_ticks(pid) for pid in backend_pids)
+        return cls(sum(fields) - idle, sum(fields), backends, process_ticks(rollup_pid))
+
+
+WAL_COLUMNS = ["wal_records", "wal_fpi", "wal_bytes", "wal_write", "wal_sync"]
+
+
+def server_counters(monitor: psycopg.Connection) -> tuple[int, dict[str, int]]:
+    """public.questions' n_tup_upd and the cluster's pg_stat_wal (each autocommit statement a fresh snapshot)."""
+    updated = monitor.execute(
+        "select n_tup_upd from pg_stat_all_tables where relid = 'public.questions'::regclass"
+    ).fetchone()
+    wal = monitor.execute("select wal_records, wal_fpi, wal_bytes::bigint, wal_write, wal_sync from pg_stat_wal")
+    return (updated[0] if updated else 0), dict(zip(WAL_COLUMNS, wal.fetchone() or (), strict=True))
+
+
+def run_rollups(conn: psycopg.Connection, start: float, end: float, every: float, log: list[dict[str, Any]]) -> None:
+    """service.rollup_question_stats every `every` seconds from `start` + every/2 until `end`, as the schedule
+    runs it alongside serving: when each ran, for how long, how many questions it updated, or its error."""
+    at = start + every / 2
+    while at < end:
+        time.sleep(max(0.0, at - time.monotonic()))
+        began = time.monotonic()
+        entry: dict[str, Any] = {"at_s": round(began - start, 2)}
+        try:
+            with as_service(conn, rollback=False):
+                row = conn.execute(ROLLUP).fetchone()
+            entry["questions_updated"] = row[0]["questions_updated"] if row else 0
+        except psycopg.Error as error:
+            entry["error"] = f"{error.sqlstate} {type(error).__name__}: {error}"
+        entry["seconds"] = round(time.monotonic() - began, 3)
+        log.append(entry)
+        at += every
+    conn.execute("select pg_stat_force_next_flush()")
 
 
 @dataclass
 class Phase:
     mode: str
     round: int
-    requests: int
     seconds: float
-    short: int
-    errors: Counter[str]
+    load: Load
     waits: Counter[str]
+    rollup_waits: Counter[str]
+    rollups: list[dict[str, Any]]
+    questions_n_tup_upd: tuple[int, int]
+    wal: dict[str, int]
+    cpu: tuple[CpuTicks, CpuTicks]
 
     @property
     def rate(self) -> float:
-        return self.requests / self.seconds
+        return self.load.requests / self.seconds
+
+    @property
+    def rollup_updates(self) -> int:
+        return sum(run.get("questions_updated", 0) for run in self.rollups)
+
+    @property
+    def serving_updates(self) -> int:
+        """Updates of public.questions rows other than the rollup's."""
+        before, after = self.questions_n_tup_upd
+        return after - before - self.rollup_updates
+
+    def summary(self) -> dict[str, Any]:
+        before, after = self.cpu
+        client = self.load.cpu_seconds / self.seconds
+        backends = (after.backends - before.backends) / CLOCK_TICKS / self.seconds
+        rollup = (after.rollup - before.rollup) / CLOCK_TICKS / self.seconds
+        busy = (after.machine_busy - before.machine_busy) / (after.machine_total - before.machine_total)
+        per_request_ms = 1000 / max(self.rate, 1e-9)
+        return {
+            "mode": self.mode,
+            "round": self.round,
+            "seconds": self.seconds,
+            "requests": self.load.requests,
+            "requests_per_second": self.rate,
+            "short_of_5": self.load.short,
+            "errors": dict(self.load.errors),
+            "wait_samples": dict(self.waits.most_common()),
+            "rollups": self.rollups,
+            "rollup_wait_samples": dict(self.rollup_waits.most_common()),
+            "rollup_cpu_cores": rollup,
+            "questions_n_tup_upd": {"before": self.questions_n_tup_upd[0], "after": self.questions_n_tup_upd[1]},
+            "questions_updated_by_rollup": self.rollup_updates,
+            "questions_updated_by_serving": self.serving_updates,
+            "wal": self.wal,
+            "wal_syncs_per_second": self.wal["wal_sync"] / self.seconds,
+            "client_cpu_cores": client,
+            "backend_cpu_cores": backends,
+            "machine_cpu_busy": busy,
+            # The walwriter, the monitor's backend, and whatever else shares the machine.
+            "other_cpu_cores": busy * CPUS - client - backends - rollup,
+            "client_cpu_ms_per_request": client * per_request_ms,
+            "backend_cpu_ms_per_request": backends * per_request_ms,
+        }
 
 
-def run_phase(url: str, workers: list[Worker], mode: str, round_: int, seconds: float) -> Phase:
-    counts = [0] * len(workers)
-    shorts = [0] * len(workers)
-    errors = [Counter[str]() for _ in workers]
-    waits = Counter[str]()
-    start = threading.Barrier(len(workers) + 1)
-    stop = threading.Event()
+def run_phase(
+    clients: Clients,
+    monitor: psycopg.Connection,
+    rollup_conn: psycopg.Connection,
+    mode: str,
+    round_: int,
+    seconds: float,
+    rollup_seconds: float,
+) -> Phase:
+    updated_before, wal_before = server_counters(monitor)
+    start = time.monotonic() + 0.3  # every client thread is waiting by then
+    end = start + seconds
+    clients.start(mode, start, end)
+    rollups: list[dict[str, Any]] = []
+    rollup = threading.Thread(target=run_rollups, args=(rollup_conn, start, end, rollup_seconds, rollups))
+    if mode in TRACKING_MODES:
+        rollup.start()
+    waits = {APP_NAME: Counter[str](), ROLLUP_APP_NAME: Counter[str]()}
+    time.sleep(max(0.0, start - time.monotonic()))
+    cpu_before = CpuTicks.read(clients.backend_pids, rollup_conn.info.backend_pid)
+    while time.monotonic() < end:
+        # What the benchmark's backends and the rollup's are doing: a wait event, or none (on CPU).
+        for application, event, n in monitor.execute(
+            "select application_name, coalesce(wait_event_type || ':' || wait_event, 'CPU'), count(*)"
+            " from pg_stat_activity where application_name = any(%s) and state = 'active' group by 1, 2",
+            (list(waits),),
+        ):
+            waits[application][event] += n
+        time.sleep(0.05)
+    cpu_after = CpuTicks.read(clients.backend_pids, rollup_conn.info.backend_pid)
+    load = clients.results()
+    if rollup.is_alive():
+        rollup.join()
+    updated_after, wal_after = server_counters(monitor)
+    wal = {name: wal_after[name] - wal_before[name] for name in WAL_COLUMNS}
+    return Phase(
+        mode,
+        round_,
+        seconds,
+        load,
+        waits[APP_NAME],
+        waits[ROLLUP_APP_NAME],
+        rollups,
+        (updated_before, updated_after),
+        wal,
+        (cpu_before, cpu_after),
+    )
 
-    def loop(index: int, worker: Worker) -> None:
-        start.wait()
-        call = {
-            WITH: worker.serve,
-            WITHOUT: worker.select,
-            ASYNC: lambda user: worker.serve(user, durable=False),
-            WITH_FIXED: lambda user: worker.serve(user, recommended=True),
-            WITHOUT_FIXED: lambda user: worker.select(user, recommended=True),
-        }[mode]
-        while not stop.is_set():
-            try:
-                got = call(worker.next_user())
-            except psycopg.Error as error:
-                errors[index][f"{error.sqlstate} {type(error).__name__}"] += 1
-                continue
-            counts[index] += 1
-            shorts[index] += got < WANTED
 
-    threads = [threading.Thread(target=loop, args=(i, w)) for i, w in enumerate(workers)]
-    for thread in threads:
-        thread.start()
-    with psycopg.connect(url, autocommit=True) as monitor:
-        start.wait()
-        began = time.perf_counter()
-        while time.perf_counter() - began < seconds:
-            # What the benchmark's backends are doing: a wait event, or none (on CPU).
-            for event, n in monitor.execute(
-                "select coalesce(wait_event_type || ':' || wait_event, 'CPU'), count(*) from pg_stat_activity"
-                " where application_name = %s and state = 'active' group by 1",
-                (APP_NAME,),
-            ):
-                waits[event] += n
-            time.sleep(0.05)
-        stop.set()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - began
-    return Phase(mode, round_, sum(counts), elapsed, sum(shorts), sum(errors, Counter[str]()), waits)
-
-
-def question_updates(url: str) -> tuple[int, int]:
-    # A new connection, so its statistics snapshot is fresh.
-    with psycopg.connect(url, autocommit=True) as conn:
+def commit_settings(conn: psycopg.Connection, user: uuid.UUID, request: dict[str, Any]) -> dict[str, str]:
+    """synchronous_commit at the end of a serving transaction, as shipped and with the durable override (all
+    rolled back): the setting its commit follows."""
+    seen: dict[str, str] = {}
+    with conn.transaction(force_rollback=True):
+        conn.execute("set local session_replication_role = replica")  # a session without the start trigger
         row = conn.execute(
-            "select n_tup_upd, n_tup_hot_upd from pg_stat_all_tables where relid = 'public.questions'::regclass"
+            "insert into public.practice_sessions (user_id, session_type, config) values (%s, 'custom', %s)"
+            " returning id",
+            (user, Jsonb({**MARK, **request})),
         ).fetchone()
-    return (row[0], row[1]) if row else (0, 0)
+        assert row is not None
+        conn.execute("set local session_replication_role = origin")
+        for mode in (SHIPPED, DURABLE):
+            with as_service(conn, rollback=True):
+                conn.execute(SERVE, (user, row[0], Jsonb(request), WANTED))
+                if mode == DURABLE:
+                    conn.execute(DURABLE_COMMIT)
+                setting = conn.execute("select current_setting('synchronous_commit')").fetchone()
+                seen[mode] = setting[0] if setting else "?"
+    return seen
 
 
-def measure_throughput(url: str, users: list[uuid.UUID], threads: int, seconds: float, rounds: int) -> dict:
+def measure_throughput(
+    url: str,
+    users: list[uuid.UUID],
+    threads: int,
+    processes: int,
+    seconds: float,
+    rounds: int,
+    rollup_seconds: float,
+) -> dict[str, Any]:
     request = {**BUCKET, "count": WANTED}
-    workers = [
-        Worker(connect(url), users[i * USERS_PER_THREAD : (i + 1) * USERS_PER_THREAD], request) for i in range(threads)
-    ]
-    for worker in workers:
-        for statement in WHAT_IF_FUNCTIONS:
-            worker.conn.execute(statement)
-    updates_before = question_updates(url)
+    user_groups = [users[i * USERS_PER_THREAD : (i + 1) * USERS_PER_THREAD] for i in range(threads)]
     phases: list[Phase] = []
-    try:
-        for round_ in range(rounds):
-            # ABBA: the history the tracked phases add makes later selections walk further, for both modes alike.
-            order = MODES if round_ % 2 == 0 else MODES[::-1]
-            for mode in order:
-                phases.append(run_phase(url, workers, mode, round_ + 1, seconds))
-                console.print(f"round {round_ + 1} {mode}: {phases[-1].rate:.0f} requests/s")
-    finally:
-        for worker in workers:
-            worker.conn.close()
-    time.sleep(1.5)  # backends flush their table statistics at most once a second
-    updates_after = question_updates(url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        top = conn.execute(
+    vacuums: list[float] = []
+    with connect(url, f"{APP_NAME} monitor") as monitor, connect(url, ROLLUP_APP_NAME) as rollup_conn:
+        settings = commit_settings(monitor, users[0], request)
+        clients = Clients(url, user_groups, processes, request)
+        try:
+            # Unmeasured: the bucket's pages into the cache, every connection's plans made.
+            run_phase(clients, monitor, rollup_conn, SELECTION_ONLY, 0, min(seconds, 3), rollup_seconds)
+            for round_ in range(1, rounds + 1):
+                # ABBA: whatever drifts (the cache, the machine's other load) hits all modes alike.
+                for mode in MODES if round_ % 2 else MODES[::-1]:
+                    phases.append(run_phase(clients, monitor, rollup_conn, mode, round_, seconds, rollup_seconds))
+                    summary = phases[-1].summary()
+                    console.print(
+                        f"round {round_} {mode}: {summary['requests_per_second']:.0f} requests/s, "
+                        f"client CPU {summary['client_cpu_cores']:.2f} cores, backends "
+                        f"{summary['backend_cpu_cores']:.2f}, machine busy {summary['machine_cpu_busy']:.0%}"
+                    )
+                    if mode == HOT_ROW:
+                        # Its updates leave hundreds of dead versions of each popular row, each with its own index
+                        # entries (usage_count is indexed: no HOT update), which every later walk of the bucket's
+                        # top and every foreign key check would wade through (measured: the next phases at 40%).
+                        began = time.monotonic()
+                        monitor.execute("vacuum public.questions")
+                        vacuums.append(time.monotonic() - began)
+        finally:
+            clients.close()
+        # Serving updates no question, but each session_questions insert's foreign key check takes FOR KEY SHARE on
+        # its question: a row lock, written into the popular rows' xmax (a multixact when several serves share it).
+        locked = monitor.execute(
             """
-            select count(*), count(*) filter (where xmax::text <> '0') from (
+            select count(*) filter (where xmax::text <> '0') from (
               select xmax from public.questions q
               where q.is_active and q.category = %(category)s and q.difficulty = %(difficulty)s
                 and q.experience_level = %(experience_level)s
-              order by q.rank_score desc limit 200) t
+              order by q.rank_score desc limit 200) top
             """,
             BUCKET,
         ).fetchone()
     medians = {mode: statistics.median(p.rate for p in phases if p.mode == mode) for mode in MODES}
+    rate = {(p.round, p.mode): p.rate for p in phases}
+    per_round = {
+        mode: [rate[(r, mode)] / rate[(r, UNTRACKED)] for r in range(1, rounds + 1)]
+        for mode in MODES
+        if mode != UNTRACKED
+    }
+    rollups = [run for p in phases for run in p.rollups]
     return {
         "threads": threads,
+        "client_processes": processes,
         "users_per_thread": USERS_PER_THREAD,
         "phase_seconds": seconds,
         "rounds": rounds,
+        "rollup_every_seconds": rollup_seconds,
         "request": request,
-        "phases": [
+        "synchronous_commit_at_serving_commit": settings,
+        "phases": [p.summary() for p in phases],
+        "median_requests_per_second": medians,
+        # The target's ratio: serving with usage tracking against the same serving without it.
+        "ratio_to_untracked": {mode: medians[mode] / medians[UNTRACKED] for mode in MODES if mode != UNTRACKED},
+        "ratio_to_selection_only": {
+            mode: medians[mode] / medians[SELECTION_ONLY] for mode in MODES if mode != SELECTION_ONLY
+        },
+        "ratio_to_untracked_per_round": per_round,
+        "median_per_phase": {
+            key: {mode: statistics.median(p.summary()[key] for p in phases if p.mode == mode) for mode in MODES}
+            for key in (
+                "backend_cpu_ms_per_request",
+                "client_cpu_ms_per_request",
+                "backend_cpu_cores",
+                "client_cpu_cores",
+                "other_cpu_cores",
+                "machine_cpu_busy",
+                "wal_syncs_per_second",
+            )
+        },
+        "vacuum_after_hot_row_seconds": vacuums,
+        "top_200_of_bucket_with_lock_xmax": locked[0] if locked else None,
+        "shipped_questions_n_tup_upd": [
             {
-                "mode": p.mode,
                 "round": p.round,
-                "requests": p.requests,
-                "seconds": p.seconds,
-                "requests_per_second": p.rate,
-                "short_of_5": p.short,
-                "errors": dict(p.errors),
-                "wait_samples": dict(p.waits.most_common()),
+                "before": p.questions_n_tup_upd[0],
+                "after": p.questions_n_tup_upd[1],
+                "by_rollup": p.rollup_updates,
+                "by_serving": p.serving_updates,
             }
             for p in phases
+            if p.mode == SHIPPED
         ],
-        "median_requests_per_second": medians,
-        "ratio_with_to_without": medians[WITH] / medians[WITHOUT],
-        "ratio_async_commit_to_without": medians[ASYNC] / medians[WITHOUT],
-        "ratio_with_to_without_recommended_selection": medians[WITH_FIXED] / medians[WITHOUT_FIXED],
-        "questions_n_tup_upd": {"before": updates_before[0], "after": updates_after[0]},
-        "questions_n_tup_hot_upd": {"before": updates_before[1], "after": updates_after[1]},
-        "top_200_of_bucket_with_lock_xmax": top[1] if top else None,
+        "rollup_runs": {
+            "runs": len(rollups),
+            "errors": [run["error"] for run in rollups if "error" in run],
+            "median_seconds": statistics.median(run["seconds"] for run in rollups) if rollups else None,
+            "max_seconds": max((run["seconds"] for run in rollups), default=None),
+            "wait_samples": dict(sum((p.rollup_waits for p in phases), Counter[str]()).most_common()),
+        },
     }
+
+
+# What the throughput phases change in place, saved and put back
+
+
+def save_question_stats(conn: psycopg.Connection) -> None:
+    """The statistics of the bucket's questions (the rollup rewrites them, the hot-row mode increments
+    usage_count), the rollup watermark, and the transaction id after which any update is the run's own. In a
+    file, so that a run that dies before putting them back is undone by the next."""
+    row = conn.execute(
+        """
+        select jsonb_build_object(
+          'xid', xid(pg_current_xact_id())::text,
+          'watermark', (select to_jsonb(w) from private.rollup_watermarks w where w.name = 'question_stats'),
+          'questions', (select coalesce(jsonb_agg(to_jsonb(q)), '[]') from (
+            select id, usage_count, rating_avg, rating_count, rank_score, updated_at from public.questions
+            where category = %(category)s and difficulty = %(difficulty)s) q)
+        )::text
+        """,
+        BUCKET,
+    ).fetchone()
+    assert row is not None
+    RESTORE_FILE.parent.mkdir(exist_ok=True)
+    RESTORE_FILE.write_text(row[0], encoding="utf-8")
+    # Without a watermark the first rollup would recount every question ever served (10M rows); on its schedule
+    # it recounts only what was served since its last run.
+    conn.execute(
+        "insert into private.rollup_watermarks (name, processed_until) values ('question_stats', now())"
+        " on conflict (name) do update set processed_until = excluded.processed_until"
+    )
+
+
+def restore_question_stats(conn: psycopg.Connection) -> dict[str, int] | None:
+    """Puts back what save_question_stats saved, if a file is there; how many questions it restored, and how many
+    outside the saved ones were updated since (none expected: they would stay changed)."""
+    if not RESTORE_FILE.exists():
+        return None
+    saved = RESTORE_FILE.read_text(encoding="utf-8")
+    with conn.transaction():
+        conn.execute("set local session_replication_role = replica")  # no set_updated_at trigger: as saved
+        outside = conn.execute(
+            """
+            select count(*) from public.questions q
+            where age(q.xmin) < age((%(saved)s::jsonb ->> 'xid')::xid)
+              and not (q.category = %(category)s and q.difficulty = %(difficulty)s)
+            """,
+            {**BUCKET, "saved": saved},
+        ).fetchone()
+        restored = conn.execute(
+            """
+            update public.questions q
+            set usage_count = s.usage_count, rating_avg = s.rating_avg, rating_count = s.rating_count,
+                rank_score = s.rank_score, updated_at = s.updated_at
+            from jsonb_to_recordset(%s::jsonb -> 'questions')
+              as s (id uuid, usage_count bigint, rating_avg numeric, rating_count integer,
+                    rank_score double precision, updated_at timestamptz)
+            where q.id = s.id
+              and (q.usage_count, q.rating_avg, q.rating_count, q.rank_score, q.updated_at)
+                  is distinct from (s.usage_count, s.rating_avg, s.rating_count, s.rank_score, s.updated_at)
+            """,
+            (saved,),
+        ).rowcount
+        conn.execute("delete from private.rollup_watermarks where name = 'question_stats'")
+        conn.execute(
+            """
+            insert into private.rollup_watermarks
+            select * from jsonb_populate_record(null::private.rollup_watermarks, %(saved)s::jsonb -> 'watermark')
+            where jsonb_typeof(%(saved)s::jsonb -> 'watermark') = 'object'
+            """,
+            {"saved": saved},
+        )
+    RESTORE_FILE.unlink()
+    return {"questions_restored": restored, "questions_updated_outside_saved": outside[0] if outside else 0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -640,8 +914,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heavy", type=int, default=20, help="of which mostly in the queried bucket (default 20)")
     parser.add_argument("--runs", type=int, default=500, help="measured calls of each function (default 500)")
     parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--processes", type=int, default=4, help="client processes sharing the threads (default 4)")
     parser.add_argument("--phase-seconds", type=float, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rollup-seconds", type=float, default=5, help="rollup interval in tracking phases")
     parser.add_argument("--seed", type=float, default=0.17, help="setseed() for the user picks, in [-1, 1]")
     parser.add_argument("--database-url", help="the generated database (default: prep_bench on the server)")
     args = parser.parse_args(argv)
@@ -656,8 +932,9 @@ def main(argv: list[str] | None = None) -> int:
         measured = revision(conn)  # before the run: others may edit the checkout meanwhile
         same_as_checkout = engine_version(conn)
         leftovers = remove_marked(conn)
-        if leftovers:
-            console.print(f"removed {leftovers} sessions left by an interrupted run")
+        undone = restore_question_stats(conn)
+        if leftovers or undone:
+            console.print(f"undid an interrupted run: {leftovers} sessions removed, question statistics {undone}")
         picked = pick_users(conn, args.users + args.threads * USERS_PER_THREAD, args.seed)
         latency_users, throughput_users = picked[: args.users], picked[args.users :]
         try:
@@ -665,17 +942,27 @@ def main(argv: list[str] | None = None) -> int:
             history = add_history(conn, latency_users, args.heavy)
             console.print(f"latency: {args.runs} measured calls of each function")
             latencies = measure_latency(conn, latency_users, args.heavy, args.runs)
-            explained = explain_inner(conn, latency_users[0])
-            in_function = auto_explained(conn, latency_users[0], "role + tag")
-            console.print(f"diagnosis: {args.runs} calls of the inner query in each form")
-            diagnosis = diagnose_walk(conn, latency_users, args.heavy, args.runs)
-            console.print(f"throughput: {args.threads} threads, {args.rounds} rounds of {args.phase_seconds:g}s each")
-            throughput = measure_throughput(url, throughput_users, args.threads, args.phase_seconds, args.rounds)
+            explained = explain_report(conn, latency_users[0])
+            console.print(
+                f"throughput: {args.threads} threads in {args.processes} processes, {args.rounds} rounds of"
+                f" {len(MODES)} phases of {args.phase_seconds:g}s"
+            )
+            save_question_stats(conn)
+            throughput = measure_throughput(
+                url,
+                throughput_users,
+                args.threads,
+                args.processes,
+                args.phase_seconds,
+                args.rounds,
+                args.rollup_seconds,
+            )
         finally:
             removed = remove_marked(conn)
-            # Leaves the tables as generated for the next benchmark: the deleted rows' index entries would
-            # otherwise linger (far below autovacuum's threshold on 10M rows) and slow scans of recent rows.
-            conn.execute("vacuum public.session_questions, public.practice_sessions")
+            restored = restore_question_stats(conn)
+            # Leaves the tables as generated for the next benchmark: the deleted and rewritten rows' index entries
+            # would otherwise linger (far below autovacuum's thresholds at this volume) and slow later scans.
+            conn.execute("vacuum public.session_questions, public.practice_sessions, public.questions")
         report = {
             "benchmark": "question_selection",
             "date": now_iso(),
@@ -687,12 +974,10 @@ def main(argv: list[str] | None = None) -> int:
             "history": history,
             "latency": latencies,
             "target_p95_ms": TARGET_P95_MS,
-            "explain_inner_query": explained,
-            "auto_explain_in_function": in_function,
-            "inner_query_as_shipped_vs_recommended": diagnosis,
+            "explain_selection": explained,
             "throughput": throughput,
             "target_ratio": TARGET_RATIO,
-            "cleanup_sessions_deleted": removed,
+            "cleanup": {"sessions_deleted": removed, "question_statistics": restored},
         }
     print_report(report)
     write_report("question_selection", report)
@@ -700,18 +985,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    explained = report["explain_inner_query"]
-    stale = f" (stale copy: {explained['copy_is_stale']})" if explained["copy_is_stale"] else ""
-    for name in ("as shipped / role + tag", "recommended / role + tag"):  # the JSON has both shapes
-        console.print(Panel(explained["plans"][name], title=f"inner selection query, heavy user, {name}{stale}"))
-    console.print(f"engine functions identical to the checkout's: {report['engine_functions_match_checkout']}")
-    if report["auto_explain_in_function"]:  # the first step's; the JSON has every step's
-        plan = report["auto_explain_in_function"][0]
-        console.print(Panel(plan, title="the same query as run inside request_questions (auto_explain)"))
+    explained = report["explain_selection"]
+    for shape, steps in explained["plans"].items():  # the first widening step's; the JSON has every step's
+        console.print(Panel(steps[0], title=f"private.question_candidates, heavy user, {shape} (auto_explain)"))
+    nodes = Table(title="Selection plan nodes (heavy user)")
+    for column in ("request / step", "node", "index", "relation", "rows x loops", "removed by filter", "ms"):
+        nodes.add_column(column, justify="right" if column in ("rows x loops", "removed by filter", "ms") else "left")
+    for shape, steps in explained["nodes"].items():
+        for step, step_nodes in enumerate(steps, start=1):
+            for n in step_nodes:
+                nodes.add_row(
+                    f"{shape} / {step}", n["node"], n["index"] or "", n["relation"] or "",
+                    f"{n['rows']:g} x {n['loops']}", str(n["removed_by_filter"] or ""), f"{n['ms']:.2f}",
+                )  # fmt: skip
+    console.print(nodes)
+    console.print(
+        f"indexes used: {', '.join(explained['indexes_used'])}; scans of questions/session_questions without an"
+        f" index: {', '.join(explained['scans_without_index']) or 'none'}; engine functions identical to the"
+        f" checkout's: {report['engine_functions_match_checkout']}"
+    )
 
     lat = report["latency"]
     table = Table(title=f"Selection latency, ms ({lat['runs']} runs of each function)", caption=caption(report))
-    for column in ("function / users / request", "runs", "p50", "p95", "max"):
+    for column in ("function / users / request", "runs", "p50", "p95", "p99", "max"):
         table.add_column(column, justify="left" if column.startswith("function") else "right")
     rows = [(f"{name} (all)", s) for name, s in lat["overall"].items()] + list(lat["by_case"].items())
     for name, s in rows:
@@ -721,47 +1017,79 @@ def print_report(report: dict[str, Any]) -> None:
             str(s["runs"]),
             f"{s['median_ms']:.2f}",
             f"[{colour}]{s['p95_ms']:.2f}[/{colour}]",
+            f"{s['p99_ms']:.2f}",
             f"{s['max_ms']:.2f}",
         )
     console.print(table)
-    diagnosis = Table(title="Diagnosis: the inner query as shipped vs recommended, ms")
-    for column in ("form / users / request", "runs", "p50", "p95", "max"):
-        diagnosis.add_column(column, justify="left" if column.startswith("form") else "right")
-    for name, s in report["inner_query_as_shipped_vs_recommended"].items():
-        diagnosis.add_row(name, str(s["runs"]), f"{s['median_ms']:.2f}", f"{s['p95_ms']:.2f}", f"{s['max_ms']:.2f}")
-    console.print(diagnosis)
     history = report["history"]
     console.print(
         f"history: {history['served_per_user_total_median']:.0f} served per user; in the queried bucket "
         f"{history['served_in_bucket_heavy_median']:.0f} (heavy) / {history['served_in_bucket_spread_median']:.0f}"
-        f" (spread); calls short of {WANTED}: {lat['calls_short_of_5'] or 'none'}"
+        f" (spread); calls short of {WANTED}: {lat['calls_short_of_5'] or 'none'}; target: question_candidates"
+        f" p95 <= {report['target_p95_ms']:g} ms"
     )
 
     tp = report["throughput"]
-    phases = Table(title=f"{tp['threads']} concurrent requests for one bucket, {tp['phase_seconds']:g}s phases")
-    for column in ("round", "mode", "requests", "req/s", "short", "errors", "top waits (samples)"):
-        phases.add_column(column, justify="right" if column in ("requests", "req/s", "short") else "left")
+    phases = Table(
+        title=f"{tp['threads']} concurrent requests for one bucket ({tp['client_processes']} client processes),"
+        f" {tp['phase_seconds']:g}s phases"
+    )
+    columns = ["round", "mode", "req/s", "short", "errors", "rollups (s)", "questions upd.", "WAL syncs/s",
+               "CPU ms/req: backends / client", "CPU cores: backends / client / other",
+               "top waits (samples)"]  # fmt: skip
+    for column in columns:
+        phases.add_column(column, justify="right" if column in ("req/s", "short", "WAL syncs/s") else "left")
     for p in tp["phases"]:
         waits = ", ".join(f"{k} {v}" for k, v in list(p["wait_samples"].items())[:4])
         errors = ", ".join(f"{k} x{v}" for k, v in p["errors"].items()) or "-"
+        rollups = " ".join(f"{run['seconds']:.2f}" if "error" not in run else "ERROR" for run in p["rollups"])
         phases.add_row(
-            str(p["round"]), p["mode"], f"{p['requests']:,}", f"{p['requests_per_second']:.0f}", str(p["short_of_5"]),
-            errors, waits,
+            str(p["round"]), p["mode"], f"{p['requests_per_second']:.0f}", str(p["short_of_5"]), errors,
+            rollups or "-", f"{p['questions_updated_by_serving']} + rollup {p['questions_updated_by_rollup']}",
+            f"{p['wal_syncs_per_second']:.0f}",
+            f"{p['backend_cpu_ms_per_request']:.2f} / {p['client_cpu_ms_per_request']:.2f}",
+            f"{p['backend_cpu_cores']:.2f} / {p['client_cpu_cores']:.2f} / {p['other_cpu_cores']:.2f}", waits,
         )  # fmt: skip
     console.print(phases)
-    ratio = tp["ratio_with_to_without"]
-    colour = "green" if ratio >= report["target_ratio"] else "red"
-    medians = tp["median_requests_per_second"]
-    updates = tp["questions_n_tup_upd"]
+    medians, ratios, per_round, to_selection = (
+        tp["median_requests_per_second"],
+        tp["ratio_to_untracked"],
+        tp["ratio_to_untracked_per_round"],
+        tp["ratio_to_selection_only"],
+    )
+    per_phase = tp["median_per_phase"]
+    summary = Table(title=f"Medians over {tp['rounds']} rounds")
+    for column in (
+        "mode", "req/s", "ratio to serving untracked", "per round", "ratio to selection only", "backend CPU ms/req",
+        "machine busy",
+    ):  # fmt: skip
+        summary.add_column(column, justify="left" if column == "mode" else "right")
+    for mode in MODES:
+        ratio = ratios.get(mode)
+        shown = f"{ratio:.2f}" if ratio is not None else "1"
+        if mode == SHIPPED:
+            colour = "green" if ratio is not None and ratio >= report["target_ratio"] else "red"
+            shown = f"[{colour}]{shown}[/{colour}] (target >= {report['target_ratio']})"
+        rounds = " ".join(f"{r:.2f}" for r in per_round.get(mode, []))
+        summary.add_row(
+            mode, f"{medians[mode]:.0f}", shown, rounds, f"{to_selection.get(mode, 1):.2f}",
+            f"{per_phase['backend_cpu_ms_per_request'][mode]:.2f}", f"{per_phase['machine_cpu_busy'][mode]:.0%}",
+        )  # fmt: skip
+    console.print(summary)
+    rollups = tp["rollup_runs"]
+    shipped_updates = "; ".join(
+        f"{u['before']} -> {u['after']} ({u['by_rollup']} by the rollup, {u['by_serving']} by serving)"
+        for u in tp["shipped_questions_n_tup_upd"]
+    )
     console.print(
-        f"median requests/s: with tracking {medians[WITH]:.0f}, without {medians[WITHOUT]:.0f}; "
-        f"ratio [{colour}]{ratio:.2f}[/{colour}] (target >= {report['target_ratio']}); diagnostic: with tracking and "
-        f"asynchronous commit {medians[ASYNC]:.0f} ({tp['ratio_async_commit_to_without']:.2f}x)\n"
-        f"what-if, recommended selection: with tracking {medians[WITH_FIXED]:.0f}, "
-        f"without {medians[WITHOUT_FIXED]:.0f}; ratio {tp['ratio_with_to_without_recommended_selection']:.2f}\n"
-        f"public.questions n_tup_upd {updates['before']} -> {updates['after']} "
-        f"(change {updates['after'] - updates['before']}); top 200 of the bucket carrying a row-lock xmax: "
-        f"{tp['top_200_of_bucket_with_lock_xmax']}; sessions deleted afterwards: {report['cleanup_sessions_deleted']}"
+        f"synchronous_commit at a serving transaction's commit: {tp['synchronous_commit_at_serving_commit']}\n"
+        f"public.questions n_tup_upd in the shipped phases: {shipped_updates}; top 200 of the bucket carrying a"
+        f" row lock's xmax afterwards: {tp['top_200_of_bucket_with_lock_xmax']}\n"
+        f"rollups: {rollups['runs']} runs, median {rollups['median_seconds']} s, max {rollups['max_seconds']} s,"
+        f" errors: {rollups['errors'] or 'none'}, waits: {rollups['wait_samples']}\n"
+        f"vacuum of questions after the hot-row phases:"
+        f" {', '.join(f'{v:.1f}' for v in tp['vacuum_after_hot_row_seconds'])} s\n"
+        f"clean-up: {report['cleanup']}"
     )
 
 

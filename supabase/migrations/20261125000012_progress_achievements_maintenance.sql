@@ -12,8 +12,8 @@
 --     {sessions_completed, by_type: {type: n}, scored, score_sum, best,
 --      by_category: {category: {answers, score_sum}}}   -- scored answers only in by_category
 --   period 'all_time', period_start = 1970-01-01:
---     {sessions_completed, by_type, scored, average_score, best_score,
---      by_category: {category: {answers, average}},
+--     {sessions_completed, by_type, scored, score_sum, average_score, best_score,
+--      by_category: {category: {answers, score_sum, average}},
 --      weakest_categories: [{category, average, answers}]  -- weakest first, categories with >= 3 scored
 --                                                          -- answers: what the question engine can recommend
 --      streak: {current, longest, last_active_day}        -- consecutive local days with practice; current
@@ -83,6 +83,7 @@ declare
   awarded integer;
   streaks_ended integer;
   people integer;
+  recomputed integer;
   first_start timestamptz;
   last_end timestamptz;
 begin
@@ -121,16 +122,22 @@ begin
   create temporary table progress (user_id uuid, period text, period_start date, value numeric, details jsonb)
     on commit drop;
 
-  -- Day rows, recomputed whole for each touched local day: one range scan over the answers of those days.
+  -- Day rows, recomputed whole for each touched local day: one range scan over the answers of those days,
+  -- kept (and analyzed) so the join to the served questions is planned for its real size.
   select min(t.local_start), max(t.local_end) into first_start, last_end from touched_days t;
+  create temporary table day_answers on commit drop as
+  select t.user_id, t.local_day, r.session_question_id, r.ai_score
+  from public.responses r
+  join touched_days t on t.user_id = r.user_id and r.created_at >= t.local_start and r.created_at < t.local_end
+  where r.created_at >= first_start and r.created_at < last_end;
+  analyze day_answers;
+
   with by_category as (
-    select t.user_id, t.local_day, q.category, count(*) as answers, count(r.ai_score) as scored,
-           sum(r.ai_score) as score_sum, max(r.ai_score) as best
-    from public.responses r
-    join touched_days t on t.user_id = r.user_id and r.created_at >= t.local_start and r.created_at < t.local_end
-    join public.session_questions sq on sq.id = r.session_question_id
+    select a.user_id, a.local_day, q.category, count(*) as answers, count(a.ai_score) as scored,
+           sum(a.ai_score) as score_sum, max(a.ai_score) as best
+    from day_answers a
+    join public.session_questions sq on sq.id = a.session_question_id
     join public.questions q on q.id = sq.question_id
-    where r.created_at >= first_start and r.created_at < last_end
     group by 1, 2, 3
   ), answers as (
     select c.user_id, c.local_day, sum(c.answers) as answers, sum(c.scored) as scored,
@@ -157,6 +164,13 @@ begin
   full join sessions n on n.user_id = a.user_id and n.local_day = a.local_day
   order by 1, 3;
 
+  -- The day rows about to be replaced: the all-time rows are corrected by the difference (below).
+  create temporary table replaced_days on commit drop as
+  select d.user_id, d.period_start as local_day, d.metric_value as answers, d.details
+  from progress p
+  join public.user_progress d on d.user_id = p.user_id and d.metric_name = 'practice' and d.period = 'day'
+    and d.period_start = p.period_start;
+
   insert into public.user_progress as up (user_id, metric_name, period, period_start, metric_value, details)
   select p.user_id, 'practice', p.period, p.period_start, p.value, p.details from progress p
   on conflict (user_id, metric_name, period, period_start) do update
@@ -164,46 +178,100 @@ begin
     where (up.metric_value, up.details) is distinct from (excluded.metric_value, excluded.details);
   get diagnostics written = row_count;
   changed := changed + written;
-  truncate progress;
 
-  -- All-time rows of the touched users, from their day rows.
+  -- All-time rows of the users whose days changed (or who have none yet): the stored sums plus what the
+  -- recomputed days changed (new day rows minus the ones they replaced), so a run costs what the window
+  -- changed, not each user's whole history; a re-run with nothing new recomputes no all-time row. A user
+  -- without an all-time row yet starts from all their day rows. (Current streaks that lapse without new
+  -- practice are ended below, for everyone.)
+  select count(distinct t.user_id) into people from touched_days t;
   create temporary table touched_users on commit drop as
-  select distinct t.user_id, t.timezone, private.local_day(as_of, t.timezone) as today from touched_days t;
+  with changed as (
+    select p.user_id from progress p
+    left join replaced_days r on r.user_id = p.user_id and r.local_day = p.period_start
+    where r.user_id is null or (r.answers, r.details) is distinct from (p.value, p.details)
+  ), users as (
+    select distinct t.user_id, t.timezone from touched_days t
+  )
+  select u.user_id, u.timezone, private.local_day(as_of, u.timezone) as today, a.metric_value as answers, a.details
+  from users u
+  left join public.user_progress a on a.user_id = u.user_id and a.metric_name = 'practice'
+    and a.period = 'all_time' and a.period_start = date '1970-01-01'
+  where a.user_id is null or u.user_id in (select c.user_id from changed c);
   analyze touched_users;
-  select count(*) into people from touched_users;
+  select count(*) into recomputed from touched_users;
 
-  with days as (
-    select u.user_id, u.today, d.period_start as local_day, d.metric_value as answers, d.details
+  create temporary table all_time_rows on commit drop as
+  with changes as (
+    select p.user_id, p.value as answers, p.details, 1 as sign
+    from touched_users u join progress p on p.user_id = u.user_id
+    where u.details is not null
+    union all
+    select r.user_id, -r.answers, r.details, -1
+    from touched_users u join replaced_days r on r.user_id = u.user_id
+    where u.details is not null
+    union all
+    select d.user_id, d.metric_value, d.details, 1
     from touched_users u
     join public.user_progress d on d.user_id = u.user_id and d.metric_name = 'practice' and d.period = 'day'
+    where u.details is null
   ), totals as (
-    select d.user_id, sum(d.answers) as answers, sum((d.details ->> 'sessions_completed')::integer) as sessions,
-           sum((d.details ->> 'scored')::integer) as scored, sum((d.details ->> 'score_sum')::numeric) as score_sum,
-           max((d.details ->> 'best')::numeric) as best
-    from days d group by d.user_id
+    select u.user_id, u.today,
+           coalesce(u.answers, 0) + coalesce(sum(c.answers), 0) as answers,
+           coalesce((u.details ->> 'sessions_completed')::integer, 0)
+             + coalesce(sum(c.sign * (c.details ->> 'sessions_completed')::integer), 0) as sessions,
+           coalesce((u.details ->> 'scored')::integer, 0)
+             + coalesce(sum(c.sign * (c.details ->> 'scored')::integer), 0) as scored,
+           coalesce((u.details ->> 'score_sum')::numeric, 0)
+             + coalesce(sum(c.sign * (c.details ->> 'score_sum')::numeric), 0) as score_sum,
+           -- A personal best: the highest score any recomputed day holds, or the one stored.
+           greatest((u.details ->> 'best_score')::numeric,
+                    max((c.details ->> 'best')::numeric) filter (where c.sign = 1)) as best
+    from touched_users u
+    left join changes c on c.user_id = u.user_id
+    group by u.user_id, u.today, u.answers, u.details
   ), session_types as (
-    select t.user_id, jsonb_object_agg(t.session_type, t.sessions) as by_type
-    from (select d.user_id, k.key as session_type, sum(k.value::integer) as sessions
-          from days d, jsonb_each_text(d.details -> 'by_type') k group by 1, 2) t
+    select t.user_id, jsonb_object_agg(t.session_type, t.sessions) filter (where t.sessions > 0) as by_type
+    from (select x.user_id, x.session_type, sum(x.sessions) as sessions
+          from (select u.user_id, k.key as session_type, k.value::integer as sessions
+                from touched_users u, jsonb_each_text(u.details -> 'by_type') k
+                union all
+                select c.user_id, k.key, c.sign * k.value::integer
+                from changes c, jsonb_each_text(c.details -> 'by_type') k) x
+          group by 1, 2) t
     group by t.user_id
   ), categories as (
-    select c.user_id, c.category, c.answers, round(c.score_sum / c.answers, 2) as average
-    from (select d.user_id, k.key as category, sum((k.value ->> 'answers')::integer) as answers,
-                 sum((k.value ->> 'score_sum')::numeric) as score_sum
-          from days d, jsonb_each(d.details -> 'by_category') k group by 1, 2) c
+    select x.user_id, x.category, sum(x.answers) as answers, sum(x.score_sum) as score_sum
+    from (select u.user_id, k.key as category, (k.value ->> 'answers')::integer as answers,
+                 (k.value ->> 'score_sum')::numeric as score_sum
+          from touched_users u, jsonb_each(u.details -> 'by_category') k
+          union all
+          select c.user_id, k.key, c.sign * (k.value ->> 'answers')::integer,
+                 c.sign * (k.value ->> 'score_sum')::numeric
+          from changes c, jsonb_each(c.details -> 'by_category') k) x
+    group by 1, 2
+    having sum(x.answers) > 0
   ), category_lists as (
     select c.user_id,
-           jsonb_object_agg(c.category, jsonb_build_object('answers', c.answers, 'average', c.average)) as by_category,
-           coalesce((jsonb_agg(jsonb_build_object('category', c.category, 'average', c.average, 'answers', c.answers)
-                               order by c.average, c.category) filter (where c.answers >= 3)), '[]') as weakest
+           jsonb_object_agg(c.category, jsonb_build_object('answers', c.answers, 'score_sum', c.score_sum,
+                                                           'average', round(c.score_sum / c.answers, 2)))
+             as by_category,
+           coalesce((jsonb_agg(jsonb_build_object('category', c.category, 'average', round(c.score_sum / c.answers, 2),
+                                                  'answers', c.answers)
+                               order by c.score_sum / c.answers, c.category) filter (where c.answers >= 3)), '[]')
+             as weakest
     from categories c group by c.user_id
+  ), active_days as (
+    -- Day rows exist only for days with practice; their keys alone (an index-only read) give the streaks.
+    select u.user_id, u.today, d.period_start as local_day
+    from touched_users u
+    join public.user_progress d on d.user_id = u.user_id and d.metric_name = 'practice' and d.period = 'day'
   ), runs as (
     -- Consecutive days share (day - its rank): one group per streak.
     select r.user_id, r.today, max(r.local_day) as last_day, count(*) as length
-    from (select d.user_id, d.today, d.local_day,
-                 d.local_day - (row_number() over (partition by d.user_id order by d.local_day))::integer as streak
-          from days d
-          where d.answers > 0 or (d.details ->> 'sessions_completed')::integer > 0) r
+    from (select a.user_id, a.today, a.local_day,
+                 a.local_day - (row_number() over (partition by a.user_id order by a.local_day))::integer as streak
+          from active_days a) r
     group by r.user_id, r.today, r.streak
   ), streaks as (
     select r.user_id,
@@ -223,14 +291,14 @@ begin
     ) s
     group by u.user_id
   )
-  insert into progress
-  select t.user_id, 'all_time', date '1970-01-01', t.answers,
+  select t.user_id, 'all_time' as period, date '1970-01-01' as period_start, t.answers as value,
          jsonb_build_object(
            'sessions_completed', t.sessions, 'by_type', coalesce(st.by_type, '{}'),
-           'scored', t.scored, 'average_score', round(t.score_sum / nullif(t.scored, 0), 2), 'best_score', t.best,
+           'scored', t.scored, 'score_sum', t.score_sum, 'average_score', round(t.score_sum / nullif(t.scored, 0), 2),
+           'best_score', t.best,
            'by_category', coalesce(c.by_category, '{}'), 'weakest_categories', coalesce(c.weakest, '[]'),
            'streak', coalesce(s.streak, jsonb_build_object('current', 0, 'longest', 0, 'last_active_day', null)),
-           'score_trend', coalesce(tr.score_trend, jsonb_build_object('slope', 0, 'scores', '[]'::jsonb)))
+           'score_trend', coalesce(tr.score_trend, jsonb_build_object('slope', 0, 'scores', '[]'::jsonb))) as details
   from totals t
   left join session_types st using (user_id)
   left join category_lists c using (user_id)
@@ -239,7 +307,7 @@ begin
   order by 1;
 
   insert into public.user_progress as up (user_id, metric_name, period, period_start, metric_value, details)
-  select p.user_id, 'practice', p.period, p.period_start, p.value, p.details from progress p
+  select p.user_id, 'practice', p.period, p.period_start, p.value, p.details from all_time_rows p
   on conflict (user_id, metric_name, period, period_start) do update
     set metric_value = excluded.metric_value, details = excluded.details
     where (up.metric_value, up.details) is distinct from (excluded.metric_value, excluded.details);
@@ -258,7 +326,7 @@ begin
   -- Achievements: awarded once (the unique key), whoever runs concurrently; metadata says what earned it.
   insert into public.achievements (user_id, achievement_type, metadata)
   select p.user_id, x.achievement_type, x.metadata
-  from progress p
+  from all_time_rows p
   cross join lateral (
     select avg(s.score::numeric) filter (where s.ordinal <= 5) as previous,
            avg(s.score::numeric) filter (where s.ordinal > 5) as latest
@@ -289,11 +357,15 @@ begin
      jsonb_build_object('previous_average', round(trend.previous, 2), 'latest_average', round(trend.latest, 2)))
   ) x (achievement_type, earned, metadata)
   where x.earned
+    -- A probe is cheaper than an insert that conflicts; the unique key still decides under concurrency.
+    and not exists (select from public.achievements a
+                    where a.user_id = p.user_id and a.achievement_type = x.achievement_type)
   on conflict (user_id, achievement_type) do nothing;
   get diagnostics awarded = row_count;
 
-  drop table touched_days, touched_users, progress;
-  return jsonb_build_object('day', day, 'users', people, 'changed', changed, 'streaks_ended', streaks_ended,
+  drop table touched_days, day_answers, replaced_days, touched_users, all_time_rows, progress;
+  return jsonb_build_object('day', day, 'users', people, 'recomputed', recomputed, 'changed', changed,
+                            'streaks_ended', streaks_ended,
                             'achievements_awarded', awarded);
 end
 $$;

@@ -105,8 +105,8 @@ def test_re_aggregating_an_unchanged_day_writes_nothing_and_gives_the_same_rows(
 
     again = aggregate(db, "2026-03-10", "2026-03-10 20:00+00")
 
-    assert first["changed"] == 2  # the day row and the all-time row
-    assert again["changed"] == 0
+    assert (first["changed"], first["recomputed"]) == (2, 1)  # the day row and the all-time row
+    assert (again["changed"], again["recomputed"]) == (0, 0)  # nothing new: no all-time row recomputed
     assert again["achievements_awarded"] == 0
     assert db.execute("select * from public.user_progress where user_id = %s order by id", (user,)).fetchall() == rows
 
@@ -127,7 +127,7 @@ def test_all_time_totals_weakest_categories_and_trend(db: psycopg.Connection) ->
     assert figures["questions_answered"] == 12
     assert (figures["sessions_completed"], figures["by_type"]) == (4, {"custom": 4})
     assert figures["average_score"] == pytest.approx(sum(sum(s) for *_, s in history) / 12, abs=0.01)
-    assert figures["by_category"]["technical"] == {"answers": 6, "average": 52.5}
+    assert figures["by_category"]["technical"] == {"answers": 6, "score_sum": 315, "average": 52.5}
     assert [(c["category"], c["average"]) for c in figures["weakest_categories"]] == [
         ("technical", 52.5),
         ("leadership", 60),
@@ -144,3 +144,27 @@ def test_a_day_touching_nobody_changes_nothing(db: psycopg.Connection) -> None:
     practise(db, user, "2026-03-10 10:00+00", [50])
     assert aggregate(db, "2026-03-09", "2026-03-10 11:00+00")["users"] == 0
     assert all_time(db, user) is None
+
+
+def test_all_time_sums_kept_by_differences_equal_a_recount_from_the_day_rows(db: psycopg.Connection) -> None:
+    user = practitioner(db, "America/New_York")
+    practise(db, user, "2026-03-01 23:30+00", [50, None], category="technical")
+    practise(db, user, "2026-03-02 14:00+00", [70], session_type="mock_interview")
+    practise(db, user, "2026-03-03 02:00+00", [90, 30], category="leadership")
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        aggregate(db, day, f"{day} 23:00+00")
+    late = db.execute(
+        "select session_question_id from public.responses where user_id = %s and ai_score is null", (user,)
+    ).fetchone()[0]
+    score_answer(db, late, 85, "2026-03-03 12:00+00")
+    for day in ("2026-03-02", "2026-03-03", "2026-03-03"):  # the trailing window, run twice
+        aggregate(db, day, "2026-03-03 23:00+00")
+    kept = all_time(db, user)
+
+    db.execute("delete from public.user_progress where user_id = %s and period = 'all_time'", (user,))
+    aggregate(db, "2026-03-03", "2026-03-03 23:00+00")
+
+    assert all_time(db, user) == kept
+    assert kept["questions_answered"] == 5
+    assert kept["scored"] == 5
+    assert kept["by_category"]["technical"]["score_sum"] == 135

@@ -1,0 +1,255 @@
+"""Scheduled analytics on a busy day: aggregation time, re-run cost, and the trailing window against a full recompute.
+
+Setup (not timed): a scratch database with USERS users (in 14 timezones) and 30 UTC days of practice: on the
+busy day every user completes one session of 10 scored answers (1M answers for 100k users); on each of the 29
+other days a tenth of the users do (100k answers a day). Rows are bulk-loaded like the volume generator does
+(live-request triggers off, UUIDv7-shaped ids, rows in the order they would have been written), then vacuumed
+and analyzed.
+
+Measured, in one run:
+1. the busy day aggregated for the first time: service.aggregate_platform_day + service.aggregate_user_day
+   (per-user progress, streaks, achievements). Target: <= 10 s.
+2. the same day again, nothing changed: no more than the first run (and no row written).
+3. the schedule's incremental run (the trailing window: the busy day and the next) against a full recompute of
+   all 30 days from nothing (progress and achievements deleted first), side by side, ROUNDS times; the ratio of
+   medians.
+
+Run: .venv/bin/python -m bench.analytics_day [--users 100000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, LiteralString
+
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from bench.database import fresh_scratch_database
+from bench.generate_volume import TIMEZONES, UUID7_SQL
+
+BENCH_DB = "prep_bench_analytics"
+OUT = Path(__file__).parent / "out" / "analytics_day.json"
+DAYS = 30
+ANSWERS_PER_SESSION = 10
+TARGET_SECONDS = 10.0
+console = Console()
+
+USERS_SQL: list[LiteralString] = [
+    """
+insert into auth.users (id, aud, role, email, raw_app_meta_data, raw_user_meta_data, created_at, updated_at)
+select md5('user:' || u)::uuid, 'authenticated', 'authenticated', 'user' || u || '@bench.example',
+       '{"provider": "email", "providers": ["email"]}', '{}', %(first_day)s, %(first_day)s
+from generate_series(0, %(users)s - 1) u
+""",
+    """
+insert into public.user_profiles (user_id, timezone)
+select md5('user:' || u)::uuid, (%(timezones)s::text[])[1 + u %% cardinality(%(timezones)s::text[])]
+from generate_series(0, %(users)s - 1) u
+""",
+]
+
+# Day d's sessions: every user on the busy day, users with u % 10 = d % 10 on the others; each starts at a
+# user-specific minute of the day, so local days and streaks vary across timezones. A user's questions are
+# distinct across their sessions (offset by the day), as serving guarantees.
+PLAN_SQL: LiteralString = """
+create temp table session_plan as
+select pg_temp.uuid7(started_at, 'session:' || d || ':' || u) as id, u, d, md5('user:' || u)::uuid as user_id,
+       started_at
+from generate_series(0, %(days)s - 1) d
+cross join generate_series(0, %(users)s - 1) u
+cross join lateral (select %(first_day)s::timestamptz + d * interval '1 day'
+                           + ((u * 7919) %% 1380) * interval '1 minute' as started_at) t
+where d = %(busy)s or u %% 10 = d %% 10
+"""
+
+LOAD_SQL: list[LiteralString] = [
+    """
+insert into public.practice_sessions (id, user_id, session_type, status, config, started_at, ended_at,
+                                      overall_score, created_at, updated_at)
+select id, user_id, case when u %% 20 = 0 then 'mock_interview' else 'quick' end::public.session_type, 'completed',
+       '{}', started_at, started_at + interval '40 minutes', 40 + (u * 31 + d * 17) %% 60,
+       started_at, started_at + interval '40 minutes'
+from session_plan
+order by started_at
+""",
+    """
+insert into public.session_questions (id, session_id, user_id, question_id, position, served_at, created_at,
+                                      updated_at)
+select pg_temp.uuid7(p.started_at, 'sq:' || p.d || ':' || p.u || ':' || pos), p.id, p.user_id,
+       bank.ids[1 + (p.u + p.d * 10 + pos) %% cardinality(bank.ids)], pos, p.started_at, p.started_at, p.started_at
+from session_plan p
+cross join (select array_agg(id order by id) as ids from public.questions) bank
+cross join generate_series(1, %(answers)s) pos
+order by p.started_at, pos
+""",
+    """
+insert into public.responses (id, session_id, session_question_id, user_id, answer_text, evaluation_status,
+                              ai_score, evaluated_at, created_at, updated_at)
+select pg_temp.uuid7(t, 'response:' || p.d || ':' || p.u || ':' || pos), p.id,
+       pg_temp.uuid7(p.started_at, 'sq:' || p.d || ':' || p.u || ':' || pos), p.user_id,
+       'An answer of a few sentences about a concrete situation and its outcome.', 'completed',
+       (30 + (p.u * 13 + p.d * 7 + pos * 11) %% 71)::numeric, t + interval '20 seconds', t, t + interval '20 seconds'
+from session_plan p
+cross join generate_series(1, %(answers)s) pos
+cross join lateral (select p.started_at + pos * interval '3 minutes' as t) x
+order by t
+""",
+]
+
+
+def load(url: str, users: int, first_day: date, busy: int) -> dict[str, int]:
+    params = {
+        "users": users,
+        "days": DAYS,
+        "busy": busy,
+        "first_day": datetime.combine(first_day, datetime.min.time(), UTC),
+        "timezones": TIMEZONES,
+        "answers": ANSWERS_PER_SESSION,
+    }
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(UUID7_SQL)
+        with console.status("loading users"):
+            for statement in USERS_SQL:
+                conn.execute(statement, params)
+        with console.status("loading 30 days of practice"):
+            conn.execute(PLAN_SQL, params)
+            # Rows as history, not live requests: the serving and guard triggers would re-serve and refuse.
+            conn.execute("set session_replication_role = replica")
+            for statement in LOAD_SQL:
+                conn.execute(statement, params)
+            conn.execute("reset session_replication_role")
+        with console.status("vacuum analyze"):
+            conn.execute("vacuum analyze")
+        return {
+            name: conn.execute(f"select count(*) from public.{name}").fetchone()[0]  # type: ignore[index]
+            for name in ("users", "practice_sessions", "responses")
+        }
+
+
+def timed(conn: psycopg.Connection, query: LiteralString, *params: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = conn.execute(query, params).fetchone()[0]  # type: ignore[index]
+    return time.perf_counter() - started, result
+
+
+def aggregate(conn: psycopg.Connection, day: date, as_of: datetime) -> dict[str, Any]:
+    platform_s, platform = timed(conn, "select service.aggregate_platform_day(%s)", day)
+    users_s, users = timed(conn, "select service.aggregate_user_day(%s, %s)", day, as_of)
+    return {
+        "seconds": platform_s + users_s,
+        "platform_seconds": platform_s,
+        "user_seconds": users_s,
+        "platform": platform,
+        "users": users,
+    }
+
+
+def window(conn: psycopg.Connection, days: list[date], as_of: datetime) -> float:
+    started = time.perf_counter()
+    for day in days:
+        aggregate(conn, day, as_of)
+    return time.perf_counter() - started
+
+
+def forget(conn: psycopg.Connection) -> None:
+    conn.execute("delete from public.analytics_daily")
+    conn.execute("delete from public.user_progress")
+    conn.execute("delete from public.achievements")
+    conn.execute("vacuum analyze public.user_progress, public.achievements, public.analytics_daily")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    today = datetime.now(UTC).date()
+    first_day = today - timedelta(days=DAYS)
+    busy_index = DAYS - 2
+    busy_day = first_day + timedelta(days=busy_index)
+    days = [first_day + timedelta(days=n) for n in range(DAYS)]
+    as_of = datetime.combine(busy_day + timedelta(days=1), datetime.min.time(), UTC) + timedelta(hours=6)
+
+    url = fresh_scratch_database(BENCH_DB, "analytics_day")
+    started = time.perf_counter()
+    counts = load(url, args.users, first_day, busy_index)
+    console.print(f"loaded in {time.perf_counter() - started:.0f}s: {counts}")
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        busy_answers = conn.execute(
+            "select count(*), count(distinct user_id) from public.responses where created_at >= %s and created_at < %s",
+            (busy_day, busy_day + timedelta(days=1)),
+        ).fetchone()
+        # The 28 days before the busy one are aggregated first, as the schedule would have done them.
+        window(conn, days[:busy_index], as_of)
+        conn.execute("checkpoint")
+        first = aggregate(conn, busy_day, as_of)
+        again = aggregate(conn, busy_day, as_of)
+
+        trailing = [busy_day, busy_day + timedelta(days=1)]
+        incremental, full = [], []
+        for _ in range(args.rounds):
+            incremental.append(window(conn, trailing, as_of))
+            forget(conn)
+            full.append(window(conn, days, as_of))
+
+    report = {
+        "users": args.users,
+        "counts": counts,
+        "busy_day": busy_day.isoformat(),
+        "busy_day_answers": busy_answers[0],
+        "busy_day_active_users": busy_answers[1],
+        "first_run": first,
+        "re_run": again,
+        "incremental_window_seconds": incremental,
+        "full_recompute_30_days_seconds": full,
+        "ratio_incremental_to_full": statistics.median(incremental) / statistics.median(full),
+        "target_seconds": TARGET_SECONDS,
+    }
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=2, default=str))
+    print_report(report)
+    return 0
+
+
+def print_report(report: dict[str, Any]) -> None:
+    table = Table(
+        title=f"Aggregating {report['busy_day']}: {report['busy_day_answers']:,} answers, "
+        f"{report['busy_day_active_users']:,} active users"
+    )
+    for column in ("run", "platform day s", "user day s", "total s", "rows changed"):
+        table.add_column(column, justify="right")
+    for label, run in (("first", report["first_run"]), ("again, unchanged", report["re_run"])):
+        table.add_row(
+            label,
+            f"{run['platform_seconds']:.2f}",
+            f"{run['user_seconds']:.2f}",
+            f"{run['seconds']:.2f}",
+            f"{run['platform']['changed'] + run['users']['changed']:,}",
+        )
+    console.print(table)
+    colour = "green" if report["first_run"]["seconds"] <= report["target_seconds"] else "red"
+    console.print(
+        f"first run [{colour}]{report['first_run']['seconds']:.2f}s[/{colour}] (target <= "
+        f"{report['target_seconds']:.0f}s); re-run / first = "
+        f"{report['re_run']['seconds'] / report['first_run']['seconds']:.2f}"
+    )
+    console.print(
+        "incremental window (2 days) s: "
+        + ", ".join(f"{s:.2f}" for s in report["incremental_window_seconds"])
+        + "; full 30-day recompute s: "
+        + ", ".join(f"{s:.2f}" for s in report["full_recompute_30_days_seconds"])
+        + f"; ratio of medians {report['ratio_incremental_to_full']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

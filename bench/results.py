@@ -1,0 +1,214 @@
+"""Write bench/RESULTS.md from the benchmarks' JSON in bench/out/: each figure, its target, whether it is met,
+the machine and the date. `make bench` runs every benchmark, then this.
+
+A benchmark whose JSON is missing is listed as not run, never left out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.database import bench_url, maintenance_url
+
+OUT_DIR = Path(__file__).parent / "out"
+RESULTS = Path(__file__).parent / "RESULTS.md"
+
+
+@dataclass(frozen=True)
+class Figure:
+    what: str
+    value: str
+    target: str
+    met: bool | None  # None: reported, no target
+
+
+Extract = Callable[[dict[str, Any]], list[Figure]]
+
+
+def rls_reads(data: dict[str, Any]) -> list[Figure]:
+    target = data["target_ratio"]
+    return [
+        Figure(
+            f"RLS overhead, {read} (authenticated / service median)",
+            f"{figures['ratio_median']:.2f}",
+            f"<= {target}",
+            figures["ratio_median"] <= target,
+        )
+        for read, figures in data["forms"]["wrapped"]["reads"].items()
+    ]
+
+
+def webhook_throughput(data: dict[str, Any]) -> list[Figure]:
+    return [
+        Figure(
+            f"Stripe webhook throughput, {data['senders']} senders",
+            f"{data['events_per_second']:.0f} events/s",
+            ">= 200",
+            data["events_per_second"] >= 200,
+        ),
+        Figure("webhook latency p50 / p95", f"{data['p50_ms']:.0f} / {data['p95_ms']:.0f} ms", "", None),
+        Figure("events applied twice", str(data["double_applied_events"]), "0", data["double_applied_events"] == 0),
+    ]
+
+
+def import_time(data: dict[str, Any]) -> list[Figure]:
+    medians = data["median_seconds"]
+    reference = medians[f"reference: {data['reference']}"]
+    return [
+        Figure(
+            f"{label} import time vs {data['reference']}",
+            f"{seconds / reference:.2f}x ({seconds:.2f} s)",
+            "<= 0.50x" if label.startswith("billing webhook (import)") else "",
+            seconds / reference <= 0.5 if label.startswith("billing webhook (import)") else None,
+        )
+        for label, seconds in medians.items()
+        if not label.startswith("reference")
+    ]
+
+
+def question_cache(data: dict[str, Any]) -> list[Figure]:
+    warm, checks = data["after_warmup"], data["checks"]
+    return [
+        Figure(
+            "questions served from the bank after warm-up",
+            f"{warm['bank_share']:.2%}",
+            f">= {data['target_bank_share_after_warmup']:.0%}",
+            warm["bank_share"] >= data["target_bank_share_after_warmup"],
+        ),
+        Figure("AI calls per 1,000 questions served", f"{warm['ai_calls_per_1000_served']:.2f}", "", None),
+        Figure(
+            "repeats per user",
+            str(checks["repeats_in_session_questions"]),
+            "0",
+            checks["repeats_in_session_questions"] == 0,
+        ),
+    ]
+
+
+def question_selection(data: dict[str, Any]) -> list[Figure]:
+    target = data["target_p95_ms"]
+    figures = [
+        Figure(
+            f"{function} p95, 1M questions, users who saw 1,000",
+            f"{stats['p95_ms']:.1f} ms",
+            f"<= {target:.0f} ms",
+            stats["p95_ms"] <= target,
+        )
+        for function, stats in data["latency"]["overall"].items()
+    ]
+    throughput = data["throughput"]
+    rates = throughput["median_requests_per_second"]
+    for mode, ratio in throughput["ratio_to_untracked"].items():
+        shipped = mode == "serving with usage tracking, as shipped"
+        figures.append(
+            Figure(
+                f"{throughput['threads']} concurrent requests of one bucket, {mode} / serving untracked",
+                f"{ratio:.2f} ({rates[mode]:.0f} req/s)",
+                f">= {data['target_ratio']}" if shipped else "",
+                ratio >= data["target_ratio"] if shipped else None,
+            )
+        )
+    return figures
+
+
+def evaluation_worker(data: dict[str, Any]) -> list[Figure]:
+    rates = {run["mode"]: run["evaluations_per_minute"] for run in data["runs"]}
+    return [
+        Figure(
+            "evaluation worker, concurrent / sequential",
+            f"{data['speedup']:.2f}x ({rates['concurrent']:.0f} vs {rates['sequential']:.0f}/min)",
+            f">= {data['target_speedup']:.0f}x",
+            data["meets_target"],
+        )
+    ]
+
+
+def analytics_day(data: dict[str, Any]) -> list[Figure]:
+    first, again = data["first_run"], data["re_run"]
+    return [
+        Figure(
+            f"aggregating a day of {data['busy_day_answers']:,} answers, {data['busy_day_active_users']:,} users",
+            f"{first['seconds']:.1f} s (platform {first['platform_seconds']:.1f}, users {first['user_seconds']:.1f})",
+            f"<= {data['target_seconds']:.0f} s",
+            first["seconds"] <= data["target_seconds"],
+        ),
+        Figure(
+            "re-aggregating the unchanged day / first run",
+            f"{again['seconds'] / first['seconds']:.2f}",
+            "<= 1",
+            again["seconds"] <= first["seconds"],
+        ),
+        Figure("trailing window / full 30-day recompute", f"{data['ratio_incremental_to_full']:.3f}", "", None),
+    ]
+
+
+BENCHMARKS: dict[str, Extract] = {
+    "rls_reads": rls_reads,
+    "webhook_throughput": webhook_throughput,
+    "import_time": import_time,
+    "question_cache": question_cache,
+    "question_selection": question_selection,
+    "evaluation_worker": evaluation_worker,
+    "analytics_day": analytics_day,
+}
+
+
+def machine() -> str:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    try:
+        with psycopg.connect(maintenance_url(bench_url()), connect_timeout=5) as conn:
+            server = conn.execute("show server_version").fetchone()[0]  # type: ignore[index]
+    except psycopg.OperationalError:
+        server = "unreachable"
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, {memory:.0f} GiB, "
+        f"Python {platform.python_version()}, PostgreSQL {server}"
+    )
+
+
+def revision() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return result.stdout.strip() or "unknown"
+
+
+def render() -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at revision {revision()} by `make bench` "
+        "(`.venv/bin/python -m bench.results` rewrites it from `bench/out/*.json`).",
+        f"Machine: {machine()}. Figures are medians of runs on one machine, often with other work running.",
+        "",
+        "| benchmark | figure | measured | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    for name, extract in BENCHMARKS.items():
+        path = OUT_DIR / f"{name}.json"
+        if not path.exists():
+            lines.append(f"| {name} | not run (no bench/out/{name}.json) | | | |")
+            continue
+        ran = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        for figure in extract(json.loads(path.read_text())):
+            met = {True: "yes", False: "**no**", None: ""}[figure.met]
+            lines.append(f"| {name} ({ran:%Y-%m-%d}) | {figure.what} | {figure.value} | {figure.target} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    RESULTS.write_text(render())
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
