@@ -163,6 +163,7 @@ begin
   from answers a
   full join sessions n on n.user_id = a.user_id and n.local_day = a.local_day
   order by 1, 3;
+  analyze progress;  -- temporary tables have no statistics of their own: joins to them are planned blind
 
   -- The day rows about to be replaced: the all-time rows are corrected by the difference (below).
   create temporary table replaced_days on commit drop as
@@ -170,6 +171,7 @@ begin
   from progress p
   join public.user_progress d on d.user_id = p.user_id and d.metric_name = 'practice' and d.period = 'day'
     and d.period_start = p.period_start;
+  analyze replaced_days;
 
   insert into public.user_progress as up (user_id, metric_name, period, period_start, metric_value, details)
   select p.user_id, 'practice', p.period, p.period_start, p.value, p.details from progress p
