@@ -60,10 +60,6 @@ CHARTS: list[tuple[str, list[tuple[str, str, str | None]], str]] = [
 
 def series(data: DashboardData, metric: str, detail: str | None) -> list[float | None]:
     points = data.metrics.get(metric) or [None] * len(data.days)
-    if metric == "average_score":
-        # A day nobody's answer was scored has no average (analytics_daily stores 0): a gap, not a fall to 0.
-        evaluations = data.metrics.get("evaluations") or [None] * len(data.days)
-        points = [p if e and e.value > 0 else None for p, e in zip(points, evaluations, strict=True)]
     if detail is None:
         return [p.value if p else None for p in points]
     return [float(p.details.get(detail, 0)) if p else None for p in points]

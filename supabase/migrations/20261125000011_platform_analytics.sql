@@ -68,7 +68,8 @@ begin
     select count(*) as n from public.responses r
     where r.evaluated_at >= day_start and r.evaluated_at < day_end and r.evaluation_status = 'completed') t
   union all
-  select 'average_score', coalesce(round(avg(r.ai_score), 2), 0),
+  -- A day with nothing scored has no average (not an average of 0).
+  select 'average_score', round(avg(r.ai_score), 2),
          coalesce((select jsonb_object_agg(c.category, c.score) from (
            select q.category, round(avg(r2.ai_score), 2) as score
            from public.responses r2
@@ -78,6 +79,7 @@ begin
            group by q.category) c), '{}')
   from public.responses r
   where r.evaluated_at >= day_start and r.evaluated_at < day_end and r.evaluation_status = 'completed'
+  having count(*) > 0
   -- Questions and AI
   union all
   select 'questions.served', count(*),

@@ -129,3 +129,15 @@ def test_running_a_day_again_changes_nothing_and_late_data_is_picked_up(conn: ps
     rerun = conn.execute("select service.aggregate_platform_day(%s)", (DAY,)).fetchone()[0]
     assert rerun["changed"] == 1
     assert metrics(conn)["signups"][0] == before["signups"][0] + 1
+
+
+def test_a_day_with_nothing_scored_has_no_average_score(conn: psycopg.Connection) -> None:
+    quiet = date(2026, 3, 11)
+    result = conn.execute("select service.aggregate_platform_day(%s)", (quiet,)).fetchone()[0]
+    names = {
+        row[0]
+        for row in conn.execute("select metric_name from public.analytics_daily where metric_date = %s", (quiet,))
+    }
+    assert result["metrics"] == 19
+    assert "evaluations" in names
+    assert "average_score" not in names
