@@ -282,11 +282,14 @@ order by p.k, pos
 # One answer per served question, 4 to 6 sentences (about 200-400 characters), evaluated shortly after. Written
 # in answer-time order, so a session's answers interleave with those of the other sessions open meanwhile.
 RESPONSES_SQL: LiteralString = """
-insert into public.responses (id, session_id, session_question_id, user_id, answer_text, time_taken_seconds,
-                              evaluation_status, ai_score, feedback, criterion_scores, evaluator, evaluated_at,
-                              created_at, updated_at)
+insert into public.responses (id, session_id, session_question_id, user_id, category, answer_text,
+                              time_taken_seconds, evaluation_status, ai_score, feedback, criterion_scores, evaluator,
+                              evaluated_at, created_at, updated_at)
 select pg_temp.uuid7(t, 'response:' || p.k || ':' || pos), p.id,
        pg_temp.uuid7(p.started_at, 'sq:' || p.k || ':' || pos), p.user_id,
+       -- the served question's category (QUESTIONS_SQL), as the answer trigger would copy it
+       (enum_range(null::public.question_category))
+         [1 + (p.u * %(questions)s / %(users)s + p.ordinal * 10 + pos - 1) %% %(questions)s %% 6],
        concat_ws(' ', s[1 + (h & 31)], s[1 + (h >> 5 & 31)], s[1 + (h >> 10 & 31)], s[1 + (h >> 15 & 31)],
                  case when (h >> 20 & 3) > 0 then s[1 + (h >> 22 & 31)] end,
                  case when (h >> 20 & 3) > 1 then s[1 + (h >> 27 & 31)] end),

@@ -41,7 +41,7 @@ def aggregate(
     if last < first:
         raise typer.BadParameter("--to is before --from")
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-    db, as_of = database(), datetime.now(UTC)
+    db = database()
     failures = []
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -49,7 +49,7 @@ def aggregate(
         task = progress.add_task("aggregating", total=len(days))
         for day in days:
             progress.update(task, description=f"aggregating {day}")
-            failures += [step for step in aggregate_day(db, day, as_of) if step.error]
+            failures += [step for step in aggregate_day(db, day) if step.error]
             progress.advance(task)
     if failures:
         for step in failures:

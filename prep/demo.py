@@ -194,12 +194,13 @@ class Journey:
                 " from public.session_summaries order by started_at"
             ).fetchall()
             progress = conn.execute(
-                "select metric_value as answered, details -> 'sessions_completed' as sessions,"
-                " details -> 'average_score' as average_score, details -> 'streak' -> 'current' as streak,"
-                " details -> 'streak' -> 'longest' as longest_streak,"
-                " (select string_agg(c ->> 'category', ', ')"
-                "  from jsonb_array_elements(details -> 'weakest_categories') c) as weakest_categories"
-                " from public.user_progress where metric_name = 'practice' and period = 'all_time'"
+                "select p.metric_value as answered, p.details -> 'sessions_completed' as sessions,"
+                " p.details -> 'average_score' as average_score, s.current_streak as streak,"
+                " s.longest_streak,"
+                " (select string_agg(w.category::text, ', ' order by w.rank)"
+                "  from public.weakest_categories w) as weakest_categories"
+                " from public.user_progress p join public.user_streaks s on s.user_id = p.user_id"
+                " where p.metric_name = 'practice' and p.period = 'all_time'"
             ).fetchall()
             achievements = conn.execute(
                 "select achievement_type, awarded_at from public.achievements order by awarded_at"

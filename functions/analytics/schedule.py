@@ -63,7 +63,7 @@ def run_step(step: str, call: Callable[[], dict[str, Any]], *, day: date | None 
     return outcome
 
 
-def aggregate_day(database: Database, day: date, as_of: datetime) -> Iterator[StepResult]:
+def aggregate_day(database: Database, day: date) -> Iterator[StepResult]:
     """A UTC day's platform metrics, then its users' progress and achievements."""
     yield run_step(
         "aggregate_platform_day",
@@ -72,7 +72,7 @@ def aggregate_day(database: Database, day: date, as_of: datetime) -> Iterator[St
     )
     yield run_step(
         "aggregate_user_day",
-        lambda: database.call("service.aggregate_user_day", {"day": day.isoformat(), "as_of": as_of.isoformat()}),
+        lambda: database.call("service.aggregate_user_day", {"day": day.isoformat()}),
         day=day,
     )
 
@@ -89,9 +89,7 @@ def run_schedule(
     database = database or connect(settings)
     as_of = now or datetime.now(UTC)
     steps = [
-        step
-        for day in trailing_days(as_of, settings.analytics_trailing_days)
-        for step in aggregate_day(database, day, as_of)
+        step for day in trailing_days(as_of, settings.analytics_trailing_days) for step in aggregate_day(database, day)
     ]
     steps.append(run_step("rollup_question_stats", lambda: database.call("service.rollup_question_stats")))
     steps.append(

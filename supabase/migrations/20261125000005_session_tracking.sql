@@ -73,6 +73,9 @@ create table public.responses (
   session_id uuid not null references public.practice_sessions (id) on delete cascade,
   session_question_id uuid not null unique,
   user_id uuid not null default auth.uid() references public.users (id) on delete cascade,
+  -- The answered question's category, copied from the bank when the answer is given (set_category below):
+  -- per-category progress and platform scores read the answers alone, not each answer's served question.
+  category public.question_category not null,
   answer_text text check (char_length(answer_text) <= 20000),
   -- Object path in the private `answers` storage bucket, under the user's own folder.
   audio_path text check (char_length(audio_path) <= 1024),
@@ -98,6 +101,31 @@ create table public.responses (
   check (answer_text is not null or audio_path is not null)
 );
 comment on column public.responses.ai_score is 'Computed from the criterion scores and weights; written by the service only.';
+
+-- The category comes from the served question, whoever inserts (the definer reads the bank even after a
+-- question is retired). A question not served in the answer's session is refused as the foreign key would.
+create function private.set_response_category() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  select q.category into new.category
+  from public.session_questions sq
+  join public.questions q on q.id = sq.question_id
+  where sq.id = new.session_question_id and sq.session_id = new.session_id;
+  if not found then
+    raise foreign_key_violation using
+      message = format('question %s was not served in session %s', new.session_question_id, new.session_id),
+      hint = 'Answer one of the session''s served questions (its session_questions ids).';
+  end if;
+  return new;
+end
+$$;
+revoke all on function private.set_response_category() from public, anon, authenticated;
+
+create trigger set_category before insert on public.responses
+  for each row execute function private.set_response_category();
 
 create index idx_responses_session on public.responses (session_id);
 create index idx_responses_user_created on public.responses (user_id, created_at desc);

@@ -13,13 +13,14 @@
 --      by_category: {category: {answers, score_sum}}}   -- scored answers only in by_category
 --   period 'all_time', period_start = 1970-01-01:
 --     {sessions_completed, by_type, scored, score_sum, average_score, best_score,
---      by_category: {category: {answers, score_sum, average}},
---      weakest_categories: [{category, average, answers}]  -- weakest first, categories with >= 3 scored
---                                                          -- answers: what the question engine can recommend
---      streak: {current, longest, last_active_day}        -- consecutive local days with practice; current
---                                                          -- counts up to today or yesterday
---      score_trend: {slope, scores}}                      -- points per session over the last 10 scored
---                                                          -- sessions, scores oldest first
+--      by_category: {category: {answers, score_sum, average}},  -- ranked weakest first by
+--                                                                -- public.weakest_categories
+--      streak: {latest_run, longest, last_active_day}      -- runs of consecutive local days with practice;
+--                                                          -- latest_run ends on last_active_day (the current
+--                                                          -- streak depends on today: public.user_streaks)
+--      score_trend: {slope, scores, improvement}}          -- points per session over the last 10 scored
+--                                                          -- sessions, scores oldest first; improvement: the
+--                                                          -- last 5 averaged against the 5 before them
 -- An answer counts on the local day it was given, whenever it was scored; a session on the day it ended.
 
 create function private.local_day(at timestamptz, timezone text) returns date
@@ -27,18 +28,47 @@ language sql immutable
 set search_path = ''
 as $$ select (at at time zone timezone)::date $$;
 
--- The lookups behind the per-user figures: a user's sessions by end, the practice days of a user.
-create index idx_practice_sessions_user_ended on public.practice_sessions (user_id, ended_at)
-  where status = 'completed';
-create index idx_user_progress_live_streaks on public.user_progress (user_id)
-  where period = 'all_time' and (details -> 'streak' ->> 'current')::integer > 0;
+-- The score trend reads a user's last scored sessions from the index alone.
+create index idx_practice_sessions_user_scored on public.practice_sessions (user_id, started_at desc)
+  include (overall_score) where status = 'completed' and overall_score is not null;
 
--- The catalog: what can be earned, in display order. Readable by everyone (it is the product's copy);
--- every awarded achievement is one of these.
+-- The current streak is a matter of today in the user's timezone, so it is worked out when read: a stored
+-- one would need every user's row rewritten as days pass.
+create view public.user_streaks with (security_invoker = true) as
+select p.user_id,
+       case when (p.details -> 'streak' ->> 'last_active_day')::date
+                 >= (now() at time zone coalesce(f.timezone, 'UTC'))::date - 1
+            then (p.details -> 'streak' ->> 'latest_run')::integer else 0 end as current_streak,
+       (p.details -> 'streak' ->> 'longest')::integer as longest_streak,
+       (p.details -> 'streak' ->> 'last_active_day')::date as last_active_day
+from public.user_progress p
+left join public.user_profiles f on f.user_id = p.user_id
+where p.metric_name = 'practice' and p.period = 'all_time';
+revoke all on public.user_streaks from anon, authenticated;
+grant select on public.user_streaks to authenticated, service_role;
+
+-- Each user's categories ranked weakest first, among those with at least 3 scored answers: what the question
+-- engine can recommend practising. An ordering of the all-time figures, so it is ranked when read.
+create view public.weakest_categories with (security_invoker = true) as
+select p.user_id, c.key::public.question_category as category,
+       (c.value ->> 'average')::numeric as average, (c.value ->> 'answers')::integer as answers,
+       rank() over (partition by p.user_id order by (c.value ->> 'average')::numeric, c.key) as rank
+from public.user_progress p
+cross join lateral jsonb_each(p.details -> 'by_category') c
+where p.metric_name = 'practice' and p.period = 'all_time' and (c.value ->> 'answers')::integer >= 3;
+revoke all on public.weakest_categories from anon, authenticated;
+grant select on public.weakest_categories to authenticated, service_role;
+
+-- The catalog: what can be earned, in display order. Readable by everyone (it is the product's copy). Each
+-- entry is earned when one of the user's all-time figures reaches its threshold, and awarded by the run that
+-- sees the figure cross it; an entry added later must be awarded to those already past it by its migration.
 create table public.achievement_catalog (
   achievement_type text primary key check (achievement_type ~ '^[a-z][a-z0-9_]*$'),
   title text not null,
   description text not null,
+  figure text not null check (figure in ('sessions_completed', 'questions_answered', 'longest_streak',
+                                         'best_score', 'categories_scored', 'mock_interviews', 'improvement')),
+  threshold numeric not null,
   display_order integer not null unique,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now()
@@ -52,47 +82,51 @@ grant all on public.achievement_catalog to service_role;
 create policy "achievement_catalog: everyone reads" on public.achievement_catalog
   for select to anon, authenticated using (true);
 
-insert into public.achievement_catalog (achievement_type, title, description, display_order) values
-  ('first_session', 'First steps', 'Completed your first practice session.', 10),
-  ('sessions_10', 'Regular', 'Completed 10 practice sessions.', 20),
-  ('sessions_50', 'Dedicated', 'Completed 50 practice sessions.', 30),
-  ('answers_100', 'Hundred answers', 'Answered 100 questions.', 40),
-  ('streak_3', 'Three in a row', 'Practised 3 days in a row.', 50),
-  ('streak_7', 'A full week', 'Practised 7 days in a row.', 60),
-  ('streak_30', 'Habit formed', 'Practised 30 days in a row.', 70),
-  ('perfect_score', 'Flawless', 'An answer scored 100.', 80),
-  ('all_categories', 'Well rounded', 'Had answers scored in every category.', 90),
-  ('first_mock_interview', 'Dress rehearsal', 'Completed your first mock interview.', 100),
-  ('improvement', 'On the rise', 'Your last 5 scored sessions average 10 points above the 5 before them.', 110);
+insert into public.achievement_catalog (achievement_type, title, description, figure, threshold, display_order)
+values
+  ('first_session', 'First steps', 'Completed your first practice session.', 'sessions_completed', 1, 10),
+  ('sessions_10', 'Regular', 'Completed 10 practice sessions.', 'sessions_completed', 10, 20),
+  ('sessions_50', 'Dedicated', 'Completed 50 practice sessions.', 'sessions_completed', 50, 30),
+  ('answers_100', 'Hundred answers', 'Answered 100 questions.', 'questions_answered', 100, 40),
+  ('streak_3', 'Three in a row', 'Practised 3 days in a row.', 'longest_streak', 3, 50),
+  ('streak_7', 'A full week', 'Practised 7 days in a row.', 'longest_streak', 7, 60),
+  ('streak_30', 'Habit formed', 'Practised 30 days in a row.', 'longest_streak', 30, 70),
+  ('perfect_score', 'Flawless', 'An answer scored 100.', 'best_score', 100, 80),
+  ('all_categories', 'Well rounded', 'Had answers scored in every category.', 'categories_scored',
+   cardinality(enum_range(null::public.question_category)), 90),
+  ('first_mock_interview', 'Dress rehearsal', 'Completed your first mock interview.', 'mock_interviews', 1, 100),
+  ('improvement', 'On the rise', 'Your last 5 scored sessions average 10 points above the 5 before them.',
+   'improvement', 10, 110);
 
 alter table public.achievements
   add foreign key (achievement_type) references public.achievement_catalog (achievement_type);
 create index idx_achievements_type on public.achievements (achievement_type);
 
 -- Recompute the progress of everyone whose practice a UTC day touched, and award what they earned.
--- `as_of` is when "today" is for current streaks (the run's time by default).
-create function service.aggregate_user_day(day date, as_of timestamptz default now()) returns jsonb
+create function service.aggregate_user_day(day date) returns jsonb
 language plpgsql
 set search_path = ''
+-- A busy day's working sets (a million answers, 100k users) fit in memory instead of spilling to disk.
+set work_mem = '64MB'
 as $$
 declare
   day_start timestamptz := day::timestamp at time zone 'utc';
   day_end timestamptz := (day + 1)::timestamp at time zone 'utc';
+  first_start timestamptz;
+  last_end timestamptz;
+  people integer;
+  recomputed integer;
   written integer;
   changed integer := 0;
   awarded integer;
-  streaks_ended integer;
-  people integer;
-  recomputed integer;
-  first_start timestamptz;
-  last_end timestamptz;
 begin
   -- One run at a time: overlapping runs would recompute the same users' all-time rows in different orders.
   perform pg_advisory_xact_lock(hashtext('service.aggregate_user_day'));
 
   -- (user, local day) pairs the UTC day changed: the local days from the user's first to last touched moment
   -- (answers given, answers scored -- on the day they were given -- and sessions completed), with each local
-  -- day's bounds in UTC, so the source rows are found by plain range scans.
+  -- day's bounds in UTC, so the source rows are found by plain range scans. Local days are worked out once
+  -- per timezone, not once per user.
   create temporary table touched_days on commit drop as
   with touched as (
     select a.user_id, min(a.at) as first_at, max(a.at) as last_at
@@ -107,267 +141,271 @@ begin
       where s.ended_at >= day_start and s.ended_at < day_end and s.status = 'completed'
     ) a
     group by a.user_id
+  ), zoned as (
+    select t.user_id, t.first_at, t.last_at, coalesce(p.timezone, 'UTC') as timezone
+    from touched t left join public.user_profiles p on p.user_id = t.user_id
+  ), zone_days as (
+    select z.timezone, d.local_day, d.local_day::timestamp at time zone z.timezone as local_start,
+           (d.local_day + 1)::timestamp at time zone z.timezone as local_end
+    from (select u.timezone, min(u.first_at) as first_at, max(u.last_at) as last_at from zoned u group by 1) z
+    cross join lateral generate_series(private.local_day(z.first_at, z.timezone),
+                                       private.local_day(z.last_at, z.timezone), interval '1 day') g (day)
+    cross join lateral (select g.day::date as local_day) d
   )
-  select t.user_id, z.timezone, d.local_day,
-         d.local_day::timestamp at time zone z.timezone as local_start,
-         (d.local_day + 1)::timestamp at time zone z.timezone as local_end
-  from touched t
-  left join public.user_profiles p on p.user_id = t.user_id
-  cross join lateral (select coalesce(p.timezone, 'UTC') as timezone) z
-  cross join lateral generate_series(private.local_day(t.first_at, z.timezone),
-                                     private.local_day(t.last_at, z.timezone), interval '1 day') g (day)
-  cross join lateral (select g.day::date as local_day) d;
-  analyze touched_days;
+  select u.user_id, d.local_day, d.local_start, d.local_end
+  from zoned u
+  join zone_days d on d.timezone = u.timezone and d.local_end > u.first_at and d.local_start <= u.last_at;
+  analyze touched_days;  -- temporary tables have no statistics of their own: joins to them are planned blind
+  select min(t.local_start), max(t.local_end), count(distinct t.user_id) into first_start, last_end, people
+  from touched_days t;
 
-  create temporary table progress (user_id uuid, period text, period_start date, value numeric, details jsonb)
-    on commit drop;
-
-  -- Day rows, recomputed whole for each touched local day: one range scan over the answers of those days,
-  -- kept (and analyzed) so the join to the served questions is planned for its real size.
-  select min(t.local_start), max(t.local_end) into first_start, last_end from touched_days t;
-  create temporary table day_answers on commit drop as
-  select t.user_id, t.local_day, r.session_question_id, r.ai_score
+  -- The touched days' answers per category (the category travels with the answer): one range scan.
+  create temporary table day_categories on commit drop as
+  select t.user_id, t.local_day, r.category, count(*) as answers, count(r.ai_score) as scored,
+         sum(r.ai_score) as score_sum, max(r.ai_score) as best
   from public.responses r
   join touched_days t on t.user_id = r.user_id and r.created_at >= t.local_start and r.created_at < t.local_end
-  where r.created_at >= first_start and r.created_at < last_end;
-  analyze day_answers;
+  where r.created_at >= first_start and r.created_at < last_end
+  group by 1, 2, 3;
+  analyze day_categories;
 
-  with by_category as (
-    select a.user_id, a.local_day, q.category, count(*) as answers, count(a.ai_score) as scored,
-           sum(a.ai_score) as score_sum, max(a.ai_score) as best
-    from day_answers a
-    join public.session_questions sq on sq.id = a.session_question_id
-    join public.questions q on q.id = sq.question_id
-    group by 1, 2, 3
-  ), answers as (
+  -- Day rows, recomputed whole for each touched local day.
+  create temporary table progress on commit drop as
+  with answers as (
     select c.user_id, c.local_day, sum(c.answers) as answers, sum(c.scored) as scored,
            sum(c.score_sum) as score_sum, max(c.best) as best,
-           coalesce(jsonb_object_agg(c.category, jsonb_build_object('answers', c.scored, 'score_sum', c.score_sum))
-                      filter (where c.scored > 0), '{}') as by_category
-    from by_category c group by 1, 2
+           coalesce((json_object_agg(c.category, json_build_object('answers', c.scored, 'score_sum', c.score_sum))
+                       filter (where c.scored > 0))::jsonb, '{}') as by_category
+    from day_categories c group by 1, 2
   ), sessions as (
-    select t.user_id, t.local_day, sum(n.sessions) as sessions, jsonb_object_agg(n.session_type, n.sessions) as by_type
-    from touched_days t
-    cross join lateral (
-      select s.session_type, count(*) as sessions from public.practice_sessions s
-      where s.user_id = t.user_id and s.status = 'completed' and s.ended_at >= t.local_start and s.ended_at < t.local_end
-      group by s.session_type
-    ) n
+    select n.user_id, n.local_day, sum(n.sessions) as sessions, jsonb_object_agg(n.session_type, n.sessions) as by_type
+    from (select t.user_id, t.local_day, s.session_type, count(*) as sessions
+          from public.practice_sessions s
+          join touched_days t on t.user_id = s.user_id and s.ended_at >= t.local_start and s.ended_at < t.local_end
+          where s.ended_at >= first_start and s.ended_at < last_end and s.status = 'completed'
+          group by 1, 2, 3) n
     group by 1, 2
   )
-  insert into progress
-  select coalesce(a.user_id, n.user_id), 'day', coalesce(a.local_day, n.local_day), coalesce(a.answers, 0),
+  select coalesce(a.user_id, n.user_id) as user_id, coalesce(a.local_day, n.local_day) as local_day,
+         coalesce(a.answers, 0) as answers,
          jsonb_build_object('sessions_completed', coalesce(n.sessions, 0), 'by_type', coalesce(n.by_type, '{}'),
                             'scored', coalesce(a.scored, 0), 'score_sum', coalesce(a.score_sum, 0),
-                            'best', a.best, 'by_category', coalesce(a.by_category, '{}'))
+                            'best', a.best, 'by_category', coalesce(a.by_category, '{}')) as details
   from answers a
   full join sessions n on n.user_id = a.user_id and n.local_day = a.local_day
-  order by 1, 3;
-  analyze progress;  -- temporary tables have no statistics of their own: joins to them are planned blind
+  order by 1, 2;
+  analyze progress;
 
   -- The day rows about to be replaced: the all-time rows are corrected by the difference (below).
   create temporary table replaced_days on commit drop as
   select d.user_id, d.period_start as local_day, d.metric_value as answers, d.details
   from progress p
   join public.user_progress d on d.user_id = p.user_id and d.metric_name = 'practice' and d.period = 'day'
-    and d.period_start = p.period_start;
+    and d.period_start = p.local_day;
   analyze replaced_days;
 
   insert into public.user_progress as up (user_id, metric_name, period, period_start, metric_value, details)
-  select p.user_id, 'practice', p.period, p.period_start, p.value, p.details from progress p
+  select p.user_id, 'practice', 'day', p.local_day, p.answers, p.details from progress p
   on conflict (user_id, metric_name, period, period_start) do update
     set metric_value = excluded.metric_value, details = excluded.details
     where (up.metric_value, up.details) is distinct from (excluded.metric_value, excluded.details);
   get diagnostics written = row_count;
   changed := changed + written;
 
-  -- All-time rows of the users whose days changed (or who have none yet): the stored sums plus what the
-  -- recomputed days changed (new day rows minus the ones they replaced), so a run costs what the window
-  -- changed, not each user's whole history; a re-run with nothing new recomputes no all-time row. A user
-  -- without an all-time row yet starts from all their day rows. (Current streaks that lapse without new
-  -- practice are ended below, for everyone.)
-  select count(distinct t.user_id) into people from touched_days t;
+  -- The users whose days changed (or who have no all-time row yet), with their stored all-time figures.
   create temporary table touched_users on commit drop as
-  with changed as (
+  with changed_days as (
     select p.user_id from progress p
-    left join replaced_days r on r.user_id = p.user_id and r.local_day = p.period_start
-    where r.user_id is null or (r.answers, r.details) is distinct from (p.value, p.details)
+    left join replaced_days r on r.user_id = p.user_id and r.local_day = p.local_day
+    where r.user_id is null or (r.answers, r.details) is distinct from (p.answers, p.details)
   ), users as (
-    select distinct t.user_id, t.timezone from touched_days t
+    select distinct t.user_id from touched_days t
   )
-  select u.user_id, u.timezone, private.local_day(as_of, u.timezone) as today, a.metric_value as answers, a.details
+  select u.user_id, a.user_id is not null as stored,
+         coalesce(a.metric_value, 0) as answers,
+         coalesce((a.details ->> 'sessions_completed')::integer, 0) as sessions,
+         coalesce((a.details ->> 'scored')::integer, 0) as scored,
+         coalesce((a.details ->> 'score_sum')::numeric, 0) as score_sum,
+         (a.details ->> 'best_score')::numeric as best,
+         coalesce(a.details -> 'by_type', '{}') as by_type,
+         coalesce(a.details -> 'by_category', '{}') as by_category,
+         (a.details -> 'streak' ->> 'last_active_day')::date as last_active_day,
+         coalesce((a.details -> 'streak' ->> 'latest_run')::integer, 0) as latest_run,
+         coalesce((a.details -> 'streak' ->> 'longest')::integer, 0) as longest,
+         (a.details -> 'score_trend' ->> 'improvement')::numeric as improvement
   from users u
   left join public.user_progress a on a.user_id = u.user_id and a.metric_name = 'practice'
     and a.period = 'all_time' and a.period_start = date '1970-01-01'
-  where a.user_id is null or u.user_id in (select c.user_id from changed c);
+  where a.user_id is null or u.user_id in (select c.user_id from changed_days c);
   analyze touched_users;
   select count(*) into recomputed from touched_users;
 
+  -- All-time figures: the stored ones plus what the recomputed days changed (new day rows minus the ones they
+  -- replaced), so a run costs what the window changed, not each user's whole history; a re-run with nothing
+  -- new recomputes no all-time row. A user without an all-time row yet starts from all their day rows.
   create temporary table all_time_rows on commit drop as
   with changes as (
-    select p.user_id, p.value as answers, p.details, 1 as sign
+    select p.user_id, p.answers, p.details, 1 as sign
     from touched_users u join progress p on p.user_id = u.user_id
-    where u.details is not null
+    where u.stored
     union all
     select r.user_id, -r.answers, r.details, -1
     from touched_users u join replaced_days r on r.user_id = u.user_id
-    where u.details is not null
+    where u.stored
     union all
     select d.user_id, d.metric_value, d.details, 1
     from touched_users u
     join public.user_progress d on d.user_id = u.user_id and d.metric_name = 'practice' and d.period = 'day'
-    where u.details is null
+    where not u.stored
   ), totals as (
-    select u.user_id, u.today,
-           coalesce(u.answers, 0) + coalesce(sum(c.answers), 0) as answers,
-           coalesce((u.details ->> 'sessions_completed')::integer, 0)
-             + coalesce(sum(c.sign * (c.details ->> 'sessions_completed')::integer), 0) as sessions,
-           coalesce((u.details ->> 'scored')::integer, 0)
-             + coalesce(sum(c.sign * (c.details ->> 'scored')::integer), 0) as scored,
-           coalesce((u.details ->> 'score_sum')::numeric, 0)
-             + coalesce(sum(c.sign * (c.details ->> 'score_sum')::numeric), 0) as score_sum,
+    select c.user_id, sum(c.answers) as answers,
+           sum(c.sign * (c.details ->> 'sessions_completed')::integer) as sessions,
+           sum(c.sign * (c.details ->> 'scored')::integer) as scored,
+           sum(c.sign * (c.details ->> 'score_sum')::numeric) as score_sum,
            -- A personal best: the highest score any recomputed day holds, or the one stored.
-           greatest((u.details ->> 'best_score')::numeric,
-                    max((c.details ->> 'best')::numeric) filter (where c.sign = 1)) as best
+           max((c.details ->> 'best')::numeric) filter (where c.sign = 1) as best
+    from changes c group by 1
+  ), type_counts as (
+    -- Only the session types and categories a change touched are rewritten; the rest of the stored object
+    -- stays as it is.
+    select x.user_id,
+           jsonb_object_agg(x.key, coalesce((u.by_type ->> x.key)::integer, 0) + x.sessions)
+             filter (where coalesce((u.by_type ->> x.key)::integer, 0) + x.sessions > 0) as counts,
+           array_agg(x.key) filter (where coalesce((u.by_type ->> x.key)::integer, 0) + x.sessions <= 0) as emptied
+    from (select c.user_id, k.key, sum(c.sign * k.value::integer) as sessions
+          from changes c, jsonb_each_text(c.details -> 'by_type') k group by 1, 2) x
+    join touched_users u on u.user_id = x.user_id
+    group by x.user_id
+  ), category_totals as materialized (
+    -- The new totals of each category a change touched (narrow rows: the stored objects are read here once).
+    select x.user_id, x.key as category,
+           coalesce((u.by_category -> x.key ->> 'answers')::integer, 0) + x.answers as answers,
+           coalesce((u.by_category -> x.key ->> 'score_sum')::numeric, 0) + x.score_sum as score_sum
+    from (select c.user_id, k.key, sum(c.sign * (k.value ->> 'answers')::integer) as answers,
+                 sum(c.sign * (k.value ->> 'score_sum')::numeric) as score_sum
+          from changes c, jsonb_each(c.details -> 'by_category') k group by 1, 2) x
+    join touched_users u on u.user_id = x.user_id
+  ), category_figures as (
+    -- Built as JSON text and converted once: half the cost of building JSONB value by value.
+    select n.user_id,
+           (json_object_agg(n.category, json_build_object('answers', n.answers, 'score_sum', n.score_sum,
+                                                          'average', round(n.score_sum / n.answers, 2)))
+              filter (where n.answers > 0))::jsonb as figures,
+           array_agg(n.category) filter (where n.answers <= 0) as emptied
+    from category_totals n
+    group by n.user_id
+  ), new_days as (
+    select p.user_id, p.local_day
     from touched_users u
-    left join changes c on c.user_id = u.user_id
-    group by u.user_id, u.today, u.answers, u.details
-  ), session_types as (
-    select t.user_id, jsonb_object_agg(t.session_type, t.sessions) filter (where t.sessions > 0) as by_type
-    from (select x.user_id, x.session_type, sum(x.sessions) as sessions
-          from (select u.user_id, k.key as session_type, k.value::integer as sessions
-                from touched_users u, jsonb_each_text(u.details -> 'by_type') k
-                union all
-                select c.user_id, k.key, c.sign * k.value::integer
-                from changes c, jsonb_each_text(c.details -> 'by_type') k) x
-          group by 1, 2) t
-    group by t.user_id
-  ), categories as (
-    select x.user_id, x.category, sum(x.answers) as answers, sum(x.score_sum) as score_sum
-    from (select u.user_id, k.key as category, (k.value ->> 'answers')::integer as answers,
-                 (k.value ->> 'score_sum')::numeric as score_sum
-          from touched_users u, jsonb_each(u.details -> 'by_category') k
-          union all
-          select c.user_id, k.key, c.sign * (k.value ->> 'answers')::integer,
-                 c.sign * (k.value ->> 'score_sum')::numeric
-          from changes c, jsonb_each(c.details -> 'by_category') k) x
-    group by 1, 2
-    having sum(x.answers) > 0
-  ), category_lists as (
-    select c.user_id,
-           jsonb_object_agg(c.category, jsonb_build_object('answers', c.answers, 'score_sum', c.score_sum,
-                                                           'average', round(c.score_sum / c.answers, 2)))
-             as by_category,
-           coalesce((jsonb_agg(jsonb_build_object('category', c.category, 'average', round(c.score_sum / c.answers, 2),
-                                                  'answers', c.answers)
-                               order by c.score_sum / c.answers, c.category) filter (where c.answers >= 3)), '[]')
-             as weakest
-    from categories c group by c.user_id
-  ), active_days as (
-    -- Day rows exist only for days with practice; their keys alone (an index-only read) give the streaks.
-    select u.user_id, u.today, d.period_start as local_day
+    join progress p on p.user_id = u.user_id
+    left join replaced_days r on r.user_id = p.user_id and r.local_day = p.local_day
+    where r.user_id is null
+  ), carried as (
+    -- The stored streak carries on when every newly active day comes after its last active day (practice
+    -- today, the usual case); otherwise (no row yet, or late data made an earlier day active) the user's
+    -- runs are counted again from all their day rows, whose keys alone (an index-only read) are enough.
+    select u.user_id, u.last_active_day, u.latest_run, u.longest
+    from touched_users u
+    where u.stored
+      and not exists (select from new_days n where n.user_id = u.user_id and n.local_day <= u.last_active_day)
+  ), streak_days as (
+    select n.user_id, n.local_day from new_days n join carried c on c.user_id = n.user_id
+    union all
+    select d.user_id, d.period_start
     from touched_users u
     join public.user_progress d on d.user_id = u.user_id and d.metric_name = 'practice' and d.period = 'day'
+    where not exists (select from carried c where c.user_id = u.user_id)
   ), runs as (
-    -- Consecutive days share (day - its rank): one group per streak.
-    select r.user_id, r.today, max(r.local_day) as last_day, count(*) as length
-    from (select a.user_id, a.today, a.local_day,
-                 a.local_day - (row_number() over (partition by a.user_id order by a.local_day))::integer as streak
-          from active_days a) r
-    group by r.user_id, r.today, r.streak
+    -- Consecutive days share (day - its rank): one group per run.
+    select r.user_id, min(r.local_day) as first_day, max(r.local_day) as last_day, count(*) as length
+    from (select s.user_id, s.local_day,
+                 s.local_day - (row_number() over (partition by s.user_id order by s.local_day))::integer as run
+          from streak_days s) r
+    group by r.user_id, r.run
   ), streaks as (
-    select r.user_id,
-           jsonb_build_object('current', coalesce(max(r.length) filter (where r.last_day >= r.today - 1), 0),
-                              'longest', max(r.length), 'last_active_day', max(r.last_day)) as streak
-    from runs r group by r.user_id
+    -- A run that starts the day after the carried one continues it.
+    select r.user_id, max(r.last_day) as last_active_day,
+           (array_agg(r.length + case when r.first_day = c.last_active_day + 1 then c.latest_run else 0 end
+                      order by r.last_day desc))[1] as latest_run,
+           max(r.length + case when r.first_day = c.last_active_day + 1 then c.latest_run else 0 end) as longest
+    from runs r left join carried c on c.user_id = r.user_id
+    group by r.user_id
   ), trends as (
-    select u.user_id,
-           jsonb_build_object('slope', coalesce(round(regr_slope(s.score, s.ordinal)::numeric, 2), 0),
-                              'scores', coalesce(jsonb_agg(s.score order by s.ordinal), '[]')) as score_trend
+    select u.user_id, s.slope, s.scores, s.improvement
     from touched_users u
     cross join lateral (
-      select l.overall_score as score, row_number() over (order by l.started_at) as ordinal
-      from (select s.overall_score, s.started_at from public.practice_sessions s
+      select coalesce(round(regr_slope(l.overall_score, l.ordinal)::numeric, 2), 0) as slope,
+             coalesce(jsonb_agg(l.overall_score order by l.ordinal), '[]') as scores,
+             -- The last 5 scored sessions averaged against the 5 before them, once there are 10.
+             case when count(*) = 10 then round(avg(l.overall_score) filter (where l.ordinal > 5)
+                                                - avg(l.overall_score) filter (where l.ordinal <= 5), 2) end
+               as improvement
+      from (select s.overall_score, 11 - row_number() over (order by s.started_at desc) as ordinal
+            from public.practice_sessions s
             where s.user_id = u.user_id and s.status = 'completed' and s.overall_score is not null
             order by s.started_at desc limit 10) l
     ) s
-    group by u.user_id
   )
-  select t.user_id, 'all_time' as period, date '1970-01-01' as period_start, t.answers as value,
-         jsonb_build_object(
-           'sessions_completed', t.sessions, 'by_type', coalesce(st.by_type, '{}'),
-           'scored', t.scored, 'score_sum', t.score_sum, 'average_score', round(t.score_sum / nullif(t.scored, 0), 2),
-           'best_score', t.best,
-           'by_category', coalesce(c.by_category, '{}'), 'weakest_categories', coalesce(c.weakest, '[]'),
-           'streak', coalesce(s.streak, jsonb_build_object('current', 0, 'longest', 0, 'last_active_day', null)),
-           'score_trend', coalesce(tr.score_trend, jsonb_build_object('slope', 0, 'scores', '[]'::jsonb))) as details
-  from totals t
-  left join session_types st using (user_id)
-  left join category_lists c using (user_id)
-  left join streaks s using (user_id)
-  left join trends tr using (user_id)
+  select u.user_id,
+         u.answers + coalesce(t.answers, 0) as answers,
+         u.sessions + coalesce(t.sessions, 0) as sessions,
+         u.scored + coalesce(t.scored, 0) as scored,
+         u.score_sum + coalesce(t.score_sum, 0) as score_sum,
+         greatest(u.best, t.best) as best,
+         (u.by_type || coalesce(y.counts, '{}')) - coalesce(y.emptied, '{}') as by_type,
+         (u.by_category || coalesce(c.figures, '{}')) - coalesce(c.emptied, '{}') as by_category,
+         greatest(u.last_active_day, s.last_active_day) as last_active_day,
+         case when s.last_active_day is null then u.latest_run else s.latest_run end as latest_run,
+         greatest(u.longest, s.longest) as longest,
+         coalesce(tr.slope, 0) as slope, coalesce(tr.scores, '[]') as scores, tr.improvement
+  from touched_users u
+  left join totals t on t.user_id = u.user_id
+  left join type_counts y on y.user_id = u.user_id
+  left join category_figures c on c.user_id = u.user_id
+  left join streaks s on s.user_id = u.user_id
+  left join trends tr on tr.user_id = u.user_id
   order by 1;
 
   insert into public.user_progress as up (user_id, metric_name, period, period_start, metric_value, details)
-  select p.user_id, 'practice', p.period, p.period_start, p.value, p.details from all_time_rows p
+  select a.user_id, 'practice', 'all_time', date '1970-01-01', a.answers,
+         jsonb_build_object(
+           'sessions_completed', a.sessions, 'by_type', a.by_type,
+           'scored', a.scored, 'score_sum', a.score_sum, 'average_score', round(a.score_sum / nullif(a.scored, 0), 2),
+           'best_score', a.best, 'by_category', a.by_category,
+           'streak', jsonb_build_object('latest_run', a.latest_run, 'longest', a.longest,
+                                        'last_active_day', a.last_active_day),
+           'score_trend', jsonb_build_object('slope', a.slope, 'scores', a.scores, 'improvement', a.improvement))
+  from all_time_rows a
   on conflict (user_id, metric_name, period, period_start) do update
     set metric_value = excluded.metric_value, details = excluded.details
     where (up.metric_value, up.details) is distinct from (excluded.metric_value, excluded.details);
   get diagnostics written = row_count;
   changed := changed + written;
 
-  -- Everyone else's current streak ends once a whole local day passes without practice.
-  update public.user_progress up set details = jsonb_set(up.details, '{streak,current}', '0')
-  from public.users u
-  left join public.user_profiles p on p.user_id = u.id
-  where up.user_id = u.id
-    and up.period = 'all_time' and (up.details -> 'streak' ->> 'current')::integer > 0
-    and (up.details -> 'streak' ->> 'last_active_day')::date < private.local_day(as_of, coalesce(p.timezone, 'UTC')) - 1;
-  get diagnostics streaks_ended = row_count;
-
-  -- Achievements: awarded once (the unique key), whoever runs concurrently; metadata says what earned it.
+  -- Achievements: each catalog entry whose figure reached its threshold in this run (the stored figure was
+  -- below it, or there was none). The unique key awards each once, whoever runs concurrently; the metadata
+  -- is the figure that earned it.
   insert into public.achievements (user_id, achievement_type, metadata)
-  select p.user_id, x.achievement_type, x.metadata
-  from all_time_rows p
-  cross join lateral (
-    select avg(s.score::numeric) filter (where s.ordinal <= 5) as previous,
-           avg(s.score::numeric) filter (where s.ordinal > 5) as latest
-    from jsonb_array_elements_text(p.details -> 'score_trend' -> 'scores') with ordinality as s (score, ordinal)
-  ) trend
+  select a.user_id, c.achievement_type, jsonb_build_object(c.figure, f.reached)
+  from all_time_rows a
+  join touched_users u on u.user_id = a.user_id
   cross join lateral (values
-    ('first_session', (p.details ->> 'sessions_completed')::integer >= 1,
-     jsonb_build_object('sessions_completed', p.details -> 'sessions_completed')),
-    ('sessions_10', (p.details ->> 'sessions_completed')::integer >= 10,
-     jsonb_build_object('sessions_completed', p.details -> 'sessions_completed')),
-    ('sessions_50', (p.details ->> 'sessions_completed')::integer >= 50,
-     jsonb_build_object('sessions_completed', p.details -> 'sessions_completed')),
-    ('answers_100', p.value >= 100, jsonb_build_object('questions_answered', p.value)),
-    ('streak_3', (p.details -> 'streak' ->> 'longest')::integer >= 3,
-     jsonb_build_object('streak', p.details -> 'streak' -> 'longest')),
-    ('streak_7', (p.details -> 'streak' ->> 'longest')::integer >= 7,
-     jsonb_build_object('streak', p.details -> 'streak' -> 'longest')),
-    ('streak_30', (p.details -> 'streak' ->> 'longest')::integer >= 30,
-     jsonb_build_object('streak', p.details -> 'streak' -> 'longest')),
-    ('perfect_score', (p.details ->> 'best_score')::numeric >= 100, jsonb_build_object('score', 100)),
-    ('all_categories', (select count(*) from jsonb_object_keys(p.details -> 'by_category'))
-                         = cardinality(enum_range(null::public.question_category)),
-     jsonb_build_object('categories', p.details -> 'by_category')),
-    ('first_mock_interview', (p.details -> 'by_type' ->> 'mock_interview')::integer >= 1,
-     jsonb_build_object('mock_interviews', p.details -> 'by_type' -> 'mock_interview')),
-    ('improvement', jsonb_array_length(p.details -> 'score_trend' -> 'scores') = 10
-                      and trend.latest >= trend.previous + 10,
-     jsonb_build_object('previous_average', round(trend.previous, 2), 'latest_average', round(trend.latest, 2)))
-  ) x (achievement_type, earned, metadata)
-  where x.earned
-    -- A probe is cheaper than an insert that conflicts; the unique key still decides under concurrency.
-    and not exists (select from public.achievements a
-                    where a.user_id = p.user_id and a.achievement_type = x.achievement_type)
+    ('sessions_completed', a.sessions, u.sessions),
+    ('questions_answered', a.answers, u.answers),
+    ('longest_streak', a.longest, u.longest),
+    ('best_score', a.best, u.best),
+    ('categories_scored', (select count(*) from jsonb_object_keys(a.by_category)),
+                          (select count(*) from jsonb_object_keys(u.by_category))),
+    ('mock_interviews', (a.by_type ->> 'mock_interview')::numeric, (u.by_type ->> 'mock_interview')::numeric),
+    ('improvement', a.improvement, u.improvement)
+  ) f (figure, reached, before)
+  join public.achievement_catalog c on c.figure = f.figure
+  where f.reached >= c.threshold and (f.before is null or f.before < c.threshold)
   on conflict (user_id, achievement_type) do nothing;
   get diagnostics awarded = row_count;
 
-  drop table touched_days, day_answers, replaced_days, touched_users, all_time_rows, progress;
+  drop table touched_days, day_categories, progress, replaced_days, touched_users, all_time_rows;
   return jsonb_build_object('day', day, 'users', people, 'recomputed', recomputed, 'changed', changed,
-                            'streaks_ended', streaks_ended,
                             'achievements_awarded', awarded);
 end
 $$;
@@ -543,9 +581,9 @@ as $$
 $$;
 
 revoke all on function private.local_day(timestamptz, text), private.refresh_materialized_views(),
-  service.aggregate_user_day(date, timestamptz), service.run_maintenance(timestamptz, jsonb),
+  service.aggregate_user_day(date), service.run_maintenance(timestamptz, jsonb),
   service.dashboard(integer, date)
   from public, anon, authenticated;
 grant execute on function private.local_day(timestamptz, text), private.refresh_materialized_views(),
-  service.aggregate_user_day(date, timestamptz), service.run_maintenance(timestamptz, jsonb),
+  service.aggregate_user_day(date), service.run_maintenance(timestamptz, jsonb),
   service.dashboard(integer, date) to service_role;

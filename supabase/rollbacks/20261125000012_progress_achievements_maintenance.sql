@@ -26,10 +26,11 @@ drop view public.response_history;
 insert into public.responses select * from archive.responses;
 drop schema archive cascade;
 
-drop function service.aggregate_user_day(date, timestamptz);
+drop function service.aggregate_user_day(date);
 drop index public.idx_achievements_type;
 alter table public.achievements drop constraint achievements_achievement_type_fkey;
 drop table public.achievement_catalog;
-drop index public.idx_user_progress_live_streaks;
-drop index public.idx_practice_sessions_user_ended;
+drop view public.weakest_categories;
+drop view public.user_streaks;
+drop index public.idx_practice_sessions_user_scored;
 drop function private.local_day(timestamptz, text);

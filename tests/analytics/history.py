@@ -75,8 +75,8 @@ def score_answer(conn: psycopg.Connection, session_question: uuid.UUID, score: f
     )
 
 
-def aggregate(conn: psycopg.Connection, day: str, as_of: str) -> dict:
-    return conn.execute("select service.aggregate_user_day(%s, %s)", (day, as_of)).fetchone()[0]
+def aggregate(conn: psycopg.Connection, day: str) -> dict:
+    return conn.execute("select service.aggregate_user_day(%s)", (day,)).fetchone()[0]
 
 
 def all_time(conn: psycopg.Connection, user: uuid.UUID) -> dict | None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
 import psycopg
 import pytest
 
+from shared.db.rls import acting_as
 from tests.analytics.history import aggregate, all_time, days, practise, practitioner, score_answer
+from tests.support.identities import user_claims
 
 
 def test_day_rows_fall_on_the_users_local_day(db: psycopg.Connection) -> None:
@@ -13,7 +19,7 @@ def test_day_rows_fall_on_the_users_local_day(db: psycopg.Connection) -> None:
     practise(db, tokyo, "2026-03-10 16:00+00", [70, 90])  # 01:00 on the 11th in Tokyo
     practise(db, los_angeles, "2026-03-10 03:00+00", [50])  # 20:00 on the 9th in Los Angeles
 
-    result = aggregate(db, "2026-03-10", "2026-03-10 23:00+00")
+    result = aggregate(db, "2026-03-10")
 
     assert result["users"] == 2
     assert days(db, tokyo) == {
@@ -47,41 +53,71 @@ def test_a_streak_counts_local_days_across_midnight(
     practise(db, user, late_evening, [60])
     practise(db, user, after_midnight, [60], category="technical")
 
-    aggregate(db, "2026-03-10", "2026-03-10 20:00+00")
+    aggregate(db, "2026-03-10")
 
     streak = all_time(db, user)["streak"]
-    assert (streak["current"], streak["longest"]) == (2, 2)
+    assert (streak["latest_run"], streak["longest"]) == (2, 2)
 
 
 def test_the_same_times_in_utc_are_one_local_day_and_no_streak(db: psycopg.Connection) -> None:
     user = practitioner(db, "UTC")
     practise(db, user, "2026-03-10 14:30+00", [60])
     practise(db, user, "2026-03-10 15:30+00", [60], category="technical")
-    aggregate(db, "2026-03-10", "2026-03-10 20:00+00")
-    assert all_time(db, user)["streak"]["current"] == 1
+    aggregate(db, "2026-03-10")
+    assert all_time(db, user)["streak"]["latest_run"] == 1
 
 
-def test_the_current_streak_ends_after_a_whole_local_day_without_practice(db: psycopg.Connection) -> None:
-    user, other = practitioner(db, "Asia/Tokyo"), practitioner(db)
-    for day in ("2026-03-08", "2026-03-09", "2026-03-10"):
-        practise(db, user, f"{day} 03:00+00", [60], category="technical" if day.endswith("9") else "behavioral")
-        aggregate(db, day, f"{day} 04:00+00")
-    assert all_time(db, user)["streak"] == {"current": 3, "longest": 3, "last_active_day": "2026-03-10"}
+def in_utc(local: datetime) -> str:
+    return local.astimezone(UTC).isoformat()
 
-    # The 11th in Tokyo passes without practice; on the 12th the streak has ended. Someone else's practice
-    # triggers the run; the user's own row is updated all the same.
-    practise(db, other, "2026-03-12 03:00+00", [60])
-    aggregate(db, "2026-03-11", "2026-03-11 14:00+00")  # 23:00 on the 11th in Tokyo: still alive
-    assert all_time(db, user)["streak"]["current"] == 3
-    result = aggregate(db, "2026-03-12", "2026-03-12 03:30+00")  # 12:30 on the 12th in Tokyo
-    assert result["streaks_ended"] == 1
-    assert all_time(db, user)["streak"] == {"current": 0, "longest": 3, "last_active_day": "2026-03-10"}
+
+def practise_local_days(db: psycopg.Connection, user: uuid.UUID, timezone: str, days_ago: list[int]) -> None:
+    """Practice at noon, local time, on each of the given days before today (today as the database sees it)."""
+    today = db.execute("select (now() at time zone %s)::date", (timezone,)).fetchone()[0]
+    for back in days_ago:
+        noon = datetime.combine(today - timedelta(days=back), time(12), ZoneInfo(timezone))
+        practise(db, user, in_utc(noon), [60])
+        aggregate(db, noon.astimezone(UTC).date().isoformat())
+
+
+def streak_now(db: psycopg.Connection, user: uuid.UUID) -> tuple:
+    return db.execute(
+        "select current_streak, longest_streak, last_active_day from public.user_streaks where user_id = %s", (user,)
+    ).fetchone()
+
+
+def test_the_current_streak_is_alive_until_a_whole_local_day_passes_without_practice(db: psycopg.Connection) -> None:
+    alive, ended = practitioner(db, "Asia/Tokyo"), practitioner(db, "America/Los_Angeles")
+    practise_local_days(db, alive, "Asia/Tokyo", [3, 2, 1])  # up to yesterday in Tokyo: today can still continue it
+    practise_local_days(db, ended, "America/Los_Angeles", [4, 3, 2])  # yesterday passed without practice
+
+    current, longest, last_day = streak_now(db, alive)
+    assert (current, longest) == (3, 3)
+    assert all_time(db, alive)["streak"] == {"latest_run": 3, "longest": 3, "last_active_day": last_day.isoformat()}
+    assert streak_now(db, ended)[:2] == (0, 3)
+
+    # Each user reads only their own streak, computed in their own timezone.
+    with acting_as(db, user_claims(alive)):
+        assert db.execute("select user_id, current_streak from public.user_streaks").fetchall() == [(alive, 3)]
+
+
+def test_a_late_day_joins_the_runs_around_it(db: psycopg.Connection) -> None:
+    user = practitioner(db)
+    for day in ("2026-03-01", "2026-03-02", "2026-03-04", "2026-03-05"):
+        practise(db, user, f"{day} 10:00+00", [60])
+        aggregate(db, day)
+    assert all_time(db, user)["streak"] == {"latest_run": 2, "longest": 2, "last_active_day": "2026-03-05"}
+
+    # An answer given on the 3rd arrives late (recorded with its own time): the runs are counted again.
+    practise(db, user, "2026-03-03 10:00+00", [60])
+    aggregate(db, "2026-03-03")
+    assert all_time(db, user)["streak"] == {"latest_run": 5, "longest": 5, "last_active_day": "2026-03-05"}
 
 
 def test_an_answer_scored_a_day_later_is_picked_up_by_re_aggregating_the_window(db: psycopg.Connection) -> None:
     user = practitioner(db)
     practise(db, user, "2026-03-10 22:00+00", [80, None])
-    aggregate(db, "2026-03-10", "2026-03-10 23:00+00")
+    aggregate(db, "2026-03-10")
     assert all_time(db, user)["average_score"] == 80
 
     late = db.execute(
@@ -89,8 +125,8 @@ def test_an_answer_scored_a_day_later_is_picked_up_by_re_aggregating_the_window(
     ).fetchone()[0]
     score_answer(db, late, 40, "2026-03-11 01:00+00")
     # The schedule's trailing window re-aggregates yesterday and today; the score lands on the day answered.
-    aggregate(db, "2026-03-10", "2026-03-11 02:00+00")
-    aggregate(db, "2026-03-11", "2026-03-11 02:00+00")
+    aggregate(db, "2026-03-10")
+    aggregate(db, "2026-03-11")
 
     assert days(db, user)["2026-03-10"][1]["score_sum"] == 120
     assert all_time(db, user)["average_score"] == 60
@@ -100,10 +136,10 @@ def test_re_aggregating_an_unchanged_day_writes_nothing_and_gives_the_same_rows(
     user = practitioner(db, "Europe/Berlin")
     practise(db, user, "2026-03-10 09:00+00", [55, 75])
     practise(db, user, "2026-03-10 12:00+00", [65], category="technical")
-    first = aggregate(db, "2026-03-10", "2026-03-10 20:00+00")
+    first = aggregate(db, "2026-03-10")
     rows = db.execute("select * from public.user_progress where user_id = %s order by id", (user,)).fetchall()
 
-    again = aggregate(db, "2026-03-10", "2026-03-10 20:00+00")
+    again = aggregate(db, "2026-03-10")
 
     assert (first["changed"], first["recomputed"]) == (2, 1)  # the day row and the all-time row
     assert (again["changed"], again["recomputed"]) == (0, 0)  # nothing new: no all-time row recomputed
@@ -121,20 +157,19 @@ def test_all_time_totals_weakest_categories_and_trend(db: psycopg.Connection) ->
     ]
     for day, category, scores in history:
         practise(db, user, f"{day} 10:00+00", scores, category=category)
-        aggregate(db, day, f"{day} 11:00+00")
+        aggregate(db, day)
 
     figures = all_time(db, user)
     assert figures["questions_answered"] == 12
     assert (figures["sessions_completed"], figures["by_type"]) == (4, {"custom": 4})
     assert figures["average_score"] == pytest.approx(sum(sum(s) for *_, s in history) / 12, abs=0.01)
     assert figures["by_category"]["technical"] == {"answers": 6, "score_sum": 315, "average": 52.5}
-    assert [(c["category"], c["average"]) for c in figures["weakest_categories"]] == [
-        ("technical", 52.5),
-        ("leadership", 60),
-        ("behavioral", 75),
-    ]
+    weakest = db.execute(
+        "select category, average, rank from public.weakest_categories where user_id = %s order by rank", (user,)
+    ).fetchall()
+    assert weakest == [("technical", 52.5, 1), ("leadership", 60, 2), ("behavioral", 75, 3)]
     # Session scores 45, 75, 60, 60: a least-squares slope of +3 points per session.
-    assert figures["score_trend"] == {"slope": 3, "scores": [45.0, 75.0, 60.0, 60.0]}
+    assert figures["score_trend"] == {"slope": 3, "scores": [45.0, 75.0, 60.0, 60.0], "improvement": None}
     assert figures["streak"]["longest"] == 4
     assert figures["best_score"] == 80
 
@@ -142,7 +177,7 @@ def test_all_time_totals_weakest_categories_and_trend(db: psycopg.Connection) ->
 def test_a_day_touching_nobody_changes_nothing(db: psycopg.Connection) -> None:
     user = practitioner(db)
     practise(db, user, "2026-03-10 10:00+00", [50])
-    assert aggregate(db, "2026-03-09", "2026-03-10 11:00+00")["users"] == 0
+    assert aggregate(db, "2026-03-09")["users"] == 0
     assert all_time(db, user) is None
 
 
@@ -152,17 +187,17 @@ def test_all_time_sums_kept_by_differences_equal_a_recount_from_the_day_rows(db:
     practise(db, user, "2026-03-02 14:00+00", [70], session_type="mock_interview")
     practise(db, user, "2026-03-03 02:00+00", [90, 30], category="leadership")
     for day in ("2026-03-01", "2026-03-02", "2026-03-03"):
-        aggregate(db, day, f"{day} 23:00+00")
+        aggregate(db, day)
     late = db.execute(
         "select session_question_id from public.responses where user_id = %s and ai_score is null", (user,)
     ).fetchone()[0]
     score_answer(db, late, 85, "2026-03-03 12:00+00")
     for day in ("2026-03-02", "2026-03-03", "2026-03-03"):  # the trailing window, run twice
-        aggregate(db, day, "2026-03-03 23:00+00")
+        aggregate(db, day)
     kept = all_time(db, user)
 
     db.execute("delete from public.user_progress where user_id = %s and period = 'all_time'", (user,))
-    aggregate(db, "2026-03-03", "2026-03-03 23:00+00")
+    aggregate(db, "2026-03-03")
 
     assert all_time(db, user) == kept
     assert kept["questions_answered"] == 5

@@ -220,3 +220,38 @@ def test_users_see_only_their_own_audio(db: psycopg.Connection, user: uuid.UUID)
     assert as_user(db, user, "select array_agg(name) from storage.objects") == [f"{user}/mine.webm"]
     with acting_as(db, {"role": "anon"}):
         assert db.execute("select count(*) from storage.objects").fetchone() == (0,)
+
+
+def test_an_answer_carries_its_questions_category_and_only_a_question_of_its_session(
+    db: psycopg.Connection, user: uuid.UUID
+) -> None:
+    full = start(db, user, "full")
+    response = answer(db, user, full, position=2)
+    assert (
+        as_user(db, user, "select category::text from public.responses where id = %s", response)
+        == (full["questions"][2]["category"])
+    )
+
+    # The category is the bank's, not the client's to set.
+    error = refused(
+        db,
+        user,
+        "insert into public.responses (session_id, session_question_id, answer_text, category)"
+        " values (%s, %s, 'x', 'technical') returning id",
+        full["session_id"],
+        full["questions"][3]["session_question_id"],
+    )
+    assert isinstance(error, psycopg.errors.InsufficientPrivilege)
+
+    # A served question of another session is refused, saying which and how to fix it.
+    other = start(db, user, "quick")
+    error = refused(
+        db,
+        user,
+        "insert into public.responses (session_id, session_question_id, answer_text) values (%s, %s, 'x')",
+        full["session_id"],
+        other["questions"][0]["session_question_id"],
+    )
+    assert isinstance(error, psycopg.errors.ForeignKeyViolation)
+    assert f"was not served in session {full['session_id']}" in error.diag.message_primary
+    assert "session_questions ids" in error.diag.message_hint
