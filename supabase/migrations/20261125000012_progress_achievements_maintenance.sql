@@ -229,6 +229,7 @@ begin
          (a.details ->> 'best_score')::numeric as best,
          coalesce(a.details -> 'by_type', '{}') as by_type,
          coalesce(a.details -> 'by_category', '{}') as by_category,
+         (select count(*) from jsonb_object_keys(a.details -> 'by_category')) as categories_scored,
          (a.details -> 'streak' ->> 'last_active_day')::date as last_active_day,
          coalesce((a.details -> 'streak' ->> 'latest_run')::integer, 0) as latest_run,
          coalesce((a.details -> 'streak' ->> 'longest')::integer, 0) as longest,
@@ -278,7 +279,7 @@ begin
     group by x.user_id
   ), category_totals as materialized (
     -- The new totals of each category a change touched (narrow rows: the stored objects are read here once).
-    select x.user_id, x.key as category,
+    select x.user_id, x.key as category, u.by_category ? x.key as stored,
            coalesce((u.by_category -> x.key ->> 'answers')::integer, 0) + x.answers as answers,
            coalesce((u.by_category -> x.key ->> 'score_sum')::numeric, 0) + x.score_sum as score_sum
     from (select c.user_id, k.key, sum(c.sign * (k.value ->> 'answers')::integer) as answers,
@@ -291,7 +292,9 @@ begin
            (json_object_agg(n.category, json_build_object('answers', n.answers, 'score_sum', n.score_sum,
                                                           'average', round(n.score_sum / n.answers, 2)))
               filter (where n.answers > 0))::jsonb as figures,
-           array_agg(n.category) filter (where n.answers <= 0) as emptied
+           array_agg(n.category) filter (where n.answers <= 0) as emptied,
+           count(*) filter (where n.answers > 0 and not n.stored) - count(*) filter (where n.answers <= 0 and n.stored)
+             as categories_added
     from category_totals n
     group by n.user_id
   ), new_days as (
@@ -354,6 +357,7 @@ begin
          greatest(u.best, t.best) as best,
          (u.by_type || coalesce(y.counts, '{}')) - coalesce(y.emptied, '{}') as by_type,
          (u.by_category || coalesce(c.figures, '{}')) - coalesce(c.emptied, '{}') as by_category,
+         u.categories_scored + coalesce(c.categories_added, 0) as categories_scored,
          greatest(u.last_active_day, s.last_active_day) as last_active_day,
          case when s.last_active_day is null then u.latest_run else s.latest_run end as latest_run,
          greatest(u.longest, s.longest) as longest,
@@ -394,8 +398,7 @@ begin
     ('questions_answered', a.answers, u.answers),
     ('longest_streak', a.longest, u.longest),
     ('best_score', a.best, u.best),
-    ('categories_scored', (select count(*) from jsonb_object_keys(a.by_category)),
-                          (select count(*) from jsonb_object_keys(u.by_category))),
+    ('categories_scored', a.categories_scored, u.categories_scored),
     ('mock_interviews', (a.by_type ->> 'mock_interview')::numeric, (u.by_type ->> 'mock_interview')::numeric),
     ('improvement', a.improvement, u.improvement)
   ) f (figure, reached, before)

@@ -127,3 +127,48 @@ def test_users_read_their_own_achievements_and_everyone_reads_the_catalog(db: ps
         db.execute("insert into public.achievements (user_id, achievement_type) values (%s, 'streak_30')", (user,))
     with acting_as(db, ANON):
         assert db.execute("select count(*) from public.achievement_catalog").fetchone()[0] == 11
+
+
+FIGURES_SQL = """
+select c.achievement_type
+from public.user_progress p
+cross join lateral (values
+  ('sessions_completed', (p.details ->> 'sessions_completed')::numeric),
+  ('questions_answered', p.metric_value),
+  ('longest_streak', (p.details -> 'streak' ->> 'longest')::numeric),
+  ('best_score', (p.details ->> 'best_score')::numeric),
+  ('categories_scored', (select count(*) from jsonb_object_keys(p.details -> 'by_category'))),
+  ('mock_interviews', (p.details -> 'by_type' ->> 'mock_interview')::numeric),
+  ('improvement', (p.details -> 'score_trend' ->> 'improvement')::numeric)
+) f (figure, value)
+join public.achievement_catalog c on c.figure = f.figure and f.value >= c.threshold
+where p.user_id = %s and p.period = 'all_time'
+"""
+
+
+def test_what_is_awarded_run_by_run_is_what_the_all_time_figures_have_reached(db: psycopg.Connection) -> None:
+    """Awarding on crossing a threshold, day by day and with late data, ends where judging the final figures
+    would: nothing missed, nothing extra (no figure here ever falls back below a threshold)."""
+    users = [practitioner(db, timezone) for timezone in ("UTC", "Asia/Tokyo", "America/Los_Angeles")]
+    for n in range(8):
+        day = START + timedelta(days=n)
+        for index, user in enumerate(users):
+            if (n + index) % 3 != 2:  # gaps, so streaks break and restart
+                practise(
+                    db,
+                    user,
+                    f"{day} 10:00+00",
+                    [70 + 5 * index, 100 if n == 6 else 60],
+                    category=CATEGORIES[(n + index) % 6],
+                    session_type="mock_interview" if n == 4 else "custom",
+                )
+        aggregate(db, day.isoformat())
+    # A day practised late: the streak it completes is awarded when the day is aggregated again.
+    late_day = START + timedelta(days=1)
+    practise(db, users[1], f"{late_day} 10:00+00", [50])
+    aggregate(db, late_day.isoformat())
+
+    for user in users:
+        expected = {row[0] for row in db.execute(FIGURES_SQL, (user,)).fetchall()}
+        assert set(achievements(db, user)) == expected
+    assert "streak_3" in achievements(db, users[1])
