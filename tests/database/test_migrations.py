@@ -142,3 +142,18 @@ def test_history_matches_the_supabase_cli_table(fresh_db: str) -> None:
     first = migrations.local_migrations()[0]
     assert (version, name) == (first.version, first.name)
     assert statements == migrations.split_statements(first.path.read_text())
+
+
+def test_dropping_everything_empties_the_database_so_it_builds_again(fresh_db: str) -> None:
+    """What `prep db reset` does: every schema the migrations made goes, so the next build starts clean."""
+    databases.build_schema(fresh_db)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        migrations.drop_everything(conn)
+        left = conn.execute(
+            "select nspname from pg_namespace where nspname not like 'pg\\_%' and nspname <> 'information_schema'"
+        ).fetchall()
+        assert left == [("public",)]
+        assert (
+            conn.execute("select count(*) from pg_class where relnamespace = 'public'::regnamespace").fetchone()[0] == 0
+        )
+    databases.build_schema(fresh_db)
