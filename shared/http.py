@@ -105,6 +105,12 @@ def create_app(title: str, *, version: str = "1.0.0", description: str = "") -> 
 
     @app.exception_handler(ProblemError)
     async def on_problem(_: Request, error: ProblemError) -> JSONResponse:
+        # The caller is told why; so is the operator (a refused webhook usually means a misconfigured secret).
+        log.log(
+            logging.ERROR if error.status >= 500 else logging.WARNING,
+            "request refused",
+            extra={"status": error.status, "title": error.title, "detail": error.detail},
+        )
         return problem_response(error.status, error.title, error.detail, error.headers, **error.extra)
 
     @app.exception_handler(DatabaseError)

@@ -180,7 +180,9 @@ def test_events_of_the_same_second_are_settled_by_reading_stripe(billing: Billin
     ],
     ids=["tampered-body", "wrong-secret", "expired", "missing", "garbage"],
 )
-def test_bad_signatures_are_400_and_write_nothing(billing: Billing, mangle, reason: str) -> None:
+def test_bad_signatures_are_400_and_write_nothing(
+    billing: Billing, mangle, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
     _, subscription, events = billing.subscribe()
     created = next(e for e in events if e["type"] == "customer.subscription.created")
     body = event_payload(created)
@@ -193,6 +195,10 @@ def test_bad_signatures_are_400_and_write_nothing(billing: Billing, mangle, reas
     assert reason.lower() in response.json()["detail"].lower()
     assert billing.recorded(created["id"]) is None
     assert billing.row(subscription) is None
+    # The operator sees why too: the log names the refusal and what to check.
+    (refusal,) = [r for r in caplog.records if r.getMessage() == "request refused"]
+    assert (refusal.levelname, refusal.status, refusal.title) == ("WARNING", 400, "Invalid signature")
+    assert "STRIPE_WEBHOOK_SECRET" in refusal.detail
 
 
 @pytest.mark.parametrize(
