@@ -131,6 +131,32 @@ create table public.usage_counters (
   primary key (user_id, metric, period_start)
 );
 
+-- Deleting a user whose subscription Stripe still charges would keep billing someone who no longer exists
+-- here (the rows go with the user, the Stripe subscription does not): refused until it is canceled, or set
+-- to end with its period.
+create function private.refuse_deleting_billed_users() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+  billed text;
+begin
+  select s.stripe_subscription_id into billed from public.subscriptions s
+  where s.user_id = old.id and s.status in ('trialing', 'active', 'past_due', 'unpaid') and not s.cancel_at_period_end;
+  if found then
+    raise sqlstate 'PT409' using
+      message = format('user %s still has subscription %s, which Stripe keeps charging', old.id, billed),
+      hint = 'Cancel it first (the billing portal, or the Stripe dashboard), then delete the user once the '
+             || 'cancellation event has been received.';
+  end if;
+  return old;
+end
+$$;
+revoke all on function private.refuse_deleting_billed_users() from public, anon, authenticated;
+
+create trigger refuse_deleting_billed_users before delete on public.users
+  for each row execute function private.refuse_deleting_billed_users();
+
 create trigger set_updated_at before update on public.plans
   for each row execute function private.set_updated_at();
 create trigger set_updated_at before update on public.billing_customers

@@ -118,6 +118,9 @@ def world(database_url: str) -> World:
     """Committed once per module: the owner's data, another user, and a newcomer to insert rows for."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         owner = populate_user(conn)
+        # Ending with its period, so the service may delete the owner (a user Stripe still charges may not be
+        # deleted at all: test_users_and_data); this matrix is about who may, not when.
+        conn.execute("update public.subscriptions set cancel_at_period_end = true where user_id = %s", (owner.user_id,))
         other = sign_up(conn)
         newcomer = sign_up(conn)
         one = lambda q, *p: conn.execute(q, p).fetchone()[0]  # noqa: E731

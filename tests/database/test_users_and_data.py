@@ -38,9 +38,26 @@ def test_email_change_in_auth_follows_but_custom_display_name_is_kept(db: psycop
     )
 
 
+def test_a_user_stripe_still_charges_cannot_be_deleted_and_nothing_is_lost(db: psycopg.Connection) -> None:
+    data = populate_user(db)  # an active monthly subscription
+    with pytest.raises(psycopg.Error) as refused, db.transaction():
+        db.execute("delete from auth.users where id = %s", (data.user_id,))
+    assert refused.value.sqlstate == "PT409"
+    assert "which Stripe keeps charging" in refused.value.diag.message_primary
+    assert "Cancel it first" in refused.value.diag.message_hint
+    assert db.execute("select count(*) from auth.users where id = %s", (data.user_id,)).fetchone()[0] == 1
+    assert db.execute("select count(*) from public.subscriptions where user_id = %s", (data.user_id,)).fetchone()[0]
+
+    # Set to end with its period, Stripe charges no more: the user can go.
+    db.execute("update public.subscriptions set cancel_at_period_end = true where user_id = %s", (data.user_id,))
+    db.execute("delete from auth.users where id = %s", (data.user_id,))
+    assert db.execute("select count(*) from public.users where id = %s", (data.user_id,)).fetchone()[0] == 0
+
+
 def test_deleting_the_auth_user_deletes_all_their_data(db: psycopg.Connection) -> None:
     data = populate_user(db)
     keep = populate_user(db)
+    db.execute("update public.subscriptions set status = 'canceled' where user_id = %s", (data.user_id,))
     tables = db.execute(
         """select format('%I.%I', c.table_schema, c.table_name)
            from information_schema.columns c join information_schema.tables t using (table_schema, table_name)
