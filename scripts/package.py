@@ -339,6 +339,25 @@ def package_stack(stage: str, *, no_network: bool) -> Path:
     return TEMPLATE
 
 
+LOCAL_ORIGIN = re.compile(r"^https?://(localhost|127\.0\.0\.1)(:\d+)?$")
+
+
+def check_web_origins(template: Path, stage: str) -> None:
+    """A real stage that allows browsers only from local origins would deploy an API its web client cannot call."""
+    resources = json.loads(template.read_text(encoding="utf-8"))["Resources"]
+    origins = [
+        origin
+        for resource in resources.values()
+        if resource["Type"] == "AWS::ApiGatewayV2::Api"
+        for origin in resource["Properties"].get("CorsConfiguration", {}).get("AllowOrigins", [])
+    ]
+    if stage != "dev" and all(LOCAL_ORIGIN.match(origin) for origin in origins):
+        raise PackagingError(
+            f"stage {stage} allows browsers only from {', '.join(origins) or 'nowhere'}: list the web client's "
+            f"origins (e.g. https://app.example.com) under params.{stage}.webOrigins in serverless.yml"
+        )
+
+
 # --- main --------------------------------------------------------------------------------------------------------
 
 
@@ -367,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.artifacts_only:
             step = time.perf_counter()
             template = package_stack(args.stage, no_network=args.no_network)
+            check_web_origins(template, args.stage)
             log(f"{template.relative_to(ROOT)} written in {time.perf_counter() - step:.1f}s")
     except (PackagingError, subprocess.CalledProcessError) as error:
         print(f"[package] error: {error}", file=sys.stderr)

@@ -792,3 +792,23 @@ def test_every_deploy_resolves_secrets_and_parameters_anew(resources: dict[str, 
     ids = {_environment(resources, name)["DEPLOYMENT_ID"] for name in FUNCTIONS}
     (deployment_id,) = ids
     assert re.fullmatch(r"[0-9a-z]{8,}", deployment_id), deployment_id
+
+
+@pytest.mark.parametrize(
+    ("stage", "origins", "refused"),
+    [
+        ("dev", ["http://localhost:3000", "http://127.0.0.1:3000"], False),
+        ("prod", ["http://localhost:3000", "http://127.0.0.1:3000"], True),
+        ("prod", [], True),
+        ("prod", ["https://app.example.com", "http://localhost:3000"], False),
+    ],
+)
+def test_a_real_stage_must_list_its_web_origins(tmp_path: Path, stage: str, origins: list[str], refused: bool) -> None:
+    template = tmp_path / "template.json"
+    api = {"Type": "AWS::ApiGatewayV2::Api", "Properties": {"CorsConfiguration": {"AllowOrigins": origins}}}
+    template.write_text(json.dumps({"Resources": {"HttpApi": api, "Other": {"Type": "AWS::SQS::Queue"}}}))
+    if refused:
+        with pytest.raises(package_script.PackagingError, match=f"params.{stage}.webOrigins"):
+            package_script.check_web_origins(template, stage)
+    else:
+        package_script.check_web_origins(template, stage)
