@@ -55,6 +55,12 @@ def _migrate(conn: psycopg.Connection, to_version: str | None = None) -> None:
         applied += 1
     if not applied:
         console.print("Migrations are up to date.")
+    for migration in migrations.changed_since_applied(conn):
+        errors.print(
+            f"[yellow]warning:[/yellow] {migration.version} {migration.name} changed since this database applied it,"
+            " and the change is not applied. Rebuild a local database with `prep db reset`; a shared one needs the"
+            " change as a new migration."
+        )
 
 
 @db_app.command()
@@ -112,7 +118,9 @@ def status() -> None:
             state.version,
             state.name,
             "yes" if state.local else "[red]no[/red]",
-            "yes" if state.applied else "[yellow]pending[/yellow]",
+            ("[yellow]changed since[/yellow]" if state.changed else "yes")
+            if state.applied
+            else "[yellow]pending[/yellow]",
         )
     console.print(table)
 

@@ -53,6 +53,7 @@ class MigrationState:
     name: str
     local: bool
     applied: bool
+    changed: bool = False  # applied, but the file's statements are no longer the ones the database ran
 
 
 def local_migrations() -> list[Migration]:
@@ -138,8 +139,28 @@ def applied_versions(conn: psycopg.Connection) -> dict[str, str]:
 def status(conn: psycopg.Connection) -> list[MigrationState]:
     applied = applied_versions(conn)
     local = {m.version: m for m in local_migrations()}
+    changed = {m.version for m in changed_since_applied(conn)}
     versions = sorted(set(applied) | set(local))
-    return [MigrationState(v, local[v].name if v in local else applied[v], v in local, v in applied) for v in versions]
+    return [
+        MigrationState(v, local[v].name if v in local else applied[v], v in local, v in applied, v in changed)
+        for v in versions
+    ]
+
+
+def changed_since_applied(conn: psycopg.Connection) -> list[Migration]:
+    """Applied migrations whose file now holds other statements than the database ran (an edited migration):
+    migrating will not apply the edit."""
+    applied_versions(conn)  # the history table exists
+    ran = dict(
+        conn.execute(
+            "select version, statements from supabase_migrations.schema_migrations where statements is not null"
+        ).fetchall()
+    )
+    return [
+        m
+        for m in local_migrations()
+        if m.version in ran and ran[m.version] != split_statements(m.path.read_text(encoding="utf-8"))
+    ]
 
 
 def migrate(conn: psycopg.Connection, *, to_version: str | None = None) -> Iterator[Migration]:

@@ -157,3 +157,19 @@ def test_dropping_everything_empties_the_database_so_it_builds_again(fresh_db: s
             conn.execute("select count(*) from pg_class where relnamespace = 'public'::regnamespace").fetchone()[0] == 0
         )
     databases.build_schema(fresh_db)
+
+
+def test_a_migration_edited_after_it_was_applied_is_reported(fresh_db: str) -> None:
+    databases.build_schema(fresh_db, seed=False)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        assert migrations.changed_since_applied(conn) == []
+        edited = migrations.local_migrations()[4]
+        # As if the database ran an older version of the file (one statement fewer).
+        conn.execute(
+            "update supabase_migrations.schema_migrations set statements = statements[1:cardinality(statements) - 1]"
+            " where version = %s",
+            (edited.version,),
+        )
+        assert migrations.changed_since_applied(conn) == [edited]
+        assert [s.version for s in migrations.status(conn) if s.changed] == [edited.version]
+        assert list(migrations.migrate(conn)) == []  # migrating does not apply an edit: it is only reported
