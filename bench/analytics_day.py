@@ -1,8 +1,9 @@
 """Scheduled analytics on a busy day: aggregation time, re-run cost, and the trailing window against a full recompute.
 
 Setup (not timed): a scratch database with USERS users (in 14 timezones) and 30 UTC days of practice: on the
-busy day every user completes one session of 10 scored answers (1M answers for 100k users); on each of the 29
-other days a tenth of the users do (100k answers a day). Rows are bulk-loaded like the volume generator does
+busy day every user completes one session of 10 scored answers (1M answers for 100k users: a custom session
+of one category, or for one user in 20 a mock interview across categories); on each of the 29 other days a
+tenth of the users do (100k answers a day). Rows are bulk-loaded like the volume generator does
 (live-request triggers off, UUIDv7-shaped ids, rows in the order they would have been written), then vacuumed
 and analyzed.
 
@@ -56,24 +57,47 @@ from generate_series(0, %(users)s - 1) u
 ]
 
 # Day d's sessions: every user on the busy day, users with u % 10 = d % 10 on the others; each starts at a
-# user-specific minute of the day, so local days and streaks vary across timezones. A user's questions are
-# distinct across their sessions (offset by the day), as serving guarantees.
-PLAN_SQL: LiteralString = """
+# user-specific minute of the day, so local days and streaks vary across timezones. As the product serves
+# them: a custom session of 10 questions of one category (rotating by day), or, for one user in 20, a mock
+# interview across categories. A user's questions are distinct across their sessions (the session's ordinal
+# picks a block of the category's questions), as serving guarantees.
+PLAN_SQL: list[LiteralString] = [
+    """
 create temp table session_plan as
 select pg_temp.uuid7(started_at, 'session:' || d || ':' || u) as id, u, d, md5('user:' || u)::uuid as user_id,
-       started_at
+       started_at, u %% 20 = 0 as mock, (u + d) %% 6 as category_index,
+       row_number() over (partition by u order by d) - 1 as ordinal
 from generate_series(0, %(days)s - 1) d
 cross join generate_series(0, %(users)s - 1) u
 cross join lateral (select %(first_day)s::timestamptz + d * interval '1 day'
                            + ((u * 7919) %% 1380) * interval '1 minute' as started_at) t
 where d = %(busy)s or u %% 10 = d %% 10
-"""
+""",
+    """
+create temp table answer_plan as
+with banks as (
+  select c.category_index, c.ids, a.everything
+  from (select row_number() over (order by category) - 1 as category_index, array_agg(id order by id) as ids
+        from public.questions group by category) c
+  cross join (select array_agg(id order by id) as everything from public.questions) a
+)
+select p.id as session_id, p.u, p.d, p.user_id, p.started_at, pos, q.id as question_id, q.category
+from session_plan p
+join banks b on b.category_index = p.category_index
+cross join generate_series(1, %(answers)s) pos
+cross join lateral (
+  select case when p.mock then b.everything[1 + (p.u + p.d * 10 + pos) %% cardinality(b.everything)]
+              else b.ids[1 + (p.u * 7 + p.ordinal * 10 + pos - 1) %% cardinality(b.ids)] end as question_id
+) x
+join public.questions q on q.id = x.question_id
+""",
+]
 
 LOAD_SQL: list[LiteralString] = [
     """
 insert into public.practice_sessions (id, user_id, session_type, status, config, started_at, ended_at,
                                       overall_score, created_at, updated_at)
-select id, user_id, case when u %% 20 = 0 then 'mock_interview' else 'quick' end::public.session_type, 'completed',
+select id, user_id, case when mock then 'mock_interview' else 'custom' end::public.session_type, 'completed',
        '{}', started_at, started_at + interval '40 minutes', 40 + (u * 31 + d * 17) %% 60,
        started_at, started_at + interval '40 minutes'
 from session_plan
@@ -82,26 +106,21 @@ order by started_at
     """
 insert into public.session_questions (id, session_id, user_id, question_id, position, served_at, created_at,
                                       updated_at)
-select pg_temp.uuid7(p.started_at, 'sq:' || p.d || ':' || p.u || ':' || pos), p.id, p.user_id,
-       bank.ids[1 + (p.u + p.d * 10 + pos) %% cardinality(bank.ids)], pos, p.started_at, p.started_at, p.started_at
-from session_plan p
-cross join (select array_agg(id order by id) as ids from public.questions) bank
-cross join generate_series(1, %(answers)s) pos
-order by p.started_at, pos
+select pg_temp.uuid7(a.started_at, 'sq:' || a.d || ':' || a.u || ':' || a.pos), a.session_id, a.user_id,
+       a.question_id, a.pos, a.started_at, a.started_at, a.started_at
+from answer_plan a
+order by a.started_at, a.pos
 """,
     """
 insert into public.responses (id, session_id, session_question_id, user_id, category, answer_text,
                               evaluation_status, ai_score, evaluated_at, created_at, updated_at)
-select pg_temp.uuid7(t, 'response:' || p.d || ':' || p.u || ':' || pos), p.id,
-       pg_temp.uuid7(p.started_at, 'sq:' || p.d || ':' || p.u || ':' || pos), p.user_id,
-       bank.categories[1 + (p.u + p.d * 10 + pos) %% cardinality(bank.categories)],
+select pg_temp.uuid7(t, 'response:' || a.d || ':' || a.u || ':' || a.pos), a.session_id,
+       pg_temp.uuid7(a.started_at, 'sq:' || a.d || ':' || a.u || ':' || a.pos), a.user_id,
+       a.category,  -- the served question's, as the answer trigger copies it
        'An answer of a few sentences about a concrete situation and its outcome.', 'completed',
-       (30 + (p.u * 13 + p.d * 7 + pos * 11) %% 71)::numeric, t + interval '20 seconds', t, t + interval '20 seconds'
-from session_plan p
--- the served question's category (in the order session_questions picked them), as the answer trigger copies it
-cross join (select array_agg(category order by id) as categories from public.questions) bank
-cross join generate_series(1, %(answers)s) pos
-cross join lateral (select p.started_at + pos * interval '3 minutes' as t) x
+       (30 + (a.u * 13 + a.d * 7 + a.pos * 11) %% 71)::numeric, t + interval '20 seconds', t, t + interval '20 seconds'
+from answer_plan a
+cross join lateral (select a.started_at + a.pos * interval '3 minutes' as t) x
 order by t
 """,
 ]
@@ -122,7 +141,8 @@ def load(url: str, users: int, first_day: date, busy: int) -> dict[str, int]:
             for statement in USERS_SQL:
                 conn.execute(statement, params)
         with console.status("loading 30 days of practice"):
-            conn.execute(PLAN_SQL, params)
+            for statement in PLAN_SQL:
+                conn.execute(statement, params)
             # Rows as history, not live requests: the serving and guard triggers would re-serve and refuse.
             conn.execute("set session_replication_role = replica")
             for statement in LOAD_SQL:
