@@ -168,6 +168,10 @@ def test_all_time_totals_weakest_categories_and_trend(db: psycopg.Connection) ->
         "select category, average, rank from public.weakest_categories where user_id = %s order by rank", (user,)
     ).fetchall()
     assert weakest == [("technical", 52.5, 1), ("leadership", 60, 2), ("behavioral", 75, 3)]
+    with acting_as(db, user_claims(user)):
+        assert db.execute("select count(*) from public.weakest_categories").fetchone()[0] == 3
+    with acting_as(db, user_claims(practitioner(db))):  # someone else sees none of it
+        assert db.execute("select count(*) from public.weakest_categories").fetchone()[0] == 0
     # Session scores 45, 75, 60, 60: a least-squares slope of +3 points per session.
     assert figures["score_trend"] == {"slope": 3, "scores": [45.0, 75.0, 60.0, 60.0], "improvement": None}
     assert figures["streak"]["longest"] == 4
