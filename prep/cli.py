@@ -118,7 +118,7 @@ def status() -> None:
             state.version,
             state.name,
             "yes" if state.local else "[red]no[/red]",
-            ("[yellow]changed since[/yellow]" if state.changed else "yes")
+            ("[yellow]yes, file edited since[/yellow]" if state.changed else "yes")
             if state.applied
             else "[yellow]pending[/yellow]",
         )

@@ -129,17 +129,24 @@ def apply_stand_in(conn: psycopg.Connection) -> bool:
     return True
 
 
-def applied_versions(conn: psycopg.Connection) -> dict[str, str]:
+def _history(conn: psycopg.Connection) -> list[tuple[str, str, list[str] | None]]:
+    """(version, name, statements run) of every applied migration; the history table is made if missing."""
     with conn.transaction():
         conn.execute(HISTORY_DDL)
-    rows = conn.execute("select version, coalesce(name, '') from supabase_migrations.schema_migrations")
-    return dict(rows.fetchall())
+    return conn.execute(
+        "select version, coalesce(name, ''), statements from supabase_migrations.schema_migrations"
+    ).fetchall()
+
+
+def applied_versions(conn: psycopg.Connection) -> dict[str, str]:
+    return {version: name for version, name, _ in _history(conn)}
 
 
 def status(conn: psycopg.Connection) -> list[MigrationState]:
-    applied = applied_versions(conn)
+    history = _history(conn)
+    applied = {version: name for version, name, _ in history}
     local = {m.version: m for m in local_migrations()}
-    changed = {m.version for m in changed_since_applied(conn)}
+    changed = {m.version for m in _changed(history)}
     versions = sorted(set(applied) | set(local))
     return [
         MigrationState(v, local[v].name if v in local else applied[v], v in local, v in applied, v in changed)
@@ -150,12 +157,11 @@ def status(conn: psycopg.Connection) -> list[MigrationState]:
 def changed_since_applied(conn: psycopg.Connection) -> list[Migration]:
     """Applied migrations whose file now holds other statements than the database ran (an edited migration):
     migrating will not apply the edit."""
-    applied_versions(conn)  # the history table exists
-    ran = dict(
-        conn.execute(
-            "select version, statements from supabase_migrations.schema_migrations where statements is not null"
-        ).fetchall()
-    )
+    return _changed(_history(conn))
+
+
+def _changed(history: list[tuple[str, str, list[str] | None]]) -> list[Migration]:
+    ran = {version: statements for version, _, statements in history if statements is not None}
     return [
         m
         for m in local_migrations()

@@ -269,14 +269,15 @@ begin
   ), type_counts as (
     -- Only the session types and categories a change touched are rewritten; the rest of the stored object
     -- stays as it is.
-    select x.user_id,
-           jsonb_object_agg(x.key, coalesce((u.by_type ->> x.key)::integer, 0) + x.sessions)
-             filter (where coalesce((u.by_type ->> x.key)::integer, 0) + x.sessions > 0) as counts,
-           array_agg(x.key) filter (where coalesce((u.by_type ->> x.key)::integer, 0) + x.sessions <= 0) as emptied
-    from (select c.user_id, k.key, sum(c.sign * k.value::integer) as sessions
-          from changes c, jsonb_each_text(c.details -> 'by_type') k group by 1, 2) x
-    join touched_users u on u.user_id = x.user_id
-    group by x.user_id
+    select n.user_id,
+           jsonb_object_agg(n.session_type, n.sessions) filter (where n.sessions > 0) as counts,
+           array_agg(n.session_type) filter (where n.sessions <= 0) as emptied
+    from (select x.user_id, x.key as session_type,
+                 coalesce((u.by_type ->> x.key)::integer, 0) + x.sessions as sessions
+          from (select c.user_id, k.key, sum(c.sign * k.value::integer) as sessions
+                from changes c, jsonb_each_text(c.details -> 'by_type') k group by 1, 2) x
+          join touched_users u on u.user_id = x.user_id) n
+    group by n.user_id
   ), category_totals as materialized (
     -- The new totals of each category a change touched (narrow rows: the stored objects are read here once).
     select x.user_id, x.key as category, u.by_category ? x.key as stored,
