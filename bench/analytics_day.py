@@ -7,15 +7,16 @@ tenth of the users do (100k answers a day). Rows are bulk-loaded like the volume
 (live-request triggers off, UUIDv7-shaped ids, rows in the order they would have been written), then vacuumed
 and analyzed.
 
-Measured, in one run:
-1. the busy day aggregated for the first time: service.aggregate_platform_day + service.aggregate_user_day
-   (per-user progress, streaks, achievements). Target: <= 10 s.
+Measured, in one run, each day aggregated as the schedule does it (functions/analytics/schedule.aggregate_day:
+service.aggregate_platform_day beside SHARDS shards of service.aggregate_user_day, one connection each):
+1. the busy day aggregated for the first time (platform metrics, per-user progress, streaks, achievements).
+   Target: <= 10 s.
 2. the same day again, nothing changed: no more than the first run (and no row written).
 3. the schedule's incremental run (the trailing window: the busy day and the next) against a full recompute of
    all 30 days from nothing (progress and achievements deleted first), side by side, ROUNDS times; the ratio of
    medians.
 
-Run: .venv/bin/python -m bench.analytics_day [--users 100000] [--rounds 3]
+Run: .venv/bin/python -m bench.analytics_day [--users 100000] [--rounds 3] [--shards 2]
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
 from bench.database import fresh_scratch_database
 from bench.generate_volume import TIMEZONES, UUID7_SQL
+from functions.analytics.schedule import aggregate_day
+from functions.analytics.settings import AnalyticsSettings
+from shared.db import Database, connect
 
 BENCH_DB = "prep_bench_analytics"
 OUT = Path(__file__).parent / "out" / "analytics_day.json"
@@ -156,28 +161,27 @@ def load(url: str, users: int, first_day: date, busy: int) -> dict[str, int]:
         }
 
 
-def timed(conn: psycopg.Connection, query: LiteralString, *params: Any) -> tuple[float, Any]:
+def aggregate(database: Database, day: date, shards: int) -> dict[str, Any]:
     started = time.perf_counter()
-    result = conn.execute(query, params).fetchone()[0]  # type: ignore[index]
-    return time.perf_counter() - started, result
-
-
-def aggregate(conn: psycopg.Connection, day: date) -> dict[str, Any]:
-    platform_s, platform = timed(conn, "select service.aggregate_platform_day(%s)", day)
-    users_s, users = timed(conn, "select service.aggregate_user_day(%s)", day)
+    platform, *users = aggregate_day(database, day, shards=shards, connections=shards + 1)
+    seconds = time.perf_counter() - started
+    failed = [step.label for step in (platform, *users) if step.error]
+    if failed:
+        raise RuntimeError(f"aggregation failed: {failed}")
     return {
-        "seconds": platform_s + users_s,
-        "platform_seconds": platform_s,
-        "user_seconds": users_s,
-        "platform": platform,
-        "users": users,
+        "seconds": seconds,
+        "platform_seconds": platform.seconds,
+        "user_shard_seconds": [shard.seconds for shard in users],
+        "platform": platform.result,
+        "users": [shard.result for shard in users],
+        "changed": platform.result["changed"] + sum(shard.result["changed"] for shard in users),  # type: ignore[index]
     }
 
 
-def window(conn: psycopg.Connection, days: list[date]) -> float:
+def window(database: Database, days: list[date], shards: int) -> float:
     started = time.perf_counter()
     for day in days:
-        aggregate(conn, day)
+        aggregate(database, day, shards)
     return time.perf_counter() - started
 
 
@@ -192,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shards", type=int, default=AnalyticsSettings.model_fields["analytics_user_shards"].default)
     args = parser.parse_args(argv)
 
     today = datetime.now(UTC).date()
@@ -205,26 +210,30 @@ def main(argv: list[str] | None = None) -> int:
     counts = load(url, args.users, first_day, busy_index)
     console.print(f"loaded in {time.perf_counter() - started:.0f}s: {counts}")
 
+    database = connect(
+        AnalyticsSettings(database_url=SecretStr(url), db_pool_size=args.shards + 1, db_statement_timeout_ms=300_000)
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         busy_answers = conn.execute(
             "select count(*), count(distinct user_id) from public.responses where created_at >= %s and created_at < %s",
             (busy_day, busy_day + timedelta(days=1)),
         ).fetchone()
         # The 28 days before the busy one are aggregated first, as the schedule would have done them.
-        window(conn, days[:busy_index])
+        window(database, days[:busy_index], args.shards)
         conn.execute("checkpoint")
-        first = aggregate(conn, busy_day)
-        again = aggregate(conn, busy_day)
+        first = aggregate(database, busy_day, args.shards)
+        again = aggregate(database, busy_day, args.shards)
 
         trailing = [busy_day, busy_day + timedelta(days=1)]
         incremental, full = [], []
         for _ in range(args.rounds):
-            incremental.append(window(conn, trailing))
+            incremental.append(window(database, trailing, args.shards))
             forget(conn)
-            full.append(window(conn, days))
+            full.append(window(database, days, args.shards))
 
     report = {
         "users": args.users,
+        "shards": args.shards,
         "counts": counts,
         "busy_day": busy_day.isoformat(),
         "busy_day_answers": busy_answers[0],
@@ -247,15 +256,15 @@ def print_report(report: dict[str, Any]) -> None:
         title=f"Aggregating {report['busy_day']}: {report['busy_day_answers']:,} answers, "
         f"{report['busy_day_active_users']:,} active users"
     )
-    for column in ("run", "platform day s", "user day s", "total s", "rows changed"):
+    for column in ("run", "platform day s", "user day shards s (side by side)", "total s (wall)", "rows changed"):
         table.add_column(column, justify="right")
     for label, run in (("first", report["first_run"]), ("again, unchanged", report["re_run"])):
         table.add_row(
             label,
             f"{run['platform_seconds']:.2f}",
-            f"{run['user_seconds']:.2f}",
+            " / ".join(f"{shard:.2f}" for shard in run["user_shard_seconds"]),
             f"{run['seconds']:.2f}",
-            f"{run['platform']['changed'] + run['users']['changed']:,}",
+            f"{run['changed']:,}",
         )
     console.print(table)
     colour = "green" if report["first_run"]["seconds"] <= report["target_seconds"] else "red"

@@ -15,17 +15,17 @@ from functions.analytics.settings import AnalyticsSettings
 from prep.dashboard import DashboardData, render_dashboard
 from prep.localdb import database_url
 from shared.config import ConfigurationError, load_settings
-from shared.db import Database, DatabaseError, connect
+from shared.db import DatabaseError, connect
 
 app = typer.Typer(no_args_is_help=True, help="Analytics: backfills and the operator dashboard.")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True)
 
 
-def database() -> Database:
+def analytics_settings() -> AnalyticsSettings:
     try:
         # Backfilling a busy day takes longer than a request's statement timeout allows.
-        return connect(load_settings(AnalyticsSettings, database_url=database_url(), db_statement_timeout_ms=300_000))
+        return load_settings(AnalyticsSettings, database_url=database_url(), db_statement_timeout_ms=300_000)
     except ConfigurationError as error:
         errors.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from error
@@ -41,7 +41,8 @@ def aggregate(
     if last < first:
         raise typer.BadParameter("--to is before --from")
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-    db = database()
+    settings = analytics_settings()
+    db = connect(settings)
     failures = []
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -49,11 +50,12 @@ def aggregate(
         task = progress.add_task("aggregating", total=len(days))
         for day in days:
             progress.update(task, description=f"aggregating {day}")
-            failures += [step for step in aggregate_day(db, day) if step.error]
+            steps = aggregate_day(db, day, shards=settings.analytics_user_shards, connections=settings.db_pool_size)
+            failures += [step for step in steps if step.error]
             progress.advance(task)
     if failures:
         for step in failures:
-            errors.print(f"[red]failed:[/red] {step.step} {step.day}: {step.error}")
+            errors.print(f"[red]failed:[/red] {step.label}: {step.error}")
         errors.print("Every step is idempotent: run the same range again once the cause is fixed.")
         raise typer.Exit(1)
     console.print(f"Aggregated {len(days)} day(s), {first} to {last}.")
@@ -71,7 +73,7 @@ def report(
     last = until.date() if until else datetime.now(UTC).date()
     try:
         data = DashboardData.model_validate(
-            database().call("service.dashboard", {"days": days, "until": last.isoformat()})
+            connect(analytics_settings()).call("service.dashboard", {"days": days, "until": last.isoformat()})
         )
     except DatabaseError as error:
         errors.print(f"[red]error:[/red] {error}")

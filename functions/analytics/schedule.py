@@ -1,7 +1,8 @@
 """The scheduled analytics run (EventBridge); `prep analytics aggregate` runs the same steps for backfills.
 
-    for each UTC day of the trailing window:   service.aggregate_platform_day(day)   -> analytics_daily
-                                               service.aggregate_user_day(day)       -> user_progress, achievements
+    for each UTC day of the trailing window, side by side on their own connections:
+        service.aggregate_platform_day(day)                                         -> analytics_daily
+        service.aggregate_user_day(day, shard, shards) for each shard               -> user_progress, achievements
     service.rollup_question_stats()                                                  -> questions' usage and ratings
     service.run_maintenance()                                                        -> housekeeping
 
@@ -15,7 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -32,9 +34,14 @@ log = logging.getLogger("analytics.schedule")
 class StepResult(BaseModel):
     step: str
     day: date | None = None
+    shard: str | None = None  # "1/4": the second of four shards
     seconds: float
     result: dict[str, Any] | None = None
     error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return " ".join(part for part in (self.step, self.day and self.day.isoformat(), self.shard) if part)
 
 
 class ScheduleReport(BaseModel):
@@ -50,31 +57,45 @@ class ScheduleFailedError(Exception):
     """Some steps failed (the others ran); the message names each with its error."""
 
 
-def run_step(step: str, call: Callable[[], dict[str, Any]], *, day: date | None = None) -> StepResult:
+def run_step(
+    step: str, call: Callable[[], dict[str, Any]], *, day: date | None = None, shard: str | None = None
+) -> StepResult:
     started = time.perf_counter()
     try:
         result, error = call(), None
     except DatabaseError as failure:
         result, error = None, str(failure)
     outcome = StepResult(
-        step=step, day=day, seconds=round(time.perf_counter() - started, 3), result=result, error=error
+        step=step, day=day, shard=shard, seconds=round(time.perf_counter() - started, 3), result=result, error=error
     )
     log.log(logging.ERROR if error else logging.INFO, "analytics step %s", step, extra=outcome.model_dump(mode="json"))
     return outcome
 
 
-def aggregate_day(database: Database, day: date) -> Iterator[StepResult]:
-    """A UTC day's platform metrics, then its users' progress and achievements."""
-    yield run_step(
-        "aggregate_platform_day",
-        lambda: database.call("service.aggregate_platform_day", {"day": day.isoformat()}),
-        day=day,
-    )
-    yield run_step(
-        "aggregate_user_day",
-        lambda: database.call("service.aggregate_user_day", {"day": day.isoformat()}),
-        day=day,
-    )
+def aggregate_day(database: Database, day: date, *, shards: int, connections: int) -> list[StepResult]:
+    """A UTC day's platform metrics and its users' progress and achievements (in `shards` shards), run side by
+    side on up to `connections` connections: the steps share no rows, and the shards lock disjoint users."""
+
+    def platform() -> StepResult:
+        return run_step(
+            "aggregate_platform_day",
+            lambda: database.call("service.aggregate_platform_day", {"day": day.isoformat()}),
+            day=day,
+        )
+
+    def users(shard: int) -> StepResult:
+        return run_step(
+            "aggregate_user_day",
+            lambda: database.call(
+                "service.aggregate_user_day", {"day": day.isoformat(), "shard": shard, "shards": shards}
+            ),
+            day=day,
+            shard=f"{shard}/{shards}" if shards > 1 else None,
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, min(connections, shards + 1))) as pool:
+        steps = [pool.submit(platform)] + [pool.submit(users, shard) for shard in range(shards)]
+        return [step.result() for step in steps]
 
 
 def trailing_days(as_of: datetime, count: int) -> list[date]:
@@ -89,7 +110,11 @@ def run_schedule(
     database = database or connect(settings)
     as_of = now or datetime.now(UTC)
     steps = [
-        step for day in trailing_days(as_of, settings.analytics_trailing_days) for step in aggregate_day(database, day)
+        step
+        for day in trailing_days(as_of, settings.analytics_trailing_days)
+        for step in aggregate_day(
+            database, day, shards=settings.analytics_user_shards, connections=settings.db_pool_size
+        )
     ]
     steps.append(run_step("rollup_question_stats", lambda: database.call("service.rollup_question_stats")))
     steps.append(
@@ -117,6 +142,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if report.failed:
         raise ScheduleFailedError(
             "analytics steps failed (the others ran; the next run retries them): "
-            + "; ".join(f"{s.step}{f' {s.day}' if s.day else ''}: {s.error}" for s in report.failed)
+            + "; ".join(f"{s.label}: {s.error}" for s in report.failed)
         )
     return report.model_dump(mode="json")

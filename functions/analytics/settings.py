@@ -11,5 +11,10 @@ class AnalyticsSettings(DatabaseSettings):
     # UTC days re-aggregated on every run, today included: late data (answers scored after midnight, webhooks
     # delivered late) is picked up as long as it lands within this window.
     analytics_trailing_days: int = Field(default=2, ge=1, le=31)
+    # A day's per-user aggregation runs as this many shards side by side, each on its own connection, beside the
+    # platform metrics: a busy day is CPU-bound, so shards beyond the database's cores gain nothing.
+    analytics_user_shards: int = Field(default=2, ge=1, le=64)
+    # Connections: the shards plus the platform metrics run at once (fewer connections run them in turn).
+    db_pool_size: int = Field(default=3, ge=1, le=50)
     # Housekeeping limits, passed to service.run_maintenance (its defaults apply to those left unset).
     maintenance_policy: dict[str, int] = Field(default_factory=dict)

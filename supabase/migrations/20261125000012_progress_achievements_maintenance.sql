@@ -102,8 +102,20 @@ alter table public.achievements
   add foreign key (achievement_type) references public.achievement_catalog (achievement_type);
 create index idx_achievements_type on public.achievements (achievement_type);
 
--- Recompute the progress of everyone whose practice a UTC day touched, and award what they earned.
-create function service.aggregate_user_day(day date) returns jsonb
+-- Users fall into 64 fixed buckets by a hash of their id. A run takes its buckets' locks, so runs over the same
+-- users wait for each other (each would rewrite the same all-time rows from its own snapshot, and the later
+-- one would drop what the earlier one added), while the shards of one run hold disjoint buckets and run side
+-- by side, each on its own connection (the schedule runs them concurrently: a busy day is CPU-bound).
+-- No pinned search_path: a SET clause would stop the function being inlined, and it is called per answer
+-- (every name in it is schema-qualified anyway).
+create function private.user_bucket(user_id uuid) returns integer
+language sql immutable parallel safe
+as $$ select pg_catalog.uuid_hash(user_id) operator(pg_catalog.&) 63 $$;
+
+-- Recompute the progress of everyone (in shard `shard` of `shards`) whose practice a UTC day touched, and award
+-- what they earned.
+create function service.aggregate_user_day(day date, shard integer default 0, shards integer default 1)
+returns jsonb
 language plpgsql
 set search_path = ''
 -- A busy day's working sets (a million answers, 100k users) fit in memory instead of spilling to disk.
@@ -116,12 +128,18 @@ declare
   last_end timestamptz;
   people integer;
   recomputed integer;
+  day_rows integer;
   written integer;
-  changed integer := 0;
   awarded integer;
 begin
-  -- One run at a time: overlapping runs would recompute the same users' all-time rows in different orders.
-  perform pg_advisory_xact_lock(hashtext('service.aggregate_user_day'));
+  if shards is null or shard is null or shards not between 1 and 64 or shard not between 0 and shards - 1 then
+    raise exception using errcode = '22023',
+      message = format('shard %s of %s does not exist', shard, shards),
+      hint = 'shards is between 1 and 64, and shard between 0 and shards - 1.';
+  end if;
+  perform pg_advisory_xact_lock(hashtext('service.aggregate_user_day'), b.bucket)
+  from generate_series(shard, 63, shards) b (bucket)
+  order by b.bucket;  -- always in the same order, so runs sharded differently cannot deadlock
 
   -- (user, local day) pairs the UTC day changed: the local days from the user's first to last touched moment
   -- (answers given, answers scored -- on the day they were given -- and sessions completed), with each local
@@ -141,10 +159,11 @@ begin
       where s.ended_at >= day_start and s.ended_at < day_end and s.status = 'completed'
     ) a
     group by a.user_id
+    having shards = 1 or private.user_bucket(a.user_id) % shards = shard
   ), zoned as (
     select t.user_id, t.first_at, t.last_at, coalesce(p.timezone, 'UTC') as timezone
     from touched t left join public.user_profiles p on p.user_id = t.user_id
-  ), zone_days as (
+  ), zone_days as materialized (
     select z.timezone, d.local_day, d.local_day::timestamp at time zone z.timezone as local_start,
            (d.local_day + 1)::timestamp at time zone z.timezone as local_end
     from (select u.timezone, min(u.first_at) as first_at, max(u.last_at) as last_at from zoned u group by 1) z
@@ -194,7 +213,7 @@ begin
   from answers a
   full join sessions n on n.user_id = a.user_id and n.local_day = a.local_day
   order by 1, 2;
-  analyze progress;
+  analyze progress (user_id, local_day);  -- the keys are what joins need: skip sampling the JSON
 
   -- The day rows about to be replaced: the all-time rows are corrected by the difference (below).
   create temporary table replaced_days on commit drop as
@@ -202,15 +221,22 @@ begin
   from progress p
   join public.user_progress d on d.user_id = p.user_id and d.metric_name = 'practice' and d.period = 'day'
     and d.period_start = p.local_day;
-  analyze replaced_days;
+  analyze replaced_days (user_id, local_day);
 
-  insert into public.user_progress as up (user_id, metric_name, period, period_start, metric_value, details)
-  select p.user_id, 'practice', 'day', p.local_day, p.answers, p.details from progress p
-  on conflict (user_id, metric_name, period, period_start) do update
-    set metric_value = excluded.metric_value, details = excluded.details
-    where (up.metric_value, up.details) is distinct from (excluded.metric_value, excluded.details);
+  -- Only changed days are rewritten, so running an unchanged day again writes nothing. The bucket locks keep
+  -- anyone else from adding day rows meanwhile, so the new ones are plain inserts.
+  update public.user_progress d set metric_value = p.answers, details = p.details
+  from progress p
+  join replaced_days r on r.user_id = p.user_id and r.local_day = p.local_day
+  where d.user_id = p.user_id and d.metric_name = 'practice' and d.period = 'day' and d.period_start = p.local_day
+    and (r.answers, r.details) is distinct from (p.answers, p.details);
+  get diagnostics day_rows = row_count;
+  insert into public.user_progress (user_id, metric_name, period, period_start, metric_value, details)
+  select p.user_id, 'practice', 'day', p.local_day, p.answers, p.details
+  from progress p
+  where not exists (select from replaced_days r where r.user_id = p.user_id and r.local_day = p.local_day);
   get diagnostics written = row_count;
-  changed := changed + written;
+  day_rows := day_rows + written;
 
   -- The users whose days changed (or who have no all-time row yet), with their stored all-time figures.
   create temporary table touched_users on commit drop as
@@ -238,7 +264,7 @@ begin
   left join public.user_progress a on a.user_id = u.user_id and a.metric_name = 'practice'
     and a.period = 'all_time' and a.period_start = date '1970-01-01'
   where a.user_id is null or u.user_id in (select c.user_id from changed_days c);
-  analyze touched_users;
+  analyze touched_users (user_id, stored);
   select count(*) into recomputed from touched_users;
 
   -- All-time figures: the stored ones plus what the recomputed days changed (new day rows minus the ones they
@@ -385,7 +411,6 @@ begin
     set metric_value = excluded.metric_value, details = excluded.details
     where (up.metric_value, up.details) is distinct from (excluded.metric_value, excluded.details);
   get diagnostics written = row_count;
-  changed := changed + written;
 
   -- Achievements: each catalog entry whose figure reached its threshold in this run (the stored figure was
   -- below it, or there was none). The unique key awards each once, whoever runs concurrently; the metadata
@@ -409,8 +434,8 @@ begin
   get diagnostics awarded = row_count;
 
   drop table touched_days, day_categories, progress, replaced_days, touched_users, all_time_rows;
-  return jsonb_build_object('day', day, 'users', people, 'recomputed', recomputed, 'changed', changed,
-                            'achievements_awarded', awarded);
+  return jsonb_build_object('day', day, 'shard', shard, 'shards', shards, 'users', people, 'recomputed', recomputed,
+                            'changed', day_rows + written, 'achievements_awarded', awarded);
 end
 $$;
 
@@ -585,9 +610,9 @@ as $$
 $$;
 
 revoke all on function private.local_day(timestamptz, text), private.refresh_materialized_views(),
-  service.aggregate_user_day(date), service.run_maintenance(timestamptz, jsonb),
-  service.dashboard(integer, date)
+  private.user_bucket(uuid), service.aggregate_user_day(date, integer, integer),
+  service.run_maintenance(timestamptz, jsonb), service.dashboard(integer, date)
   from public, anon, authenticated;
 grant execute on function private.local_day(timestamptz, text), private.refresh_materialized_views(),
-  service.aggregate_user_day(date), service.run_maintenance(timestamptz, jsonb),
-  service.dashboard(integer, date) to service_role;
+  private.user_bucket(uuid), service.aggregate_user_day(date, integer, integer),
+  service.run_maintenance(timestamptz, jsonb), service.dashboard(integer, date) to service_role;

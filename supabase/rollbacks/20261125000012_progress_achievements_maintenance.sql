@@ -26,7 +26,8 @@ drop view public.response_history;
 insert into public.responses select * from archive.responses;
 drop schema archive cascade;
 
-drop function service.aggregate_user_day(date);
+drop function service.aggregate_user_day(date, integer, integer);
+drop function private.user_bucket(uuid);
 drop index public.idx_achievements_type;
 alter table public.achievements drop constraint achievements_achievement_type_fkey;
 drop table public.achievement_catalog;

@@ -36,17 +36,22 @@ def settings_for(url: str, **overrides: Any) -> AnalyticsSettings:
 
 
 def test_a_run_aggregates_the_trailing_window_then_rolls_up_and_maintains(database_url: str, history: str) -> None:
-    report = schedule.run_schedule(now=NOW, settings=settings_for(database_url, analytics_trailing_days=2))
+    settings = settings_for(database_url, analytics_trailing_days=2, analytics_user_shards=2)
+    report = schedule.run_schedule(now=NOW, settings=settings)
 
-    assert [(s.step, s.day and s.day.isoformat()) for s in report.steps] == [
-        ("aggregate_platform_day", "2026-06-01"),
-        ("aggregate_user_day", "2026-06-01"),
-        ("aggregate_platform_day", "2026-06-02"),
-        ("aggregate_user_day", "2026-06-02"),
-        ("rollup_question_stats", None),
-        ("run_maintenance", None),
+    assert [s.label for s in report.steps] == [
+        "aggregate_platform_day 2026-06-01",
+        "aggregate_user_day 2026-06-01 0/2",
+        "aggregate_user_day 2026-06-01 1/2",
+        "aggregate_platform_day 2026-06-02",
+        "aggregate_user_day 2026-06-02 0/2",
+        "aggregate_user_day 2026-06-02 1/2",
+        "rollup_question_stats",
+        "run_maintenance",
     ]
     assert report.failed == []
+    # The user is in exactly one of the two shards.
+    assert sorted(s.result["users"] for s in report.steps if s.shard and s.day == NOW.date()) == [0, 1]
     with psycopg.connect(database_url) as conn:
         days = conn.execute("select distinct metric_date::text from public.analytics_daily order by 1").fetchall()
         streak = conn.execute(
@@ -78,13 +83,15 @@ def test_a_failing_step_does_not_stop_the_others_and_the_handler_names_it(
     monkeypatch.setattr(schedule, "_database", database)
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("ANALYTICS_TRAILING_DAYS", "1")
+    monkeypatch.setenv("ANALYTICS_USER_SHARDS", "2")
 
     with pytest.raises(schedule.ScheduleFailedError) as failure:
         schedule.handler(EVENT, None)
 
     assert str(failure.value) == (
         "analytics steps failed (the others ran; the next run retries them): "
-        "aggregate_user_day 2026-06-02: Database busy: canceling statement due to statement timeout"
+        "aggregate_user_day 2026-06-02 0/2: Database busy: canceling statement due to statement timeout; "
+        "aggregate_user_day 2026-06-02 1/2: Database busy: canceling statement due to statement timeout"
     )
     with psycopg.connect(database_url) as conn:
         assert (
@@ -98,13 +105,13 @@ def test_the_handler_returns_the_report(database_url: str, history: str, monkeyp
     monkeypatch.setenv("DATABASE_URL", database_url)
     report = schedule.handler(EVENT, None)
     assert report["as_of"] == "2026-06-02T10:00:00Z"
-    assert [s["error"] for s in report["steps"]] == [None] * 6
+    assert [s["error"] for s in report["steps"]] == [None] * 8  # 2 days of platform + 2 shards, then 2 steps
 
 
 def test_an_unreachable_database_fails_every_step_with_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_for("postgresql://postgres:postgres@127.0.0.1:1/postgres", db_timeout_seconds=0.2)
     report = schedule.run_schedule(now=NOW, settings=settings)
-    assert len(report.failed) == len(report.steps) == 6
+    assert len(report.failed) == len(report.steps) == 8
     assert all(s.error.startswith("Database unavailable") for s in report.failed)
 
 

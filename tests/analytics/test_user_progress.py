@@ -207,3 +207,66 @@ def test_all_time_sums_kept_by_differences_equal_a_recount_from_the_day_rows(db:
     assert kept["questions_answered"] == 5
     assert kept["scored"] == 5
     assert kept["by_category"]["technical"]["score_sum"] == 135
+
+
+def progress_of(conn: psycopg.Connection, users: list[uuid.UUID]) -> tuple[list[tuple], list[tuple]]:
+    """The users' progress rows and achievements, comparable across runs."""
+    progress = conn.execute(
+        "select user_id, period, period_start, metric_value, details from public.user_progress"
+        " where user_id = any(%s) order by 1, 2, 3",
+        (users,),
+    ).fetchall()
+    earned = conn.execute(
+        "select user_id, achievement_type, metadata from public.achievements where user_id = any(%s) order by 1, 2",
+        (users,),
+    ).fetchall()
+    return progress, earned
+
+
+def test_a_day_aggregated_in_shards_gives_the_rows_of_a_single_run(db: psycopg.Connection) -> None:
+    users = [practitioner(db, zone) for zone in ("UTC", "Asia/Tokyo", "America/New_York", "Europe/Paris") * 3]
+    for n, user in enumerate(users):
+        practise(db, user, "2027-02-10 10:00+00", [60 + n], category=("technical", "leadership")[n % 2])
+        practise(db, user, "2027-02-11 23:30+00", [70 + n, 100])
+    window = ("2027-02-10", "2027-02-11", "2027-02-12")
+    for day in window:
+        aggregate(db, day)
+    single = progress_of(db, users)
+    db.execute("delete from public.user_progress where user_id = any(%s)", (users,))
+    db.execute("delete from public.achievements where user_id = any(%s)", (users,))
+
+    shards = {
+        day: [db.execute("select service.aggregate_user_day(%s, %s, 3)", (day, n)).fetchone()[0] for n in range(3)]
+        for day in window
+    }
+
+    assert progress_of(db, users) == single
+    assert sum(shard["users"] for shard in shards["2027-02-10"]) == len(users)
+    assert len([shard for shard in shards["2027-02-10"] if shard["users"]]) > 1  # 12 users do not all hash alike
+
+
+@pytest.mark.parametrize(("shard", "shards"), [(2, 2), (-1, 2), (0, 0), (0, 65), (None, 2)])
+def test_a_shard_that_does_not_exist_is_refused(db: psycopg.Connection, shard: int | None, shards: int) -> None:
+    named = "" if shard is None else shard
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=f"shard {named} of {shards} does not exist"):
+        db.execute("select service.aggregate_user_day('2027-02-10', %s, %s)", (shard, shards))
+
+
+def test_a_run_waits_only_for_runs_over_the_same_users(database_url: str) -> None:
+    with psycopg.connect(database_url) as holder, psycopg.connect(database_url) as other:
+        holder.execute("select service.aggregate_user_day('2027-03-01', 0, 2)")  # uncommitted: holds its buckets
+
+        def run(shard: int, shards: int) -> None:
+            other.execute("set local lock_timeout = '200ms'")
+            try:
+                other.execute("select service.aggregate_user_day('2027-03-02', %s, %s)", (shard, shards))
+            finally:
+                other.rollback()
+
+        run(1, 2)  # the other half of the users: side by side
+        for overlapping in ((0, 4), (2, 4), (0, 1)):  # a quarter of the held users, or all users
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                run(*overlapping)
+        run(1, 4)  # odd buckets only
+        holder.rollback()
+        run(0, 1)

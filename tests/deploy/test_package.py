@@ -103,6 +103,7 @@ LITERAL_SETTINGS = {
     "EVALUATION_MAX_RECEIVES",
     "EVALUATION_CONCURRENCY",
     "ANALYTICS_TRAILING_DAYS",
+    "ANALYTICS_USER_SHARDS",
 }
 SECRET_LOOKING = re.compile(
     r"sk_(live|test)_|rk_(live|test)_|whsec_|\bsk-[A-Za-z0-9_-]{20,}|postgres(ql)?://|eyJ[A-Za-z0-9_-]{10,}"
@@ -361,8 +362,12 @@ def test_environment_configures_the_handler(
         monkeypatch.setenv(name, _deploy_time_value(value, resources) if resolved else value)
     settings = load_settings(settings_class)
     assert settings.db_transport == "psycopg"
-    # One request per instance at a time, except the worker's threads (test_evaluation_worker_fits_its_limits).
-    assert settings.db_pool_size == (1 if function not in QUEUE_CONSUMERS else int(environment["DB_POOL_SIZE"]))
+    # One request per instance at a time, except the worker's threads (test_evaluation_worker_fits_its_limits)
+    # and the analytics steps run side by side (the platform metrics and each shard of the users).
+    if isinstance(settings, AnalyticsSettings):
+        assert settings.db_pool_size == settings.analytics_user_shards + 1
+    else:
+        assert settings.db_pool_size == (1 if function not in QUEUE_CONSUMERS else int(environment["DB_POOL_SIZE"]))
     checked = False
     if isinstance(settings, StripeSettings):
         assert settings.stripe_secret_key.get_secret_value() == "placeholder-stripe-secret-key"
