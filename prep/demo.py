@@ -194,13 +194,11 @@ class Journey:
                 " from public.session_summaries order by started_at"
             ).fetchall()
             progress = conn.execute(
-                "select p.metric_value as answered, p.details -> 'sessions_completed' as sessions,"
-                " p.details -> 'average_score' as average_score, s.current_streak as streak,"
-                " s.longest_streak,"
+                "select t.questions_answered as answered, t.sessions_completed as sessions, t.average_score,"
+                " s.current_streak as streak, s.longest_streak,"
                 " (select string_agg(w.category::text, ', ' order by w.rank)"
                 "  from public.weakest_categories w) as weakest_categories"
-                " from public.user_progress p join public.user_streaks s on s.user_id = p.user_id"
-                " where p.metric_name = 'practice' and p.period = 'all_time'"
+                " from public.progress_totals t join public.user_streaks s on s.user_id = t.user_id"
             ).fetchall()
             achievements = conn.execute(
                 "select achievement_type, awarded_at from public.achievements order by awarded_at"

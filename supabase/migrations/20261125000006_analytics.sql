@@ -26,10 +26,7 @@ create table public.user_progress (
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   unique (user_id, metric_name, period, period_start)
-)
--- Every aggregation rewrites these rows in place: room left on each page keeps a rewrite a HOT update (no
--- index entries written), a quarter of the cost of one that moves the row.
-with (fillfactor = 50);
+);
 
 create table public.analytics_daily (
   id uuid primary key default gen_random_uuid(),

@@ -1,27 +1,22 @@
 -- 12. Per-user progress, achievements and maintenance
 --
--- cron -> analytics Lambda (or `prep analytics aggregate`) -> service.aggregate_user_day(day) -> user_progress,
--- achievements; service.run_maintenance() -> housekeeping. Like the platform metrics (11.), a UTC day's figures
--- are recomputed from the source tables, so running a day again gives the same rows (and writes nothing when
+-- cron -> analytics Lambda (or `prep analytics aggregate`) -> service.aggregate_user_day(day, shard, shards)
+-- -> user_progress (days), progress_totals and category_progress (all time), achievements;
+-- service.run_maintenance() -> housekeeping. Like the platform metrics (11.), a UTC day's figures are
+-- recomputed from the source tables, so running a day again gives the same rows (and writes nothing when
 -- nothing changed), and re-running a trailing window picks up late data (answers scored after the day, say).
 --
--- A user's progress is one `practice` row per period: metric_value is the questions answered, details the rest
--- (JSONB for the complex figures, as the design intends). One row per user and period keeps a day with 100k
--- active users to 200k row writes, and gives clients everything in one read (and one realtime event).
---   period 'day', period_start = the user's local date (their profile's timezone; UTC without one):
+-- A user's day is one `practice` row of user_progress (name-value per period, as the design intends):
+--   period 'day', period_start = the user's local date (their profile's timezone; UTC without one),
+--   metric_value = questions answered, details =
 --     {sessions_completed, by_type: {type: n}, scored, score_sum, best,
 --      by_category: {category: {answers, score_sum}}}   -- scored answers only in by_category
---   period 'all_time', period_start = 1970-01-01:
---     {sessions_completed, by_type, scored, score_sum, average_score, best_score,
---      by_category: {category: {answers, score_sum, average}},  -- ranked weakest first by
---                                                                -- public.weakest_categories
---      streak: {latest_run, longest, last_active_day}      -- runs of consecutive local days with practice;
---                                                          -- latest_run ends on last_active_day (the current
---                                                          -- streak depends on today: public.user_streaks)
---      score_trend: {slope, scores, improvement}}          -- points per session over the last 10 scored
---                                                          -- sessions, scores oldest first; improvement: the
---                                                          -- last 5 averaged against the 5 before them
 -- An answer counts on the local day it was given, whenever it was scored; a session on the day it ended.
+--
+-- All-time figures are typed columns instead (progress_totals, one row per user; category_progress, one per
+-- user and category): every run adds to them what the recomputed days changed, which in JSON meant taking
+-- each user's object apart and building it again, the most expensive part of a busy day. Typed, clients
+-- also filter and sort on them through PostgREST.
 
 create function private.local_day(at timestamptz, timezone text) returns date
 language sql immutable
@@ -32,30 +27,78 @@ as $$ select (at at time zone timezone)::date $$;
 create index idx_practice_sessions_user_scored on public.practice_sessions (user_id, started_at desc)
   include (overall_score) where status = 'completed' and overall_score is not null;
 
+-- Rewritten by the aggregation whenever their user practises: room left on each page keeps a rewrite a HOT
+-- update (no index entries written), a quarter of the cost of one that moves the row.
+create table public.progress_totals (
+  user_id uuid primary key references public.users (id) on delete cascade,
+  questions_answered integer not null default 0,
+  sessions_completed integer not null default 0,
+  mock_interviews integer not null default 0,
+  scored_answers integer not null default 0,
+  score_sum numeric not null default 0,
+  average_score numeric generated always as (round(score_sum / nullif(scored_answers, 0), 2)) stored,
+  best_score numeric,
+  categories_scored integer not null default 0,
+  -- Runs of consecutive local days with practice: latest_run ends on last_active_day (the current streak
+  -- depends on today: public.user_streaks).
+  latest_run integer not null default 0,
+  longest_streak integer not null default 0,
+  last_active_day date,
+  -- The last 10 scored sessions' scores, oldest first; the least-squares slope through them (points per
+  -- session); improvement: the last 5 averaged against the 5 before them, once there are 10.
+  recent_scores numeric[] not null default '{}',
+  trend_slope numeric not null default 0,
+  improvement numeric,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+) with (fillfactor = 50);
+
+-- Scored answers per category (a category appears once it has one).
+create table public.category_progress (
+  user_id uuid not null references public.users (id) on delete cascade,
+  category public.question_category not null,
+  scored_answers integer not null check (scored_answers > 0),
+  score_sum numeric not null,
+  average_score numeric generated always as (round(score_sum / scored_answers, 2)) stored,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  primary key (user_id, category)
+) with (fillfactor = 50);
+
+create trigger set_updated_at before update on public.progress_totals
+  for each row execute function private.set_updated_at();
+create trigger set_updated_at before update on public.category_progress
+  for each row execute function private.set_updated_at();
+alter table public.progress_totals enable row level security;
+alter table public.category_progress enable row level security;
+revoke all on public.progress_totals, public.category_progress from anon, authenticated;
+grant select on public.progress_totals, public.category_progress to authenticated;
+grant all on public.progress_totals, public.category_progress to service_role;
+create policy "progress_totals: read own" on public.progress_totals
+  for select to authenticated using (user_id = (select auth.uid()));
+create policy "category_progress: read own" on public.category_progress
+  for select to authenticated using (user_id = (select auth.uid()));
+alter publication supabase_realtime add table public.progress_totals, public.category_progress;
+
 -- The current streak is a matter of today in the user's timezone, so it is worked out when read: a stored
 -- one would need every user's row rewritten as days pass.
 create view public.user_streaks with (security_invoker = true) as
-select p.user_id,
-       case when (p.details -> 'streak' ->> 'last_active_day')::date
-                 >= (now() at time zone coalesce(f.timezone, 'UTC'))::date - 1
-            then (p.details -> 'streak' ->> 'latest_run')::integer else 0 end as current_streak,
-       (p.details -> 'streak' ->> 'longest')::integer as longest_streak,
-       (p.details -> 'streak' ->> 'last_active_day')::date as last_active_day
-from public.user_progress p
-left join public.user_profiles f on f.user_id = p.user_id
-where p.metric_name = 'practice' and p.period = 'all_time';
+select t.user_id,
+       case when t.last_active_day >= (now() at time zone coalesce(f.timezone, 'UTC'))::date - 1
+            then t.latest_run else 0 end as current_streak,
+       t.longest_streak, t.last_active_day
+from public.progress_totals t
+left join public.user_profiles f on f.user_id = t.user_id;
 revoke all on public.user_streaks from anon, authenticated;
 grant select on public.user_streaks to authenticated, service_role;
 
 -- Each user's categories ranked weakest first, among those with at least 3 scored answers: what the question
--- engine can recommend practising. An ordering of the all-time figures, so it is ranked when read.
+-- engine can recommend practising.
 create view public.weakest_categories with (security_invoker = true) as
-select p.user_id, c.key::public.question_category as category,
-       (c.value ->> 'average')::numeric as average, (c.value ->> 'answers')::integer as answers,
-       rank() over (partition by p.user_id order by (c.value ->> 'average')::numeric, c.key) as rank
-from public.user_progress p
-cross join lateral jsonb_each(p.details -> 'by_category') c
-where p.metric_name = 'practice' and p.period = 'all_time' and (c.value ->> 'answers')::integer >= 3;
+select c.user_id, c.category, c.average_score, c.scored_answers,
+       rank() over (partition by c.user_id order by c.average_score, c.category) as rank
+from public.category_progress c
+where c.scored_answers >= 3;
 revoke all on public.weakest_categories from anon, authenticated;
 grant select on public.weakest_categories to authenticated, service_role;
 
@@ -102,18 +145,12 @@ alter table public.achievements
   add foreign key (achievement_type) references public.achievement_catalog (achievement_type);
 create index idx_achievements_type on public.achievements (achievement_type);
 
--- Users fall into 64 fixed buckets by a hash of their id. A run takes its buckets' locks, so runs over the same
--- users wait for each other (each would rewrite the same all-time rows from its own snapshot, and the later
--- one would drop what the earlier one added), while the shards of one run hold disjoint buckets and run side
--- by side, each on its own connection (the schedule runs them concurrently: a busy day is CPU-bound).
--- No pinned search_path: a SET clause would stop the function being inlined, and it is called per answer
--- (every name in it is schema-qualified anyway).
-create function private.user_bucket(user_id uuid) returns integer
-language sql immutable parallel safe
-as $$ select pg_catalog.uuid_hash(user_id) operator(pg_catalog.&) 63 $$;
-
 -- Recompute the progress of everyone (in shard `shard` of `shards`) whose practice a UTC day touched, and award
--- what they earned.
+-- what they earned. Users fall into 64 fixed buckets by a hash of their id (uuid_hash(user_id) & 63): a run
+-- takes its buckets' locks, so runs over the same users wait for each other (each would rewrite the same
+-- all-time figures from its own snapshot, and the later would drop what the earlier added), while the shards
+-- of one run hold disjoint buckets and run side by side, each on its own connection (the schedule runs them
+-- concurrently: a busy day is CPU-bound).
 create function service.aggregate_user_day(day date, shard integer default 0, shards integer default 1)
 returns jsonb
 language plpgsql
@@ -128,8 +165,8 @@ declare
   last_end timestamptz;
   people integer;
   recomputed integer;
-  day_rows integer;
   written integer;
+  changed integer;
   awarded integer;
 begin
   if shards is null or shard is null or shards not between 1 and 64 or shard not between 0 and shards - 1 then
@@ -159,7 +196,7 @@ begin
       where s.ended_at >= day_start and s.ended_at < day_end and s.status = 'completed'
     ) a
     group by a.user_id
-    having shards = 1 or private.user_bucket(a.user_id) % shards = shard
+    having shards = 1 or (uuid_hash(a.user_id) & 63) % shards = shard
   ), zoned as (
     select t.user_id, t.first_at, t.last_at, coalesce(p.timezone, 'UTC') as timezone
     from touched t left join public.user_profiles p on p.user_id = t.user_id
@@ -188,7 +225,8 @@ begin
   group by 1, 2, 3;
   analyze day_categories;
 
-  -- Day rows, recomputed whole for each touched local day.
+  -- Day rows, recomputed whole for each touched local day; their figures are kept typed beside the JSON for
+  -- the all-time sums below.
   create temporary table progress on commit drop as
   with answers as (
     select c.user_id, c.local_day, sum(c.answers) as answers, sum(c.scored) as scored,
@@ -197,7 +235,9 @@ begin
                        filter (where c.scored > 0))::jsonb, '{}') as by_category
     from day_categories c group by 1, 2
   ), sessions as (
-    select n.user_id, n.local_day, sum(n.sessions) as sessions, jsonb_object_agg(n.session_type, n.sessions) as by_type
+    select n.user_id, n.local_day, sum(n.sessions) as sessions,
+           coalesce(sum(n.sessions) filter (where n.session_type = 'mock_interview'), 0) as mock_interviews,
+           jsonb_object_agg(n.session_type, n.sessions) as by_type
     from (select t.user_id, t.local_day, s.session_type, count(*) as sessions
           from public.practice_sessions s
           join touched_days t on t.user_id = s.user_id and s.ended_at >= t.local_start and s.ended_at < t.local_end
@@ -206,7 +246,9 @@ begin
     group by 1, 2
   )
   select coalesce(a.user_id, n.user_id) as user_id, coalesce(a.local_day, n.local_day) as local_day,
-         coalesce(a.answers, 0) as answers,
+         coalesce(a.answers, 0) as answers, coalesce(n.sessions, 0) as sessions,
+         coalesce(n.mock_interviews, 0) as mock_interviews, coalesce(a.scored, 0) as scored,
+         coalesce(a.score_sum, 0) as score_sum, a.best,
          jsonb_build_object('sessions_completed', coalesce(n.sessions, 0), 'by_type', coalesce(n.by_type, '{}'),
                             'scored', coalesce(a.scored, 0), 'score_sum', coalesce(a.score_sum, 0),
                             'best', a.best, 'by_category', coalesce(a.by_category, '{}')) as details
@@ -215,7 +257,7 @@ begin
   order by 1, 2;
   analyze progress (user_id, local_day);  -- the keys are what joins need: skip sampling the JSON
 
-  -- The day rows about to be replaced: the all-time rows are corrected by the difference (below).
+  -- The day rows about to be replaced: the all-time figures are corrected by the difference (below).
   create temporary table replaced_days on commit drop as
   select d.user_id, d.period_start as local_day, d.metric_value as answers, d.details
   from progress p
@@ -230,100 +272,108 @@ begin
   join replaced_days r on r.user_id = p.user_id and r.local_day = p.local_day
   where d.user_id = p.user_id and d.metric_name = 'practice' and d.period = 'day' and d.period_start = p.local_day
     and (r.answers, r.details) is distinct from (p.answers, p.details);
-  get diagnostics day_rows = row_count;
+  get diagnostics written = row_count;
+  changed := written;
   insert into public.user_progress (user_id, metric_name, period, period_start, metric_value, details)
   select p.user_id, 'practice', 'day', p.local_day, p.answers, p.details
   from progress p
   where not exists (select from replaced_days r where r.user_id = p.user_id and r.local_day = p.local_day);
   get diagnostics written = row_count;
-  day_rows := day_rows + written;
+  changed := changed + written;
 
-  -- The users whose days changed (or who have no all-time row yet), with their stored all-time figures.
+  -- The users whose days changed (or who have no all-time figures yet), with their stored figures.
   create temporary table touched_users on commit drop as
   with changed_days as (
     select p.user_id from progress p
     left join replaced_days r on r.user_id = p.user_id and r.local_day = p.local_day
     where r.user_id is null or (r.answers, r.details) is distinct from (p.answers, p.details)
-  ), users as (
-    select distinct t.user_id from touched_days t
   )
-  select u.user_id, a.user_id is not null as stored,
-         coalesce(a.metric_value, 0) as answers,
-         coalesce((a.details ->> 'sessions_completed')::integer, 0) as sessions,
-         coalesce((a.details ->> 'scored')::integer, 0) as scored,
-         coalesce((a.details ->> 'score_sum')::numeric, 0) as score_sum,
-         (a.details ->> 'best_score')::numeric as best,
-         coalesce(a.details -> 'by_type', '{}') as by_type,
-         coalesce(a.details -> 'by_category', '{}') as by_category,
-         (select count(*) from jsonb_object_keys(a.details -> 'by_category')) as categories_scored,
-         (a.details -> 'streak' ->> 'last_active_day')::date as last_active_day,
-         coalesce((a.details -> 'streak' ->> 'latest_run')::integer, 0) as latest_run,
-         coalesce((a.details -> 'streak' ->> 'longest')::integer, 0) as longest,
-         (a.details -> 'score_trend' ->> 'improvement')::numeric as improvement
-  from users u
-  left join public.user_progress a on a.user_id = u.user_id and a.metric_name = 'practice'
-    and a.period = 'all_time' and a.period_start = date '1970-01-01'
-  where a.user_id is null or u.user_id in (select c.user_id from changed_days c);
+  select u.user_id, t.user_id is not null as stored,
+         coalesce(t.questions_answered, 0) as answers, coalesce(t.sessions_completed, 0) as sessions,
+         coalesce(t.mock_interviews, 0) as mock_interviews, coalesce(t.scored_answers, 0) as scored,
+         coalesce(t.score_sum, 0) as score_sum, t.best_score as best,
+         coalesce(t.categories_scored, 0) as categories_scored, t.last_active_day,
+         coalesce(t.latest_run, 0) as latest_run, coalesce(t.longest_streak, 0) as longest, t.improvement
+  from (select distinct d.user_id from touched_days d) u
+  left join public.progress_totals t on t.user_id = u.user_id
+  where t.user_id is null or u.user_id in (select c.user_id from changed_days c);
   analyze touched_users (user_id, stored);
   select count(*) into recomputed from touched_users;
 
   -- All-time figures: the stored ones plus what the recomputed days changed (new day rows minus the ones they
-  -- replaced), so a run costs what the window changed, not each user's whole history; a re-run with nothing
-  -- new recomputes no all-time row. A user without an all-time row yet starts from all their day rows.
+  -- replace), so a run costs what the window changed, not each user's whole history; a re-run with nothing
+  -- new recomputes nothing. A user without all-time figures yet (or whose figures were deleted) is counted
+  -- from all their day rows instead.
+  delete from public.category_progress c
+  using touched_users u where c.user_id = u.user_id and not u.stored;
+
+  create temporary table changes on commit drop as
+  select p.user_id, p.answers, p.sessions, p.mock_interviews, p.scored, p.score_sum, p.best
+  from touched_users u join progress p on p.user_id = u.user_id
+  where u.stored
+  union all
+  select r.user_id, -r.answers, -(r.details ->> 'sessions_completed')::integer,
+         -coalesce((r.details -> 'by_type' ->> 'mock_interview')::integer, 0),
+         -(r.details ->> 'scored')::integer, -(r.details ->> 'score_sum')::numeric, null
+  from touched_users u join replaced_days r on r.user_id = u.user_id
+  where u.stored
+  union all
+  select d.user_id, d.metric_value, (d.details ->> 'sessions_completed')::integer,
+         coalesce((d.details -> 'by_type' ->> 'mock_interview')::integer, 0),
+         (d.details ->> 'scored')::integer, (d.details ->> 'score_sum')::numeric, (d.details ->> 'best')::numeric
+  from touched_users u
+  join public.user_progress d on d.user_id = u.user_id and d.metric_name = 'practice' and d.period = 'day'
+  where not u.stored;
+
+  -- The new totals of each category a change touched (the replaced days' sums read from their JSON).
+  create temporary table category_totals on commit drop as
+  select x.user_id, x.category, s.user_id is not null as stored,
+         coalesce(s.scored_answers, 0) + x.scored as scored, coalesce(s.score_sum, 0) + x.score_sum as score_sum
+  from (select c.user_id, c.category, sum(c.scored) as scored, sum(c.score_sum) as score_sum
+        from (select c.user_id, c.category, c.scored, c.score_sum
+              from touched_users u join day_categories c on c.user_id = u.user_id
+              where u.stored and c.scored > 0
+              union all
+              select r.user_id, k.key::public.question_category, -(k.value ->> 'answers')::integer,
+                     -(k.value ->> 'score_sum')::numeric
+              from touched_users u
+              join replaced_days r on r.user_id = u.user_id
+              cross join lateral jsonb_each(r.details -> 'by_category') k
+              where u.stored
+              union all
+              select d.user_id, k.key::public.question_category, (k.value ->> 'answers')::integer,
+                     (k.value ->> 'score_sum')::numeric
+              from touched_users u
+              join public.user_progress d on d.user_id = u.user_id and d.metric_name = 'practice'
+                and d.period = 'day'
+              cross join lateral jsonb_each(d.details -> 'by_category') k
+              where not u.stored) c
+        group by 1, 2) x
+  left join public.category_progress s on s.user_id = x.user_id and s.category = x.category
+  where x.scored <> 0 or x.score_sum <> 0;
+
+  insert into public.category_progress as c (user_id, category, scored_answers, score_sum)
+  select t.user_id, t.category, t.scored, t.score_sum from category_totals t where t.scored > 0
+  on conflict (user_id, category) do update
+    set scored_answers = excluded.scored_answers, score_sum = excluded.score_sum;
+  get diagnostics written = row_count;
+  changed := changed + written;
+  delete from public.category_progress c
+  using category_totals t where c.user_id = t.user_id and c.category = t.category and t.scored <= 0;
+  get diagnostics written = row_count;
+  changed := changed + written;
+
   create temporary table all_time_rows on commit drop as
-  with changes as (
-    select p.user_id, p.answers, p.details, 1 as sign
-    from touched_users u join progress p on p.user_id = u.user_id
-    where u.stored
-    union all
-    select r.user_id, -r.answers, r.details, -1
-    from touched_users u join replaced_days r on r.user_id = u.user_id
-    where u.stored
-    union all
-    select d.user_id, d.metric_value, d.details, 1
-    from touched_users u
-    join public.user_progress d on d.user_id = u.user_id and d.metric_name = 'practice' and d.period = 'day'
-    where not u.stored
-  ), totals as (
-    select c.user_id, sum(c.answers) as answers,
-           sum(c.sign * (c.details ->> 'sessions_completed')::integer) as sessions,
-           sum(c.sign * (c.details ->> 'scored')::integer) as scored,
-           sum(c.sign * (c.details ->> 'score_sum')::numeric) as score_sum,
+  with totals as (
+    select c.user_id, sum(c.answers) as answers, sum(c.sessions) as sessions,
+           sum(c.mock_interviews) as mock_interviews, sum(c.scored) as scored, sum(c.score_sum) as score_sum,
            -- A personal best: the highest score any recomputed day holds, or the one stored.
-           max((c.details ->> 'best')::numeric) filter (where c.sign = 1) as best
+           max(c.best) as best
     from changes c group by 1
-  ), type_counts as (
-    -- Only the session types and categories a change touched are rewritten; the rest of the stored object
-    -- stays as it is.
-    select n.user_id,
-           jsonb_object_agg(n.session_type, n.sessions) filter (where n.sessions > 0) as counts,
-           array_agg(n.session_type) filter (where n.sessions <= 0) as emptied
-    from (select x.user_id, x.key as session_type,
-                 coalesce((u.by_type ->> x.key)::integer, 0) + x.sessions as sessions
-          from (select c.user_id, k.key, sum(c.sign * k.value::integer) as sessions
-                from changes c, jsonb_each_text(c.details -> 'by_type') k group by 1, 2) x
-          join touched_users u on u.user_id = x.user_id) n
-    group by n.user_id
-  ), category_totals as materialized (
-    -- The new totals of each category a change touched (narrow rows: the stored objects are read here once).
-    select x.user_id, x.key as category, u.by_category ? x.key as stored,
-           coalesce((u.by_category -> x.key ->> 'answers')::integer, 0) + x.answers as answers,
-           coalesce((u.by_category -> x.key ->> 'score_sum')::numeric, 0) + x.score_sum as score_sum
-    from (select c.user_id, k.key, sum(c.sign * (k.value ->> 'answers')::integer) as answers,
-                 sum(c.sign * (k.value ->> 'score_sum')::numeric) as score_sum
-          from changes c, jsonb_each(c.details -> 'by_category') k group by 1, 2) x
-    join touched_users u on u.user_id = x.user_id
-  ), category_figures as (
-    -- Built as JSON text and converted once: half the cost of building JSONB value by value.
-    select n.user_id,
-           (json_object_agg(n.category, json_build_object('answers', n.answers, 'score_sum', n.score_sum,
-                                                          'average', round(n.score_sum / n.answers, 2)))
-              filter (where n.answers > 0))::jsonb as figures,
-           array_agg(n.category) filter (where n.answers <= 0) as emptied,
-           count(*) filter (where n.answers > 0 and not n.stored) - count(*) filter (where n.answers <= 0 and n.stored)
-             as categories_added
-    from category_totals n
-    group by n.user_id
+  ), categories as (
+    select t.user_id, count(*) filter (where t.scored > 0 and not t.stored)
+                      - count(*) filter (where t.scored <= 0 and t.stored) as added
+    from category_totals t group by 1
   ), new_days as (
     select p.user_id, p.local_day
     from touched_users u
@@ -332,7 +382,7 @@ begin
     where r.user_id is null
   ), carried as (
     -- The stored streak carries on when every newly active day comes after its last active day (practice
-    -- today, the usual case); otherwise (no row yet, or late data made an earlier day active) the user's
+    -- today, the usual case); otherwise (no figures yet, or late data made an earlier day active) the user's
     -- runs are counted again from all their day rows, whose keys alone (an index-only read) are enough.
     select u.user_id, u.last_active_day, u.latest_run, u.longest
     from touched_users u
@@ -365,7 +415,7 @@ begin
     from touched_users u
     cross join lateral (
       select coalesce(round(regr_slope(l.overall_score, l.ordinal)::numeric, 2), 0) as slope,
-             coalesce(jsonb_agg(l.overall_score order by l.ordinal), '[]') as scores,
+             coalesce(array_agg(l.overall_score order by l.ordinal), '{}') as scores,
              -- The last 5 scored sessions averaged against the 5 before them, once there are 10.
              case when count(*) = 10 then round(avg(l.overall_score) filter (where l.ordinal > 5)
                                                 - avg(l.overall_score) filter (where l.ordinal <= 5), 2) end
@@ -379,38 +429,44 @@ begin
   select u.user_id,
          u.answers + coalesce(t.answers, 0) as answers,
          u.sessions + coalesce(t.sessions, 0) as sessions,
+         u.mock_interviews + coalesce(t.mock_interviews, 0) as mock_interviews,
          u.scored + coalesce(t.scored, 0) as scored,
          u.score_sum + coalesce(t.score_sum, 0) as score_sum,
          greatest(u.best, t.best) as best,
-         (u.by_type || coalesce(y.counts, '{}')) - coalesce(y.emptied, '{}') as by_type,
-         (u.by_category || coalesce(c.figures, '{}')) - coalesce(c.emptied, '{}') as by_category,
-         u.categories_scored + coalesce(c.categories_added, 0) as categories_scored,
+         u.categories_scored + coalesce(c.added, 0) as categories_scored,
          greatest(u.last_active_day, s.last_active_day) as last_active_day,
          case when s.last_active_day is null then u.latest_run else s.latest_run end as latest_run,
          greatest(u.longest, s.longest) as longest,
-         coalesce(tr.slope, 0) as slope, coalesce(tr.scores, '[]') as scores, tr.improvement
+         tr.scores, tr.slope, tr.improvement
   from touched_users u
   left join totals t on t.user_id = u.user_id
-  left join type_counts y on y.user_id = u.user_id
-  left join category_figures c on c.user_id = u.user_id
+  left join categories c on c.user_id = u.user_id
   left join streaks s on s.user_id = u.user_id
-  left join trends tr on tr.user_id = u.user_id
-  order by 1;
+  left join trends tr on tr.user_id = u.user_id;
 
-  insert into public.user_progress as up (user_id, metric_name, period, period_start, metric_value, details)
-  select a.user_id, 'practice', 'all_time', date '1970-01-01', a.answers,
-         jsonb_build_object(
-           'sessions_completed', a.sessions, 'by_type', a.by_type,
-           'scored', a.scored, 'score_sum', a.score_sum, 'average_score', round(a.score_sum / nullif(a.scored, 0), 2),
-           'best_score', a.best, 'by_category', a.by_category,
-           'streak', jsonb_build_object('latest_run', a.latest_run, 'longest', a.longest,
-                                        'last_active_day', a.last_active_day),
-           'score_trend', jsonb_build_object('slope', a.slope, 'scores', a.scores, 'improvement', a.improvement))
+  insert into public.progress_totals as t (
+    user_id, questions_answered, sessions_completed, mock_interviews, scored_answers, score_sum, best_score,
+    categories_scored, latest_run, longest_streak, last_active_day, recent_scores, trend_slope, improvement)
+  select a.user_id, a.answers, a.sessions, a.mock_interviews, a.scored, a.score_sum, a.best, a.categories_scored,
+         a.latest_run, a.longest, a.last_active_day, a.scores, a.slope, a.improvement
   from all_time_rows a
-  on conflict (user_id, metric_name, period, period_start) do update
-    set metric_value = excluded.metric_value, details = excluded.details
-    where (up.metric_value, up.details) is distinct from (excluded.metric_value, excluded.details);
+  on conflict (user_id) do update
+    set (questions_answered, sessions_completed, mock_interviews, scored_answers, score_sum, best_score,
+         categories_scored, latest_run, longest_streak, last_active_day, recent_scores, trend_slope, improvement)
+      = (excluded.questions_answered, excluded.sessions_completed, excluded.mock_interviews,
+         excluded.scored_answers, excluded.score_sum, excluded.best_score, excluded.categories_scored,
+         excluded.latest_run, excluded.longest_streak, excluded.last_active_day, excluded.recent_scores,
+         excluded.trend_slope, excluded.improvement)
+    where (t.questions_answered, t.sessions_completed, t.mock_interviews, t.scored_answers, t.score_sum,
+           t.best_score, t.categories_scored, t.latest_run, t.longest_streak, t.last_active_day,
+           t.recent_scores, t.trend_slope, t.improvement)
+      is distinct from
+          (excluded.questions_answered, excluded.sessions_completed, excluded.mock_interviews,
+           excluded.scored_answers, excluded.score_sum, excluded.best_score, excluded.categories_scored,
+           excluded.latest_run, excluded.longest_streak, excluded.last_active_day, excluded.recent_scores,
+           excluded.trend_slope, excluded.improvement);
   get diagnostics written = row_count;
+  changed := changed + written;
 
   -- Achievements: each catalog entry whose figure reached its threshold in this run (the stored figure was
   -- below it, or there was none). The unique key awards each once, whoever runs concurrently; the metadata
@@ -425,7 +481,7 @@ begin
     ('longest_streak', a.longest, u.longest),
     ('best_score', a.best, u.best),
     ('categories_scored', a.categories_scored, u.categories_scored),
-    ('mock_interviews', (a.by_type ->> 'mock_interview')::numeric, (u.by_type ->> 'mock_interview')::numeric),
+    ('mock_interviews', a.mock_interviews, u.mock_interviews),
     ('improvement', a.improvement, u.improvement)
   ) f (figure, reached, before)
   join public.achievement_catalog c on c.figure = f.figure
@@ -433,9 +489,10 @@ begin
   on conflict (user_id, achievement_type) do nothing;
   get diagnostics awarded = row_count;
 
-  drop table touched_days, day_categories, progress, replaced_days, touched_users, all_time_rows;
+  drop table touched_days, day_categories, progress, replaced_days, touched_users, changes, category_totals,
+    all_time_rows;
   return jsonb_build_object('day', day, 'shard', shard, 'shards', shards, 'users', people, 'recomputed', recomputed,
-                            'changed', day_rows + written, 'achievements_awarded', awarded);
+                            'changed', changed, 'achievements_awarded', awarded);
 end
 $$;
 
@@ -610,9 +667,9 @@ as $$
 $$;
 
 revoke all on function private.local_day(timestamptz, text), private.refresh_materialized_views(),
-  private.user_bucket(uuid), service.aggregate_user_day(date, integer, integer),
-  service.run_maintenance(timestamptz, jsonb), service.dashboard(integer, date)
+  service.aggregate_user_day(date, integer, integer), service.run_maintenance(timestamptz, jsonb),
+  service.dashboard(integer, date)
   from public, anon, authenticated;
 grant execute on function private.local_day(timestamptz, text), private.refresh_materialized_views(),
-  private.user_bucket(uuid), service.aggregate_user_day(date, integer, integer),
-  service.run_maintenance(timestamptz, jsonb), service.dashboard(integer, date) to service_role;
+  service.aggregate_user_day(date, integer, integer), service.run_maintenance(timestamptz, jsonb),
+  service.dashboard(integer, date) to service_role;

@@ -27,11 +27,12 @@ insert into public.responses select * from archive.responses;
 drop schema archive cascade;
 
 drop function service.aggregate_user_day(date, integer, integer);
-drop function private.user_bucket(uuid);
 drop index public.idx_achievements_type;
 alter table public.achievements drop constraint achievements_achievement_type_fkey;
 drop table public.achievement_catalog;
 drop view public.weakest_categories;
 drop view public.user_streaks;
+drop table public.category_progress;
+drop table public.progress_totals;
 drop index public.idx_practice_sessions_user_scored;
 drop function private.local_day(timestamptz, text);

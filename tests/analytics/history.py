@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from tests.support.identities import give_paid_plan, sign_up
@@ -80,13 +81,36 @@ def aggregate(conn: psycopg.Connection, day: str) -> dict:
 
 
 def all_time(conn: psycopg.Connection, user: uuid.UUID) -> dict | None:
-    """The user's all-time `practice` row: its details, with questions_answered (the row's value) added."""
-    row = conn.execute(
-        "select metric_value, details from public.user_progress"
-        " where user_id = %s and metric_name = 'practice' and period = 'all_time'",
+    """The user's all-time figures (progress_totals), with `categories`: their category_progress by category."""
+    totals = (
+        conn.cursor(row_factory=dict_row)
+        .execute("select * from public.progress_totals where user_id = %s", (user,))
+        .fetchone()
+    )
+    if totals is None:
+        return None
+    categories = conn.execute(
+        "select category::text, scored_answers, score_sum, average_score from public.category_progress"
+        " where user_id = %s",
         (user,),
-    ).fetchone()
-    return None if row is None else {"questions_answered": float(row[0]), **row[1]}
+    ).fetchall()
+    totals["categories"] = {
+        category: {"scored_answers": scored, "score_sum": total, "average_score": average}
+        for category, scored, total, average in categories
+    }
+    return totals
+
+
+def streak(conn: psycopg.Connection, user: uuid.UUID) -> dict:
+    """The stored runs: {latest_run, longest, last_active_day (ISO)}."""
+    figures = all_time(conn, user)
+    assert figures is not None, "no all-time figures"
+    last = figures["last_active_day"]
+    return {
+        "latest_run": figures["latest_run"],
+        "longest": figures["longest_streak"],
+        "last_active_day": last and last.isoformat(),
+    }
 
 
 def days(conn: psycopg.Connection, user: uuid.UUID) -> dict[str, tuple[float, dict]]:

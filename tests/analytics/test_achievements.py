@@ -55,7 +55,7 @@ def test_a_devoted_user_earns_every_achievement_in_the_catalog_once(db: psycopg.
     assert earned["perfect_score"] == {"best_score": 100}
     assert earned["improvement"] == {"improvement": 20}  # the last 5 sessions average 70, the 5 before 50
     assert earned["all_categories"] == {"categories_scored": len(CATEGORIES)}
-    assert all_time(db, user)["streak"]["longest"] == 30
+    assert all_time(db, user)["longest_streak"] == 30
 
     # Running every day again awards nothing new and keeps the first award's time.
     awarded_at = dict(
@@ -131,18 +131,15 @@ def test_users_read_their_own_achievements_and_everyone_reads_the_catalog(db: ps
 
 FIGURES_SQL = """
 select c.achievement_type
-from public.user_progress p
+from public.progress_totals t
 cross join lateral (values
-  ('sessions_completed', (p.details ->> 'sessions_completed')::numeric),
-  ('questions_answered', p.metric_value),
-  ('longest_streak', (p.details -> 'streak' ->> 'longest')::numeric),
-  ('best_score', (p.details ->> 'best_score')::numeric),
-  ('categories_scored', (select count(*) from jsonb_object_keys(p.details -> 'by_category'))),
-  ('mock_interviews', (p.details -> 'by_type' ->> 'mock_interview')::numeric),
-  ('improvement', (p.details -> 'score_trend' ->> 'improvement')::numeric)
+  ('sessions_completed', t.sessions_completed), ('questions_answered', t.questions_answered),
+  ('longest_streak', t.longest_streak), ('best_score', t.best_score),
+  ('categories_scored', (select count(*) from public.category_progress p where p.user_id = t.user_id)),
+  ('mock_interviews', t.mock_interviews), ('improvement', t.improvement)
 ) f (figure, value)
 join public.achievement_catalog c on c.figure = f.figure and f.value >= c.threshold
-where p.user_id = %s and p.period = 'all_time'
+where t.user_id = %s
 """
 
 

@@ -55,12 +55,11 @@ def test_a_run_aggregates_the_trailing_window_then_rolls_up_and_maintains(databa
     with psycopg.connect(database_url) as conn:
         days = conn.execute("select distinct metric_date::text from public.analytics_daily order by 1").fetchall()
         streak = conn.execute(
-            "select details -> 'streak' ->> 'latest_run' from public.user_progress"
-            " where user_id = %s and metric_name = 'practice' and period = 'all_time'",
+            "select latest_run from public.progress_totals where user_id = %s",
             (history,),
         ).fetchone()
     assert days == [("2026-06-01",), ("2026-06-02",)]
-    assert streak == ("2",)
+    assert streak == (2,)
 
 
 class FailingOn:

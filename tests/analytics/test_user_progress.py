@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from shared.db.rls import acting_as
-from tests.analytics.history import aggregate, all_time, days, practise, practitioner, score_answer
+from tests.analytics.history import aggregate, all_time, days, practise, practitioner, score_answer, streak
 from tests.support.identities import user_claims
 
 
@@ -55,8 +55,8 @@ def test_a_streak_counts_local_days_across_midnight(
 
     aggregate(db, "2026-03-10")
 
-    streak = all_time(db, user)["streak"]
-    assert (streak["latest_run"], streak["longest"]) == (2, 2)
+    runs = streak(db, user)
+    assert (runs["latest_run"], runs["longest"]) == (2, 2)
 
 
 def test_the_same_times_in_utc_are_one_local_day_and_no_streak(db: psycopg.Connection) -> None:
@@ -64,7 +64,7 @@ def test_the_same_times_in_utc_are_one_local_day_and_no_streak(db: psycopg.Conne
     practise(db, user, "2026-03-10 14:30+00", [60])
     practise(db, user, "2026-03-10 15:30+00", [60], category="technical")
     aggregate(db, "2026-03-10")
-    assert all_time(db, user)["streak"]["latest_run"] == 1
+    assert streak(db, user)["latest_run"] == 1
 
 
 def in_utc(local: datetime) -> str:
@@ -93,7 +93,7 @@ def test_the_current_streak_is_alive_until_a_whole_local_day_passes_without_prac
 
     current, longest, last_day = streak_now(db, alive)
     assert (current, longest) == (3, 3)
-    assert all_time(db, alive)["streak"] == {"latest_run": 3, "longest": 3, "last_active_day": last_day.isoformat()}
+    assert streak(db, alive) == {"latest_run": 3, "longest": 3, "last_active_day": last_day.isoformat()}
     assert streak_now(db, ended)[:2] == (0, 3)
 
     # Each user reads only their own streak, computed in their own timezone.
@@ -106,12 +106,12 @@ def test_a_late_day_joins_the_runs_around_it(db: psycopg.Connection) -> None:
     for day in ("2026-03-01", "2026-03-02", "2026-03-04", "2026-03-05"):
         practise(db, user, f"{day} 10:00+00", [60])
         aggregate(db, day)
-    assert all_time(db, user)["streak"] == {"latest_run": 2, "longest": 2, "last_active_day": "2026-03-05"}
+    assert streak(db, user) == {"latest_run": 2, "longest": 2, "last_active_day": "2026-03-05"}
 
     # An answer given on the 3rd arrives late (recorded with its own time): the runs are counted again.
     practise(db, user, "2026-03-03 10:00+00", [60])
     aggregate(db, "2026-03-03")
-    assert all_time(db, user)["streak"] == {"latest_run": 5, "longest": 5, "last_active_day": "2026-03-05"}
+    assert streak(db, user) == {"latest_run": 5, "longest": 5, "last_active_day": "2026-03-05"}
 
 
 def test_an_answer_scored_a_day_later_is_picked_up_by_re_aggregating_the_window(db: psycopg.Connection) -> None:
@@ -138,13 +138,16 @@ def test_re_aggregating_an_unchanged_day_writes_nothing_and_gives_the_same_rows(
     practise(db, user, "2026-03-10 12:00+00", [65], category="technical")
     first = aggregate(db, "2026-03-10")
     rows = db.execute("select * from public.user_progress where user_id = %s order by id", (user,)).fetchall()
+    totals = all_time(db, user)
 
     again = aggregate(db, "2026-03-10")
 
-    assert (first["changed"], first["recomputed"]) == (2, 1)  # the day row and the all-time row
+    # The day row, the all-time row and the two categories' rows.
+    assert (first["changed"], first["recomputed"]) == (4, 1)
     assert (again["changed"], again["recomputed"]) == (0, 0)  # nothing new: no all-time row recomputed
     assert again["achievements_awarded"] == 0
     assert db.execute("select * from public.user_progress where user_id = %s order by id", (user,)).fetchall() == rows
+    assert all_time(db, user) == totals
 
 
 def test_all_time_totals_weakest_categories_and_trend(db: psycopg.Connection) -> None:
@@ -161,11 +164,13 @@ def test_all_time_totals_weakest_categories_and_trend(db: psycopg.Connection) ->
 
     figures = all_time(db, user)
     assert figures["questions_answered"] == 12
-    assert (figures["sessions_completed"], figures["by_type"]) == (4, {"custom": 4})
-    assert figures["average_score"] == pytest.approx(sum(sum(s) for *_, s in history) / 12, abs=0.01)
-    assert figures["by_category"]["technical"] == {"answers": 6, "score_sum": 315, "average": 52.5}
+    assert (figures["sessions_completed"], figures["mock_interviews"]) == (4, 0)
+    assert float(figures["average_score"]) == pytest.approx(sum(sum(s) for *_, s in history) / 12, abs=0.01)
+    assert figures["categories"]["technical"] == {"scored_answers": 6, "score_sum": 315, "average_score": 52.5}
+    assert figures["categories_scored"] == 3
     weakest = db.execute(
-        "select category, average, rank from public.weakest_categories where user_id = %s order by rank", (user,)
+        "select category::text, average_score, rank from public.weakest_categories where user_id = %s order by rank",
+        (user,),
     ).fetchall()
     assert weakest == [("technical", 52.5, 1), ("leadership", 60, 2), ("behavioral", 75, 3)]
     with acting_as(db, user_claims(user)):
@@ -173,8 +178,8 @@ def test_all_time_totals_weakest_categories_and_trend(db: psycopg.Connection) ->
     with acting_as(db, user_claims(practitioner(db))):  # someone else sees none of it
         assert db.execute("select count(*) from public.weakest_categories").fetchone()[0] == 0
     # Session scores 45, 75, 60, 60: a least-squares slope of +3 points per session.
-    assert figures["score_trend"] == {"slope": 3, "scores": [45.0, 75.0, 60.0, 60.0], "improvement": None}
-    assert figures["streak"]["longest"] == 4
+    assert (figures["trend_slope"], figures["recent_scores"], figures["improvement"]) == (3, [45, 75, 60, 60], None)
+    assert figures["longest_streak"] == 4
     assert figures["best_score"] == 80
 
 
@@ -200,27 +205,34 @@ def test_all_time_sums_kept_by_differences_equal_a_recount_from_the_day_rows(db:
         aggregate(db, day)
     kept = all_time(db, user)
 
-    db.execute("delete from public.user_progress where user_id = %s and period = 'all_time'", (user,))
+    db.execute("delete from public.progress_totals where user_id = %s", (user,))
     aggregate(db, "2026-03-03")
 
-    assert all_time(db, user) == kept
+    recounted = all_time(db, user)
+    for figures in (kept, recounted):  # the row's own times differ
+        del figures["created_at"], figures["updated_at"]
+    assert recounted == kept
     assert kept["questions_answered"] == 5
-    assert kept["scored"] == 5
-    assert kept["by_category"]["technical"]["score_sum"] == 135
+    assert kept["scored_answers"] == 5
+    assert (kept["sessions_completed"], kept["mock_interviews"]) == (3, 1)
+    assert kept["categories"]["technical"]["score_sum"] == 135
 
 
-def progress_of(conn: psycopg.Connection, users: list[uuid.UUID]) -> tuple[list[tuple], list[tuple]]:
-    """The users' progress rows and achievements, comparable across runs."""
-    progress = conn.execute(
-        "select user_id, period, period_start, metric_value, details from public.user_progress"
-        " where user_id = any(%s) order by 1, 2, 3",
-        (users,),
-    ).fetchall()
-    earned = conn.execute(
-        "select user_id, achievement_type, metadata from public.achievements where user_id = any(%s) order by 1, 2",
-        (users,),
-    ).fetchall()
-    return progress, earned
+def progress_of(conn: psycopg.Connection, users: list[uuid.UUID]) -> list[list[tuple]]:
+    """The users' progress rows, all-time figures and achievements, comparable across runs."""
+    return [
+        conn.execute(query, (users,)).fetchall()
+        for query in (
+            "select user_id, period, period_start, metric_value, details from public.user_progress"
+            " where user_id = any(%s) order by 1, 2, 3",
+            "select user_id, questions_answered, sessions_completed, mock_interviews, scored_answers, score_sum,"
+            " best_score, categories_scored, latest_run, longest_streak, last_active_day, recent_scores,"
+            " trend_slope, improvement from public.progress_totals where user_id = any(%s) order by 1",
+            "select user_id, category, scored_answers, score_sum from public.category_progress"
+            " where user_id = any(%s) order by 1, 2",
+            "select user_id, achievement_type, metadata from public.achievements where user_id = any(%s) order by 1, 2",
+        )
+    ]
 
 
 def test_a_day_aggregated_in_shards_gives_the_rows_of_a_single_run(db: psycopg.Connection) -> None:
@@ -232,8 +244,8 @@ def test_a_day_aggregated_in_shards_gives_the_rows_of_a_single_run(db: psycopg.C
     for day in window:
         aggregate(db, day)
     single = progress_of(db, users)
-    db.execute("delete from public.user_progress where user_id = any(%s)", (users,))
-    db.execute("delete from public.achievements where user_id = any(%s)", (users,))
+    for table in ("user_progress", "progress_totals", "category_progress", "achievements"):
+        db.execute(f"delete from public.{table} where user_id = any(%s)", (users,))
 
     shards = {
         day: [db.execute("select service.aggregate_user_day(%s, %s, 3)", (day, n)).fetchone()[0] for n in range(3)]

@@ -91,6 +91,8 @@ EXPECTATIONS: dict[str, Rules] = {
     ),
     "public.achievements": Rules(**SERVICE_WRITES_OWNER_READS),
     "public.user_progress": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.progress_totals": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.category_progress": Rules(**SERVICE_WRITES_OWNER_READS),
     "public.analytics_daily": Rules(**SERVICE_ONLY_ADMIN_READS),
     "public.ai_usage": Rules(**SERVICE_ONLY_ADMIN_READS),
 }
@@ -181,6 +183,8 @@ def world(database_url: str) -> World:
         "public.question_ratings": {"user_id": u, "question_id": owner.question_id},
         "public.achievements": {"id": owner_achievement},
         "public.user_progress": {"id": owner_progress},
+        "public.progress_totals": {"user_id": u},
+        "public.category_progress": {"user_id": u, "category": "behavioral"},
         "public.analytics_daily": {"id": daily},
         "public.ai_usage": {"id": owner_ai},
     }
@@ -242,6 +246,8 @@ def world(database_url: str) -> World:
             "period_start": "2026-01-01",
             "metric_value": 1,
         },
+        "public.progress_totals": {"user_id": n, "questions_answered": 1},
+        "public.category_progress": {"user_id": n, "category": "technical", "scored_answers": 1, "score_sum": 80},
         "public.analytics_daily": {"metric_date": "2026-01-02", "metric_name": "signups", "metric_value": 1},
         "public.ai_usage": {
             "user_id": n,
