@@ -18,11 +18,6 @@
 -- each user's object apart and building it again, the most expensive part of a busy day. Typed, clients
 -- also filter and sort on them through PostgREST.
 
-create function private.local_day(at timestamptz, timezone text) returns date
-language sql immutable
-set search_path = ''
-as $$ select (at at time zone timezone)::date $$;
-
 -- The score trend reads a user's last scored sessions from the index alone.
 create index idx_practice_sessions_user_scored on public.practice_sessions (user_id, started_at desc)
   include (overall_score) where status = 'completed' and overall_score is not null;
@@ -161,8 +156,6 @@ as $$
 declare
   day_start timestamptz := day::timestamp at time zone 'utc';
   day_end timestamptz := (day + 1)::timestamp at time zone 'utc';
-  first_start timestamptz;
-  last_end timestamptz;
   people integer;
   recomputed integer;
   written integer;
@@ -178,50 +171,61 @@ begin
   from generate_series(shard, 63, shards) b (bucket)
   order by b.bucket;  -- always in the same order, so runs sharded differently cannot deadlock
 
-  -- (user, local day) pairs the UTC day changed: the local days from the user's first to last touched moment
-  -- (answers given, answers scored -- on the day they were given -- and sessions completed), with each local
-  -- day's bounds in UTC, so the source rows are found by plain range scans. Local days are worked out once
-  -- per timezone, not once per user.
-  create temporary table touched_days on commit drop as
-  with touched as (
-    select a.user_id, min(a.at) as first_at, max(a.at) as last_at
-    from (
-      select r.user_id, r.created_at as at from public.responses r
-      where r.created_at >= day_start and r.created_at < day_end
-      union all
-      select r.user_id, r.created_at from public.responses r
-      where r.evaluated_at >= day_start and r.evaluated_at < day_end and r.created_at < day_start
-      union all
-      select s.user_id, s.ended_at from public.practice_sessions s
-      where s.ended_at >= day_start and s.ended_at < day_end and s.status = 'completed'
-    ) a
-    group by a.user_id
-    having shards = 1 or (uuid_hash(a.user_id) & 63) % shards = shard
-  ), zoned as (
-    select t.user_id, t.first_at, t.last_at, coalesce(p.timezone, 'UTC') as timezone
-    from touched t left join public.user_profiles p on p.user_id = t.user_id
-  ), zone_days as materialized (
-    select z.timezone, d.local_day, d.local_day::timestamp at time zone z.timezone as local_start,
-           (d.local_day + 1)::timestamp at time zone z.timezone as local_end
-    from (select u.timezone, min(u.first_at) as first_at, max(u.last_at) as last_at from zoned u group by 1) z
-    cross join lateral generate_series(private.local_day(z.first_at, z.timezone),
-                                       private.local_day(z.last_at, z.timezone), interval '1 day') g (day)
-    cross join lateral (select g.day::date as local_day) d
-  )
-  select u.user_id, d.local_day, d.local_start, d.local_end
-  from zoned u
-  join zone_days d on d.timezone = u.timezone and d.local_end > u.first_at and d.local_start <= u.last_at;
-  analyze touched_days;  -- temporary tables have no statistics of their own: joins to them are planned blind
-  select min(t.local_start), max(t.local_end), count(distinct t.user_id) into first_start, last_end, people
-  from touched_days t;
-
-  -- The touched days' answers per category (the category travels with the answer): one range scan.
-  create temporary table day_categories on commit drop as
-  select t.user_id, t.local_day, r.category, count(*) as answers, count(r.ai_score) as scored,
-         sum(r.ai_score) as score_sum, max(r.ai_score) as best
+  -- Every local day that overlaps the UTC day lies within a day either side of it (offsets are under a day).
+  -- Each answer and completed session of those three UTC days counts on its local day, in the user's
+  -- timezone (UTC without a profile); only the shard's users.
+  create temporary table window_answers on commit drop as
+  select r.user_id, (r.created_at at time zone coalesce(p.timezone, 'UTC'))::date as local_day, r.category,
+         count(*) as answers, count(r.ai_score) as scored, sum(r.ai_score) as score_sum, max(r.ai_score) as best,
+         bool_or(r.created_at >= day_start and r.created_at < day_end) as given_today
   from public.responses r
-  join touched_days t on t.user_id = r.user_id and r.created_at >= t.local_start and r.created_at < t.local_end
-  where r.created_at >= first_start and r.created_at < last_end
+  left join public.user_profiles p on p.user_id = r.user_id
+  where r.created_at >= day_start - interval '1 day' and r.created_at < day_end + interval '1 day'
+    and (shards = 1 or (uuid_hash(r.user_id) & 63) % shards = shard)
+  group by 1, 2, 3;
+  create temporary table window_sessions on commit drop as
+  select s.user_id, (s.ended_at at time zone coalesce(p.timezone, 'UTC'))::date as local_day, s.session_type,
+         count(*) as sessions, bool_or(s.ended_at >= day_start and s.ended_at < day_end) as ended_today
+  from public.practice_sessions s
+  left join public.user_profiles p on p.user_id = s.user_id
+  where s.ended_at >= day_start - interval '1 day' and s.ended_at < day_end + interval '1 day'
+    and s.status = 'completed' and (shards = 1 or (uuid_hash(s.user_id) & 63) % shards = shard)
+  group by 1, 2, 3;
+
+  -- The (user, local day) pairs the UTC day changed: where answers were given or sessions completed in it,
+  -- and where answers scored in it had been given. Those earlier days (`late`) may lie before the window:
+  -- they are counted from the user's own answers and sessions of that day instead.
+  create temporary table touched_days on commit drop as
+  with today as (
+    select a.user_id, a.local_day from window_answers a where a.given_today
+    union
+    select s.user_id, s.local_day from window_sessions s where s.ended_today
+  )
+  select t.user_id, t.local_day, false as late, null::timestamptz as local_start, null::timestamptz as local_end
+  from today t
+  union all
+  select l.user_id, l.local_day, true, l.local_day::timestamp at time zone l.timezone,
+         (l.local_day + 1)::timestamp at time zone l.timezone
+  from (select distinct r.user_id, z.timezone, (r.created_at at time zone z.timezone)::date as local_day
+        from public.responses r
+        left join public.user_profiles p on p.user_id = r.user_id
+        cross join lateral (select coalesce(p.timezone, 'UTC') as timezone) z
+        where r.evaluated_at >= day_start and r.evaluated_at < day_end and r.created_at < day_start
+          and (shards = 1 or (uuid_hash(r.user_id) & 63) % shards = shard)) l
+  where not exists (select from today t where t.user_id = l.user_id and t.local_day = l.local_day);
+  analyze touched_days;  -- temporary tables have no statistics of their own: joins to them are planned blind
+  select count(distinct t.user_id) into people from touched_days t;
+
+  -- The touched days' answers per category (the category travels with the answer).
+  create temporary table day_categories on commit drop as
+  select a.user_id, a.local_day, a.category, a.answers, a.scored, a.score_sum, a.best
+  from window_answers a
+  join touched_days t on t.user_id = a.user_id and t.local_day = a.local_day and not t.late
+  union all
+  select t.user_id, t.local_day, r.category, count(*), count(r.ai_score), sum(r.ai_score), max(r.ai_score)
+  from touched_days t
+  join public.responses r on r.user_id = t.user_id and r.created_at >= t.local_start and r.created_at < t.local_end
+  where t.late
   group by 1, 2, 3;
   analyze day_categories;
 
@@ -238,10 +242,15 @@ begin
     select n.user_id, n.local_day, sum(n.sessions) as sessions,
            coalesce(sum(n.sessions) filter (where n.session_type = 'mock_interview'), 0) as mock_interviews,
            jsonb_object_agg(n.session_type, n.sessions) as by_type
-    from (select t.user_id, t.local_day, s.session_type, count(*) as sessions
-          from public.practice_sessions s
-          join touched_days t on t.user_id = s.user_id and s.ended_at >= t.local_start and s.ended_at < t.local_end
-          where s.ended_at >= first_start and s.ended_at < last_end and s.status = 'completed'
+    from (select s.user_id, s.local_day, s.session_type, s.sessions
+          from window_sessions s
+          join touched_days t on t.user_id = s.user_id and t.local_day = s.local_day and not t.late
+          union all
+          select t.user_id, t.local_day, s.session_type, count(*)
+          from touched_days t
+          join public.practice_sessions s on s.user_id = t.user_id and s.ended_at >= t.local_start
+            and s.ended_at < t.local_end and s.status = 'completed'
+          where t.late
           group by 1, 2, 3) n
     group by 1, 2
   )
@@ -489,8 +498,8 @@ begin
   on conflict (user_id, achievement_type) do nothing;
   get diagnostics awarded = row_count;
 
-  drop table touched_days, day_categories, progress, replaced_days, touched_users, changes, category_totals,
-    all_time_rows;
+  drop table window_answers, window_sessions, touched_days, day_categories, progress, replaced_days, touched_users,
+    changes, category_totals, all_time_rows;
   return jsonb_build_object('day', day, 'shard', shard, 'shards', shards, 'users', people, 'recomputed', recomputed,
                             'changed', changed, 'achievements_awarded', awarded);
 end
@@ -666,10 +675,10 @@ as $$
   )
 $$;
 
-revoke all on function private.local_day(timestamptz, text), private.refresh_materialized_views(),
+revoke all on function private.refresh_materialized_views(),
   service.aggregate_user_day(date, integer, integer), service.run_maintenance(timestamptz, jsonb),
   service.dashboard(integer, date)
   from public, anon, authenticated;
-grant execute on function private.local_day(timestamptz, text), private.refresh_materialized_views(),
+grant execute on function private.refresh_materialized_views(),
   service.aggregate_user_day(date, integer, integer), service.run_maintenance(timestamptz, jsonb),
   service.dashboard(integer, date) to service_role;

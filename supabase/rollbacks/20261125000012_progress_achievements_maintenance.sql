@@ -35,4 +35,3 @@ drop view public.user_streaks;
 drop table public.category_progress;
 drop table public.progress_totals;
 drop index public.idx_practice_sessions_user_scored;
-drop function private.local_day(timestamptz, text);
