@@ -44,6 +44,13 @@ begin
     from public.responses r
     where r.evaluated_at >= day_start and r.evaluated_at < day_end and r.evaluation_status = 'completed'
     group by r.category
+  ), answers_by_user as (  -- the day's answers are scanned once, for two metrics
+    select r.user_id, count(*) as answers
+    from public.responses r where r.created_at >= day_start and r.created_at < day_end
+    group by r.user_id
+  ), served as (  -- likewise the day's served questions
+    select count(*) as questions, count(*) filter (where sq.widening is distinct from 'generated') as from_bank
+    from public.session_questions sq where sq.served_at >= day_start and sq.served_at < day_end
   )
   -- People
   select 'signups', count(*), '{}'::jsonb from public.users u where u.created_at >= day_start and u.created_at < day_end
@@ -51,7 +58,7 @@ begin
   select 'active_users.daily', count(*), '{}'::jsonb from (
     select s.user_id from public.practice_sessions s where s.started_at >= day_start and s.started_at < day_end
     union
-    select r.user_id from public.responses r where r.created_at >= day_start and r.created_at < day_end
+    select a.user_id from answers_by_user a
   ) a
   -- Weekly and monthly activity by sessions started: answers need a session, so this counts the same people
   -- while scanning a tenth of the rows.
@@ -71,7 +78,7 @@ begin
   from (select s.session_type, count(*) as n from public.practice_sessions s
         where s.ended_at >= day_start and s.ended_at < day_end and s.status = 'completed' group by 1) t
   union all
-  select 'responses', count(*), '{}'::jsonb from public.responses r where r.created_at >= day_start and r.created_at < day_end
+  select 'responses', coalesce(sum(a.answers), 0), '{}'::jsonb from answers_by_user a
   union all
   select 'evaluations', coalesce(sum(c.evaluations), 0), '{}'::jsonb from scored_by_category c
   union all
@@ -83,15 +90,12 @@ begin
   having count(*) > 0
   -- Questions and AI
   union all
-  select 'questions.served', count(*),
-         jsonb_build_object('from_bank', count(*) filter (where sq.widening is distinct from 'generated'),
-                            'generated', count(*) filter (where sq.widening = 'generated'))
-  from public.session_questions sq where sq.served_at >= day_start and sq.served_at < day_end
+  select 'questions.served', q.questions,
+         jsonb_build_object('from_bank', q.from_bank, 'generated', q.questions - q.from_bank)
+  from served q
   union all
-  select 'questions.cache_hit_ratio',
-         coalesce(round(count(*) filter (where sq.widening is distinct from 'generated')::numeric
-                        / nullif(count(*), 0), 4), 1), '{}'::jsonb
-  from public.session_questions sq where sq.served_at >= day_start and sq.served_at < day_end
+  select 'questions.cache_hit_ratio', coalesce(round(q.from_bank::numeric / nullif(q.questions, 0), 4), 1), '{}'::jsonb
+  from served q
   union all
   select 'ai.calls', count(*), coalesce((select jsonb_object_agg(p.purpose, p.n) from (
       select u2.purpose, count(*) as n from public.ai_usage u2

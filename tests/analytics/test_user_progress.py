@@ -132,6 +132,32 @@ def test_an_answer_scored_a_day_later_is_picked_up_by_re_aggregating_the_window(
     assert all_time(db, user)["average_score"] == 60
 
 
+def test_an_answer_scored_days_later_is_counted_on_its_own_local_day(db: psycopg.Connection) -> None:
+    user = practitioner(db, "Asia/Tokyo")
+    practise(db, user, "2026-03-10 16:00+00", [80, None])  # 01:00 on the 11th in Tokyo
+    aggregate(db, "2026-03-10")
+    late = db.execute(
+        "select session_question_id from public.responses where user_id = %s and ai_score is null", (user,)
+    ).fetchone()[0]
+
+    # Scored five days later, outside the days around the 15th, the day of the user's next practice.
+    score_answer(db, late, 40, "2026-03-15 12:00+00")
+    practise(db, user, "2026-03-15 12:00+00", [70], category="technical")
+    aggregate(db, "2026-03-15")
+
+    rows = days(db, user)
+    assert set(rows) == {"2026-03-11", "2026-03-15"}
+    assert rows["2026-03-11"] == (2, rows["2026-03-11"][1])
+    assert {k: rows["2026-03-11"][1][k] for k in ("sessions_completed", "scored", "score_sum")} == {
+        "sessions_completed": 1,
+        "scored": 2,
+        "score_sum": 120,
+    }
+    figures = all_time(db, user)
+    assert (figures["questions_answered"], figures["scored_answers"], figures["score_sum"]) == (3, 3, 190)
+    assert figures["categories"]["behavioral"]["average_score"] == 60
+
+
 def test_re_aggregating_an_unchanged_day_writes_nothing_and_gives_the_same_rows(db: psycopg.Connection) -> None:
     user = practitioner(db, "Europe/Berlin")
     practise(db, user, "2026-03-10 09:00+00", [55, 75])
