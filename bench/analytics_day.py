@@ -9,8 +9,8 @@ and analyzed.
 
 Measured, in one run, each day aggregated as the schedule does it (functions/analytics/schedule.aggregate_day:
 service.aggregate_platform_day beside SHARDS shards of service.aggregate_user_day, one connection each):
-1. the busy day aggregated for the first time (platform metrics, per-user progress, streaks, achievements).
-   Target: <= 10 s.
+1. the busy day aggregated for the first time (platform metrics, per-user progress, streaks, achievements),
+   ROUNDS times from the same state, the median. Target: <= 10 s.
 2. the same day again, nothing changed: no more than the first run (and no row written).
 3. the schedule's incremental run (the trailing window: the busy day and the next) against a full recompute of
    all 30 days from nothing (progress and achievements deleted first), side by side, ROUNDS times; the ratio of
@@ -185,11 +185,37 @@ def window(database: Database, days: list[date], shards: int) -> float:
     return time.perf_counter() - started
 
 
+AGGREGATES = ("analytics_daily", "user_progress", "progress_totals", "achievements")
+
+
 def forget(conn: psycopg.Connection) -> None:
-    conn.execute("delete from public.analytics_daily")
-    conn.execute("delete from public.user_progress")
-    conn.execute("delete from public.achievements")
-    conn.execute("vacuum analyze public.user_progress, public.achievements, public.analytics_daily")
+    """Everything aggregated so far, gone (truncated: deleted rows would leave the tables twice their size)."""
+    tables = ", ".join(f"public.{table}" for table in AGGREGATES)
+    conn.execute(f"truncate {tables}")  # type: ignore[arg-type]
+    conn.execute(f"vacuum analyze {tables}")  # type: ignore[arg-type]
+
+
+def keep(conn: psycopg.Connection) -> None:
+    """A copy of what the aggregation has written so far, to start each first run of the busy day from."""
+    conn.execute("drop schema if exists bench_before cascade")
+    conn.execute("create schema bench_before")
+    for table in AGGREGATES:
+        conn.execute(f"create table bench_before.{table} as table public.{table}")  # type: ignore[arg-type]
+
+
+def restore(conn: psycopg.Connection) -> None:
+    forget(conn)
+    for table in AGGREGATES:
+        columns = conn.execute(
+            "select string_agg(quote_ident(column_name), ', ' order by ordinal_position)"
+            " from information_schema.columns"
+            " where table_schema = 'public' and table_name = %s and is_generated = 'NEVER'",
+            (table,),
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute(
+            f"insert into public.{table} ({columns}) select {columns} from bench_before.{table}"  # type: ignore[arg-type]
+        )
+    conn.execute(f"vacuum analyze {', '.join(f'public.{table}' for table in AGGREGATES)}")  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,8 +246,16 @@ def main(argv: list[str] | None = None) -> int:
         ).fetchone()
         # The 28 days before the busy one are aggregated first, as the schedule would have done them.
         window(database, days[:busy_index], args.shards)
-        conn.execute("checkpoint")
-        first = aggregate(database, busy_day, args.shards)
+        # The first aggregation of the busy day, ROUNDS times from the same state (the first as the schedule
+        # left it, the others restored from a copy), each after a checkpoint: its pages are written whole to
+        # the WAL again, as after any checkpoint in production.
+        keep(conn)
+        firsts = []
+        for round_ in range(args.rounds):
+            if round_:
+                restore(conn)
+            conn.execute("checkpoint")
+            firsts.append(aggregate(database, busy_day, args.shards))
         again = aggregate(database, busy_day, args.shards)
 
         trailing = [busy_day, busy_day + timedelta(days=1)]
@@ -238,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         "busy_day": busy_day.isoformat(),
         "busy_day_answers": busy_answers[0],
         "busy_day_active_users": busy_answers[1],
-        "first_run": first,
+        "first_runs": firsts,
+        "first_run": sorted(firsts, key=lambda run: run["seconds"])[len(firsts) // 2],  # the median run
         "re_run": again,
         "incremental_window_seconds": incremental,
         "full_recompute_30_days_seconds": full,
@@ -258,7 +293,8 @@ def print_report(report: dict[str, Any]) -> None:
     )
     for column in ("run", "platform day s", "user day shards s (side by side)", "total s (wall)", "rows changed"):
         table.add_column(column, justify="right")
-    for label, run in (("first", report["first_run"]), ("again, unchanged", report["re_run"])):
+    runs = [(f"first, round {n}", run) for n, run in enumerate(report["first_runs"], 1)]
+    for label, run in [*runs, ("again, unchanged", report["re_run"])]:
         table.add_row(
             label,
             f"{run['platform_seconds']:.2f}",
@@ -269,7 +305,7 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(table)
     colour = "green" if report["first_run"]["seconds"] <= report["target_seconds"] else "red"
     console.print(
-        f"first run [{colour}]{report['first_run']['seconds']:.2f}s[/{colour}] (target <= "
+        f"first run, median of {len(runs)}: [{colour}]{report['first_run']['seconds']:.2f}s[/{colour}] (target <= "
         f"{report['target_seconds']:.0f}s); re-run / first = "
         f"{report['re_run']['seconds'] / report['first_run']['seconds']:.2f}"
     )

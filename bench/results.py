@@ -138,7 +138,8 @@ def analytics_day(data: dict[str, Any]) -> list[Figure]:
     return [
         Figure(
             f"aggregating a day of {data['busy_day_answers']:,} answers, {data['busy_day_active_users']:,} users",
-            f"{first['seconds']:.1f} s (platform {first['platform_seconds']:.1f} beside user shards "
+            f"{first['seconds']:.1f} s, median of {len(data['first_runs'])} (platform "
+            f"{first['platform_seconds']:.1f} beside user shards "
             + " / ".join(f"{shard:.1f}" for shard in first["user_shard_seconds"])
             + ")",
             f"<= {data['target_seconds']:.0f} s",

@@ -1,7 +1,7 @@
 -- 12. Per-user progress, achievements and maintenance
 --
 -- cron -> analytics Lambda (or `prep analytics aggregate`) -> service.aggregate_user_day(day, shard, shards)
--- -> user_progress (days), progress_totals and category_progress (all time), achievements;
+-- -> user_progress (days), progress_totals (all time), achievements;
 -- service.run_maintenance() -> housekeeping. Like the platform metrics (11.), a UTC day's figures are
 -- recomputed from the source tables, so running a day again gives the same rows (and writes nothing when
 -- nothing changed), and re-running a trailing window picks up late data (answers scored after the day, say).
@@ -13,10 +13,11 @@
 --      by_category: {category: {answers, score_sum}}}   -- scored answers only in by_category
 -- An answer counts on the local day it was given, whenever it was scored; a session on the day it ended.
 --
--- All-time figures are typed columns instead (progress_totals, one row per user; category_progress, one per
--- user and category): every run adds to them what the recomputed days changed, which in JSON meant taking
--- each user's object apart and building it again, the most expensive part of a busy day. Typed, clients
--- also filter and sort on them through PostgREST.
+-- All-time figures are one row per user of typed columns instead (progress_totals): every run adds to them
+-- what the recomputed days changed, which in JSON meant taking each user's object apart and building it
+-- again, the most expensive part of a busy day. Typed, clients also filter and sort on them through
+-- PostgREST. Only the per-category figures are a small JSON object in that row, merged for the categories a
+-- run touched: a row per user and category would nearly double the rows a busy day writes.
 
 -- The score trend reads a user's last scored sessions from the index alone.
 create index idx_practice_sessions_user_scored on public.practice_sessions (user_id, started_at desc)
@@ -33,6 +34,8 @@ create table public.progress_totals (
   score_sum numeric not null default 0,
   average_score numeric generated always as (round(score_sum / nullif(scored_answers, 0), 2)) stored,
   best_score numeric,
+  -- {category: {scored_answers, score_sum, average_score}}, a category once it has a scored answer.
+  categories jsonb not null default '{}' check (jsonb_typeof(categories) = 'object'),
   categories_scored integer not null default 0,
   -- Runs of consecutive local days with practice: latest_run ends on last_active_day (the current streak
   -- depends on today: public.user_streaks).
@@ -48,32 +51,15 @@ create table public.progress_totals (
   updated_at timestamptz not null default now()
 ) with (fillfactor = 50);
 
--- Scored answers per category (a category appears once it has one).
-create table public.category_progress (
-  user_id uuid not null references public.users (id) on delete cascade,
-  category public.question_category not null,
-  scored_answers integer not null check (scored_answers > 0),
-  score_sum numeric not null,
-  average_score numeric generated always as (round(score_sum / scored_answers, 2)) stored,
-  created_at timestamptz not null default now(),
-  updated_at timestamptz not null default now(),
-  primary key (user_id, category)
-) with (fillfactor = 50);
-
 create trigger set_updated_at before update on public.progress_totals
   for each row execute function private.set_updated_at();
-create trigger set_updated_at before update on public.category_progress
-  for each row execute function private.set_updated_at();
 alter table public.progress_totals enable row level security;
-alter table public.category_progress enable row level security;
-revoke all on public.progress_totals, public.category_progress from anon, authenticated;
-grant select on public.progress_totals, public.category_progress to authenticated;
-grant all on public.progress_totals, public.category_progress to service_role;
+revoke all on public.progress_totals from anon, authenticated;
+grant select on public.progress_totals to authenticated;
+grant all on public.progress_totals to service_role;
 create policy "progress_totals: read own" on public.progress_totals
   for select to authenticated using (user_id = (select auth.uid()));
-create policy "category_progress: read own" on public.category_progress
-  for select to authenticated using (user_id = (select auth.uid()));
-alter publication supabase_realtime add table public.progress_totals, public.category_progress;
+alter publication supabase_realtime add table public.progress_totals;
 
 -- The current streak is a matter of today in the user's timezone, so it is worked out when read: a stored
 -- one would need every user's row rewritten as days pass.
@@ -90,9 +76,13 @@ grant select on public.user_streaks to authenticated, service_role;
 -- Each user's categories ranked weakest first, among those with at least 3 scored answers: what the question
 -- engine can recommend practising.
 create view public.weakest_categories with (security_invoker = true) as
-select c.user_id, c.category, c.average_score, c.scored_answers,
-       rank() over (partition by c.user_id order by c.average_score, c.category) as rank
-from public.category_progress c
+select t.user_id, c.category, c.average_score, c.scored_answers,
+       rank() over (partition by t.user_id order by c.average_score, c.category) as rank
+from public.progress_totals t
+cross join lateral jsonb_each(t.categories) e
+cross join lateral (select e.key::public.question_category as category,
+                           (e.value ->> 'average_score')::numeric as average_score,
+                           (e.value ->> 'scored_answers')::integer as scored_answers) c
 where c.scored_answers >= 3;
 revoke all on public.weakest_categories from anon, authenticated;
 grant select on public.weakest_categories to authenticated, service_role;
@@ -301,7 +291,8 @@ begin
          coalesce(t.questions_answered, 0) as answers, coalesce(t.sessions_completed, 0) as sessions,
          coalesce(t.mock_interviews, 0) as mock_interviews, coalesce(t.scored_answers, 0) as scored,
          coalesce(t.score_sum, 0) as score_sum, t.best_score as best,
-         coalesce(t.categories_scored, 0) as categories_scored, t.last_active_day,
+         coalesce(t.categories, '{}') as categories, coalesce(t.categories_scored, 0) as categories_scored,
+         t.last_active_day,
          coalesce(t.latest_run, 0) as latest_run, coalesce(t.longest_streak, 0) as longest, t.improvement
   from (select distinct d.user_id from touched_days d) u
   left join public.progress_totals t on t.user_id = u.user_id
@@ -313,9 +304,6 @@ begin
   -- replace), so a run costs what the window changed, not each user's whole history; a re-run with nothing
   -- new recomputes nothing. A user without all-time figures yet (or whose figures were deleted) is counted
   -- from all their day rows instead.
-  delete from public.category_progress c
-  using touched_users u where c.user_id = u.user_id and not u.stored;
-
   create temporary table changes on commit drop as
   select p.user_id, p.answers, p.sessions, p.mock_interviews, p.scored, p.score_sum, p.best
   from touched_users u join progress p on p.user_id = u.user_id
@@ -334,43 +322,40 @@ begin
   join public.user_progress d on d.user_id = u.user_id and d.metric_name = 'practice' and d.period = 'day'
   where not u.stored;
 
-  -- The new totals of each category a change touched (the replaced days' sums read from their JSON).
-  create temporary table category_totals on commit drop as
-  select x.user_id, x.category, s.user_id is not null as stored,
-         coalesce(s.scored_answers, 0) + x.scored as scored, coalesce(s.score_sum, 0) + x.score_sum as score_sum
-  from (select c.user_id, c.category, sum(c.scored) as scored, sum(c.score_sum) as score_sum
-        from (select c.user_id, c.category, c.scored, c.score_sum
-              from touched_users u join day_categories c on c.user_id = u.user_id
-              where u.stored and c.scored > 0
-              union all
-              select r.user_id, k.key::public.question_category, -(k.value ->> 'answers')::integer,
-                     -(k.value ->> 'score_sum')::numeric
-              from touched_users u
-              join replaced_days r on r.user_id = u.user_id
-              cross join lateral jsonb_each(r.details -> 'by_category') k
-              where u.stored
-              union all
-              select d.user_id, k.key::public.question_category, (k.value ->> 'answers')::integer,
-                     (k.value ->> 'score_sum')::numeric
-              from touched_users u
-              join public.user_progress d on d.user_id = u.user_id and d.metric_name = 'practice'
-                and d.period = 'day'
-              cross join lateral jsonb_each(d.details -> 'by_category') k
-              where not u.stored) c
-        group by 1, 2) x
-  left join public.category_progress s on s.user_id = x.user_id and s.category = x.category
-  where x.scored <> 0 or x.score_sum <> 0;
-
-  insert into public.category_progress as c (user_id, category, scored_answers, score_sum)
-  select t.user_id, t.category, t.scored, t.score_sum from category_totals t where t.scored > 0
-  on conflict (user_id, category) do update
-    set scored_answers = excluded.scored_answers, score_sum = excluded.score_sum;
-  get diagnostics written = row_count;
-  changed := changed + written;
-  delete from public.category_progress c
-  using category_totals t where c.user_id = t.user_id and c.category = t.category and t.scored <= 0;
-  get diagnostics written = row_count;
-  changed := changed + written;
+  -- The new totals of each category a change touched (the replaced days' sums read from their JSON), built
+  -- as JSON text and converted once per user (half the cost of building JSONB value by value).
+  create temporary table category_figures on commit drop as
+  select n.user_id,
+         (json_object_agg(n.category, json_build_object('scored_answers', n.scored, 'score_sum', n.score_sum,
+                                                        'average_score', round(n.score_sum / n.scored, 2)))
+            filter (where n.scored > 0))::jsonb as figures,
+         array_agg(n.category) filter (where n.scored <= 0) as emptied,
+         count(*) filter (where n.scored > 0 and not n.stored) - count(*) filter (where n.scored <= 0 and n.stored)
+           as added
+  from (select x.user_id, x.category, u.categories ? x.category as stored,
+               coalesce((u.categories -> x.category ->> 'scored_answers')::integer, 0) + x.scored as scored,
+               coalesce((u.categories -> x.category ->> 'score_sum')::numeric, 0) + x.score_sum as score_sum
+        from (select c.user_id, c.category, sum(c.scored) as scored, sum(c.score_sum) as score_sum
+              from (select c.user_id, c.category::text, c.scored, c.score_sum
+                    from touched_users u join day_categories c on c.user_id = u.user_id
+                    where u.stored and c.scored > 0
+                    union all
+                    select r.user_id, k.key, -(k.value ->> 'answers')::integer, -(k.value ->> 'score_sum')::numeric
+                    from touched_users u
+                    join replaced_days r on r.user_id = u.user_id
+                    cross join lateral jsonb_each(r.details -> 'by_category') k
+                    where u.stored
+                    union all
+                    select d.user_id, k.key, (k.value ->> 'answers')::integer, (k.value ->> 'score_sum')::numeric
+                    from touched_users u
+                    join public.user_progress d on d.user_id = u.user_id and d.metric_name = 'practice'
+                      and d.period = 'day'
+                    cross join lateral jsonb_each(d.details -> 'by_category') k
+                    where not u.stored) c
+              group by 1, 2) x
+        join touched_users u on u.user_id = x.user_id
+        where x.scored <> 0 or x.score_sum <> 0) n
+  group by n.user_id;
 
   create temporary table all_time_rows on commit drop as
   with totals as (
@@ -379,10 +364,6 @@ begin
            -- A personal best: the highest score any recomputed day holds, or the one stored.
            max(c.best) as best
     from changes c group by 1
-  ), categories as (
-    select t.user_id, count(*) filter (where t.scored > 0 and not t.stored)
-                      - count(*) filter (where t.scored <= 0 and t.stored) as added
-    from category_totals t group by 1
   ), new_days as (
     select p.user_id, p.local_day
     from touched_users u
@@ -442,6 +423,7 @@ begin
          u.scored + coalesce(t.scored, 0) as scored,
          u.score_sum + coalesce(t.score_sum, 0) as score_sum,
          greatest(u.best, t.best) as best,
+         (u.categories || coalesce(c.figures, '{}')) - coalesce(c.emptied, '{}') as categories,
          u.categories_scored + coalesce(c.added, 0) as categories_scored,
          greatest(u.last_active_day, s.last_active_day) as last_active_day,
          case when s.last_active_day is null then u.latest_run else s.latest_run end as latest_run,
@@ -449,31 +431,34 @@ begin
          tr.scores, tr.slope, tr.improvement
   from touched_users u
   left join totals t on t.user_id = u.user_id
-  left join categories c on c.user_id = u.user_id
+  left join category_figures c on c.user_id = u.user_id
   left join streaks s on s.user_id = u.user_id
   left join trends tr on tr.user_id = u.user_id;
 
   insert into public.progress_totals as t (
     user_id, questions_answered, sessions_completed, mock_interviews, scored_answers, score_sum, best_score,
-    categories_scored, latest_run, longest_streak, last_active_day, recent_scores, trend_slope, improvement)
-  select a.user_id, a.answers, a.sessions, a.mock_interviews, a.scored, a.score_sum, a.best, a.categories_scored,
+    categories, categories_scored, latest_run, longest_streak, last_active_day, recent_scores, trend_slope,
+    improvement)
+  select a.user_id, a.answers, a.sessions, a.mock_interviews, a.scored, a.score_sum, a.best, a.categories,
+         a.categories_scored,
          a.latest_run, a.longest, a.last_active_day, a.scores, a.slope, a.improvement
   from all_time_rows a
   on conflict (user_id) do update
     set (questions_answered, sessions_completed, mock_interviews, scored_answers, score_sum, best_score,
-         categories_scored, latest_run, longest_streak, last_active_day, recent_scores, trend_slope, improvement)
+         categories, categories_scored, latest_run, longest_streak, last_active_day, recent_scores, trend_slope,
+         improvement)
       = (excluded.questions_answered, excluded.sessions_completed, excluded.mock_interviews,
-         excluded.scored_answers, excluded.score_sum, excluded.best_score, excluded.categories_scored,
-         excluded.latest_run, excluded.longest_streak, excluded.last_active_day, excluded.recent_scores,
-         excluded.trend_slope, excluded.improvement)
+         excluded.scored_answers, excluded.score_sum, excluded.best_score, excluded.categories,
+         excluded.categories_scored, excluded.latest_run, excluded.longest_streak, excluded.last_active_day,
+         excluded.recent_scores, excluded.trend_slope, excluded.improvement)
     where (t.questions_answered, t.sessions_completed, t.mock_interviews, t.scored_answers, t.score_sum,
-           t.best_score, t.categories_scored, t.latest_run, t.longest_streak, t.last_active_day,
+           t.best_score, t.categories, t.categories_scored, t.latest_run, t.longest_streak, t.last_active_day,
            t.recent_scores, t.trend_slope, t.improvement)
       is distinct from
           (excluded.questions_answered, excluded.sessions_completed, excluded.mock_interviews,
-           excluded.scored_answers, excluded.score_sum, excluded.best_score, excluded.categories_scored,
-           excluded.latest_run, excluded.longest_streak, excluded.last_active_day, excluded.recent_scores,
-           excluded.trend_slope, excluded.improvement);
+           excluded.scored_answers, excluded.score_sum, excluded.best_score, excluded.categories,
+           excluded.categories_scored, excluded.latest_run, excluded.longest_streak, excluded.last_active_day,
+           excluded.recent_scores, excluded.trend_slope, excluded.improvement);
   get diagnostics written = row_count;
   changed := changed + written;
 
@@ -499,7 +484,7 @@ begin
   get diagnostics awarded = row_count;
 
   drop table window_answers, window_sessions, touched_days, day_categories, progress, replaced_days, touched_users,
-    changes, category_totals, all_time_rows;
+    changes, category_figures, all_time_rows;
   return jsonb_build_object('day', day, 'shard', shard, 'shards', shards, 'users', people, 'recomputed', recomputed,
                             'changed', changed, 'achievements_awarded', awarded);
 end

@@ -32,6 +32,5 @@ alter table public.achievements drop constraint achievements_achievement_type_fk
 drop table public.achievement_catalog;
 drop view public.weakest_categories;
 drop view public.user_streaks;
-drop table public.category_progress;
 drop table public.progress_totals;
 drop index public.idx_practice_sessions_user_scored;

@@ -81,24 +81,12 @@ def aggregate(conn: psycopg.Connection, day: str) -> dict:
 
 
 def all_time(conn: psycopg.Connection, user: uuid.UUID) -> dict | None:
-    """The user's all-time figures (progress_totals), with `categories`: their category_progress by category."""
-    totals = (
+    """The user's all-time figures: their progress_totals row."""
+    return (
         conn.cursor(row_factory=dict_row)
         .execute("select * from public.progress_totals where user_id = %s", (user,))
         .fetchone()
     )
-    if totals is None:
-        return None
-    categories = conn.execute(
-        "select category::text, scored_answers, score_sum, average_score from public.category_progress"
-        " where user_id = %s",
-        (user,),
-    ).fetchall()
-    totals["categories"] = {
-        category: {"scored_answers": scored, "score_sum": total, "average_score": average}
-        for category, scored, total, average in categories
-    }
-    return totals
 
 
 def streak(conn: psycopg.Connection, user: uuid.UUID) -> dict:

@@ -135,7 +135,7 @@ from public.progress_totals t
 cross join lateral (values
   ('sessions_completed', t.sessions_completed), ('questions_answered', t.questions_answered),
   ('longest_streak', t.longest_streak), ('best_score', t.best_score),
-  ('categories_scored', (select count(*) from public.category_progress p where p.user_id = t.user_id)),
+  ('categories_scored', (select count(*) from jsonb_object_keys(t.categories))),
   ('mock_interviews', t.mock_interviews), ('improvement', t.improvement)
 ) f (figure, value)
 join public.achievement_catalog c on c.figure = f.figure and f.value >= c.threshold

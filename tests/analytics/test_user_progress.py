@@ -168,8 +168,7 @@ def test_re_aggregating_an_unchanged_day_writes_nothing_and_gives_the_same_rows(
 
     again = aggregate(db, "2026-03-10")
 
-    # The day row, the all-time row and the two categories' rows.
-    assert (first["changed"], first["recomputed"]) == (4, 1)
+    assert (first["changed"], first["recomputed"]) == (2, 1)  # the day row and the all-time row
     assert (again["changed"], again["recomputed"]) == (0, 0)  # nothing new: no all-time row recomputed
     assert again["achievements_awarded"] == 0
     assert db.execute("select * from public.user_progress where user_id = %s order by id", (user,)).fetchall() == rows
@@ -252,10 +251,8 @@ def progress_of(conn: psycopg.Connection, users: list[uuid.UUID]) -> list[list[t
             "select user_id, period, period_start, metric_value, details from public.user_progress"
             " where user_id = any(%s) order by 1, 2, 3",
             "select user_id, questions_answered, sessions_completed, mock_interviews, scored_answers, score_sum,"
-            " best_score, categories_scored, latest_run, longest_streak, last_active_day, recent_scores,"
-            " trend_slope, improvement from public.progress_totals where user_id = any(%s) order by 1",
-            "select user_id, category, scored_answers, score_sum from public.category_progress"
-            " where user_id = any(%s) order by 1, 2",
+            " best_score, categories, categories_scored, latest_run, longest_streak, last_active_day,"
+            " recent_scores, trend_slope, improvement from public.progress_totals where user_id = any(%s) order by 1",
             "select user_id, achievement_type, metadata from public.achievements where user_id = any(%s) order by 1, 2",
         )
     ]
@@ -270,7 +267,7 @@ def test_a_day_aggregated_in_shards_gives_the_rows_of_a_single_run(db: psycopg.C
     for day in window:
         aggregate(db, day)
     single = progress_of(db, users)
-    for table in ("user_progress", "progress_totals", "category_progress", "achievements"):
+    for table in ("user_progress", "progress_totals", "achievements"):
         db.execute(f"delete from public.{table} where user_id = any(%s)", (users,))
 
     shards = {

@@ -98,11 +98,6 @@ def populate_user(conn: psycopg.Connection, *, email: str | None = None) -> User
     )
     conn.execute("insert into public.progress_totals (user_id, questions_answered) values (%s, 1)", (user_id,))
     conn.execute(
-        "insert into public.category_progress (user_id, category, scored_answers, score_sum)"
-        " values (%s, 'behavioral', 1, 70)",
-        (user_id,),
-    )
-    conn.execute(
         """insert into public.ai_usage (user_id, purpose, model, latency_ms, succeeded)
            values (%s, 'evaluation', 'gpt-4o-mini', 900, true)""",
         (user_id,),
