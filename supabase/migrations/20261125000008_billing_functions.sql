@@ -283,6 +283,9 @@ create function service.link_billing_customer(user_id uuid, stripe_customer_id t
 language sql
 set search_path = ''
 as $$
+  -- Concurrent checkouts link the same customer: one at a time, or the second insert would break the unique
+  -- stripe_customer_id (which `on conflict` on the primary key does not arbitrate) instead of finding the row.
+  select pg_advisory_xact_lock(hashtext('service.link_billing_customer'), hashtext(link_billing_customer.user_id::text));
   insert into public.billing_customers as c (user_id, stripe_customer_id)
   values (link_billing_customer.user_id, link_billing_customer.stripe_customer_id)
   on conflict on constraint billing_customers_pkey do update
