@@ -36,7 +36,6 @@ create table public.progress_totals (
   best_score numeric,
   -- {category: {scored_answers, score_sum, average_score}}, a category once it has a scored answer.
   categories jsonb not null default '{}' check (jsonb_typeof(categories) = 'object'),
-  categories_scored integer not null default 0,
   -- Runs of consecutive local days with practice: latest_run ends on last_active_day (the current streak
   -- depends on today: public.user_streaks).
   latest_run integer not null default 0,
@@ -291,7 +290,8 @@ begin
          coalesce(t.questions_answered, 0) as answers, coalesce(t.sessions_completed, 0) as sessions,
          coalesce(t.mock_interviews, 0) as mock_interviews, coalesce(t.scored_answers, 0) as scored,
          coalesce(t.score_sum, 0) as score_sum, t.best_score as best,
-         coalesce(t.categories, '{}') as categories, coalesce(t.categories_scored, 0) as categories_scored,
+         coalesce(t.categories, '{}') as categories,
+         (select count(*) from jsonb_object_keys(t.categories)) as categories_scored,
          t.last_active_day,
          coalesce(t.latest_run, 0) as latest_run, coalesce(t.longest_streak, 0) as longest, t.improvement
   from (select distinct d.user_id from touched_days d) u
@@ -329,10 +329,8 @@ begin
          (json_object_agg(n.category, json_build_object('scored_answers', n.scored, 'score_sum', n.score_sum,
                                                         'average_score', round(n.score_sum / n.scored, 2)))
             filter (where n.scored > 0))::jsonb as figures,
-         array_agg(n.category) filter (where n.scored <= 0) as emptied,
-         count(*) filter (where n.scored > 0 and not n.stored) - count(*) filter (where n.scored <= 0 and n.stored)
-           as added
-  from (select x.user_id, x.category, u.categories ? x.category as stored,
+         array_agg(n.category) filter (where n.scored <= 0) as emptied
+  from (select x.user_id, x.category,
                coalesce((u.categories -> x.category ->> 'scored_answers')::integer, 0) + x.scored as scored,
                coalesce((u.categories -> x.category ->> 'score_sum')::numeric, 0) + x.score_sum as score_sum
         from (select c.user_id, c.category, sum(c.scored) as scored, sum(c.score_sum) as score_sum
@@ -424,7 +422,6 @@ begin
          u.score_sum + coalesce(t.score_sum, 0) as score_sum,
          greatest(u.best, t.best) as best,
          (u.categories || coalesce(c.figures, '{}')) - coalesce(c.emptied, '{}') as categories,
-         u.categories_scored + coalesce(c.added, 0) as categories_scored,
          greatest(u.last_active_day, s.last_active_day) as last_active_day,
          case when s.last_active_day is null then u.latest_run else s.latest_run end as latest_run,
          greatest(u.longest, s.longest) as longest,
@@ -437,28 +434,25 @@ begin
 
   insert into public.progress_totals as t (
     user_id, questions_answered, sessions_completed, mock_interviews, scored_answers, score_sum, best_score,
-    categories, categories_scored, latest_run, longest_streak, last_active_day, recent_scores, trend_slope,
-    improvement)
+    categories, latest_run, longest_streak, last_active_day, recent_scores, trend_slope, improvement)
   select a.user_id, a.answers, a.sessions, a.mock_interviews, a.scored, a.score_sum, a.best, a.categories,
-         a.categories_scored,
          a.latest_run, a.longest, a.last_active_day, a.scores, a.slope, a.improvement
   from all_time_rows a
   on conflict (user_id) do update
     set (questions_answered, sessions_completed, mock_interviews, scored_answers, score_sum, best_score,
-         categories, categories_scored, latest_run, longest_streak, last_active_day, recent_scores, trend_slope,
-         improvement)
+         categories, latest_run, longest_streak, last_active_day, recent_scores, trend_slope, improvement)
       = (excluded.questions_answered, excluded.sessions_completed, excluded.mock_interviews,
          excluded.scored_answers, excluded.score_sum, excluded.best_score, excluded.categories,
-         excluded.categories_scored, excluded.latest_run, excluded.longest_streak, excluded.last_active_day,
-         excluded.recent_scores, excluded.trend_slope, excluded.improvement)
+         excluded.latest_run, excluded.longest_streak, excluded.last_active_day, excluded.recent_scores,
+         excluded.trend_slope, excluded.improvement)
     where (t.questions_answered, t.sessions_completed, t.mock_interviews, t.scored_answers, t.score_sum,
-           t.best_score, t.categories, t.categories_scored, t.latest_run, t.longest_streak, t.last_active_day,
-           t.recent_scores, t.trend_slope, t.improvement)
+           t.best_score, t.categories, t.latest_run, t.longest_streak, t.last_active_day, t.recent_scores,
+           t.trend_slope, t.improvement)
       is distinct from
           (excluded.questions_answered, excluded.sessions_completed, excluded.mock_interviews,
            excluded.scored_answers, excluded.score_sum, excluded.best_score, excluded.categories,
-           excluded.categories_scored, excluded.latest_run, excluded.longest_streak, excluded.last_active_day,
-           excluded.recent_scores, excluded.trend_slope, excluded.improvement);
+           excluded.latest_run, excluded.longest_streak, excluded.last_active_day, excluded.recent_scores,
+           excluded.trend_slope, excluded.improvement);
   get diagnostics written = row_count;
   changed := changed + written;
 
@@ -474,7 +468,7 @@ begin
     ('questions_answered', a.answers, u.answers),
     ('longest_streak', a.longest, u.longest),
     ('best_score', a.best, u.best),
-    ('categories_scored', a.categories_scored, u.categories_scored),
+    ('categories_scored', (select count(*) from jsonb_object_keys(a.categories)), u.categories_scored),
     ('mock_interviews', a.mock_interviews, u.mock_interviews),
     ('improvement', a.improvement, u.improvement)
   ) f (figure, reached, before)
