@@ -216,7 +216,7 @@ begin
   join public.responses r on r.user_id = t.user_id and r.created_at >= t.local_start and r.created_at < t.local_end
   where t.late
   group by 1, 2, 3;
-  analyze day_categories;
+  analyze day_categories (user_id, local_day);
 
   -- Day rows, recomputed whole for each touched local day; their figures are kept typed beside the JSON for
   -- the all-time sums below.
@@ -432,27 +432,31 @@ begin
   left join streaks s on s.user_id = u.user_id
   left join trends tr on tr.user_id = u.user_id;
 
-  insert into public.progress_totals as t (
+  -- Rewritten only when changed. The bucket locks keep anyone else from adding these users' rows meanwhile, so
+  -- the users without figures get plain inserts (an upsert would lock each row before updating it).
+  update public.progress_totals t
+  set (questions_answered, sessions_completed, mock_interviews, scored_answers, score_sum, best_score, categories,
+       latest_run, longest_streak, last_active_day, recent_scores, trend_slope, improvement)
+    = (a.answers, a.sessions, a.mock_interviews, a.scored, a.score_sum, a.best, a.categories, a.latest_run,
+       a.longest, a.last_active_day, a.scores, a.slope, a.improvement)
+  from all_time_rows a
+  where t.user_id = a.user_id
+    and (t.questions_answered, t.sessions_completed, t.mock_interviews, t.scored_answers, t.score_sum,
+         t.best_score, t.categories, t.latest_run, t.longest_streak, t.last_active_day, t.recent_scores,
+         t.trend_slope, t.improvement)
+      is distinct from
+        (a.answers, a.sessions, a.mock_interviews, a.scored, a.score_sum, a.best, a.categories, a.latest_run,
+         a.longest, a.last_active_day, a.scores, a.slope, a.improvement);
+  get diagnostics written = row_count;
+  changed := changed + written;
+  insert into public.progress_totals (
     user_id, questions_answered, sessions_completed, mock_interviews, scored_answers, score_sum, best_score,
     categories, latest_run, longest_streak, last_active_day, recent_scores, trend_slope, improvement)
   select a.user_id, a.answers, a.sessions, a.mock_interviews, a.scored, a.score_sum, a.best, a.categories,
          a.latest_run, a.longest, a.last_active_day, a.scores, a.slope, a.improvement
   from all_time_rows a
-  on conflict (user_id) do update
-    set (questions_answered, sessions_completed, mock_interviews, scored_answers, score_sum, best_score,
-         categories, latest_run, longest_streak, last_active_day, recent_scores, trend_slope, improvement)
-      = (excluded.questions_answered, excluded.sessions_completed, excluded.mock_interviews,
-         excluded.scored_answers, excluded.score_sum, excluded.best_score, excluded.categories,
-         excluded.latest_run, excluded.longest_streak, excluded.last_active_day, excluded.recent_scores,
-         excluded.trend_slope, excluded.improvement)
-    where (t.questions_answered, t.sessions_completed, t.mock_interviews, t.scored_answers, t.score_sum,
-           t.best_score, t.categories, t.latest_run, t.longest_streak, t.last_active_day, t.recent_scores,
-           t.trend_slope, t.improvement)
-      is distinct from
-          (excluded.questions_answered, excluded.sessions_completed, excluded.mock_interviews,
-           excluded.scored_answers, excluded.score_sum, excluded.best_score, excluded.categories,
-           excluded.latest_run, excluded.longest_streak, excluded.last_active_day, excluded.recent_scores,
-           excluded.trend_slope, excluded.improvement);
+  join touched_users u on u.user_id = a.user_id
+  where not u.stored;
   get diagnostics written = row_count;
   changed := changed + written;
 
@@ -463,16 +467,21 @@ begin
   select a.user_id, c.achievement_type, jsonb_build_object(c.figure, f.reached)
   from all_time_rows a
   join touched_users u on u.user_id = a.user_id
-  cross join lateral (values
-    ('sessions_completed', a.sessions, u.sessions),
-    ('questions_answered', a.answers, u.answers),
-    ('longest_streak', a.longest, u.longest),
-    ('best_score', a.best, u.best),
-    ('categories_scored', (select count(*) from jsonb_object_keys(a.categories)), u.categories_scored),
-    ('mock_interviews', a.mock_interviews, u.mock_interviews),
-    ('improvement', a.improvement, u.improvement)
-  ) f (figure, reached, before)
-  join public.achievement_catalog c on c.figure = f.figure
+  cross join lateral (select count(*) as categories_scored from jsonb_object_keys(a.categories)) n
+  cross join public.achievement_catalog c
+  -- A case over the catalog's figures: a third cheaper than joining a row per figure to the catalog.
+  cross join lateral (
+    select case c.figure when 'sessions_completed' then a.sessions when 'questions_answered' then a.answers
+                         when 'longest_streak' then a.longest when 'best_score' then a.best
+                         when 'categories_scored' then n.categories_scored
+                         when 'mock_interviews' then a.mock_interviews when 'improvement' then a.improvement end
+             as reached,
+           case c.figure when 'sessions_completed' then u.sessions when 'questions_answered' then u.answers
+                         when 'longest_streak' then u.longest when 'best_score' then u.best
+                         when 'categories_scored' then u.categories_scored
+                         when 'mock_interviews' then u.mock_interviews when 'improvement' then u.improvement end
+             as before
+  ) f
   where f.reached >= c.threshold and (f.before is null or f.before < c.threshold)
   on conflict (user_id, achievement_type) do nothing;
   get diagnostics awarded = row_count;
