@@ -129,7 +129,6 @@ create trigger set_category before insert on public.responses
 
 create index idx_responses_session on public.responses (session_id);
 create index idx_responses_user_created on public.responses (user_id, created_at desc);
-create index idx_responses_session_question_session on public.responses (session_question_id, session_id);
 
 create table public.question_ratings (
   user_id uuid not null default auth.uid() references public.users (id) on delete cascade,
