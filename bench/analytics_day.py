@@ -199,7 +199,7 @@ def forget(conn: psycopg.Connection) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
-    # Identical runs on this 2-core machine differ by up to a third: five rounds give a steadier median.
+    # Identical runs on this 2-core machine differ by as much as 40%: five rounds give a steadier median.
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--shards", type=int, default=AnalyticsSettings.model_fields["analytics_user_shards"].default)
     args = parser.parse_args(argv)
