@@ -27,6 +27,8 @@ insert into public.responses select * from archive.responses;
 drop schema archive cascade;
 
 drop function service.aggregate_user_day(date, integer, integer);
+drop statistics public.practice_sessions_user_bucket;
+drop statistics public.responses_user_bucket;
 drop index public.idx_achievements_type;
 alter table public.achievements drop constraint achievements_achievement_type_fkey;
 drop table public.achievement_catalog;
