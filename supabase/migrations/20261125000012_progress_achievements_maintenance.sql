@@ -130,11 +130,15 @@ alter table public.achievements
 create index idx_achievements_type on public.achievements (achievement_type);
 
 -- Users fall into 64 fixed buckets by a hash of their id (uuid_hash(user_id) & 63), and a shard of the
--- aggregation reads its buckets' rows. With these statistics the planner knows how many rows that keeps
--- (without, it guesses 0.5%: a shard then sorted its 600k answers of a busy day to group them, 0.3 s more
--- than hashing them).
-create statistics public.responses_user_bucket on ((uuid_hash(user_id) & 63)) from public.responses;
-create statistics public.practice_sessions_user_bucket on ((uuid_hash(user_id) & 63)) from public.practice_sessions;
+-- aggregation reads its buckets' answers and sessions of a day. With the bucket in the day-range indexes, a
+-- shard fetches only its own rows (with two shards, 0.3 s less a shard of a busy day), and the planner learns
+-- from the indexes' statistics how many rows that keeps (without them it guessed 0.5%, and sorted a busy
+-- day's 600k answers instead of hashing them).
+drop index public.idx_responses_created_at;
+create index idx_responses_created_at_bucket on public.responses (created_at, (uuid_hash(user_id) & 63));
+drop index public.idx_practice_sessions_ended_at;
+create index idx_practice_sessions_ended_at_bucket on public.practice_sessions (ended_at, (uuid_hash(user_id) & 63))
+  where ended_at is not null;
 
 -- Recompute the progress of everyone (in shard `shard` of `shards`) whose practice a UTC day touched, and award
 -- what they earned. A run takes its buckets' locks, so runs over the same users wait for each other (each
