@@ -5,7 +5,8 @@
 -- day again gives the same rows (and writes nothing when nothing changed), and late data is picked up by
 -- re-aggregating a trailing window of days.
 
--- The day-range scans behind the metrics.
+-- The day-range scans behind the metrics (12. adds the user's bucket to those of answers and sessions, for the
+-- shards of the per-user aggregation).
 create index idx_users_created_at on public.users (created_at);
 create index idx_responses_created_at on public.responses (created_at);
 -- With created_at beside it, answers scored on a day but given earlier are found in the index alone.
