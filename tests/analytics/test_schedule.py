@@ -109,7 +109,10 @@ def test_the_handler_returns_the_report(database_url: str, history: str, monkeyp
 
 def test_an_unreachable_database_fails_every_step_with_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_for("postgresql://postgres:postgres@127.0.0.1:1/postgres", db_timeout_seconds=0.2)
-    report = schedule.run_schedule(now=NOW, settings=settings)
+    # Closed at the end, or its pool keeps retrying the dead server in the background after the test.
+    database = connect(settings)
+    report = schedule.run_schedule(now=NOW, settings=settings, database=database)
+    database.close()
     assert len(report.failed) == len(report.steps) == 8
     assert all(s.error.startswith("Database unavailable") for s in report.failed)
 

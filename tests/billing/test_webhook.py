@@ -317,15 +317,17 @@ def test_a_database_that_is_down_is_a_503_problem(billing: Billing) -> None:
 
     from functions.billing.settings import WebhookSettings
     from functions.billing.webhook import build_app
+    from shared.db import connect
 
-    app = build_app(
-        WebhookSettings(
-            database_url="postgresql://postgres@127.0.0.1:1/x",
-            db_timeout_seconds=1,
-            stripe_secret_key="sk_test_x",
-            stripe_webhook_secret=WEBHOOK_SECRET,
-        )
+    settings = WebhookSettings(
+        database_url="postgresql://postgres@127.0.0.1:1/x",
+        db_timeout_seconds=1,
+        stripe_secret_key="sk_test_x",
+        stripe_webhook_secret=WEBHOOK_SECRET,
     )
+    # Closed at the end, or its pool keeps retrying the dead server in the background after the test.
+    database = connect(settings)
+    app = build_app(settings, database=database)
     event = {
         "id": "evt_db_down",
         "object": "event",
@@ -337,6 +339,7 @@ def test_a_database_that_is_down_is_a_503_problem(billing: Billing) -> None:
     response = TestClient(app).post(
         "/stripe/webhook", content=body, headers={"stripe-signature": sign_payload(body, WEBHOOK_SECRET)}
     )
+    database.close()
     assert response.status_code == 503
     assert response.json()["title"] == "Database unavailable"
 
