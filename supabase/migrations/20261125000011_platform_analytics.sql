@@ -5,14 +5,18 @@
 -- day again gives the same rows (and writes nothing when nothing changed), and late data is picked up by
 -- re-aggregating a trailing window of days.
 
--- The day-range scans behind the metrics (12. adds the user's bucket to those of answers and sessions, for the
--- shards of the per-user aggregation).
+-- The day-range scans behind the metrics. Those of answers and sessions also carry the user's bucket
+-- (uuid_hash(user_id) & 63), by which the per-user aggregation (12.) splits users into shards: a shard then
+-- fetches only its own rows (with two shards, 0.3 s less a shard of a busy day), and the planner learns from
+-- the indexes' statistics how many rows that keeps (without them it guessed 0.5%, and sorted a busy day's
+-- 600k answers instead of hashing them).
 create index idx_users_created_at on public.users (created_at);
-create index idx_responses_created_at on public.responses (created_at);
+create index idx_responses_created_at_bucket on public.responses (created_at, (uuid_hash(user_id) & 63));
 -- With created_at beside it, answers scored on a day but given earlier are found in the index alone.
 create index idx_responses_evaluated_at on public.responses (evaluated_at, created_at) where evaluated_at is not null;
 create index idx_session_questions_served_at on public.session_questions (served_at);
-create index idx_practice_sessions_ended_at on public.practice_sessions (ended_at) where ended_at is not null;
+create index idx_practice_sessions_ended_at_bucket on public.practice_sessions (ended_at, (uuid_hash(user_id) & 63))
+  where ended_at is not null;
 create index idx_subscription_changes_occurred_at on public.subscription_changes (occurred_at);
 
 -- Monthly recurring revenue of a plan price, in dollars: weekly plans count 52/12 weeks a month.

@@ -129,22 +129,12 @@ alter table public.achievements
   add foreign key (achievement_type) references public.achievement_catalog (achievement_type);
 create index idx_achievements_type on public.achievements (achievement_type);
 
--- Users fall into 64 fixed buckets by a hash of their id (uuid_hash(user_id) & 63), and a shard of the
--- aggregation reads its buckets' answers and sessions of a day. With the bucket in the day-range indexes, a
--- shard fetches only its own rows (with two shards, 0.3 s less a shard of a busy day), and the planner learns
--- from the indexes' statistics how many rows that keeps (without them it guessed 0.5%, and sorted a busy
--- day's 600k answers instead of hashing them).
-drop index public.idx_responses_created_at;
-create index idx_responses_created_at_bucket on public.responses (created_at, (uuid_hash(user_id) & 63));
-drop index public.idx_practice_sessions_ended_at;
-create index idx_practice_sessions_ended_at_bucket on public.practice_sessions (ended_at, (uuid_hash(user_id) & 63))
-  where ended_at is not null;
-
 -- Recompute the progress of everyone (in shard `shard` of `shards`) whose practice a UTC day touched, and award
--- what they earned. A run takes its buckets' locks, so runs over the same users wait for each other (each
--- would rewrite the same all-time figures from its own snapshot, and the later would drop what the earlier
--- added), while the shards of one run hold disjoint buckets and run side by side, each on its own connection
--- (the schedule runs them concurrently: a busy day is CPU-bound).
+-- what they earned. Users fall into 64 fixed buckets by a hash of their id (uuid_hash(user_id) & 63), which
+-- the day-range indexes of answers and sessions carry (11.). A run takes its buckets' locks, so runs over the
+-- same users wait for each other (each would rewrite the same all-time figures from its own snapshot, and the
+-- later would drop what the earlier added), while the shards of one run hold disjoint buckets and run side by
+-- side, each on its own connection (the schedule runs them concurrently: a busy day is CPU-bound).
 create function service.aggregate_user_day(day date, shard integer default 0, shards integer default 1)
 returns jsonb
 language plpgsql

@@ -27,10 +27,6 @@ insert into public.responses select * from archive.responses;
 drop schema archive cascade;
 
 drop function service.aggregate_user_day(date, integer, integer);
-drop index public.idx_practice_sessions_ended_at_bucket;
-create index idx_practice_sessions_ended_at on public.practice_sessions (ended_at) where ended_at is not null;
-drop index public.idx_responses_created_at_bucket;
-create index idx_responses_created_at on public.responses (created_at);
 drop index public.idx_achievements_type;
 alter table public.achievements drop constraint achievements_achievement_type_fkey;
 drop table public.achievement_catalog;
