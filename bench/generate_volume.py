@@ -198,8 +198,9 @@ from generate_series(%(lo)s::bigint, %(hi)s - 1) u
 # The ordinal in the text keeps every normalized-text hash distinct; the enums cycle so each combination
 # is as common.
 QUESTIONS_SQL: LiteralString = """
+with added as (
 insert into public.questions (id, content, category, difficulty, experience_level, target_role, tags,
-                              evaluation_criteria, key_points, source, generation_metadata, created_at, updated_at)
+                              source, generation_metadata, created_at, updated_at)
 select md5('question:' || q)::uuid,
        (%(templates)s::text[])[1 + q %% cardinality(%(templates)s::text[])] || ' (scenario ' || q || ')',
        (enum_range(null::public.question_category))[1 + q %% 6],
@@ -210,9 +211,6 @@ select md5('question:' || q)::uuid,
               (%(tags)s::text[])[1 + (q + 1 + (h & 7)) %% 32],
               (%(tags)s::text[])[1 + (q + 11 + (h >> 3 & 7)) %% 32],
               (%(tags)s::text[])[1 + (q + 21 + (h >> 6 & 7)) %% 32]])[1:2 + (h >> 9 & 1023) %% 3],
-       '[{"name": "structure", "weight": 0.3}, {"name": "relevance", "weight": 0.4},
-         {"name": "impact", "weight": 0.3}]',
-       array['Names a concrete situation', 'States a measurable outcome'],
        'ai',
        '{"model": "bench-generator", "prompt_version": 1}',
        t, t
@@ -221,6 +219,15 @@ cross join lateral (select hashint8extended(q, 11) as h) x
 cross join lateral (
   select %(anchor)s - interval '400 days' + q * (interval '390 days' / %(questions)s) as t
 ) ts
+returning id, created_at
+)
+insert into public.question_answer_keys (question_id, evaluation_criteria, key_points, created_at, updated_at)
+select id,
+       '[{"name": "structure", "weight": 0.3}, {"name": "relevance", "weight": 0.4},
+         {"name": "impact", "weight": 0.3}]',
+       array['Names a concrete situation', 'States a measurable outcome'],
+       created_at, created_at
+from added
 """
 
 # Sessions in start-time order (k) up to an hour ago, each drawn for a random user: about sessions/users per

@@ -52,7 +52,7 @@ from bench.questions_common import caption, console, machine, now_iso, revision,
 from functions.questions.api import Category, Difficulty, Level, QuestionEngine, QuestionRequest
 from functions.questions.settings import QuestionsSettings
 from prep.localdb import database_url
-from shared.ai import AiClient, database_usage_sink
+from shared.ai import AiClient, database_budget, database_usage_sink
 from shared.auth import AuthenticatedUser
 from shared.config import DatabaseSettings
 from shared.db import DatabaseError
@@ -462,7 +462,10 @@ class Simulation:
         )
         self.database = PsycopgDatabase(DatabaseSettings(database_url=url, db_pool_size=workers + 1))
         ai = AiClient(
-            settings, usage_sink=database_usage_sink(self.database), http_client=httpx.Client(transport=self.fake)
+            settings,
+            usage_sink=database_usage_sink(self.database),
+            http_client=httpx.Client(transport=self.fake),
+            budget=database_budget(self.database, settings),
         )
         self.engine = QuestionEngine(settings, self.database, ai)
         self.users = [AuthenticatedUser(claims={"sub": str(u), "role": "authenticated"}, token="") for u in users]
@@ -606,7 +609,9 @@ def bank_growth(conn: psycopg.Connection) -> dict[str, Any]:
         from public.questions where source = 'ai' group by 1 order by 2 desc limit 5
         """
     ).fetchall()
-    spend = conn.execute("select service.ai_spend_today(), count(*) from public.ai_usage").fetchone()
+    spend = conn.execute(
+        "select (service.ai_budget() ->> 'platform_spent_usd')::numeric, count(*) from public.ai_usage"
+    ).fetchone()
     return {
         "curated": row[0] if row else 0,
         "generated_added": row[1] if row else 0,

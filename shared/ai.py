@@ -3,8 +3,10 @@
 Any OpenAI-compatible server works (OPENAI_BASE_URL). Retries with exponential backoff on 429/5xx, timeouts
 and connection errors are the SDK's own (AI_MAX_RETRIES); every outcome surfaces as one AiError subclass
 whose `kind` a handler can map to a response. Every call that reaches the service, successful or not, yields
-one AiUsage record for the caller's `usage_sink` (wired to `service.record_ai_usage`); AI_DAILY_SPEND_CAP_USD
-is enforced there, by the caller, since only the database knows the day's total.
+one AiUsage record for the caller's `usage_sink` (wired to `service.record_ai_usage`). Before each call the
+caller's `budget` (wired to `service.ai_budget`) is asked whether the call's worst-case cost still fits today's
+budgets: the platform's AI_DAILY_SPEND_CAP_USD and the user's plan ceiling (usage_limits.ai_spend_cents). What a
+call costs comes from the service's answer (tokens, or the recording's duration), never from the user.
 
 Untrusted text (a candidate's answer, a pasted job description) goes into prompts through `as_data`.
 """
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import httpx
 import openai
@@ -76,6 +78,17 @@ class AiDisabledError(AiError):
     kind = "disabled"
 
 
+class AiBudgetExceededError(AiError):
+    """The call's worst-case cost does not fit today's budget: the platform's (`scope` "platform") or the
+    user's plan ceiling ("user"). No call was made."""
+
+    kind = "budget"
+
+    def __init__(self, message: str, *, scope: Literal["platform", "user"]) -> None:
+        super().__init__(message)
+        self.scope = scope
+
+
 class AiUsage(BaseModel):
     """One call to the AI service, as `service.record_ai_usage` stores it."""
 
@@ -91,6 +104,23 @@ class AiUsage(BaseModel):
     succeeded: bool
     error: str | None
     user_id: str | None
+    response_id: str | None = None
+
+
+class AiBudget(BaseModel):
+    """What `service.ai_budget` reports: today's spend, the platform's and the user's, and the user's ceiling."""
+
+    platform_spent_usd: Decimal
+    user_spent_usd: Decimal
+    user_ceiling_usd: Decimal
+
+
+# Asked before every call with (user id, the call's worst-case cost); raises AiBudgetExceededError.
+BudgetCheck = Callable[[str | None, Decimal], None]
+
+# Transcription without a reported duration or token count is charged as if the recording were this sparse
+# (16 kbit/s, below any speech codec's usual rate): an upper bound, never zero.
+_MIN_AUDIO_BYTES_PER_SECOND = 2000
 
 
 @dataclass
@@ -109,10 +139,12 @@ class AiClient:
         settings: AiSettings,
         usage_sink: Callable[[AiUsage], None] | None = None,
         http_client: httpx.Client | None = None,
+        budget: BudgetCheck | None = None,
     ) -> None:
         self.settings = settings
         self._usage_sink = usage_sink
         self._http_client = http_client
+        self._budget = budget
         self._openai: openai.OpenAI | None = None
 
     def structured(
@@ -122,6 +154,7 @@ class AiClient:
         output: type[T],
         *,
         user_id: str | None = None,
+        response_id: str | None = None,
         max_output_tokens: int = 2000,
     ) -> T:
         """Ask the chat model for one `output`, enforced by a strict JSON schema (Structured Outputs).
@@ -129,7 +162,10 @@ class AiClient:
         Put instructions in the system message and untrusted text in `as_data` blocks (see there).
         """
         client = self._client()
-        with self._metered(purpose, self.settings.ai_model, user_id) as meter:
+        # A token is at least one byte of UTF-8, so the prompt's bytes bound its tokens.
+        prompt_bytes = sum(len(str(m.get("content", "")).encode()) for m in messages)
+        self._check_budget(user_id, self._token_cost(prompt_bytes, max_output_tokens))
+        with self._metered(purpose, self.settings.ai_model, user_id, response_id) as meter:
             # create() rather than parse(): parse() raises before returning the completion on bad output,
             # losing the token usage that was billed anyway.
             completion = client.chat.completions.create(
@@ -147,16 +183,18 @@ class AiClient:
             return _parse_output(completion, output, max_output_tokens)
 
     def transcribe(
-        self, audio: bytes, filename: str, *, user_id: str | None = None, duration_seconds: float | None = None
+        self, audio: bytes, filename: str, *, user_id: str | None = None, response_id: str | None = None
     ) -> str:
         """Transcribe a recording; `filename`'s extension tells the service the format (e.g. answer.webm).
 
-        Transcription is billed by the minute: pass `duration_seconds` when known, since token-billed models
-        do not report a duration and the call would otherwise be recorded as free.
+        The cost is what the service reports: the recording's duration (whisper-1) or its audio and text tokens
+        (gpt-4o-*-transcribe). A service that reports neither is charged the upper bound for the upload's size.
         """
         client = self._client()
-        with self._metered("transcription", self.settings.ai_transcription_model, user_id) as meter:
-            meter.audio_seconds = duration_seconds
+        ceiling = self._audio_cost(len(audio) / _MIN_AUDIO_BYTES_PER_SECOND)
+        self._check_budget(user_id, ceiling)
+        with self._metered("transcription", self.settings.ai_transcription_model, user_id, response_id) as meter:
+            meter.cost_usd = ceiling  # until the service says what the call used
             transcription = client.audio.transcriptions.create(
                 model=self.settings.ai_transcription_model, file=(filename, audio)
             )
@@ -166,12 +204,12 @@ class AiClient:
             if isinstance(usage, UsageTokens):
                 meter.prompt_tokens = usage.input_tokens
                 meter.completion_tokens = usage.output_tokens
-            elif isinstance(usage, UsageDuration) and meter.audio_seconds is None:
+                meter.cost_usd = self._transcription_token_cost(usage.input_tokens, usage.output_tokens)
+            elif isinstance(usage, UsageDuration):
                 meter.audio_seconds = usage.seconds
-            if meter.audio_seconds is None:
-                logger.warning("transcription duration unknown; recorded as free", extra={"user_id": user_id})
+                meter.cost_usd = self._audio_cost(usage.seconds)
             else:
-                meter.cost_usd = self._audio_cost(meter.audio_seconds)
+                logger.warning("transcription usage unreported; charged the upper bound", extra={"user_id": user_id})
             return transcription.text
 
     def _client(self) -> openai.OpenAI:
@@ -191,8 +229,12 @@ class AiClient:
             )
         return self._openai
 
+    def _check_budget(self, user_id: str | None, worst_case_usd: Decimal) -> None:
+        if self._budget is not None:
+            self._budget(user_id, worst_case_usd)
+
     @contextmanager
-    def _metered(self, purpose: str, model: str, user_id: str | None) -> Iterator[_Meter]:
+    def _metered(self, purpose: str, model: str, user_id: str | None, response_id: str | None) -> Iterator[_Meter]:
         """Time the call, turn SDK errors into AiErrors, and report one AiUsage however it ends."""
         meter = _Meter()
         started = time.perf_counter()
@@ -204,6 +246,8 @@ class AiClient:
                 raise self._translate(sdk_error, model) from sdk_error
         except AiError as ai_error:
             error = f"{ai_error.kind}: {ai_error}"[:300]
+            if isinstance(ai_error, AiUnavailableError | AiRejectedError):
+                meter.cost_usd = Decimal(0)  # the service refused the request: nothing was billed
             raise
         except Exception as unexpected:
             error = f"unexpected: {type(unexpected).__name__}"
@@ -221,6 +265,7 @@ class AiClient:
                     succeeded=error is None,
                     error=error,
                     user_id=user_id,
+                    response_id=response_id,
                 )
             )
 
@@ -278,6 +323,13 @@ class AiClient:
         cost = (
             prompt_tokens * self.settings.ai_price_input_per_million_tokens
             + completion_tokens * self.settings.ai_price_output_per_million_tokens
+        ) / _MILLION
+        return cost.quantize(_COST_STEP, ROUND_HALF_UP)
+
+    def _transcription_token_cost(self, input_tokens: int, output_tokens: int) -> Decimal:
+        cost = (
+            input_tokens * self.settings.ai_price_transcription_input_per_million_tokens
+            + output_tokens * self.settings.ai_price_transcription_output_per_million_tokens
         ) / _MILLION
         return cost.quantize(_COST_STEP, ROUND_HALF_UP)
 
@@ -355,6 +407,25 @@ def as_data(label: str, value: str, max_chars: int) -> str:
         text += f"\n[truncated: {len(value) - max_chars} more characters omitted]"
     text = _CLOSERS.sub(">>", _OPENERS.sub("<<", text))
     return f"<<<{label}\n{text}\n>>>{label}"
+
+
+def database_budget(database: Database, settings: AiSettings) -> BudgetCheck:
+    """Refuse a call whose worst-case cost would take today's spend past the platform's cap or the user's ceiling."""
+
+    def check(user_id: str | None, worst_case_usd: Decimal) -> None:
+        budget = AiBudget.model_validate(database.call("service.ai_budget", {"user_id": user_id}))
+        if budget.platform_spent_usd + worst_case_usd > settings.ai_daily_spend_cap_usd:
+            raise AiBudgetExceededError(
+                f"today's AI budget (${settings.ai_daily_spend_cap_usd}) is spent; AI resumes at 00:00 UTC",
+                scope="platform",
+            )
+        if user_id is not None and budget.user_spent_usd + worst_case_usd > budget.user_ceiling_usd:
+            raise AiBudgetExceededError(
+                f"your plan's daily AI allowance (${budget.user_ceiling_usd}) is used up; it resets at 00:00 UTC",
+                scope="user",
+            )
+
+    return check
 
 
 def database_usage_sink(database: Database) -> Callable[[AiUsage], None]:

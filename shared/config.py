@@ -93,7 +93,10 @@ class AiSettings(BaseSettings):
     ai_max_retries: int = Field(default=3, ge=0, le=10)
     ai_price_input_per_million_tokens: Decimal = Field(default=Decimal("0.15"), ge=0)
     ai_price_output_per_million_tokens: Decimal = Field(default=Decimal("0.60"), ge=0)
-    ai_price_transcription_per_minute: Decimal = Field(default=Decimal("0.003"), ge=0)
+    # whisper-1 reports the recording's duration; gpt-4o-*-transcribe reports audio and text tokens.
+    ai_price_transcription_per_minute: Decimal = Field(default=Decimal("0.006"), ge=0)
+    ai_price_transcription_input_per_million_tokens: Decimal = Field(default=Decimal("1.25"), ge=0)
+    ai_price_transcription_output_per_million_tokens: Decimal = Field(default=Decimal("5.00"), ge=0)
     ai_daily_spend_cap_usd: Decimal = Field(default=Decimal("20"), ge=0)
 
     @property

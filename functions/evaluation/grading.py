@@ -243,6 +243,7 @@ def grade(
     spoken: bool,
     max_answer_chars: int,
     user_id: str | None = None,
+    response_id: str | None = None,
 ) -> Evaluation:
     """Ask the model for its verdict on `answer` and score it; AiError subclasses say how a call failed."""
     grading = ai.structured(
@@ -250,6 +251,7 @@ def grade(
         messages(rubric, question, answer, spoken=spoken, max_answer_chars=max_answer_chars),
         output_model(rubric.names),
         user_id=user_id,
+        response_id=response_id,
     )
     signals = tuple(injection_signals(answer))
     return Evaluation(

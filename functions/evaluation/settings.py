@@ -30,8 +30,9 @@ class StorageSettings(BaseSettings):
     supabase_url: AnyHttpUrl | None = None
     supabase_service_role_key: SecretStr | None = None
     storage_timeout_seconds: float = Field(default=20, gt=0, le=120)
-    # The transcription API refuses uploads over 25 MB; refusing here says why without paying for the call.
-    max_audio_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    # Checked before the transcription call: the answers bucket's own limit (10 MB, about ten minutes of
+    # compressed speech; the API itself refuses over 25 MB).
+    max_audio_bytes: int = Field(default=10 * 1024 * 1024, ge=1, le=25 * 1024 * 1024)
 
     @model_validator(mode="after")
     def _storage_is_configured(self) -> Self:

@@ -11,11 +11,12 @@ only they come back, after the visibility timeout. Per record:
     service.complete_evaluation
 
 Failures:
-- transient (AI service unavailable, database or storage unreachable, today's AI budget spent): retried;
+- transient (AI service unavailable, database or storage unreachable, the platform's AI budget spent): retried;
   on the last receive (EVALUATION_MAX_RECEIVES, the redrive policy's maxReceiveCount) the response is also
   marked failed and refunded, so it is not left 'processing' while the message moves to the dead-letter queue;
-- permanent (the model refused, its output was invalid, no answer to grade, the recording missing): the
-  response is marked failed with the reason (service.fail_evaluation refunds it) and the record is acked;
+- permanent (the model refused, its output was invalid, no answer to grade, the recording missing, the user's
+  daily AI allowance used up): the response is marked failed with the reason and the record is acked;
+  service.fail_evaluation gives the quota unit back only if no AI call was billed for it;
 - a malformed message (not JSON, no response id) is logged and acked: retrying a poison message cannot help.
 """
 
@@ -27,7 +28,6 @@ import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
@@ -43,7 +43,14 @@ from functions.evaluation.storage import (
     StorageUnavailableError,
     storage_from,
 )
-from shared.ai import AiClient, AiError, AiUnavailableError, database_usage_sink
+from shared.ai import (
+    AiBudgetExceededError,
+    AiClient,
+    AiError,
+    AiUnavailableError,
+    database_budget,
+    database_usage_sink,
+)
 from shared.config import load_settings
 from shared.db import Database, DatabaseError, connect
 from shared.logs import configure_logging, request_id
@@ -53,10 +60,6 @@ log = logging.getLogger("evaluation.worker")
 
 class EvaluationFailedError(Exception):
     """Retrying cannot help: the evaluation fails with this reason (shown to the user)."""
-
-
-class SpendCapReachedError(Exception):
-    """Today's AI budget is spent; the evaluation waits for a later delivery."""
 
 
 class Question(BaseModel):
@@ -77,7 +80,6 @@ class EvaluationContext(BaseModel):
     answer_text: str | None = None
     audio_path: str | None = None
     transcript: str | None = None
-    time_taken_seconds: int | None = None
     question: Question
 
 
@@ -145,7 +147,6 @@ class EvaluationWorker:
             raise EvaluationFailedError("the evaluation could not start (unexpected response data)") from error
         question = context.question
         rubric = rubric_for(question.category, question.experience_level, question.evaluation_criteria)
-        self._check_spend()
         answer, spoken = self._answer(context)
         evaluation = grading.grade(
             self.ai,
@@ -155,6 +156,7 @@ class EvaluationWorker:
             spoken=spoken,
             max_answer_chars=self.settings.evaluation_max_answer_chars,
             user_id=str(context.user_id),
+            response_id=response_id,
         )
         done = self.db.call(
             "service.complete_evaluation",
@@ -200,17 +202,9 @@ class EvaluationWorker:
             raise EvaluationFailedError(str(error)) from error
         if not audio:
             raise EvaluationFailedError("the recording is empty")
-        # The answer's duration stands in for the recording's, which transcription is billed by.
         return self.ai.transcribe(
-            audio, parts[-1], user_id=str(context.user_id), duration_seconds=context.time_taken_seconds
+            audio, parts[-1], user_id=str(context.user_id), response_id=str(context.response_id)
         )
-
-    def _check_spend(self) -> None:
-        spent = Decimal(str(self.db.call("service.ai_spend_today")))
-        if spent >= self.settings.ai_daily_spend_cap_usd:
-            raise SpendCapReachedError(
-                f"today's AI budget (${self.settings.ai_daily_spend_cap_usd}) is spent; evaluation resumes tomorrow"
-            )
 
     def _failed(self, message_id: str, response_id: str, error: Exception, receives: int) -> RecordResult:
         permanent, reason = _classify(error)
@@ -244,6 +238,9 @@ def _classify(error: Exception) -> tuple[bool, str]:
         return True, str(error)
     if isinstance(error, AiUnavailableError):
         return False, "the AI service is unavailable"
+    if isinstance(error, AiBudgetExceededError):
+        # The platform's budget returns tomorrow for everyone; the user's own allowance is theirs to wait for.
+        return error.scope == "user", str(error)
     if isinstance(error, AiError):
         if error.kind == "error":  # an SDK failure we cannot name: give it another delivery
             return False, "the AI call failed unexpectedly"
@@ -256,7 +253,7 @@ def _classify(error: Exception) -> tuple[bool, str]:
         if error.retryable or error.status >= 500:
             return False, "the database is unavailable"
         return True, f"the evaluation could not be saved ({error.title})"
-    if isinstance(error, StorageUnavailableError | SpendCapReachedError):
+    if isinstance(error, StorageUnavailableError):
         return False, str(error)
     return False, f"an unexpected error occurred ({type(error).__name__})"
 
@@ -265,7 +262,7 @@ def _unexpected(error: Exception) -> bool:
     """Worth a traceback in the logs: a failure none of the expected kinds explains."""
     return not isinstance(
         error,
-        EvaluationFailedError | RubricError | AiError | DatabaseError | StorageUnavailableError | SpendCapReachedError,
+        EvaluationFailedError | RubricError | AiError | DatabaseError | StorageUnavailableError,
     )
 
 
@@ -298,9 +295,8 @@ def build_worker(
 ) -> EvaluationWorker:
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     db = database or connect(settings)
-    return EvaluationWorker(
-        settings, db, ai or AiClient(settings, usage_sink=database_usage_sink(db)), storage or storage_from(settings)
-    )
+    ai = ai or AiClient(settings, usage_sink=database_usage_sink(db), budget=database_budget(db, settings))
+    return EvaluationWorker(settings, db, ai, storage or storage_from(settings))
 
 
 # In Lambda the worker is built at import, so a missing setting fails the cold start with a message naming it.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI
@@ -18,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from functions.questions import generation
 from functions.questions.settings import QuestionsSettings
-from shared.ai import AiClient, AiError, database_usage_sink
+from shared.ai import AiBudgetExceededError, AiClient, AiError, database_budget, database_usage_sink
 from shared.auth import AuthenticatedUser, CurrentUser, TokenVerifier
 from shared.config import load_settings
 from shared.db import Database, connect
@@ -38,8 +37,12 @@ class QuestionRequest(BaseModel):
     category: Category
     difficulty: Difficulty
     experience_level: Level
-    target_role: RoleName | None = None
-    tags: Annotated[list[Tag], Field(max_length=8)] = []
+    target_role: RoleName | None = Field(
+        default=None, description="A role of public.vocabulary (or its alias, or a near spelling); others are a 422"
+    )
+    tags: Annotated[
+        list[Tag], Field(max_length=8, description="Tags of public.vocabulary (aliases and near spellings map to them)")
+    ] = []
     count: Annotated[int, Field(ge=1, le=20)] = 5
     session_id: uuid.UUID | None = Field(default=None, description="Continue this session instead of a new one")
 
@@ -79,6 +82,8 @@ class QuestionEngine:
     def serve(self, user: AuthenticatedUser, request: QuestionRequest) -> QuestionsServed:
         args = request.model_dump(mode="json", exclude_none=True)
         result = self.db.call("service.request_questions", {"user_id": str(user.id), "request": args})
+        # The database maps roles and tags onto its vocabulary: generate for the request it checked.
+        checked: dict[str, Any] = result["request"]
         served: list[dict[str, Any]] = result["questions"]
         deficit: int = result["deficit"]
         if deficit == 0:
@@ -92,7 +97,7 @@ class QuestionEngine:
         elif not result["ai_generation_included"]:
             report = GenerationReport(status="not_in_plan", detail="AI-generated questions come with a paid plan")
         else:
-            report, more = self._generate(user, args, result["session_id"], deficit, served)
+            report, more = self._generate(user, checked, result["session_id"], deficit, served)
             served += more
         # The database marks what was generated for this request; everything else came from the bank.
         questions = [
@@ -114,11 +119,6 @@ class QuestionEngine:
         deficit: int,
         served: list[dict[str, Any]],
     ) -> tuple[GenerationReport, list[dict[str, Any]]]:
-        if Decimal(str(self.db.call("service.ai_spend_today"))) >= self.settings.ai_daily_spend_cap_usd:
-            report = GenerationReport(
-                status="spend_cap_reached", detail="today's AI budget is spent; serving the bank only until 00:00 UTC"
-            )
-            return report, []
         bucket = "/".join(str(request.get(k) or "*") for k in ("category", "difficulty", "experience_level"))
         bucket += "/" + (request.get("target_role") or "*").lower()
         lease_seconds = int(self.settings.ai_timeout_seconds * (self.settings.ai_max_retries + 1)) + 10
@@ -147,8 +147,12 @@ class QuestionEngine:
                         "prompt_version": generation.PROMPT_VERSION,
                         "request": request,
                     },
+                    "generated_for": str(user.id),
                 },
             )
+        except AiBudgetExceededError as error:
+            report = GenerationReport(status="spend_cap_reached", detail=f"{error}; serving the bank only")
+            return report, self._serve_more(user, session_id, request, deficit)
         except AiError as error:
             return GenerationReport(status="failed", detail=str(error), ai_calls=1), self._serve_more(
                 user, session_id, request, deficit
@@ -195,7 +199,8 @@ def build_app(settings: QuestionsSettings, *, database: Database | None = None, 
     app = create_app("Questions", description="Interview questions for the signed-in user, from the bank first.")
     app.state.verifier = TokenVerifier(settings)
     db = database or connect(settings)
-    engine = QuestionEngine(settings, db, ai or AiClient(settings, usage_sink=database_usage_sink(db)))
+    ai = ai or AiClient(settings, usage_sink=database_usage_sink(db), budget=database_budget(db, settings))
+    engine = QuestionEngine(settings, db, ai)
 
     @app.post("/questions", response_model=QuestionsServed, summary="Get questions to practise")
     def questions(request: QuestionRequest, user: CurrentUser) -> QuestionsServed:

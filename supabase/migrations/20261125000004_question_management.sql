@@ -42,9 +42,6 @@ create table public.questions (
   -- null: suits any role.
   target_role text check (char_length(target_role) <= 120),
   tags text[] not null default '{}' check (cardinality(tags) <= 20),
-  -- [{"name": "...", "description": "...", "weight": 0.4}, ...]; weights sum to 1.
-  evaluation_criteria jsonb not null default '[]' check (jsonb_typeof(evaluation_criteria) = 'array'),
-  key_points text[] not null default '{}',
   source public.question_source not null,
   -- For AI questions: model, prompt version, the request that caused the generation.
   generation_metadata jsonb not null default '{}' check (jsonb_typeof(generation_metadata) = 'object'),
@@ -58,6 +55,18 @@ create table public.questions (
   updated_at timestamptz not null default now()
 );
 comment on table public.questions is 'Question bank and AI cache, shared by all users.';
+
+-- The answer key of a question, apart from its public face: the evaluator reads it; a user may read it only
+-- once they have answered the question (13.).
+create table public.question_answer_keys (
+  question_id uuid primary key references public.questions (id) on delete cascade,
+  -- [{"name": "...", "description": "...", "weight": 0.4}, ...]; weights sum to 1.
+  evaluation_criteria jsonb not null default '[]' check (jsonb_typeof(evaluation_criteria) = 'array'),
+  key_points text[] not null default '{}',
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+comment on table public.question_answer_keys is 'What a good answer covers: evaluation criteria and key points.';
 
 create index idx_questions_usage_count on public.questions (usage_count desc);
 create index idx_questions_tags on public.questions using gin (tags);
@@ -75,12 +84,15 @@ create index idx_questions_normalized_trgm on public.questions
 
 create trigger set_updated_at before update on public.questions
   for each row execute function private.set_updated_at();
+create trigger set_updated_at before update on public.question_answer_keys
+  for each row execute function private.set_updated_at();
 
 alter table public.questions enable row level security;
+alter table public.question_answer_keys enable row level security;
 
-revoke all on public.questions from anon, authenticated;
+revoke all on public.questions, public.question_answer_keys from anon, authenticated;
 grant select on public.questions to authenticated;
-grant all on public.questions to service_role;
+grant all on public.questions, public.question_answer_keys to service_role;
 
 create policy "questions: signed-in users read active questions" on public.questions
   for select to authenticated using (is_active);

@@ -145,7 +145,7 @@ begin
         'session_question_id', sq.id, 'position', sq.position, 'widening', sq.widening, 'id', q.id,
         'content', q.content, 'category', q.category, 'difficulty', q.difficulty,
         'experience_level', q.experience_level, 'target_role', q.target_role, 'tags', q.tags,
-        'source', q.source, 'evaluation_criteria', q.evaluation_criteria
+        'source', q.source
       ) order by sq.position), '[]')
     from public.session_questions sq
     join public.questions q on q.id = sq.question_id
@@ -416,8 +416,8 @@ begin
       paraphrases := paraphrases + 1;
       continue;
     end if;
-    insert into public.questions (content, category, difficulty, experience_level, target_role, tags,
-                                  evaluation_criteria, key_points, source, generation_metadata)
+    insert into public.questions (content, category, difficulty, experience_level, target_role, tags, source,
+                                  generation_metadata)
     values (
       btrim(candidate ->> 'content'),
       (candidate ->> 'category')::public.question_category,
@@ -425,8 +425,6 @@ begin
       (candidate ->> 'experience_level')::public.experience_level,
       nullif(btrim(candidate ->> 'target_role'), ''),
       coalesce((select array_agg(lower(t)) from jsonb_array_elements_text(candidate -> 'tags') t), '{}'),
-      coalesce(candidate -> 'evaluation_criteria', '[]'),
-      coalesce((select array_agg(k) from jsonb_array_elements_text(candidate -> 'key_points') k), '{}'),
       'ai',
       generation
     )
@@ -435,6 +433,9 @@ begin
     if new_id is null then
       duplicates := duplicates + 1;
     else
+      insert into public.question_answer_keys (question_id, evaluation_criteria, key_points)
+      values (new_id, coalesce(candidate -> 'evaluation_criteria', '[]'),
+              coalesce((select array_agg(k) from jsonb_array_elements_text(candidate -> 'key_points') k), '{}'));
       inserted := inserted || new_id;
     end if;
   end loop;

@@ -187,9 +187,11 @@ begin
       'time_taken_seconds', response.time_taken_seconds,
       'question', jsonb_build_object(
         'content', q.content, 'category', q.category, 'difficulty', q.difficulty,
-        'experience_level', q.experience_level, 'evaluation_criteria', q.evaluation_criteria,
-        'key_points', to_jsonb(q.key_points)))
-    from public.session_questions sq join public.questions q on q.id = sq.question_id
+        'experience_level', q.experience_level, 'evaluation_criteria', k.evaluation_criteria,
+        'key_points', to_jsonb(k.key_points)))
+    from public.session_questions sq
+    join public.questions q on q.id = sq.question_id
+    left join public.question_answer_keys k on k.question_id = q.id
     where sq.id = response.session_question_id
   );
 end

@@ -1,8 +1,7 @@
 -- Curated interview question bank: 4 questions for every category x difficulty x experience level.
--- Loaded by the seed; idempotent (the content hash is unique).
-insert into public.questions
-  (content, category, difficulty, experience_level, target_role, tags, evaluation_criteria, key_points, source)
-values
+-- Loaded by the seed; idempotent (the content hash is unique). Each question's answer key goes beside it.
+with bank (content, category, difficulty, experience_level, target_role, tags, evaluation_criteria, key_points,
+          source) as (values
   -- behavioral / easy / entry
   ('Tell me about a time you disagreed with a teammate. How did you resolve it?', 'behavioral', 'easy', 'entry', null,
    array['conflict-resolution','collaboration'],
@@ -1893,4 +1892,13 @@ values
    '[{"name":"self_awareness","description":"Shows honest, specific insight into their own preferences and behaviour","weight":0.3},{"name":"alignment","description":"Addresses the issue directly with the founder, framed in company outcomes, with appropriate escalation","weight":0.4},{"name":"specificity","description":"Supports the answer with concrete examples rather than generalities","weight":0.3}]'::jsonb,
    array['Raises it directly and privately with the founder','Frames it in terms of company outcomes','Knows when to involve the board'],
    'curated')
-on conflict (md5(private.normalize_question(content))) do nothing;
+), added as (
+  insert into public.questions (content, category, difficulty, experience_level, target_role, tags, source)
+  select content, category::public.question_category, difficulty::public.difficulty,
+         experience_level::public.experience_level, target_role, tags, source::public.question_source
+  from bank
+  on conflict (md5(private.normalize_question(content))) do nothing
+  returning id, content
+)
+insert into public.question_answer_keys (question_id, evaluation_criteria, key_points)
+select added.id, bank.evaluation_criteria, bank.key_points from added join bank using (content);

@@ -67,6 +67,9 @@ EXPECTATIONS: dict[str, Rules] = {
     "public.subscription_changes": Rules(**SERVICE_WRITES_OWNER_READS),
     "public.usage_counters": Rules(**SERVICE_WRITES_OWNER_READS),
     "public.questions": Rules(select=(D, Y, Y, Y), insert=(D, D, D, Y), update=(D, D, D, Y), delete=(D, D, D, Y)),
+    # The owner answered the target question; the other user did not.
+    "public.question_answer_keys": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.vocabulary": Rules(select=(Y, Y, Y, Y), insert=(D, D, D, Y), update=(D, D, D, Y), delete=(D, D, D, Y)),
     "public.practice_sessions": Rules(
         select=(D, Y, H, Y),
         insert=(D, Y, R, Y),
@@ -155,6 +158,10 @@ def world(database_url: str) -> World:
             newcomer,
             monthly,
         )
+        conn.execute(
+            "insert into public.question_answer_keys (question_id, key_points) values (%s, '{Names a decision}')",
+            (owner.question_id,),
+        )
         owner_achievement = one("select id from public.achievements where user_id = %s", owner.user_id)
         owner_progress = one("select id from public.user_progress where user_id = %s", owner.user_id)
         owner_change = one("select id from public.subscription_changes where user_id = %s", owner.user_id)
@@ -176,6 +183,8 @@ def world(database_url: str) -> World:
         "public.subscription_changes": {"id": owner_change},
         "public.usage_counters": {"user_id": u, "metric": "evaluations"},
         "public.questions": {"id": spare_question},
+        "public.question_answer_keys": {"question_id": owner.question_id},
+        "public.vocabulary": {"kind": "role", "term": "developer"},
         "public.practice_sessions": {"id": owner.session_id},
         "public.session_questions": {"id": owner.session_question_id},
         "public.responses": {"id": owner.response_id},
@@ -222,6 +231,8 @@ def world(database_url: str) -> World:
             "experience_level": "mid",
             "source": "ai",
         },
+        "public.question_answer_keys": {"question_id": spare_question, "key_points": ["Weighs cost"]},
+        "public.vocabulary": {"kind": "tag", "term": "newcomer-tag", "canonical": "newcomer-tag"},
         "public.practice_sessions": {"user_id": n, "session_type": "full"},
         "public.session_questions": {
             "session_id": n_session,

@@ -27,14 +27,15 @@ def test_every_bucket_has_curated_questions(db: psycopg.Connection) -> None:
 def test_curated_questions_carry_usable_evaluation_criteria(db: psycopg.Connection) -> None:
     bad = db.execute(
         """
-        select q.content from public.questions q
+        select q.content from public.questions q left join public.question_answer_keys k on k.question_id = q.id
         where q.source = 'curated' and (
-          jsonb_array_length(q.evaluation_criteria) < 3
-          or abs((select sum((c ->> 'weight')::numeric) from jsonb_array_elements(q.evaluation_criteria) c) - 1)
+          k.question_id is null
+          or jsonb_array_length(k.evaluation_criteria) < 3
+          or abs((select sum((c ->> 'weight')::numeric) from jsonb_array_elements(k.evaluation_criteria) c) - 1)
              > 0.001
-          or exists (select from jsonb_array_elements(q.evaluation_criteria) c
+          or exists (select from jsonb_array_elements(k.evaluation_criteria) c
                      where coalesce(c ->> 'name', '') = '' or coalesce(c ->> 'description', '') = '')
-          or cardinality(q.key_points) < 2 or cardinality(q.tags) < 1
+          or cardinality(k.key_points) < 2 or cardinality(q.tags) < 1
         )
         """
     ).fetchall()

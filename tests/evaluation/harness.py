@@ -25,7 +25,7 @@ from functions.evaluation.api import build_app
 from functions.evaluation.queue import EvaluationQueue
 from functions.evaluation.settings import EvaluationApiSettings, EvaluationWorkerSettings
 from functions.evaluation.worker import build_worker
-from shared.ai import AiClient, database_usage_sink
+from shared.ai import AiClient, database_budget, database_usage_sink
 from shared.config import DatabaseSettings
 from shared.db.psycopg_transport import PsycopgDatabase
 from tests.support.fake_openai import BASE_URL, FakeOpenAI
@@ -61,6 +61,7 @@ class Harness:
             self.worker_settings,
             usage_sink=database_usage_sink(self.database),
             http_client=httpx.Client(transport=self.fake),
+            budget=database_budget(self.database, self.worker_settings),
         )
         self.worker = build_worker(self.worker_settings, database=self.database, ai=self.ai)
 
@@ -87,6 +88,31 @@ class Harness:
             " and sq.user_id = %s) order by content limit 1",
             (category, level, user),
         ).fetchone()
+        return str(row["id"])
+
+    def add_question(
+        self,
+        content: str,
+        criteria: Any,
+        *,
+        category: str = "behavioral",
+        difficulty: str = "medium",
+        level: str = "mid",
+        key_points: list[str] | None = None,
+    ) -> str:
+        """A curated question and its answer key (an existing text is reactivated, its key replaced)."""
+        row = self.conn.execute(
+            "insert into public.questions (content, category, difficulty, experience_level, source)"
+            " values (%s, %s, %s, %s, 'curated')"
+            " on conflict (md5(private.normalize_question(content))) do update set is_active = true returning id",
+            (content, category, difficulty, level),
+        ).fetchone()
+        self.conn.execute(
+            "insert into public.question_answer_keys (question_id, evaluation_criteria, key_points)"
+            " values (%s, %s, %s) on conflict (question_id) do update"
+            " set evaluation_criteria = excluded.evaluation_criteria, key_points = excluded.key_points",
+            (row["id"], json.dumps(criteria), key_points or []),
+        )
         return str(row["id"])
 
     def answer(

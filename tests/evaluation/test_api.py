@@ -65,7 +65,8 @@ def test_refusals_are_problem_details(harness: Harness, queues: Queues) -> None:
     response_id = harness.answer(owner)
 
     cases = {
-        "someone else's answer": (client.post(path(response_id), headers=harness.auth(other)), 403),
+        # As missing as a missing one: a 403 would tell an attacker which ids exist.
+        "someone else's answer": (client.post(path(response_id), headers=harness.auth(other)), 404),
         "unknown answer": (client.post(path(str(uuid.uuid4())), headers=harness.auth(owner)), 404),
         "not a uuid": (client.post(path("42"), headers=harness.auth(owner)), 422),
         "no token": (client.post(path(response_id)), 401),
@@ -75,6 +76,9 @@ def test_refusals_are_problem_details(harness: Harness, queues: Queues) -> None:
         assert answer.headers["content-type"] == "application/problem+json", case
         assert answer.json()["status"] == status, case
     assert cases["not a uuid"][0].json()["errors"][0]["field"] == "path.response_id"
+    assert cases["someone else's answer"][0].json()["detail"].replace(response_id, "<id>") == cases["unknown answer"][
+        0
+    ].json()["detail"].replace(cases["unknown answer"][0].json()["detail"].split()[2], "<id>")
     assert queues.messages() == 0
     assert harness.charged(owner) == harness.charged(other) == 0
 

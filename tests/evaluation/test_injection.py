@@ -36,9 +36,10 @@ def evaluate(harness: Harness, user: str, text: str) -> dict[str, Any]:
 
 def rubric_of(harness: Harness, response_id: str) -> tuple[Rubric, dict[str, Any]]:
     question = harness.conn.execute(
-        "select q.content, q.category::text, q.experience_level::text, q.evaluation_criteria, q.key_points"
+        "select q.content, q.category::text, q.experience_level::text, k.evaluation_criteria, k.key_points"
         " from public.responses r join public.session_questions sq on sq.id = r.session_question_id"
-        " join public.questions q on q.id = sq.question_id where r.id = %s",
+        " join public.questions q on q.id = sq.question_id"
+        " left join public.question_answer_keys k on k.question_id = q.id where r.id = %s",
         (response_id,),
     ).fetchone()
     return rubric_for(question["category"], question["experience_level"], question["evaluation_criteria"]), question
@@ -113,13 +114,12 @@ def test_the_models_own_suspicion_is_kept(harness: Harness) -> None:
         fixed_scores(dict.fromkeys(("situation", "action", "result"), 3), injection_suspected=True)
     )
     user = harness.user()
-    question = harness.conn.execute(
-        "insert into public.questions (content, category, difficulty, experience_level, evaluation_criteria, source)"
-        " values ('Tell me about a time your plan met reality (injection test).', 'behavioral', 'easy', 'entry',"
-        ' \'[{"name": "situation", "description": "d", "weight": 1},'
-        ' {"name": "action", "description": "d", "weight": 1},'
-        ' {"name": "result", "description": "d", "weight": 1}]\', \'curated\') returning id'
-    ).fetchone()["id"]
+    question = harness.add_question(
+        "Tell me about a time your plan met reality (injection test).",
+        [{"name": name, "description": "d", "weight": 1} for name in ("situation", "action", "result")],
+        difficulty="easy",
+        level="entry",
+    )
     response_id = harness.answer(user, GOOD_ANSWER, question=str(question))
     harness.request(user, response_id)
     harness.evaluate_now(response_id)

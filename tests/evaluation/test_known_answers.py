@@ -22,14 +22,14 @@ QUALITIES = ("weak", "adequate", "strong")
 
 
 def add_question(harness: Harness, question: dict[str, Any]) -> str:
-    row = harness.conn.execute(
-        "insert into public.questions (content, category, difficulty, experience_level, evaluation_criteria,"
-        " key_points, source) values (%(content)s, %(category)s, %(difficulty)s, %(experience_level)s,"
-        " %(criteria)s, %(key_points)s, 'curated')"
-        " on conflict (md5(private.normalize_question(content))) do update set is_active = true returning id",
-        {**question, "criteria": json.dumps(question["evaluation_criteria"])},
-    ).fetchone()
-    return str(row["id"])
+    return harness.add_question(
+        question["content"],
+        question["evaluation_criteria"],
+        category=question["category"],
+        difficulty=question["difficulty"],
+        level=question["experience_level"],
+        key_points=question["key_points"],
+    )
 
 
 def test_the_set_covers_every_category_and_both_kinds_of_rubric() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from typing import Any
@@ -22,18 +21,13 @@ CRITERIA = [
 
 
 def own_question(harness: Harness, criteria: Any, *, category: str = "behavioral", level: str = "mid") -> str:
-    row = harness.conn.execute(
-        "insert into public.questions (content, category, difficulty, experience_level, evaluation_criteria,"
-        " key_points, source) values (%s, %s, 'medium', %s, %s, %s, 'curated') returning id",
-        (
-            f"Tell me about a time you fixed a broken process (variant {uuid.uuid4().hex[:12]})?",
-            category,
-            level,
-            json.dumps(criteria),
-            ["Names the process", "Quantifies the fix"],
-        ),
-    ).fetchone()
-    return str(row["id"])
+    return harness.add_question(
+        f"Tell me about a time you fixed a broken process (variant {uuid.uuid4().hex[:12]})?",
+        criteria,
+        category=category,
+        level=level,
+        key_points=["Names the process", "Quantifies the fix"],
+    )
 
 
 def test_the_overall_score_is_computed_from_criterion_scores_and_weights(harness: Harness) -> None:
@@ -85,7 +79,7 @@ def test_a_verdict_outside_the_rubric_fails_the_evaluation(harness: Harness, sco
     row = harness.row(response_id)
     assert (row["evaluation_status"], row["ai_score"]) == ("failed", None)
     assert row["evaluation_error"] == "the AI model's evaluation was not valid"
-    assert harness.charged(user) == 0
+    assert harness.charged(user) == 1  # the model's answer was billed, so the evaluation counts
 
 
 def test_the_session_score_follows_its_last_evaluation(harness: Harness) -> None:

@@ -137,7 +137,7 @@ def test_duplicates_in_flight_at_once_store_one_evaluation(harness: Harness) -> 
     assert harness.charged(user) == 1
 
 
-def test_permanent_failures_fail_the_answer_refund_it_and_ack(harness: Harness) -> None:
+def test_permanent_failures_fail_the_answer_and_ack_and_billed_ones_stay_charged(harness: Harness) -> None:
     user = harness.user()
     session = harness.session(user)
     refused = harness.answer(user, GOOD_ANSWER + " REFUSE", session=session)
@@ -153,7 +153,8 @@ def test_permanent_failures_fail_the_answer_refund_it_and_ack(harness: Harness) 
     assert harness.row(invalid)["evaluation_error"] == "the AI model's evaluation was not valid"
     assert {harness.row(r)["evaluation_status"] for r in (refused, invalid)} == {"failed"}
     assert harness.fake.chat.calls == 2  # neither is worth a second attempt
-    assert harness.charged(user) == 1  # only the answer still waiting
+    # A refusal and an invalid output were billed by the AI service: a quota unit is spent per AI call made.
+    assert harness.charged(user) == 3
 
 
 def test_malformed_messages_are_dropped(harness: Harness) -> None:

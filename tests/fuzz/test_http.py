@@ -185,12 +185,22 @@ def questions(database_url: str) -> Iterator[QuestionsHarness]:
     harness.close()
 
 
+# A schema-valid role or tag is not a known one: the vocabulary (and its aliases and nearest matches) lives in
+# the database, which refuses an unknown term with a 422 naming it (tests/abuse).
+NOT_FOR_FREE_TEXT_TERMS = [positive_data_acceptance]
+
+
 @QUESTIONS.parametrize()
 def test_questions_as_a_user(case: Case, questions: QuestionsHarness) -> None:
     # A new user each time: one would reach the plan's daily limit and be answered 429 from then on. Their
     # problem_solving/hard bucket is used up, so requests for it are generated (by the scripted model).
     user = questions.user()
-    case.call_and_validate(app=questions.app, headers=bearer(questions.auth(user)), additional_checks=[problem_details])
+    case.call_and_validate(
+        app=questions.app,
+        headers=bearer(questions.auth(user)),
+        additional_checks=[problem_details],
+        excluded_checks=NOT_FOR_FREE_TEXT_TERMS,
+    )
 
 
 @QUESTIONS.parametrize()

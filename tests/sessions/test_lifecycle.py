@@ -187,7 +187,8 @@ def test_evaluation_requests_check_ownership(db: psycopg.Connection, user: uuid.
     session = start(db, user, "quick")
     response = answer(db, user, session)
     stranger = sign_up(db)
-    for caller, target, sqlstate in ((stranger, response, "PT403"), (user, uuid.uuid4(), "PT404")):
+    # Someone else's answer is as missing as a missing one: a 403 would confirm that the id exists.
+    for caller, target, sqlstate in ((stranger, response, "PT404"), (user, uuid.uuid4(), "PT404")):
         with pytest.raises(psycopg.Error) as caught, db.transaction():
             db.execute("select service.request_evaluation(%s, %s)", (caller, target))
         assert caught.value.sqlstate == sqlstate
@@ -196,9 +197,20 @@ def test_evaluation_requests_check_ownership(db: psycopg.Connection, user: uuid.
 @pytest.mark.parametrize(
     ("statement", "allowed"),
     [
-        ("insert into storage.objects (bucket_id, name) values ('answers', '{me}/a.webm') returning id", True),
-        ("insert into storage.objects (bucket_id, name) values ('answers', '{other}/a.webm') returning id", False),
-        ("insert into storage.objects (bucket_id, name) values ('answers', 'a.webm') returning id", False),
+        (
+            "insert into storage.objects (bucket_id, name, owner_id) values ('answers', '{me}/a.webm', '{me}')"
+            " returning id",
+            True,
+        ),
+        (
+            "insert into storage.objects (bucket_id, name, owner_id) values ('answers', '{other}/a.webm', '{me}')"
+            " returning id",
+            False,
+        ),
+        (
+            "insert into storage.objects (bucket_id, name, owner_id) values ('answers', 'a.webm', '{me}') returning id",
+            False,
+        ),
     ],
 )
 def test_storage_policies_keep_audio_in_the_owners_folder(

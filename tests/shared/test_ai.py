@@ -15,6 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from shared.ai import (
+    AiBudgetExceededError,
     AiClient,
     AiDisabledError,
     AiInvalidOutputError,
@@ -117,6 +118,7 @@ def test_structured_output_is_parsed_and_its_usage_priced(
         "succeeded": True,
         "error": None,
         "user_id": "user-1",
+        "response_id": None,
     }
     assert 0 <= usage.latency_ms < 5000
 
@@ -397,12 +399,12 @@ def test_the_sdk_client_is_built_on_first_use_only(
 # Transcription
 
 
-def test_transcription_returns_the_text_and_bills_the_minutes(
+def test_transcription_returns_the_text_and_bills_the_tokens_the_service_reports(
     client: AiClient, fake: FakeOpenAI, usages: list[AiUsage]
 ) -> None:
     fake.transcriptions.script(transcript("I led the migration to Postgres."))
 
-    text = client.transcribe(b"\x1aE\xdf\xa3webm-bytes", "answer.webm", user_id="user-1", duration_seconds=90)
+    text = client.transcribe(b"\x1aE\xdf\xa3webm-bytes", "answer.webm", user_id="user-1", response_id="r-1")
 
     assert text == "I led the migration to Postgres."
     sent = fake.transcriptions.last
@@ -410,30 +412,68 @@ def test_transcription_returns_the_text_and_bills_the_minutes(
     assert sent.body["model"] == "gpt-4o-mini-transcribe"
     assert sent.body["file"] == UploadedFile("answer.webm", "video/webm", b"\x1aE\xdf\xa3webm-bytes")
     [usage] = usages
-    assert (usage.purpose, usage.model, usage.audio_seconds, usage.succeeded) == (
+    assert (usage.purpose, usage.model, usage.audio_seconds, usage.succeeded, usage.response_id) == (
         "transcription",
         "gpt-4o-mini-transcribe",
-        90,
+        None,
         True,
+        "r-1",
     )
-    assert usage.cost_usd == Decimal("0.0045")  # 1.5 min x $0.003
-    assert usage.prompt_tokens > 0  # token-billed models report tokens, recorded alongside
+    assert usage.prompt_tokens > 0
+    assert usage.completion_tokens > 0
+    # audio tokens x $1.25/M + text tokens x $5/M: what the service counted, nothing the user wrote
+    expected = (usage.prompt_tokens * Decimal("1.25") + usage.completion_tokens * Decimal(5)) / 1_000_000
+    assert usage.cost_usd == expected.quantize(Decimal("0.00000001"))
 
 
-def test_a_duration_reported_by_the_server_is_billed_when_the_caller_has_none(
+def test_a_duration_reported_by_the_server_is_billed_by_the_minute(
     client: AiClient, fake: FakeOpenAI, usages: list[AiUsage]
 ) -> None:
     fake.transcriptions.script(transcript("Hello.", seconds=12.5))
     assert client.transcribe(b"audio", "answer.mp3") == "Hello."
-    assert (usages[0].audio_seconds, usages[0].cost_usd) == (12.5, Decimal("0.000625"))
+    assert (usages[0].audio_seconds, usages[0].cost_usd) == (12.5, Decimal("0.00125"))  # 12.5 s x $0.006/min
 
 
-def test_a_transcription_of_unknown_length_is_recorded_as_free(
+def test_a_transcription_the_service_does_not_measure_is_charged_its_upper_bound(
     client: AiClient, fake: FakeOpenAI, usages: list[AiUsage]
 ) -> None:
-    fake.transcriptions.script(transcript("Hello."))
-    client.transcribe(b"audio", "answer.mp3")
-    assert (usages[0].audio_seconds, usages[0].cost_usd) == (None, Decimal(0))
+    fake.transcriptions.script(lambda request: httpx.Response(200, json={"text": "Hello."}))
+    client.transcribe(b"\0" * 120_000, "answer.mp3")
+    # 120 kB at the floor of 16 kbit/s is 60 s: never free, whatever the user claims the answer took.
+    assert (usages[0].audio_seconds, usages[0].cost_usd) == (None, Decimal("0.006"))
+
+
+def test_a_call_past_the_budget_is_refused_before_it_is_made(fake: FakeOpenAI, usages: list[AiUsage]) -> None:
+    asked: list[tuple[str | None, Decimal]] = []
+
+    def budget(user_id: str | None, worst_case: Decimal) -> None:
+        asked.append((user_id, worst_case))
+        raise AiBudgetExceededError("your plan's daily AI allowance is used up", scope="user")
+
+    client = AiClient(AiSettings(openai_api_key="sk-test", openai_base_url=BASE_URL), usage_sink=usages.append,
+                      http_client=httpx.Client(transport=fake), budget=budget)  # fmt: skip
+    with pytest.raises(AiBudgetExceededError):
+        ask(client)
+    with pytest.raises(AiBudgetExceededError):
+        client.transcribe(b"\0" * 120_000, "answer.mp3", user_id="user-1")
+    assert fake.calls == 0
+    assert usages == []
+    # The reservations: the prompt's bytes and the output cap at token prices; the upload's upper bound.
+    assert asked[0][1] > Decimal(2000) * Decimal("0.60") / 1_000_000
+    assert asked[1] == ("user-1", Decimal("0.006"))
+
+
+def test_the_reservation_covers_what_the_call_then_costs(fake: FakeOpenAI, usages: list[AiUsage]) -> None:
+    reserved: list[Decimal] = []
+    client = AiClient(
+        AiSettings(openai_api_key="sk-test", openai_base_url=BASE_URL),
+        usage_sink=usages.append,
+        http_client=httpx.Client(transport=fake),
+        budget=lambda _, cost: reserved.append(cost),
+    )
+    fake.chat.script(reply(QUESTIONS))
+    ask(client)
+    assert usages[0].cost_usd <= reserved[0]
 
 
 @pytest.mark.usefixtures("no_backoff")
@@ -442,7 +482,7 @@ def test_transcription_failures_map_like_chat_failures(
 ) -> None:
     fake.transcriptions.always(server_error())
     with pytest.raises(AiUnavailableError):
-        client.transcribe(b"audio", "answer.webm", duration_seconds=10)
+        client.transcribe(b"audio", "answer.webm")
     assert fake.transcriptions.calls == 4
     assert [(usage.succeeded, usage.cost_usd) for usage in usages] == [(False, Decimal(0))]
 

@@ -37,7 +37,7 @@ def populate_user(conn: psycopg.Connection, *, email: str | None = None) -> User
     user_id = sign_up(conn, email=email)
     one = lambda sql, *params: conn.execute(sql, params).fetchone()[0]  # noqa: E731
     conn.execute(
-        "insert into public.user_profiles (user_id, target_role, skills) values (%s, 'engineer', '{sql}')",
+        "insert into public.user_profiles (user_id, target_role, skills) values (%s, 'software engineer', '{sql}')",
         (user_id,),
     )
     customer = f"cus_{user_id.hex[:14]}"

@@ -1,0 +1,66 @@
+"""Uploads to the `answers` bucket as a signed-in user, as the Storage API writes them to storage.objects.
+
+Objects live in the uploader's own folder under plain names, owned by the uploader, only on a plan with voice
+answers, with at most 1 kB of custom metadata. A refusal is an RLS violation.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from tests.abuse.attempts import as_user, refusal
+from tests.support.identities import give_paid_plan, sign_up
+
+UPLOAD = "insert into storage.objects (bucket_id, name, owner_id, user_metadata) values ('answers', %s, %s, %s)"
+
+
+@pytest.fixture
+def paid_user(db: psycopg.Connection) -> uuid.UUID:
+    user = sign_up(db)
+    give_paid_plan(db, user)
+    return user
+
+
+def upload(db: psycopg.Connection, user: uuid.UUID, name: str, owner: object = None, metadata: object = None) -> object:
+    return as_user(db, user, UPLOAD + " returning name", name, str(owner or user), Jsonb(metadata))
+
+
+def refused_upload(
+    db: psycopg.Connection, user: uuid.UUID, name: str, owner: object = None, metadata: object = None
+) -> psycopg.Error:
+    error = refusal(db, user, UPLOAD, name, str(owner or user), Jsonb(metadata))
+    assert isinstance(error, psycopg.errors.InsufficientPrivilege), error
+    assert "new row violates row-level security policy" in str(error)
+    return error
+
+
+def test_uploading_a_recording_to_the_own_folder_is_allowed(db: psycopg.Connection, paid_user: uuid.UUID) -> None:
+    assert upload(db, paid_user, f"{paid_user}/answer.webm") == f"{paid_user}/answer.webm"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["{me}/../x.webm", "{me}/./x", "{me}/../{other}/x.webm", "{me}/..", "{me}/.hidden.webm", "{me}//x.webm"],
+)
+def test_uploading_outside_the_own_folder_by_dot_segments_is_refused(
+    db: psycopg.Connection, paid_user: uuid.UUID, name: str
+) -> None:
+    refused_upload(db, paid_user, name.format(me=paid_user, other=uuid.uuid4()))
+
+
+def test_uploading_an_object_owned_by_another_user_is_refused(db: psycopg.Connection, paid_user: uuid.UUID) -> None:
+    victim = sign_up(db)
+    refused_upload(db, paid_user, f"{paid_user}/answer.webm", owner=victim)
+
+
+def test_uploading_on_the_free_plan_is_refused(db: psycopg.Connection) -> None:
+    free_user = sign_up(db)
+    refused_upload(db, free_user, f"{free_user}/answer.webm")
+
+
+def test_uploading_with_over_1_kb_of_metadata_is_refused(db: psycopg.Connection, paid_user: uuid.UUID) -> None:
+    refused_upload(db, paid_user, f"{paid_user}/answer.webm", metadata={"note": uuid.uuid4().hex * 40})
