@@ -155,6 +155,50 @@ def analytics_day(data: dict[str, Any]) -> list[Figure]:
     ]
 
 
+def abuse(data: dict[str, Any]) -> list[Figure]:
+    payloads, target = data["payloads"], data["target_ms"]
+    entries = payloads["entries"]
+    plain = [e for e in entries if not e["transfer_bound"]]
+    slowest = max(plain, key=lambda e: e["net_ms"])
+    hostile = max((e for e in entries if e["transfer_bound"]), key=lambda e: e["own_ms"])
+    figures = [
+        Figure(
+            "client payloads (largest accepted, smallest refused, hostile) within the target",
+            f"{len(entries) - len(payloads['over_target'])} of {len(entries)}",
+            "all",
+            not payloads["over_target"],
+        ),
+        Figure(
+            f"slowest payload, net of select 1 ({slowest['surface']}: {slowest['payload']})",
+            f"{slowest['net_ms']:.1f} ms",
+            f"<= {target:.0f} ms",
+            slowest["net_ms"] <= target,
+        ),
+        Figure(
+            f"hostile payload's own cost beyond sending and parsing it ({hostile['surface']}: {hostile['payload']})",
+            f"{hostile['own_ms']:.1f} ms (parse {hostile['plain_parse_ms']:.0f} ms)",
+            f"<= {target:.0f} ms",
+            hostile["own_ms"] <= target,
+        ),
+        Figure(
+            "payloads accepted or refused otherwise than expected",
+            str(len(payloads["unexpected"])),
+            "0",
+            not payloads["unexpected"],
+        ),
+    ]
+    for attack in data["spend"]["attacks"]:
+        figures.append(
+            Figure(
+                f"AI spend in a day, {attack['plan']} account, {attack['delivery']}",
+                f"${attack['spend_usd']:.4f} ({attack['ai_calls_billed']} calls billed)",
+                f"<= ${attack['ceiling_usd']:.2f}",
+                attack["within_ceiling"],
+            )
+        )
+    return figures
+
+
 BENCHMARKS: dict[str, Extract] = {
     "rls_reads": rls_reads,
     "webhook_throughput": webhook_throughput,
@@ -163,6 +207,7 @@ BENCHMARKS: dict[str, Extract] = {
     "question_selection": question_selection,
     "evaluation_worker": evaluation_worker,
     "analytics_day": analytics_day,
+    "abuse": abuse,
 }
 
 
