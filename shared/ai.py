@@ -4,9 +4,10 @@ Any OpenAI-compatible server works (OPENAI_BASE_URL). Retries with exponential b
 and connection errors are the SDK's own (AI_MAX_RETRIES); every outcome surfaces as one AiError subclass
 whose `kind` a handler can map to a response. Every call that reaches the service, successful or not, yields
 one AiUsage record for the caller's `usage_sink` (wired to `service.record_ai_usage`). Before each call the
-caller's `budget` (wired to `service.ai_budget`) is asked whether the call's worst-case cost still fits today's
-budgets: the platform's AI_DAILY_SPEND_CAP_USD and the user's plan ceiling (usage_limits.ai_spend_cents). What a
-call costs comes from the service's answer (tokens, or the recording's duration), never from the user.
+caller's `budget` (wired to `service.reserve_ai_spend`) reserves the call's worst-case cost if it still fits
+today's budgets, the platform's AI_DAILY_SPEND_CAP_USD and the user's plan ceiling (usage_limits.ai_spend_cents);
+the call's usage then settles the reservation. What a call costs comes from the service's answer (tokens, or the
+recording's duration), never from the user.
 
 Untrusted text (a candidate's answer, a pasted job description) goes into prompts through `as_data`.
 """
@@ -105,18 +106,28 @@ class AiUsage(BaseModel):
     error: str | None
     user_id: str | None
     response_id: str | None = None
+    # The reservation this call settles (see BudgetCheck).
+    reservation_id: str | None = None
 
 
-class AiBudget(BaseModel):
-    """What `service.ai_budget` reports: today's spend, the platform's and the user's, and the user's ceiling."""
+class AiCall(BaseModel):
+    """A call about to be made: for whom, and the most it can cost."""
 
-    platform_spent_usd: Decimal
-    user_spent_usd: Decimal
-    user_ceiling_usd: Decimal
+    model_config = ConfigDict(frozen=True)
+
+    purpose: str
+    model: str
+    user_id: str | None
+    response_id: str | None
+    worst_case_usd: Decimal
 
 
-# Asked before every call with (user id, the call's worst-case cost); raises AiBudgetExceededError.
-BudgetCheck = Callable[[str | None, Decimal], None]
+# Asked before every call: reserves its worst-case cost and returns the reservation's id, or raises
+# AiBudgetExceededError (and no call is made).
+BudgetCheck = Callable[[AiCall], str | None]
+
+# Tokens a chat request spends framing each message (role markers) and priming the reply, counted generously.
+_FRAMING_TOKENS = 32
 
 # Transcription without a reported duration or token count is charged as if the recording were this sparse
 # (16 kbit/s, below any speech codec's usual rate): an upper bound, never zero.
@@ -162,16 +173,22 @@ class AiClient:
         Put instructions in the system message and untrusted text in `as_data` blocks (see there).
         """
         client = self._client()
-        # A token is at least one byte of UTF-8, so the prompt's bytes bound its tokens.
-        prompt_bytes = sum(len(str(m.get("content", "")).encode()) for m in messages)
-        self._check_budget(user_id, self._token_cost(prompt_bytes, max_output_tokens))
-        with self._metered(purpose, self.settings.ai_model, user_id, response_id) as meter:
+        response_format = type_to_response_format_param(output)
+        # A token is at least one byte of UTF-8, so the prompt's bytes (the messages, the schema the model is
+        # held to, and each message's framing) bound its tokens.
+        prompt_bytes = len(json.dumps(messages).encode()) + len(json.dumps(response_format).encode())
+        worst_case = self._token_cost(prompt_bytes + _FRAMING_TOKENS * (len(messages) + 1), max_output_tokens)
+        call = AiCall(
+            purpose=purpose, model=self.settings.ai_model, user_id=user_id, response_id=response_id,
+            worst_case_usd=worst_case,
+        )  # fmt: skip
+        with self._metered(call) as meter:
             # create() rather than parse(): parse() raises before returning the completion on bad output,
             # losing the token usage that was billed anyway.
             completion = client.chat.completions.create(
                 model=self.settings.ai_model,
                 messages=cast("list[ChatCompletionMessageParam]", messages),
-                response_format=type_to_response_format_param(output),
+                response_format=response_format,
                 max_completion_tokens=max_output_tokens,
             )
             if not isinstance(completion, ChatCompletion):
@@ -192,8 +209,11 @@ class AiClient:
         """
         client = self._client()
         ceiling = self._audio_cost(len(audio) / _MIN_AUDIO_BYTES_PER_SECOND)
-        self._check_budget(user_id, ceiling)
-        with self._metered("transcription", self.settings.ai_transcription_model, user_id, response_id) as meter:
+        call = AiCall(
+            purpose="transcription", model=self.settings.ai_transcription_model, user_id=user_id,
+            response_id=response_id, worst_case_usd=ceiling,
+        )  # fmt: skip
+        with self._metered(call) as meter:
             meter.cost_usd = ceiling  # until the service says what the call used
             transcription = client.audio.transcriptions.create(
                 model=self.settings.ai_transcription_model, file=(filename, audio)
@@ -229,13 +249,11 @@ class AiClient:
             )
         return self._openai
 
-    def _check_budget(self, user_id: str | None, worst_case_usd: Decimal) -> None:
-        if self._budget is not None:
-            self._budget(user_id, worst_case_usd)
-
     @contextmanager
-    def _metered(self, purpose: str, model: str, user_id: str | None, response_id: str | None) -> Iterator[_Meter]:
-        """Time the call, turn SDK errors into AiErrors, and report one AiUsage however it ends."""
+    def _metered(self, call: AiCall) -> Iterator[_Meter]:
+        """Reserve the call's worst case, time the call, turn SDK errors into AiErrors, and report one AiUsage
+        however it ends (settling the reservation)."""
+        reservation = self._budget(call) if self._budget is not None else None
         meter = _Meter()
         started = time.perf_counter()
         error: str | None = None
@@ -243,7 +261,7 @@ class AiClient:
             try:
                 yield meter
             except openai.OpenAIError as sdk_error:
-                raise self._translate(sdk_error, model) from sdk_error
+                raise self._translate(sdk_error, call.model) from sdk_error
         except AiError as ai_error:
             error = f"{ai_error.kind}: {ai_error}"[:300]
             if isinstance(ai_error, AiUnavailableError | AiRejectedError):
@@ -255,8 +273,8 @@ class AiClient:
         finally:
             self._report(
                 AiUsage(
-                    purpose=purpose,
-                    model=model,
+                    purpose=call.purpose,
+                    model=call.model,
                     prompt_tokens=meter.prompt_tokens,
                     completion_tokens=meter.completion_tokens,
                     audio_seconds=meter.audio_seconds,
@@ -264,8 +282,9 @@ class AiClient:
                     latency_ms=round((time.perf_counter() - started) * 1000),
                     succeeded=error is None,
                     error=error,
-                    user_id=user_id,
-                    response_id=response_id,
+                    user_id=call.user_id,
+                    response_id=call.response_id,
+                    reservation_id=reservation,
                 )
             )
 
@@ -409,23 +428,39 @@ def as_data(label: str, value: str, max_chars: int) -> str:
     return f"<<<{label}\n{text}\n>>>{label}"
 
 
-def database_budget(database: Database, settings: AiSettings) -> BudgetCheck:
-    """Refuse a call whose worst-case cost would take today's spend past the platform's cap or the user's ceiling."""
+class _Reservation(BaseModel):
+    """What `service.reserve_ai_spend` answers."""
 
-    def check(user_id: str | None, worst_case_usd: Decimal) -> None:
-        budget = AiBudget.model_validate(database.call("service.ai_budget", {"user_id": user_id}))
-        if budget.platform_spent_usd + worst_case_usd > settings.ai_daily_spend_cap_usd:
+    granted: bool
+    reservation_id: str | None = None
+    scope: Literal["platform", "user"] | None = None
+    user_ceiling_usd: Decimal
+
+
+def database_budget(database: Database, settings: AiSettings) -> BudgetCheck:
+    """Reserve a call's worst-case cost in public.ai_usage, or refuse it if it would take today's spend past the
+    platform's cap or the user's ceiling (reservations are taken one at a time, so concurrent calls add up)."""
+
+    def reserve(call: AiCall) -> str | None:
+        answer = _Reservation.model_validate(
+            database.call(
+                "service.reserve_ai_spend",
+                {"spend": {**call.model_dump(mode="json"), "platform_cap_usd": str(settings.ai_daily_spend_cap_usd)}},
+            )
+        )
+        if answer.scope == "platform":
             raise AiBudgetExceededError(
                 f"today's AI budget (${settings.ai_daily_spend_cap_usd}) is spent; AI resumes at 00:00 UTC",
                 scope="platform",
             )
-        if user_id is not None and budget.user_spent_usd + worst_case_usd > budget.user_ceiling_usd:
+        if not answer.granted:
             raise AiBudgetExceededError(
-                f"your plan's daily AI allowance (${budget.user_ceiling_usd}) is used up; it resets at 00:00 UTC",
+                f"your plan's daily AI allowance (${answer.user_ceiling_usd}) is used up; it resets at 00:00 UTC",
                 scope="user",
             )
+        return answer.reservation_id
 
-    return check
+    return reserve
 
 
 def database_usage_sink(database: Database) -> Callable[[AiUsage], None]:

@@ -295,6 +295,24 @@ grant insert (user_id, target_role, experience_level, skills, timezone, preferen
   to authenticated;
 grant update (target_role, experience_level, skills, timezone, preferences) on public.user_profiles to authenticated;
 
+-- Users: the display fields a user edits are bounded in bytes before anything copies them (the check
+-- constraints of 2. count characters, which reads the whole value). Fires before set_updated_at.
+create function private.check_display_fields() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if octet_length(new.display_name) > 480 or octet_length(new.avatar_url) > 8192 then
+    raise sqlstate 'PT413' using
+      message = 'display_name is at most 120 characters and avatar_url at most 2,048',
+      hint = 'Send less: docs/security.md lists every limit.';
+  end if;
+  return new;
+end
+$$;
+create trigger check_display_fields before insert or update of display_name, avatar_url on public.users
+  for each row execute function private.check_display_fields();
+
 -- Ratings -------------------------------------------------------------------------------------------------
 
 revoke insert, update on public.question_ratings from authenticated;
@@ -582,6 +600,10 @@ $$;
 -- billed, and a user's spend is summed per day.
 alter table public.ai_usage add column response_id uuid references public.responses (id) on delete set null;
 create index idx_ai_usage_response on public.ai_usage (response_id) where response_id is not null;
+-- A call's worst-case cost is reserved (a row, not settled) before the call and settled with what it cost.
+alter table public.ai_usage add column settled boolean not null default true;
+comment on column public.ai_usage.settled is
+  'false: a reservation of the call''s worst-case cost, made before the call and not yet settled';
 drop index public.idx_ai_usage_user;
 create index idx_ai_usage_user_created_at on public.ai_usage (user_id, created_at);
 
@@ -606,7 +628,7 @@ as $$
 declare
   session_status public.session_status;
 begin
-  if octet_length(new.answer_text) > 80000 then
+  if octet_length(new.answer_text) > 80000 or char_length(new.answer_text) > 20000 then
     raise sqlstate 'PT413' using message = 'answer_text is longer than 20,000 characters';
   end if;
   if octet_length(new.audio_path) > 300 or new.audio_path !~ (
@@ -706,11 +728,26 @@ begin
 end
 $$;
 
--- Every AI call, with the answer it was made for.
+-- Every AI call, with the answer it was made for: it settles the call's reservation (reservation_id), or is
+-- a row of its own (a call made without one).
 create or replace function service.record_ai_usage(usage jsonb) returns void
-language sql
+language plpgsql
 set search_path = ''
 as $$
+begin
+  update public.ai_usage u set
+    prompt_tokens = coalesce((usage ->> 'prompt_tokens')::integer, 0),
+    completion_tokens = coalesce((usage ->> 'completion_tokens')::integer, 0),
+    audio_seconds = (usage ->> 'audio_seconds')::numeric,
+    cost_usd = coalesce((usage ->> 'cost_usd')::numeric, 0),
+    latency_ms = (usage ->> 'latency_ms')::integer,
+    succeeded = (usage ->> 'succeeded')::boolean,
+    error = left(usage ->> 'error', 500),
+    settled = true
+  where u.id = (usage ->> 'reservation_id')::uuid and not u.settled;
+  if found then
+    return;
+  end if;
   insert into public.ai_usage (user_id, response_id, purpose, model, prompt_tokens, completion_tokens, audio_seconds,
                                cost_usd, latency_ms, succeeded, error)
   values (
@@ -718,7 +755,8 @@ as $$
     coalesce((usage ->> 'prompt_tokens')::integer, 0), coalesce((usage ->> 'completion_tokens')::integer, 0),
     (usage ->> 'audio_seconds')::numeric, coalesce((usage ->> 'cost_usd')::numeric, 0),
     (usage ->> 'latency_ms')::integer, (usage ->> 'succeeded')::boolean, left(usage ->> 'error', 500)
-  )
+  );
+end
 $$;
 
 -- What AI may still be spent today (UTC): the platform's total, and the user's against their plan's ceiling.
@@ -738,6 +776,38 @@ as $$
 $$;
 revoke all on function service.ai_budget(uuid) from public, anon, authenticated;
 grant execute on function service.ai_budget(uuid) to service_role;
+
+-- Before an AI call: reserve its worst-case cost if it fits today's budgets, the platform's (`platform_cap_usd`,
+-- a setting of the functions) and the user's plan ceiling. Reservations are taken one at a time, so concurrent
+-- calls (an SQS batch, several invocations) each see the others' and together never pass either budget.
+-- `spend`: {"user_id"?, "response_id"?, "purpose", "model", "worst_case_usd", "platform_cap_usd"}.
+-- Returns the budget and {"granted": true, "reservation_id"} or {"granted": false, "scope": "platform"|"user"}.
+create function service.reserve_ai_spend(spend jsonb) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  owner uuid := (spend ->> 'user_id')::uuid;
+  worst_case numeric := (spend ->> 'worst_case_usd')::numeric;
+  budget jsonb;
+  reservation uuid;
+begin
+  perform pg_advisory_xact_lock(hashtext('service.reserve_ai_spend'));
+  budget := service.ai_budget(owner);
+  if (budget ->> 'platform_spent_usd')::numeric + worst_case > (spend ->> 'platform_cap_usd')::numeric then
+    return budget || '{"granted": false, "scope": "platform"}';
+  end if;
+  if owner is not null and (budget ->> 'user_spent_usd')::numeric + worst_case > (budget ->> 'user_ceiling_usd')::numeric then
+    return budget || '{"granted": false, "scope": "user"}';
+  end if;
+  insert into public.ai_usage (user_id, response_id, purpose, model, cost_usd, latency_ms, succeeded, settled)
+  values (owner, (spend ->> 'response_id')::uuid, spend ->> 'purpose', spend ->> 'model', worst_case, 0, false, false)
+  returning id into reservation;
+  return budget || jsonb_build_object('granted', true, 'reservation_id', reservation);
+end
+$$;
+revoke all on function service.reserve_ai_spend(jsonb) from public, anon, authenticated;
+grant execute on function service.reserve_ai_spend(jsonb) to service_role;
 drop function service.ai_spend_today();
 
 revoke all on function private.canonical_term(public.vocabulary_kind, text), private.limit_size(text, anyelement, integer),
@@ -750,8 +820,25 @@ grant execute on function private.canonical_term(public.vocabulary_kind, text), 
 -- Spoken answers only: at most 10 MB (about ten minutes of compressed speech; transcription takes 25 MB).
 update storage.buckets set file_size_limit = 10485760 where id = 'answers';
 
+-- How many recordings the caller keeps in the answers bucket (their own folder). A function, so the upload
+-- policy can count them: a policy on storage.objects that queries storage.objects itself is refused as an
+-- infinite recursion. Security invoker: RLS limits it to the caller's objects; Storage's name_prefix_search
+-- index serves the prefix.
+create function public.stored_recordings() returns integer
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  return (select count(*) from storage.objects o
+          where o.bucket_id = 'answers' and o.name like (select auth.uid())::text || '/%');
+end
+$$;
+comment on function public.stored_recordings() is 'How many recordings the caller keeps (at most 200).';
+revoke all on function public.stored_recordings() from public, anon;
+grant execute on function public.stored_recordings() to authenticated, service_role;
+
 -- Objects in the user's own folder under plain names (no '.' or '..' segment), owned by the uploader, only
--- on a plan with voice answers, custom metadata at most 1 kB. Storage sets owner_id from
+-- on a plan with voice answers, at most 200 a user, custom metadata at most 1 kB. Storage sets owner_id from
 -- the token's subject; a client cannot name anyone else there.
 drop policy "answers: upload own audio" on storage.objects;
 drop policy "answers: replace own audio" on storage.objects;
@@ -763,6 +850,7 @@ create policy "answers: upload own audio" on storage.objects
     and name ~ ('^' || (select auth.uid())::text || '(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}){1,3}$')
     and coalesce(pg_column_size(user_metadata), 0) <= 1024
     and coalesce((select (e.features ->> 'voice_answers')::boolean from public.entitlements() e), false)
+    and (select public.stored_recordings()) < 200
   );
 create policy "answers: replace own audio" on storage.objects
   for update to authenticated

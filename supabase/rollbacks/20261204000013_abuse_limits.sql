@@ -9,6 +9,7 @@ create policy "answers: replace own audio" on storage.objects
   using (bucket_id = 'answers' and (storage.foldername(name))[1] = (select auth.uid())::text)
   with check (bucket_id = 'answers' and (storage.foldername(name))[1] = (select auth.uid())::text);
 update storage.buckets set file_size_limit = 26214400 where id = 'answers';
+drop function public.stored_recordings();
 
 create function service.ai_spend_today() returns numeric
 language sql stable
@@ -19,6 +20,7 @@ as $$
 $$;
 revoke all on function service.ai_spend_today() from public, anon, authenticated;
 grant execute on function service.ai_spend_today() to service_role;
+drop function service.reserve_ai_spend(jsonb);
 drop function service.ai_budget(uuid);
 create or replace function service.record_ai_usage(usage jsonb) returns void
 language sql
@@ -114,6 +116,7 @@ alter table archive.responses drop column evaluation_attempts;
 alter table public.responses drop column evaluation_attempts;
 drop index public.idx_ai_usage_user_created_at;
 create index idx_ai_usage_user on public.ai_usage (user_id);
+alter table public.ai_usage drop column settled;
 drop index public.idx_ai_usage_response;
 alter table public.ai_usage drop column response_id;
 
@@ -335,6 +338,9 @@ create policy "question_ratings: change own" on public.question_ratings
   for update to authenticated using (user_id = (select auth.uid())) with check (user_id = (select auth.uid()));
 revoke insert, update on public.question_ratings from authenticated;
 grant insert, update on public.question_ratings to authenticated;
+
+drop trigger check_display_fields on public.users;
+drop function private.check_display_fields();
 
 revoke insert, update on public.user_profiles from authenticated;
 grant insert, update on public.user_profiles to authenticated;

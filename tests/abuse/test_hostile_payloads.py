@@ -173,6 +173,13 @@ def test_answer_text_of_a_megabyte_is_refused_by_size(db: psycopg.Connection, us
     assert "longer than 20,000 characters" in error.diag.message_primary
 
 
+@pytest.mark.parametrize("column", ["display_name", "avatar_url"])
+def test_a_megabyte_display_field_is_refused_by_size(db: psycopg.Connection, user: uuid.UUID, column: str) -> None:
+    error = refusal(db, user, f"update public.users set {column} = %s where id = %s", "x" * 1_000_000, user)
+    assert error.sqlstate == "PT413", error
+    assert "display_name is at most 120 characters" in error.diag.message_primary
+
+
 def test_answer_text_just_over_20000_characters_is_refused(db: psycopg.Connection, user: uuid.UUID) -> None:
     # Under the 80,000-byte bound of the size check, the column's check constraint counts the characters.
     error = answer_refusal(db, user, answer_text="é" * 20_001)

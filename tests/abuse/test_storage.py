@@ -1,7 +1,7 @@
 """Uploads to the `answers` bucket as a signed-in user, as the Storage API writes them to storage.objects.
 
 Objects live in the uploader's own folder under plain names, owned by the uploader, only on a plan with voice
-answers, with at most 1 kB of custom metadata. A refusal is an RLS violation.
+answers, at most 200 a user, with at most 1 kB of custom metadata. A refusal is an RLS violation.
 """
 
 from __future__ import annotations
@@ -64,3 +64,17 @@ def test_uploading_on_the_free_plan_is_refused(db: psycopg.Connection) -> None:
 
 def test_uploading_with_over_1_kb_of_metadata_is_refused(db: psycopg.Connection, paid_user: uuid.UUID) -> None:
     refused_upload(db, paid_user, f"{paid_user}/answer.webm", metadata={"note": uuid.uuid4().hex * 40})
+
+
+def test_uploading_more_than_200_recordings_is_refused(db: psycopg.Connection, paid_user: uuid.UUID) -> None:
+    db.execute(
+        "insert into storage.objects (bucket_id, name, owner_id)"
+        " select 'answers', %s || '/kept-' || n || '.webm', %s from generate_series(1, 199) n",
+        (str(paid_user), str(paid_user)),
+    )
+    assert upload(db, paid_user, f"{paid_user}/the-200th.webm") == f"{paid_user}/the-200th.webm"
+    refused_upload(db, paid_user, f"{paid_user}/one-too-many.webm")
+    # Another user's recordings are theirs to count, not this user's.
+    other = sign_up(db)
+    give_paid_plan(db, other)
+    assert upload(db, other, f"{other}/first.webm") == f"{other}/first.webm"

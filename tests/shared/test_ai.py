@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from shared.ai import (
     AiBudgetExceededError,
+    AiCall,
     AiClient,
     AiDisabledError,
     AiInvalidOutputError,
@@ -119,6 +120,7 @@ def test_structured_output_is_parsed_and_its_usage_priced(
         "error": None,
         "user_id": "user-1",
         "response_id": None,
+        "reservation_id": None,
     }
     assert 0 <= usage.latency_ms < 5000
 
@@ -444,10 +446,10 @@ def test_a_transcription_the_service_does_not_measure_is_charged_its_upper_bound
 
 
 def test_a_call_past_the_budget_is_refused_before_it_is_made(fake: FakeOpenAI, usages: list[AiUsage]) -> None:
-    asked: list[tuple[str | None, Decimal]] = []
+    asked: list[AiCall] = []
 
-    def budget(user_id: str | None, worst_case: Decimal) -> None:
-        asked.append((user_id, worst_case))
+    def budget(call: AiCall) -> str:
+        asked.append(call)
         raise AiBudgetExceededError("your plan's daily AI allowance is used up", scope="user")
 
     client = AiClient(AiSettings(openai_api_key="sk-test", openai_base_url=BASE_URL), usage_sink=usages.append,
@@ -459,21 +461,35 @@ def test_a_call_past_the_budget_is_refused_before_it_is_made(fake: FakeOpenAI, u
     assert fake.calls == 0
     assert usages == []
     # The reservations: the prompt's bytes and the output cap at token prices; the upload's upper bound.
-    assert asked[0][1] > Decimal(2000) * Decimal("0.60") / 1_000_000
-    assert asked[1] == ("user-1", Decimal("0.006"))
+    assert asked[0].worst_case_usd > Decimal(2000) * Decimal("0.60") / 1_000_000
+    assert (asked[1].purpose, asked[1].user_id, asked[1].worst_case_usd) == (
+        "transcription",
+        "user-1",
+        Decimal("0.006"),
+    )
 
 
 def test_the_reservation_covers_what_the_call_then_costs(fake: FakeOpenAI, usages: list[AiUsage]) -> None:
-    reserved: list[Decimal] = []
+    reserved: list[AiCall] = []
+
+    def budget(call: AiCall) -> str:
+        reserved.append(call)
+        return "reservation-1"
+
     client = AiClient(
         AiSettings(openai_api_key="sk-test", openai_base_url=BASE_URL),
         usage_sink=usages.append,
         http_client=httpx.Client(transport=fake),
-        budget=lambda _, cost: reserved.append(cost),
+        budget=budget,
     )
     fake.chat.script(reply(QUESTIONS))
     ask(client)
-    assert usages[0].cost_usd <= reserved[0]
+    sent = fake.chat.last
+    # Even were every byte of the request a token, the reservation would cover it.
+    assert usages[0].cost_usd <= reserved[0].worst_case_usd
+    whole_request = len(json.dumps(sent.body).encode())
+    assert reserved[0].worst_case_usd >= (whole_request * Decimal("0.15") + 2000 * Decimal("0.60")) / 1_000_000
+    assert usages[0].reservation_id == "reservation-1"
 
 
 @pytest.mark.usefixtures("no_backoff")
