@@ -70,6 +70,7 @@ from psycopg.types.json import Jsonb
 from rich.table import Table
 
 from bench.database import describe, fresh_scratch_database
+from bench.evaluation_worker import batch_event
 from bench.questions_common import caption, console, machine, now_iso, revision, write_report
 from functions.evaluation.settings import EvaluationWorkerSettings
 from functions.evaluation.worker import build_worker
@@ -503,10 +504,11 @@ def measure_payloads(conn: psycopg.Connection, fx: Fixtures, args: argparse.Name
 # Part 2: AI spend ------------------------------------------------------------------------------------------
 
 
-def upper_bound_refusal(latency: float, settings: EvaluationWorkerSettings, billed: list[dict[str, Any]]) -> Any:
+def upper_bound_refusal(latency: float, ai: AiClient, billed: list[dict[str, Any]]) -> Any:
     """Every chat call is refused (so the evaluation fails), billed at the most the request could cost: a token
     per byte of the messages and the response schema, 4 tokens of framing per message and 3 of priming, and
     every output token allowed. Records what AiClient reserved for it beside what was billed."""
+    settings = ai.settings
 
     def answer(request: RecordedRequest) -> httpx.Response:
         time.sleep(latency)
@@ -519,7 +521,7 @@ def upper_bound_refusal(latency: float, settings: EvaluationWorkerSettings, bill
         billed.append(
             {
                 "billed_usd": (prompt_tokens * price_in + output_tokens * price_out) / 1_000_000,
-                "reserved_usd": (content_bytes * price_in + output_tokens * price_out) / 1_000_000,
+                "reserved_usd": ai.worst_case_cost(messages, request.body.get("response_format"), output_tokens),
             }
         )
         return completion(
@@ -542,25 +544,6 @@ def upper_bound_transcription(latency: float) -> Callable[[RecordedRequest], htt
         return transcript(WORST_ANSWER, seconds=size / AUDIO_BYTES_PER_SECOND)(request)
 
     return respond
-
-
-def batch_event(response_ids: list[str]) -> dict[str, Any]:
-    now_ms = str(int(time.time() * 1000))
-    return {
-        "Records": [
-            {
-                "messageId": str(uuid.uuid4()),
-                "receiptHandle": uuid.uuid4().hex,
-                "body": json.dumps({"response_id": response_id}),
-                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": now_ms},
-                "messageAttributes": {},
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:evaluations",
-                "awsRegion": "us-east-1",
-            }
-            for response_id in response_ids
-        ]
-    }
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -735,8 +718,6 @@ def spend_attack(
     )
     billed: list[dict[str, Any]] = []
     fake = FakeOpenAI()
-    fake.chat.always(upper_bound_refusal(chat_latency, settings, billed))
-    fake.transcriptions.always(upper_bound_transcription(chat_latency))
     database = PsycopgDatabase(DatabaseSettings(database_url=url, db_pool_size=4 * invocations))
     ai = AiClient(
         settings,
@@ -744,6 +725,8 @@ def spend_attack(
         budget=database_budget(database, settings),
         http_client=httpx.Client(transport=fake),
     )
+    fake.chat.always(upper_bound_refusal(chat_latency, ai, billed))
+    fake.transcriptions.always(upper_bound_transcription(chat_latency))
     worker = build_worker(settings, database=database, ai=ai)
 
     requests_refused: Counter[str] = Counter()

@@ -174,13 +174,9 @@ class AiClient:
         """
         client = self._client()
         response_format = type_to_response_format_param(output)
-        # A token is at least one byte of UTF-8, so the prompt's bytes (the messages, the schema the model is
-        # held to, and each message's framing) bound its tokens.
-        prompt_bytes = len(json.dumps(messages).encode()) + len(json.dumps(response_format).encode())
-        worst_case = self._token_cost(prompt_bytes + _FRAMING_TOKENS * (len(messages) + 1), max_output_tokens)
         call = AiCall(
             purpose=purpose, model=self.settings.ai_model, user_id=user_id, response_id=response_id,
-            worst_case_usd=worst_case,
+            worst_case_usd=self.worst_case_cost(messages, response_format, max_output_tokens),
         )  # fmt: skip
         with self._metered(call) as meter:
             # create() rather than parse(): parse() raises before returning the completion on bad output,
@@ -198,6 +194,12 @@ class AiClient:
                 meter.completion_tokens = completion.usage.completion_tokens
                 meter.cost_usd = self._token_cost(meter.prompt_tokens, meter.completion_tokens)
             return _parse_output(completion, output, max_output_tokens)
+
+    def worst_case_cost(self, messages: list[dict[str, Any]], response_format: Any, max_output_tokens: int) -> Decimal:
+        """The most a chat call can cost. A token is at least one byte of UTF-8, so the request's bytes (the
+        messages and the schema the model is held to), plus each message's framing, bound its prompt tokens."""
+        prompt_bytes = len(json.dumps(messages).encode()) + len(json.dumps(response_format).encode())
+        return self._token_cost(prompt_bytes + _FRAMING_TOKENS * (len(messages) + 1), max_output_tokens)
 
     def transcribe(
         self, audio: bytes, filename: str, *, user_id: str | None = None, response_id: str | None = None
