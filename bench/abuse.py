@@ -367,7 +367,7 @@ def cases(conn: psycopg.Connection, fx: Fixtures, hostile_mb: int) -> list[Case]
         # Answers
         c("insert responses", "answer 20,000 four-byte chars (80,000 B)", answer, {"answer_text": WORST_ANSWER},
           "accepted"),
-        c("insert responses", "answer 20,001 ASCII chars", answer, {"answer_text": "a" * 20_001}, "23514"),
+        c("insert responses", "answer 20,001 ASCII chars", answer, {"answer_text": "a" * 20_001}, "PT413"),
         c("insert responses", "answer 20,001 four-byte chars", answer, {"answer_text": WIDE * 20_001}, "PT413"),
         c("insert responses", "free plan: a recording in own folder", spoken,
           {"answer_text": "see recording", "audio_path": f"{free}/answer.webm"}, "PT402"),
@@ -401,7 +401,7 @@ def cases(conn: psycopg.Connection, fx: Fixtures, hostile_mb: int) -> list[Case]
           {"email": "x@example.test"}, "42501"),
         c("update users", f"hostile: display_name {hostile_mb} MB",
           "update public.users set display_name = %(display_name)s where id = %(uid)s", {"display_name": "d" * huge},
-          "23514", hostile="display_name", hostile_kind=TEXT),
+          "PT413", hostile="display_name", hostile_kind=TEXT),
         # Storage
         c("insert storage.objects", "largest accepted: 339-char name, user_metadata 1,024 B", upload,
           {"name": object_name_max, "user_metadata": metadata_1024}, "accepted", user="paid"),

@@ -198,7 +198,9 @@ class AiClient:
     def worst_case_cost(self, messages: list[dict[str, Any]], response_format: Any, max_output_tokens: int) -> Decimal:
         """The most a chat call can cost. A token is at least one byte of UTF-8, so the request's bytes (the
         messages and the schema the model is held to), plus each message's framing, bound its prompt tokens."""
-        prompt_bytes = len(json.dumps(messages).encode()) + len(json.dumps(response_format).encode())
+        prompt_bytes = len(json.dumps(messages, ensure_ascii=False).encode()) + len(
+            json.dumps(response_format).encode()
+        )
         return self._token_cost(prompt_bytes + _FRAMING_TOKENS * (len(messages) + 1), max_output_tokens)
 
     def transcribe(
