@@ -9,6 +9,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 STRIPE_API_VERSION = "2026-10-28.endive"
+# The version (2025-03-31.basil) that moved an invoice's subscription from `invoice.subscription` to
+# `invoice.parent.subscription_details.subscription`. Events keep the version of the endpoint or account that
+# produced them, so both shapes arrive; the event's `api_version` says which one it is.
+INVOICE_PARENT_SINCE = "2025-03-31"
 
 _LENIENT = ConfigDict(extra="ignore")
 # The envelope is the same for every event and Stripe types it exactly: anything else (`"livemode": 0`) is refused.
@@ -44,7 +48,9 @@ class Price(BaseModel):
 
 class SubscriptionItem(BaseModel):
     model_config = _LENIENT
-    price: Price
+    # Before API 2020-08-27 an item carried only its `plan` (same id, no lookup key).
+    price: Price | None = None
+    plan: Price | None = None
     # Since API 2025-03-31 the billing period lives on the item.
     current_period_start: UnixTime | None = None
     current_period_end: UnixTime | None = None
@@ -60,6 +66,7 @@ class Subscription(BaseModel):
     id: str
     customer: str
     status: str
+    created: UnixTime | None = None
     items: SubscriptionItems
     metadata: dict[str, str] = {}
     trial_start: UnixTime | None = None
@@ -96,11 +103,34 @@ class Invoice(BaseModel):
     id: str
     customer: str | None = None
     parent: InvoiceParent | None = None
+    # Before 2025-03-31.basil: the subscription's id (or the expanded subscription).
+    subscription: str | dict[str, Any] | None = None
 
-    @property
-    def subscription_id(self) -> str | None:
-        details = self.parent.subscription_details if self.parent else None
+
+class UnreadableObjectError(ValueError):
+    """The event's object lacks what its API version's shape must carry."""
+
+
+def uses_invoice_parent(api_version: str | None) -> bool:
+    # An event without a version (only hand-made ones) is taken to be of the pinned one.
+    return (api_version or STRIPE_API_VERSION)[:10] >= INVOICE_PARENT_SINCE
+
+
+def invoice_subscription_id(raw: dict[str, Any], api_version: str | None) -> str | None:
+    """The id of the subscription an invoice bills, from the shape of the event's API version; None for an
+    invoice of no subscription. A field the shape must carry and the object lacks is an UnreadableObjectError."""
+    invoice = Invoice.model_validate(raw)
+    if uses_invoice_parent(api_version):
+        if "parent" not in raw:
+            raise UnreadableObjectError(f"invoice {invoice.id} has no `parent` (API {api_version})")
+        details = invoice.parent.subscription_details if invoice.parent else None
         return details.subscription if details else None
+    if "subscription" not in raw:
+        raise UnreadableObjectError(f"invoice {invoice.id} has no `subscription` (API {api_version})")
+    if isinstance(invoice.subscription, dict):
+        expanded = invoice.subscription.get("id")
+        return expanded if isinstance(expanded, str) else None
+    return invoice.subscription
 
 
 class Customer(BaseModel):
@@ -117,6 +147,7 @@ def subscription_snapshot(
 ) -> dict[str, Any]:
     """The snapshot service.apply_stripe_event applies: Stripe's subscription, flattened to our columns."""
     item = subscription.items.data[0] if subscription.items.data else None
+    price = (item.price or item.plan) if item else None
     return {
         "version": version.isoformat(),
         "fresh": fresh,
@@ -125,8 +156,8 @@ def subscription_snapshot(
             "stripe_subscription_id": subscription.id,
             "stripe_customer_id": subscription.customer,
             "status": subscription.status,
-            "price_id": item.price.id if item else None,
-            "price_lookup_key": item.price.lookup_key if item else None,
+            "price_id": price.id if price else None,
+            "price_lookup_key": price.lookup_key if price else None,
             "trial_start": _time(subscription.trial_start),
             "trial_end": _time(subscription.trial_end),
             "current_period_start": _time(
@@ -139,5 +170,6 @@ def subscription_snapshot(
             "canceled_at": _time(subscription.canceled_at),
             "ended_at": _time(subscription.ended_at),
             "user_id": subscription.metadata.get("user_id"),
+            "created": _time(subscription.created),
         },
     }

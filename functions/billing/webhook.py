@@ -22,15 +22,17 @@ from functions.billing.settings import WebhookSettings
 from functions.billing.stripe_api import StripeUnavailableError, fresh_snapshot, stripe_client
 from functions.billing.stripe_objects import (
     LATEST_UNIX_TIME,
+    STRIPE_API_VERSION,
     CheckoutSession,
     Customer,
-    Invoice,
     StripeEvent,
     Subscription,
+    UnreadableObjectError,
+    invoice_subscription_id,
     subscription_snapshot,
 )
 from shared.config import load_settings
-from shared.db import Database, connect
+from shared.db import Database, DatabaseError, connect
 from shared.http import ProblemError, create_app, lambda_entrypoint
 
 log = logging.getLogger("billing.webhook")
@@ -94,7 +96,18 @@ class WebhookProcessor:
         self.stripe_api = stripe_api
 
     def snapshot_for(self, event: StripeEvent) -> dict[str, Any] | None:
-        """What the event means for our tables; None for event types we do not act on."""
+        """What the event means for our tables; None for event types we do not act on; {"unreadable": why} for an
+        object the shape of the event's API version does not describe."""
+        try:
+            return self._read(event)
+        except (ValidationError, UnreadableObjectError) as error:
+            if isinstance(error, ValidationError) and event.api_version in (None, STRIPE_API_VERSION):
+                raise  # our own version, malformed: refused (400)
+            # Redelivery would bring the same bytes, so a 4xx only ends with the endpoint disabled: recorded with
+            # an operator alert instead (service.apply_stripe_event), never silently ignored.
+            return {"unreadable": f"{event.type} in API version {event.api_version}: {error}"[:1000]}
+
+    def _read(self, event: StripeEvent) -> dict[str, Any] | None:
         created = datetime.fromtimestamp(event.created, UTC)
         obj = event.data.object
         if event.type in SUBSCRIPTION_EVENTS:
@@ -107,10 +120,10 @@ class WebhookProcessor:
                 self.stripe_api, session.subscription, version=created, user_id=session.client_reference_id
             )
         if event.type in INVOICE_EVENTS:
-            invoice = Invoice.model_validate(obj)
-            if not invoice.subscription_id:
+            subscription_id = invoice_subscription_id(obj, event.api_version)
+            if not subscription_id:
                 return None
-            return fresh_snapshot(self.stripe_api, invoice.subscription_id, version=created)
+            return fresh_snapshot(self.stripe_api, subscription_id, version=created)
         if event.type == "customer.deleted":
             return {"deleted_customer": Customer.model_validate(obj).id}
         return None
@@ -121,6 +134,7 @@ class WebhookProcessor:
             "type": event.type,
             "created": datetime.fromtimestamp(event.created, UTC).isoformat(),
             "livemode": event.livemode,
+            "api_version": event.api_version,
             "payload": raw,
         }
         snapshot = self.snapshot_for(event)
@@ -133,7 +147,10 @@ class WebhookProcessor:
                 version=datetime.fromtimestamp(event.created, UTC),
             )
             result = self.database.call("service.apply_stripe_event", {"event": envelope, "snapshot": fresh})
-        log.info("stripe event", extra={"event_id": event.id, "event_type": event.type, **result})
+        log.info(
+            "stripe event",
+            extra={"event_id": event.id, "event_type": event.type, "api_version": event.api_version, **result},
+        )
         return result
 
 
@@ -148,6 +165,24 @@ def build_app(
     async def receive(request: Request) -> dict[str, Any]:
         body = await request.body()
         try:
+            return await handle(body, request.headers.get("stripe-signature"))
+        except ProblemError as error:
+            _log_refusal(body, error.status, f"{error.title}: {error.detail}")
+            raise
+        except DatabaseError as error:
+            _log_refusal(body, error.status, f"{error.title}: {error.detail}")
+            if error.sqlstate and not error.sqlstate.startswith("PT") and error.status < 500:
+                # A constraint's or the database's own words are for the log above, never for the response.
+                raise ProblemError(
+                    error.status, error.title, "the event could not be recorded; the operator log names the reason"
+                ) from None
+            raise
+        except Exception as error:
+            _log_refusal(body, 500, f"{type(error).__name__}: {error}")
+            raise
+
+    async def handle(body: bytes, signature: str | None) -> dict[str, Any]:
+        try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             # Stripe sends UTF-8 JSON. Other bytes cannot even be verified (the library signs text), and calling
@@ -156,7 +191,7 @@ def build_app(
         try:
             stripe.WebhookSignature.verify_header(
                 text,
-                request.headers.get("stripe-signature"),
+                signature,
                 secret,
                 tolerance=settings.stripe_webhook_tolerance_seconds,
             )
@@ -193,6 +228,22 @@ def build_app(
         return {"received": True, **result}
 
     return app
+
+
+def _log_refusal(body: bytes, status: int, reason: str) -> None:
+    """Every non-2xx answer, with the event it was about (its id unverified when the signature failed)."""
+    event_id = event_type = None
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        parsed = None
+    if isinstance(parsed, dict):
+        event_id, event_type = (v if isinstance(v, str) else None for v in (parsed.get("id"), parsed.get("type")))
+    log.log(
+        logging.ERROR if status >= 500 else logging.WARNING,
+        "stripe event refused",
+        extra={"status": status, "reason": reason[:2000], "event_id": event_id, "event_type": event_type},
+    )
 
 
 handler = lambda_entrypoint(lambda: build_app(load_settings(WebhookSettings)))

@@ -44,9 +44,13 @@ def test_resync_all_walks_every_subscription_and_reports_strays(billing: Billing
     result = CliRunner().invoke(app, ["billing", "resync", "--all"])
     assert result.exit_code == 1, result.output
     assert "2 created" in result.output
-    assert "1 skipped" in result.output
-    assert "belongs to no known user" in result.output
+    assert "1 unlinked" in result.output
+    assert "prep billing alerts" in result.output
     assert billing.row(canceled)["status"] == "canceled"
+    (alert,) = billing.conn.execute(
+        "select subject from private.operator_alerts where kind = 'unlinked_customer' and resolved_at is null"
+    ).fetchall()
+    assert alert == (stray["customer"],)
 
 
 def test_resync_needs_a_scope() -> None:
