@@ -9,7 +9,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from functions.billing.settings import StripeSettings
 from functions.billing.stripe_api import StripeUnavailableError, all_subscription_snapshots, stripe_client
@@ -112,19 +111,16 @@ def alerts(
     if as_json:
         console.print_json(json.dumps(found))
         return
-    table = Table("id", "kind", "subject", "seen", "first seen", "last seen", "resolved", "detail")
+    if not found:
+        console.print("No alerts.")
     for alert in found:
-        table.add_row(
-            str(alert["id"]),
-            alert["kind"],
-            alert["subject"],
-            str(alert["occurrences"]),
-            alert["first_seen_at"],
-            alert["last_seen_at"],
-            alert["resolved_at"] or "open",
-            json.dumps(alert["detail"]),
+        state = f"resolved {alert['resolved_at']}: {alert['resolution']}" if alert["resolved_at"] else "OPEN"
+        console.print(
+            f"#{alert['id']} {alert['kind']} {alert['subject']} ({state}; seen {alert['occurrences']}x,"
+            f" {alert['first_seen_at']} to {alert['last_seen_at']})\n    {json.dumps(alert['detail'])}",
+            markup=False,
+            highlight=False,
         )
-    console.print(table if found else "No alerts.")
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -47,10 +49,73 @@ def test_resync_all_walks_every_subscription_and_reports_strays(billing: Billing
     assert "1 unlinked" in result.output
     assert "prep billing alerts" in result.output
     assert billing.row(canceled)["status"] == "canceled"
-    (alert,) = billing.conn.execute(
-        "select subject from private.operator_alerts where kind = 'unlinked_customer' and resolved_at is null"
-    ).fetchall()
-    assert alert == (stray["customer"],)
+    assert billing.conn.execute(
+        "select count(*) from private.operator_alerts"
+        " where kind = 'unlinked_customer' and subject = %s and resolved_at is null",
+        (stray["customer"],),
+    ).fetchone() == (1,)
+
+
+def _unlinked(billing: Billing) -> tuple[str, str, str]:
+    """A subscription event of a customer nobody is linked to, delivered: recorded 'unlinked'."""
+    user, subscription, events = billing.subscribe()
+    billing.conn.execute("delete from public.billing_customers where user_id = %s", (user,))
+    created = next(e for e in events if e["type"] == "customer.subscription.created")
+    created["data"]["object"]["metadata"] = {}
+    assert billing.deliver(created).json()["outcome"] == "unlinked"
+    return user, subscription, created["data"]["object"]["customer"]
+
+
+def _alert_open(billing: Billing, customer: str) -> bool:
+    return billing.conn.execute(
+        "select exists (select from private.operator_alerts"
+        " where kind = 'unlinked_customer' and subject = %s and resolved_at is null)",
+        (customer,),
+    ).fetchone()[0]
+
+
+@pytest.mark.usefixtures("environment")
+def test_resync_applies_what_waited_for_a_customer_once_stripe_names_its_user(billing: Billing) -> None:
+    user, subscription, customer = _unlinked(billing)
+    # Stripe's copy names the user (support added the metadata in the dashboard; that event was lost).
+    assert billing.stand_in.get(subscription)["metadata"] == {"user_id": user}
+
+    result = CliRunner().invoke(app, ["billing", "resync", "--all"])
+    assert result.exit_code == 0, result.output
+    assert str(billing.row(subscription)["user_id"]) == user
+    assert not _alert_open(billing, customer)
+    assert billing.conn.execute(
+        "select count(*) from private.stripe_events where stripe_customer_id = %s and pending_snapshot is not null",
+        (customer,),
+    ).fetchone() == (0,)
+
+
+@pytest.mark.usefixtures("environment")
+def test_link_ties_a_customer_to_a_user_and_applies_its_recorded_events(billing: Billing) -> None:
+    user, subscription, customer = _unlinked(billing)
+    assert _alert_open(billing, customer)
+    result = CliRunner().invoke(app, ["billing", "link", "--user", user, "--customer", customer])
+    assert result.exit_code == 0, result.output
+    assert "Recorded events applied: 1" in result.output
+    assert str(billing.row(subscription)["user_id"]) == user
+    assert not _alert_open(billing, customer)
+
+
+@pytest.mark.usefixtures("environment")
+def test_alerts_lists_open_alerts_and_resolve_closes_one(billing: Billing) -> None:
+    _, _, customer = _unlinked(billing)
+    listed = CliRunner().invoke(app, ["billing", "alerts", "--json"])
+    assert listed.exit_code == 0, listed.output
+    (found,) = [a for a in json.loads(listed.output) if a["subject"] == customer]
+    assert (found["kind"], found["resolved_at"]) == ("unlinked_customer", None)
+    assert customer in CliRunner().invoke(app, ["billing", "alerts"]).output
+
+    closed = CliRunner().invoke(app, ["billing", "resolve", str(found["id"]), "--note", "test customer, ignored"])
+    assert closed.exit_code == 0, closed.output
+    assert not _alert_open(billing, customer)
+    again = CliRunner().invoke(app, ["billing", "resolve", str(found["id"]), "--note", "twice"])
+    assert again.exit_code == 1
+    assert "no open alert" in again.output
 
 
 def test_resync_needs_a_scope() -> None:
