@@ -151,8 +151,8 @@ begin
   if billed is not null then
     raise sqlstate 'PT409' using
       message = format('user %s still has subscription(s) %s, which Stripe keeps charging', old.id, billed),
-      hint = 'Cancel them first (the billing portal, or the Stripe dashboard), then delete the user once the '
-             || 'cancellation events have been received.';
+      hint = 'Cancel it first (the billing portal, or the Stripe dashboard), then delete the user once the '
+             || 'cancellation event has been received (each one, if several).';
   end if;
   return old;
 end
