@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from functions.analytics.schedule import aggregate_day
 from functions.analytics.settings import AnalyticsSettings
-from prep.dashboard import DashboardData, render_dashboard
+from prep.dashboard import DashboardData, OperatorAlert, render_dashboard
 from prep.localdb import database_url
 from shared.config import ConfigurationError, load_settings
 from shared.db import DatabaseError, connect
@@ -69,14 +69,18 @@ def report(
     ] = None,
     out: Annotated[Path, typer.Option(help="Where to write the HTML page.")] = Path("dashboard.html"),
 ) -> None:
-    """Write the platform dashboard (signups, active users, sessions, scores, MRR, cache hit ratio, AI cost)."""
+    """Write the platform dashboard (open billing alerts; signups, active users, sessions, scores, MRR, cache hit
+    ratio, AI cost)."""
     last = until.date() if until else datetime.now(UTC).date()
+    database = connect(analytics_settings())
     try:
         data = DashboardData.model_validate(
-            connect(analytics_settings()).call("service.dashboard", {"days": days, "until": last.isoformat()})
+            database.call("service.dashboard", {"days": days, "until": last.isoformat()})
         )
+        alerts = [OperatorAlert.model_validate(a) for a in database.call("service.operator_alerts", {})]
     except DatabaseError as error:
         errors.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from error
-    out.write_text(render_dashboard(data, generated_at=datetime.now(UTC).isoformat(timespec="seconds")))
+    generated_at = datetime.now(UTC).isoformat(timespec="seconds")
+    out.write_text(render_dashboard(data, alerts=alerts, generated_at=generated_at))
     console.print(f"Wrote {out} ({days} days to {last}); open it in a browser.")

@@ -25,6 +25,54 @@ class DashboardData(BaseModel):
     thinnest_buckets: list[dict[str, Any]]
 
 
+class OperatorAlert(BaseModel):
+    """One of service.operator_alerts' rows (docs/operations.md "Billing alerts")."""
+
+    id: int
+    kind: str
+    subject: str
+    detail: dict[str, Any]
+    occurrences: int
+    first_seen_at: str
+    last_seen_at: str
+
+
+# What the operator reads in each alert's detail, beside its subject.
+ALERT_SUMMARY: dict[str, str] = {
+    "duplicate_live_subscriptions": "a user with several live subscriptions (the first listed grants)",
+    "unlinked_customer": "events of a Stripe customer no user is linked to, waiting",
+    "unknown_price": "subscriptions on a price no plan has, waiting",
+    "unreadable_event": "events of another API version the webhook could not read",
+}
+
+
+def alert_rows(alerts: list[OperatorAlert]) -> str:
+    def detail(alert: OperatorAlert) -> str:
+        live = alert.detail.get("live")
+        if isinstance(live, list):
+            return ", ".join(f"{s.get('stripe_subscription_id')} ({s.get('plan')}, {s.get('status')})" for s in live)
+        return ", ".join(f"{k}: {v}" for k, v in alert.detail.items() if v is not None)
+
+    return "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(cell))}</td>"
+            for cell in (
+                alert.id,
+                alert.kind,
+                ALERT_SUMMARY.get(alert.kind, ""),
+                alert.subject,
+                detail(alert),
+                alert.occurrences,
+                alert.first_seen_at,
+                alert.last_seen_at,
+            )
+        )
+        + "</tr>"
+        for alert in alerts
+    )
+
+
 # (title, [(series label, metric name, details key or None)], value format)
 CHARTS: list[tuple[str, list[tuple[str, str, str | None]], str]] = [
     ("Signups", [("signups", "signups", None)], "{:.0f}"),
@@ -92,7 +140,7 @@ def latest(data: DashboardData, metric: str) -> float | None:
     return next((p.value for p in reversed(data.metrics.get(metric, [])) if p), None)
 
 
-def render_dashboard(data: DashboardData, *, generated_at: str) -> str:
+def render_dashboard(data: DashboardData, *, alerts: list[OperatorAlert], generated_at: str) -> str:
     span = f"{data.days[0]} to {data.days[-1]}" if data.days else "no days"
     headline = [
         ("MRR", latest(data, "mrr_usd"), "${:,.2f}"),
@@ -115,6 +163,7 @@ def render_dashboard(data: DashboardData, *, generated_at: str) -> str:
         + "</tr>"
         for b in data.thinnest_buckets
     )
+    no_alerts = '<tr><td colspan="8">None open.</td></tr>'
     no_stock = '<tr><td colspan="5">No stock figures yet: the schedule\'s housekeeping refreshes them.</td></tr>'
     return f"""<!doctype html>
 <html lang="en">
@@ -139,6 +188,13 @@ def render_dashboard(data: DashboardData, *, generated_at: str) -> str:
 <div class="meta">UTC days {html.escape(span)} &middot; generated {html.escape(generated_at)}
  &middot; from analytics_daily (a day with no figures is a gap: run <code>prep analytics aggregate</code>)</div>
 <div class="cards">{cards}</div>
+<h2>Open billing alerts ({len(alerts)})</h2>
+<p class="meta">What each kind means and what to do: docs/operations.md, "Billing alerts";
+ list and resolve them with <code>prep billing alerts</code> / <code>prep billing resolve</code>.</p>
+<table class="alerts">
+<thead><tr><th>id</th><th>kind</th><th>meaning</th><th>subject</th><th>detail</th><th>seen</th><th>first seen</th>
+<th>last seen</th></tr></thead>
+<tbody>{alert_rows(alerts) or no_alerts}</tbody></table>
 <div class="charts">{charts}</div>
 <h2>Thinnest question buckets</h2>
 <table>

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,13 @@ def report(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         user = practitioner(conn)
         for day in ("2026-04-01", "2026-04-02", "2026-04-04"):
             practise(conn, user, f"{day} 10:00+00", [60, 80], category="technical" if day[-1] == "2" else "behavioral")
+        conn.execute(
+            "select private.raise_operator_alert('duplicate_live_subscriptions', %s, jsonb_build_object('live',"
+            " jsonb_build_array(jsonb_build_object('stripe_subscription_id', 'sub_monthly', 'plan', 'monthly',"
+            " 'status', 'trialing'), jsonb_build_object('stripe_subscription_id', 'sub_weekly', 'plan', 'weekly',"
+            " 'status', 'trialing'))))",
+            (str(user),),
+        )
     runner = CliRunner()
     aggregated = runner.invoke(app, ["analytics", "aggregate", "--from", "2026-04-01", "--to", "2026-04-04"])
     assert aggregated.exit_code == 0, aggregated.output
@@ -41,6 +49,14 @@ def test_the_page_is_self_contained(report: Path) -> None:
     for title, *_ in CHARTS:
         assert title in page
     assert "2026-03-30 to 2026-04-05" in page
+
+
+def test_open_billing_alerts_are_listed_first(report: Path) -> None:
+    page = report.read_text()
+    assert re.search(r"Open billing alerts \([1-9]\d*\)", page), "each report fixture opens one alert"
+    assert page.index("Open billing alerts") < page.index("<svg")
+    assert "duplicate_live_subscriptions" in page
+    assert "sub_monthly (monthly, trialing), sub_weekly (weekly, trialing)" in page
 
 
 def test_an_operator_sees_every_chart_in_a_browser(report: Path, tmp_path: Path) -> None:

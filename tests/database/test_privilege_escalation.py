@@ -137,7 +137,12 @@ def test_admin_role_comes_from_app_metadata_only(db: psycopg.Connection, me: Use
 
 @pytest.mark.parametrize("role", ["anon", "authenticated"])
 def test_private_and_service_schemas_are_closed_to_api_roles(db: psycopg.Connection, role: str) -> None:
-    for statement in ("select * from private.stripe_events", "select service.no_such_function()"):
+    for statement in (
+        "select * from private.stripe_events",
+        "select * from private.operator_alerts",
+        "select service.operator_alerts()",
+        "select service.no_such_function()",
+    ):
         with (
             pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for schema"),
             acting_as(db, {"role": role}),
