@@ -12,6 +12,8 @@
 --   - unknown_price: a subscription on a price no plan has. Recorded 'unmatched_price' with its snapshot, applied
 --     once the price is configured and `prep billing resync` runs (why not a 5xx: docs/operations.md).
 --   - unreadable_event: an event in another API version whose object the webhook cannot read.
+-- The snapshot of migration 8 gains `subscription.created` (Stripe's, for the tie-break), and the event envelope
+-- `api_version`, recorded with each event.
 
 -- Several live subscriptions per user are recorded rather than refused (see above).
 drop index public.subscriptions_one_live_per_user;
