@@ -268,7 +268,8 @@ begin
   end if;
 
   perform private.check_live_subscriptions(owner);
-  -- Events of this customer that arrived before anyone knew whose it was can be applied now.
+  -- Events of this customer that arrived before anyone knew whose it was can be applied now. (Two deliveries
+  -- linking one customer at once can deadlock here; PostgreSQL aborts one, a 503, and Stripe's retry applies it.)
   perform private.apply_pending_events(sub ->> 'stripe_customer_id');
   return change;
 end
