@@ -98,7 +98,7 @@ def run_sql_file(conn: psycopg.Connection, path: Path) -> list[str]:
             message = (error.diag.message_primary or str(error)).strip()
             hint = f"\n  hint: {error.diag.message_hint}" if error.diag.message_hint else ""
             raise MigrationError(
-                f"{_display(path)}: statement {index} (line {line}) failed: {message}{hint}\n  statement: {first_line}"
+                f"{display(path)}: statement {index} (line {line}) failed: {message}{hint}\n  statement: {first_line}"
             ) from error
     return statements
 
@@ -106,7 +106,7 @@ def run_sql_file(conn: psycopg.Connection, path: Path) -> list[str]:
 STAND_IN_MARKER = "prep: local stand-in for Supabase"
 
 
-def _display(path: Path) -> str:
+def display(path: Path) -> str:
     return str(path.relative_to(SUPABASE_DIR.parent)) if path.is_relative_to(SUPABASE_DIR.parent) else str(path)
 
 
