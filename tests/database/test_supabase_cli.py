@@ -123,3 +123,31 @@ def test_prep_splits_tricky_sql_exactly_as_the_cli_records_it(
     assert stored == migrations.split_statements(EDGE_CASES)
     assert stored[-1].startswith("-- a comment after the last statement")  # the CLI records trailing comments
     assert len(stored) == 7
+
+
+# What `supabase db push` (3.1.0) recorded for EDGE_CASES, so the splitter is checked without node too.
+EDGE_CASES_AS_RECORDED = [
+    "-- leading comment; with a semicolon\ncreate table edge_t (id int, note text default 'a;b', \"we;ird\" int)",
+    "insert into edge_t (id, note) values (1, 'it''s; fine'), (2, $$dollar; text$$), (3, $tag$ x; $$ y; $tag$)",
+    "/* block; /* nested; */ still; */ select 1",
+    "create function edge_f(a int) returns int language sql\nbegin atomic\n  select a + 1;\n  select a + 2;\nend",
+    "create view edge_v as select (select count(*) from edge_t where note <> ';') as n",
+    "select 1 -- a comment after the code, same line",
+    "-- a comment after the last statement; with a semicolon\n-- and another line",
+]
+
+
+def test_the_splitter_gives_what_the_cli_recorded() -> None:
+    assert migrations.split_statements(EDGE_CASES) == EDGE_CASES_AS_RECORDED
+    # What an edit is judged on: the code, without comments or `;` (older prep kept the `;`).
+    assert migrations.comparable([*EDGE_CASES_AS_RECORDED[:2], "select 1;"]) == [
+        "create table edge_t (id int, note text default 'a;b', \"we;ird\" int)",
+        EDGE_CASES_AS_RECORDED[1],
+        "select 1",
+    ]
+    assert migrations.comparable(EDGE_CASES_AS_RECORDED)[2:] == [
+        "select 1",
+        EDGE_CASES_AS_RECORDED[3],
+        EDGE_CASES_AS_RECORDED[4],
+        "select 1",
+    ]
