@@ -83,15 +83,18 @@ def run_file(url: str, path: Path) -> FileResult:
     result = FileResult(path)
     sql = path.read_text(encoding="utf-8")
     output: list[str] = []
+    search_from = 0
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"set search_path = {SEARCH_PATH}")  # type: ignore[arg-type]
         for statement in migrations.split_statements(sql):
+            offset = sql.find(statement, search_from)
+            search_from = max(offset, search_from)
             if not sqlsplit.without_comments(statement):
                 continue
             try:
                 cursor = conn.execute(statement, prepare=False)  # type: ignore[arg-type]  # a trusted test file
             except psycopg.Error as error:
-                line = sql.count("\n", 0, max(sql.find(statement), 0)) + 1
+                line = sql.count("\n", 0, max(offset, 0) + sqlsplit.code_start(statement)) + 1
                 message = (error.diag.message_primary or str(error)).strip()
                 result.error = f"line {line}: {message}"
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:

@@ -93,8 +93,9 @@ def run_sql_file(conn: psycopg.Connection, path: Path) -> list[str]:
         try:
             conn.execute(statement, prepare=False)  # type: ignore[arg-type]  # statements are trusted files
         except psycopg.Error as error:
-            line = sql.count("\n", 0, offset) + 1 if offset >= 0 else "?"
-            first_line = statement.splitlines()[0][:120]
+            start = sqlsplit.code_start(statement)  # the code's line, not that of the comment above it
+            line = sql.count("\n", 0, offset + start) + 1 if offset >= 0 else "?"
+            first_line = statement[start:].splitlines()[0][:120]
             message = (error.diag.message_primary or str(error)).strip()
             hint = f"\n  hint: {error.diag.message_hint}" if error.diag.message_hint else ""
             raise MigrationError(

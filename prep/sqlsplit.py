@@ -63,7 +63,7 @@ class _Escape:
 class _Atomic:  # inside (...) or BEGIN ATOMIC ... END: `;` does not split
     __slots__ = ("delimiter", "inner")
 
-    def __init__(self, inner: object, delimiter: str) -> None:
+    def __init__(self, inner: _State, delimiter: str) -> None:
         self.inner = inner
         self.delimiter = delimiter
 
@@ -155,7 +155,7 @@ def _next(state: _State, char: str, data: _Text) -> _State | None:
     if isinstance(state, _Escape):
         return _Ready()
     # _Atomic: the inner state decides whether a delimiter is quoted; a `;` inside never splits.
-    inner = _next(state.inner, char, data)  # type: ignore[arg-type]
+    inner = _next(state.inner, char, data)
     if inner is not None:
         state.inner = inner
     if isinstance(state.inner, _Ready) and data.tail(len(state.delimiter)).lower() == state.delimiter.lower():
@@ -236,3 +236,19 @@ def _block_comment_end(text: str, start: int) -> int:
         else:
             index += 1
     return len(text)
+
+
+def code_start(statement: str) -> int:
+    """Where the statement's code begins, past the comments and white space the CLI keeps in front of it."""
+    index = 0
+    while index < len(statement):
+        if statement[index] in _GO_SPACE:
+            index += 1
+        elif statement.startswith("--", index):
+            newline = statement.find("\n", index)
+            index = len(statement) if newline < 0 else newline + 1
+        elif statement.startswith("/*", index):
+            index = _block_comment_end(statement, index)
+        else:
+            break
+    return index

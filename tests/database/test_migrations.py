@@ -212,3 +212,18 @@ def test_a_comment_only_edit_is_not_an_edit_and_trailing_comments_are_recorded(
         assert migrations.changed_since_applied(conn) == []
         (broken_migrations / "29991231000000_broken.sql").write_text("create table public.t_ok (id bigint);\n")
         assert [m.version for m in migrations.changed_since_applied(conn)] == ["29991231000000"]
+
+
+def test_a_failure_names_the_line_of_the_code_not_of_the_comment_above_it(
+    fresh_db: str, broken_migrations: Path
+) -> None:
+    (broken_migrations / "29991231000000_broken.sql").write_text(
+        "create table public.half_done (id int);\n-- the CLI keeps this comment with the next statement\n"
+        "/* and this one */\ninsert into public.half_done values (1 / 0);\n"
+    )
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        migrations.apply_stand_in(conn)
+        with pytest.raises(migrations.MigrationError) as caught:
+            list(migrations.migrate(conn))
+    assert "statement 2 (line 4)" in str(caught.value)
+    assert "statement: insert into public.half_done" in str(caught.value)
