@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import psycopg
@@ -123,6 +124,38 @@ def status() -> None:
             else "[yellow]pending[/yellow]",
         )
     console.print(table)
+
+
+@db_app.command("test")
+def run_tests(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="pgTAP files to run [default: every file in supabase/tests].")
+    ] = None,
+) -> None:
+    """Run the pgTAP tests (supabase/tests) on a scratch database built from this checkout, then drop it."""
+    from prep import dbtest
+
+    try:
+        source, results = dbtest.run(database_url(), files)
+    except (LocalDatabaseError, migrations.MigrationError, psycopg.Error) as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+    console.print(f"pgTAP: {source}")
+    for result in results:
+        name = migrations.display(result.path)
+        colour = "green" if result.ok else "red"
+        console.print(f"{name} .. [{colour}]{result.summary()}[/{colour}]", highlight=False)
+        for failed in result.failed:
+            console.print(f"  not ok {failed}", highlight=False)
+        if not result.ok:
+            for line in result.diagnostics:
+                console.print(f"  {line}", highlight=False, markup=False)
+    tests = sum(result.ran for result in results)
+    failed_files = [result for result in results if not result.ok]
+    verdict = "[red]FAIL[/red]" if failed_files or not results else "[green]PASS[/green]"
+    console.print(f"Files={len(results)}, Tests={tests}, Failed files={len(failed_files)}: {verdict}")
+    if failed_files or not results:
+        raise typer.Exit(1)
 
 
 @db_app.command()

@@ -1,8 +1,9 @@
 """Applies and rolls back the Supabase migrations, the way the Supabase CLI records them.
 
 Each migration runs in its own transaction together with its row in `supabase_migrations.schema_migrations`
-(the CLI's table and columns, so `supabase migration list` agrees). A failing statement rolls the whole
-migration back and the error names the file, the statement and its line.
+(the CLI's table and columns, so `supabase migration list` agrees). The statements are split and recorded
+exactly as `supabase db push` records them (prep.sqlsplit), so each tool reads the other's history. A failing
+statement rolls the whole migration back and the error names the file, the statement and its line.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-import sqlparse
-from sqlparse import tokens as sql_tokens
+
+from prep import sqlsplit
 
 SUPABASE_DIR = Path(__file__).resolve().parent.parent / "supabase"
 MIGRATIONS_DIR = SUPABASE_DIR / "migrations"
@@ -67,18 +68,16 @@ def local_migrations() -> list[Migration]:
 
 
 def split_statements(sql: str) -> list[str]:
-    """Split a SQL file into statements (dollar quotes and comments respected), as the Supabase CLI does."""
-    return [statement.strip() for statement in sqlparse.split(sql) if _has_code(statement)]
+    """Split a SQL file into statements exactly as the Supabase CLI does and records them: leading comments
+    kept, no trailing `;`, comments after the last statement a statement of their own."""
+    return sqlsplit.split_and_trim(sql)
 
 
-def _has_code(statement: str) -> bool:
-    """False for a trailing run of comments and semicolons (the lexer, unlike sqlparse.format, has no size cap)."""
-    return any(
-        ttype not in sql_tokens.Whitespace
-        and ttype not in sql_tokens.Comment
-        and not (ttype in sql_tokens.Punctuation and value == ";")
-        for ttype, value in sqlparse.lexer.tokenize(statement)
-    )
+def comparable(statements: list[str]) -> list[str]:
+    """Statements as recorded by any version of prep or the CLI, reduced to what they run: older prep versions
+    kept the trailing `;`, dropped trailing comments and split with sqlparse, which may attach a comment to the
+    statement before it rather than after. Comments and `;` are removed; comment-only entries dropped."""
+    return [code for code in map(sqlsplit.without_comments, statements) if code]
 
 
 def run_sql_file(conn: psycopg.Connection, path: Path) -> list[str]:
@@ -89,15 +88,18 @@ def run_sql_file(conn: psycopg.Connection, path: Path) -> list[str]:
     for index, statement in enumerate(statements, start=1):
         offset = sql.find(statement, search_from)
         search_from = max(offset, search_from)
+        if not sqlsplit.without_comments(statement):
+            continue  # only comments: recorded as the CLI records them, nothing to run
         try:
             conn.execute(statement, prepare=False)  # type: ignore[arg-type]  # statements are trusted files
         except psycopg.Error as error:
-            line = sql.count("\n", 0, offset) + 1 if offset >= 0 else "?"
-            first_line = statement.splitlines()[0][:120]
+            start = sqlsplit.code_start(statement)  # the code's line, not that of the comment above it
+            line = sql.count("\n", 0, offset + start) + 1 if offset >= 0 else "?"
+            first_line = statement[start:].splitlines()[0][:120]
             message = (error.diag.message_primary or str(error)).strip()
             hint = f"\n  hint: {error.diag.message_hint}" if error.diag.message_hint else ""
             raise MigrationError(
-                f"{_display(path)}: statement {index} (line {line}) failed: {message}{hint}\n  statement: {first_line}"
+                f"{display(path)}: statement {index} (line {line}) failed: {message}{hint}\n  statement: {first_line}"
             ) from error
     return statements
 
@@ -105,7 +107,7 @@ def run_sql_file(conn: psycopg.Connection, path: Path) -> list[str]:
 STAND_IN_MARKER = "prep: local stand-in for Supabase"
 
 
-def _display(path: Path) -> str:
+def display(path: Path) -> str:
     return str(path.relative_to(SUPABASE_DIR.parent)) if path.is_relative_to(SUPABASE_DIR.parent) else str(path)
 
 
@@ -161,11 +163,11 @@ def changed_since_applied(conn: psycopg.Connection) -> list[Migration]:
 
 
 def _changed(history: list[tuple[str, str, list[str] | None]]) -> list[Migration]:
-    ran = {version: statements for version, _, statements in history if statements is not None}
+    ran = {version: comparable(statements) for version, _, statements in history if statements is not None}
     return [
         m
         for m in local_migrations()
-        if m.version in ran and ran[m.version] != split_statements(m.path.read_text(encoding="utf-8"))
+        if m.version in ran and ran[m.version] != comparable(split_statements(m.path.read_text(encoding="utf-8")))
     ]
 
 

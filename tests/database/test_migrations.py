@@ -173,3 +173,57 @@ def test_a_migration_edited_after_it_was_applied_is_reported(fresh_db: str) -> N
         assert migrations.changed_since_applied(conn) == [edited]
         assert [s.version for s in migrations.status(conn) if s.changed] == [edited.version]
         assert list(migrations.migrate(conn)) == []  # migrating does not apply an edit: it is only reported
+
+
+def test_history_recorded_by_older_prep_is_not_reported_as_edited(fresh_db: str) -> None:
+    """Older prep versions recorded each statement with its `;` (sqlparse's split) and dropped comment-only
+    ones; the CLI records neither. Both histories read as unedited, and a real edit is still reported."""
+    databases.build_schema(fresh_db, seed=False)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(
+            "update supabase_migrations.schema_migrations set statements = array("
+            " select s || ';' from unnest(statements) s where s !~ '^(--[^\\n]*(\\n|$)|\\s)*$')"
+        )
+        assert conn.execute("select bool_and(s like '%%;') from supabase_migrations.schema_migrations,"
+                            " unnest(statements) s").fetchone() == (True,)  # fmt: skip
+        assert migrations.changed_since_applied(conn) == []
+        edited = migrations.local_migrations()[2]
+        conn.execute(
+            "update supabase_migrations.schema_migrations set statements[2] = replace(statements[2], 'a', 'b')"
+            " where version = %s",
+            (edited.version,),
+        )
+        assert migrations.changed_since_applied(conn) == [edited]
+
+
+def test_a_comment_only_edit_is_not_an_edit_and_trailing_comments_are_recorded(
+    fresh_db: str, broken_migrations: Path
+) -> None:
+    (broken_migrations / "29991231000000_broken.sql").write_text(
+        "-- a new table\ncreate table public.t_ok (id int); -- its id\n-- trailing; comment\n"
+    )
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        migrations.build(conn, with_seed=False)
+        statements = conn.execute(
+            "select statements from supabase_migrations.schema_migrations where version = '29991231000000'"
+        ).fetchone()[0]
+        assert statements == ["-- a new table\ncreate table public.t_ok (id int)", "-- its id\n-- trailing; comment"]
+        (broken_migrations / "29991231000000_broken.sql").write_text("create table public.t_ok (id int);\n")
+        assert migrations.changed_since_applied(conn) == []
+        (broken_migrations / "29991231000000_broken.sql").write_text("create table public.t_ok (id bigint);\n")
+        assert [m.version for m in migrations.changed_since_applied(conn)] == ["29991231000000"]
+
+
+def test_a_failure_names_the_line_of_the_code_not_of_the_comment_above_it(
+    fresh_db: str, broken_migrations: Path
+) -> None:
+    (broken_migrations / "29991231000000_broken.sql").write_text(
+        "create table public.half_done (id int);\n-- the CLI keeps this comment with the next statement\n"
+        "/* and this one */\ninsert into public.half_done values (1 / 0);\n"
+    )
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        migrations.apply_stand_in(conn)
+        with pytest.raises(migrations.MigrationError) as caught:
+            list(migrations.migrate(conn))
+    assert "statement 2 (line 4)" in str(caught.value)
+    assert "statement: insert into public.half_done" in str(caught.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import psycopg
+import pytest
 
 from tests.database.test_rls_matrix import exposed_schemas
 
@@ -123,3 +124,32 @@ def test_every_table_has_timestamps_maintained_by_trigger(db: psycopg.Connection
         """
     ).fetchall()
     assert missing == []
+
+
+def test_new_functions_are_closed_in_our_schemas_and_open_elsewhere(db: psycopg.Connection) -> None:
+    """Migration 14: an extension installed later by the migrating role (pgTAP, say) keeps PostgreSQL's default
+    EXECUTE for PUBLIC, while a function added to one of our schemas is executable by nobody until granted."""
+    assert db.execute(
+        "select count(*) from pg_default_acl where defaclnamespace = 0 and defaclobjtype = 'f'"
+        " and defaclrole = current_user::regrole"
+    ).fetchone() == (0,), "a global default still revokes EXECUTE on every new function"
+    db.execute("create schema extension_like")
+    db.execute("grant usage on schema extension_like to anon, authenticated")
+    ours = ["public", "private", "service", "archive"]
+    for schema in ["extension_like", *ours]:
+        db.execute(f"create function {schema}.probe() returns int language sql set search_path = '' as 'select 1'")  # type: ignore[arg-type]
+        db.execute(f"create procedure {schema}.probe_proc() language sql set search_path = '' as 'select 1'")  # type: ignore[arg-type]
+    for schema in ["extension_like", *ours]:
+        for routine in ("probe()", "probe_proc()"):
+            for role in ("anon", "authenticated"):
+                allowed = db.execute(
+                    "select has_function_privilege(%s, %s::regprocedure, 'execute')", (role, f"{schema}.{routine}")
+                ).fetchone()[0]
+                assert allowed == (schema == "extension_like"), f"{role} on {schema}.{routine}: {allowed}"
+    # Replacing a function keeps it closed; and the open one really runs for a client role.
+    db.execute("create or replace function public.probe() returns int language sql set search_path = '' as 'select 2'")
+    assert not db.execute("select has_function_privilege('authenticated', 'public.probe()', 'execute')").fetchone()[0]
+    db.execute("set local role authenticated")
+    assert db.execute("select extension_like.probe()").fetchone() == (1,)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute("select public.probe()")
