@@ -315,12 +315,12 @@ begin
 end
 $$;
 
--- Pending deletions whose retry is due, oldest first, for the scheduled retry.
+-- Pending deletions whose retry is due (their states), oldest first, for the scheduled retry.
 create function service.due_account_deletions(max_count integer default 50) returns jsonb
 language sql stable
 set search_path = ''
 as $$
-  select coalesce(jsonb_agg(d.user_id order by d.requested_at), '[]')
+  select coalesce(jsonb_agg(private.account_deletion_state(d.user_id) order by d.requested_at), '[]')
   from (select d.user_id, d.requested_at from private.account_deletions d
         where d.completed_at is null and (d.next_attempt_at is null or d.next_attempt_at <= now())
         order by d.next_attempt_at nulls first, d.requested_at
