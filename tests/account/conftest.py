@@ -103,6 +103,11 @@ class Accounts:
             """insert into archive.responses select * from public.responses where id = %s""", (data.response_id,)
         )
         self.conn.execute("update archive.responses set id = gen_random_uuid() where user_id = %s", (uid,))
+        self.conn.execute(
+            """insert into auth.identities (provider_id, user_id, identity_data, provider)
+               values (%s, %s, %s, 'email')""",
+            (str(uid), uid, Jsonb({"sub": str(uid), "email": self.email(uid)})),
+        )
         for name in ("a.webm", "2026/b.webm", "2026/12/c.webm"):
             self.storage.put(f"{uid}/{name}", uid)
         self.conn.execute(
