@@ -44,16 +44,21 @@ $$;
 revoke all on function private.user_hash(uuid) from public, anon, authenticated;
 grant execute on function private.user_hash(uuid) to service_role;
 
+-- When the owner (or an operator) asked for the account's deletion: the client reads it with the user's own row
+-- (say so at sign-in), the upload policy and the triggers below refuse new work while it is set.
+alter table public.users add column deletion_requested_at timestamptz;
+comment on column public.users.deletion_requested_at is
+  'When the account''s deletion was requested; set only by service.request_account_deletion.';
+
 -- While a deletion is pending its user starts no new work: a session, an answer or a rating written now could
 -- land after the step that would have removed it (a recording uploaded after the Storage step would outlive the
--- account). Security definer: the caller cannot read private tables.
+-- account). The writer reads their own users row (RLS allows it).
 create function private.refuse_work_while_deleting() returns trigger
 language plpgsql
-security definer
 set search_path = ''
 as $$
 begin
-  if exists (select from private.account_deletions d where d.user_id = new.user_id) then
+  if exists (select from public.users u where u.id = new.user_id and u.deletion_requested_at is not null) then
     raise sqlstate 'PT409' using
       message = 'this account is being deleted',
       hint = 'The deletion was requested and cannot be undone; nothing new can be saved to the account.';
@@ -69,19 +74,6 @@ create trigger refuse_work_while_deleting before insert on public.responses
 create trigger refuse_work_while_deleting before insert on public.question_ratings
   for each row execute function private.refuse_work_while_deleting();
 
--- Whether the caller's account is being deleted (an RPC clients may call too: the app can say so at sign-in).
--- Security definer: the caller cannot read private tables.
-create function public.account_deletion_pending() returns boolean
-language sql stable
-security definer
-set search_path = ''
-as $$
-  select exists (select from private.account_deletions d where d.user_id = (select auth.uid()))
-$$;
-revoke all on function public.account_deletion_pending() from public, anon;
-comment on function public.account_deletion_pending() is 'Whether the caller''s account deletion is pending.';
-grant execute on function public.account_deletion_pending() to authenticated, service_role;
-
 -- Recordings: the upload policy also refuses a user whose deletion is pending (objects are not written through a
 -- table trigger here: Storage owns that table). stored_recordings() answers 200, the per-user maximum, for them.
 create or replace function public.stored_recordings() returns integer
@@ -89,7 +81,8 @@ language plpgsql stable
 set search_path = ''
 as $$
 begin
-  if (select public.account_deletion_pending()) then
+  if exists (select from public.users u where u.id = (select auth.uid()) and u.deletion_requested_at is not null)
+  then
     return 200;
   end if;
   return (select count(*) from storage.objects o
@@ -164,8 +157,9 @@ begin
   if found then
     raise sqlstate 'PT409' using
       message = format('user %s still has subscription %s, which Stripe keeps charging', old.id, billed),
-      hint = 'Delete the account with `prep users delete` (it cancels billing first), or cancel the subscription '
-             || 'and delete the user once the cancellation event has been received.';
+      hint = 'Cancel it first (the billing portal, or the Stripe dashboard), then delete the user once the '
+             || 'cancellation event has been received; or delete the account with `prep users delete`, which '
+             || 'cancels billing itself.';
   end if;
   return old;
 end
@@ -251,6 +245,8 @@ begin
   insert into private.account_deletions (user_hash, user_id, requested_by)
   values (private.user_hash(account.id), account.id, requested_by)
   on conflict (user_hash) do nothing;
+  update public.users u set deletion_requested_at = now()
+  where u.id = account.id and u.deletion_requested_at is null;
   return private.account_deletion_state(account.id);
 end
 $$;
@@ -283,12 +279,43 @@ begin
 end
 $$;
 
+-- The auth user and, by cascade, every row with a foreign key to it. Security definer: auth.users belongs to Supabase
+-- Auth, and only its owner and the postgres role (this function's owner) may delete from it.
+create function private.delete_auth_user(user_id uuid) returns void
+language sql
+security definer
+set search_path = ''
+as $$
+  delete from auth.users u where u.id = delete_auth_user.user_id
+$$;
+revoke all on function private.delete_auth_user(uuid) from public, anon, authenticated;
+grant execute on function private.delete_auth_user(uuid) to service_role;
+
+-- The account as Supabase Auth holds it, without credentials or tokens (for the export). Security definer, as above.
+create function private.auth_account(user_id uuid) returns jsonb
+language sql stable
+security definer
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'account', (select jsonb_build_object('id', u.id, 'email', u.email, 'phone', u.phone, 'created_at', u.created_at,
+                                          'email_confirmed_at', u.email_confirmed_at,
+                                          'last_sign_in_at', u.last_sign_in_at, 'user_metadata', u.raw_user_meta_data,
+                                          'app_metadata', u.raw_app_meta_data)
+                from auth.users u where u.id = auth_account.user_id),
+    'identities', (select coalesce(jsonb_agg(jsonb_build_object('provider', i.provider, 'email', i.email,
+                                                                'identity_data', i.identity_data,
+                                                                'created_at', i.created_at,
+                                                                'last_sign_in_at', i.last_sign_in_at)), '[]')
+                   from auth.identities i where i.user_id = auth_account.user_id))
+$$;
+revoke all on function private.auth_account(uuid) from public, anon, authenticated;
+grant execute on function private.auth_account(uuid) to service_role;
+
 -- The last step, in one transaction: the auth user goes (the cascade takes every row with a foreign key to it, the
 -- triggers above the rest), and the record becomes a tombstone. Refused until Stripe and Storage are done.
--- Security definer: auth.users belongs to Supabase Auth; the postgres role may delete from it.
 create function service.complete_account_deletion(user_id uuid) returns jsonb
 language plpgsql
-security definer
 set search_path = ''
 as $$
 declare
@@ -305,9 +332,7 @@ begin
   if deletion.stripe_done_at is null or deletion.storage_done_at is null then
     raise sqlstate 'PT409' using message = 'billing and recordings must be removed before the account';
   end if;
-  delete from auth.users u where u.id = complete_account_deletion.user_id;
-  -- A user removed some other way (dashboard) leaves its public row only if auth never had it.
-  delete from public.users u where u.id = complete_account_deletion.user_id;
+  perform private.delete_auth_user(complete_account_deletion.user_id);
   update private.account_deletions d
   set user_id = null, completed_at = now(), last_error = null, next_attempt_at = null
   where d.user_hash = deletion.user_hash;
@@ -333,7 +358,6 @@ $$;
 create function service.export_account(user_id uuid, answers_after jsonb default null, max_bytes integer default 4000000)
 returns jsonb
 language plpgsql stable
-security definer
 set search_path = ''
 as $$
 declare
@@ -380,17 +404,7 @@ begin
   if answers_after is not null then
     return result;
   end if;
-  return result || jsonb_build_object(
-    'account', (select jsonb_build_object('id', u.id, 'email', u.email, 'phone', u.phone, 'created_at', u.created_at,
-                                          'email_confirmed_at', u.email_confirmed_at,
-                                          'last_sign_in_at', u.last_sign_in_at, 'user_metadata', u.raw_user_meta_data,
-                                          'app_metadata', u.raw_app_meta_data)
-                from auth.users u where u.id = uid),
-    'identities', (select coalesce(jsonb_agg(jsonb_build_object('provider', i.provider, 'email', i.email,
-                                                                'identity_data', i.identity_data,
-                                                                'created_at', i.created_at,
-                                                                'last_sign_in_at', i.last_sign_in_at)), '[]')
-                   from auth.identities i where i.user_id = uid),
+  return result || private.auth_account(uid) || jsonb_build_object(
     'user', (select to_jsonb(u) from public.users u where u.id = uid),
     'profile', (select to_jsonb(p) from public.user_profiles p where p.user_id = uid),
     'billing_customers', (select coalesce(jsonb_agg(to_jsonb(b)), '[]') from public.billing_customers b

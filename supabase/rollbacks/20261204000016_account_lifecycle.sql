@@ -2,6 +2,8 @@
 drop function service.export_account(uuid, jsonb, integer);
 drop function service.due_account_deletions(integer);
 drop function service.complete_account_deletion(uuid);
+drop function private.auth_account(uuid);
+drop function private.delete_auth_user(uuid);
 drop function service.record_account_deletion_step(uuid, text, text);
 drop function service.request_account_deletion(uuid, text, text);
 drop function service.find_account(text);
@@ -40,7 +42,7 @@ begin
           where o.bucket_id = 'answers' and o.name like (select auth.uid())::text || '/%');
 end
 $$;
-drop function public.account_deletion_pending();
+alter table public.users drop column deletion_requested_at;
 
 drop trigger refuse_work_while_deleting on public.question_ratings;
 drop trigger refuse_work_while_deleting on public.responses;

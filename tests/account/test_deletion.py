@@ -125,7 +125,7 @@ def test_a_pending_deletion_refuses_new_sessions_answers_and_recordings(accounts
         )
     with acting_as(accounts.conn, user_claims(data.user_id)):
         assert accounts.conn.execute(
-            "select public.stored_recordings(), public.account_deletion_pending()"
+            "select public.stored_recordings(), deletion_requested_at is not null from public.users"
         ).fetchone() == (
             200,
             True,
