@@ -3,14 +3,18 @@ leaves the deletion pending (the database untouched) until the scheduled retry f
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import psycopg
 import pytest
+import stripe
 from psycopg import sql
 from typer.testing import CliRunner
 
+from functions.account import billing as account_billing
 from functions.account.retry import run_retries
+from functions.billing.stripe_objects import STRIPE_API_VERSION
 from prep.cli import app as console
 from shared.db import DatabaseError
 from shared.db.rls import acting_as
@@ -153,3 +157,30 @@ def test_the_console_names_an_unknown_account(accounts: Accounts, database_url: 
         result = CliRunner().invoke(console, ["users", "delete", who, "--yes"])
         assert result.exit_code == 1
         assert f"no account with id or email '{who}'" in result.output
+
+
+def test_the_account_package_pins_billings_stripe_api_version() -> None:
+    # functions/account cannot import functions/billing (each artifact ships only its own package).
+    assert account_billing.STRIPE_API_VERSION == STRIPE_API_VERSION
+
+
+def test_the_stand_in_refuses_a_prorated_or_invoiced_cancellation(accounts: Accounts) -> None:
+    _, _, subscriptions = accounts.full_user()
+    for flag in ("prorate", "invoice_now"):
+        with pytest.raises(stripe.InvalidRequestError, match=f"{flag}=false only"):
+            accounts.stripe.v1.subscriptions.cancel(subscriptions[0], {flag: True})
+    assert accounts.stand_in.get(subscriptions[0])["status"] == "active"
+
+
+def test_the_console_exports_every_page_into_one_file(
+    accounts: Accounts, database_url: str, monkeypatch, tmp_path
+) -> None:
+    data, _, _ = accounts.full_user()
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    out = tmp_path / "account.json"
+    result = CliRunner().invoke(console, ["users", "export", accounts.email(data.user_id), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    export = json.loads(out.read_text())
+    assert export["user_id"] == str(data.user_id)
+    assert len(export["answers"]) == 2  # one live, one archived
+    assert export["next"] is None
