@@ -103,6 +103,9 @@ declare
   needles text[];
 begin
   delete from archive.responses a where a.user_id = old.id;
+  -- AI usage stays in the platform's books, anonymised. Both of its foreign keys (user_id, response_id) would be set
+  -- null row by row by the cascade (twice per answer); one statement does it first.
+  update public.ai_usage a set user_id = null, response_id = null where a.user_id = old.id;
   select array_agg(distinct '%' || n || '%') into needles
   from (select old.id::text as n
         union select c.stripe_customer_id from public.billing_customers c where c.user_id = old.id
