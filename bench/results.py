@@ -199,6 +199,26 @@ def abuse(data: dict[str, Any]) -> list[Figure]:
     return figures
 
 
+def account_deletion(data: dict[str, Any]) -> list[Figure]:
+    first = data["rounds"][0]
+    return [
+        Figure(
+            f"deleting an account of {first['sessions']:,} sessions, {first['answers']:,} answers, "
+            f"{first['archived_answers']:,} archived (end to end, median of {len(data['rounds'])})",
+            f"{data['median_seconds']:.2f} s (final transaction {data['median_final_transaction_seconds']:.2f} s)",
+            f"<= {data['target_seconds']:.0f} s",
+            data["median_seconds"] <= data["target_seconds"],
+        ),
+        Figure(
+            f"other users' write p95 during / before the deletion ({data['writers']} writers)",
+            f"{data['median_p95_ratio']:.2f} "
+            f"({data['median_p95_during_ms']:.1f} / {data['median_p95_before_ms']:.1f} ms)",
+            f"<= {data['target_ratio']}",
+            data["median_p95_ratio"] <= data["target_ratio"],
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, Extract] = {
     "rls_reads": rls_reads,
     "webhook_throughput": webhook_throughput,
@@ -208,6 +228,7 @@ BENCHMARKS: dict[str, Extract] = {
     "evaluation_worker": evaluation_worker,
     "analytics_day": analytics_day,
     "abuse": abuse,
+    "account_deletion": account_deletion,
 }
 
 

@@ -18,6 +18,7 @@ from prep import migrations
 from prep.analytics import app as analytics_app
 from prep.billing import app as billing_app
 from prep.localdb import EmbeddedPostgres, LocalDatabaseError, database_url
+from prep.users import app as users_app
 from shared.config import ConfigurationError
 
 app = typer.Typer(no_args_is_help=True, help="Interview-prep platform operator console.")
@@ -25,6 +26,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Local database, migrations and 
 app.add_typer(db_app, name="db")
 app.add_typer(billing_app, name="billing")
 app.add_typer(analytics_app, name="analytics")
+app.add_typer(users_app, name="users")
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True)

@@ -4,7 +4,8 @@
   as the HTTP API does: a request goes, path unchanged, to the function owning its path prefix in serverless.yml.
 - The evaluation worker consumes the in-process queue (functions/evaluation/queue.py) that the evaluation API picks
   when EVALUATION_QUEUE_URL is unset, as SQS and its Lambda trigger would.
-- A local schedule calls the analytics job at start and then every `--schedule-every`, as its cron rule would.
+- A local schedule calls the analytics job and the retry of pending account deletions at start and then every
+  `--schedule-every`, as their cron rules would.
 - Stripe is the local stand-in (prep/stripe_stand_in.py) unless STRIPE_SECRET_KEY names a test-mode account.
 
 Ctrl-C stops the server, lets in-flight evaluations finish (for a bounded time), stops the schedule and closes the
@@ -40,6 +41,10 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from functions.account import api as account_api
+from functions.account.deletion import deleter_from
+from functions.account.retry import run_retries
+from functions.account.settings import AccountApiSettings, AccountRetrySettings
 from functions.analytics.schedule import run_schedule
 from functions.billing import api as billing_api
 from functions.billing import webhook
@@ -158,6 +163,13 @@ class AnalyticsSchedule:
             log.exception("analytics schedule failed")
             return
         log.info("analytics schedule ran", extra={"seconds": round(time.perf_counter() - started, 3)})
+        try:
+            settings = load_settings(AccountRetrySettings)
+            outcomes = run_retries(deleter_from(settings, self.database), batch=settings.account_retry_batch)
+        except Exception:
+            log.exception("account deletion retry failed")
+            return
+        log.info("account deletion retry ran", extra=outcomes)
 
 
 @dataclass
@@ -257,6 +269,9 @@ def build_functions(database: PsycopgDatabase, evaluations: EvaluationQueue) -> 
             "evaluationApi",
             "/responses",
             evaluation_api.build_app(load_settings(EvaluationApiSettings), database=database, queue=evaluations),
+        ),
+        HttpFunction(
+            "accountApi", "/account", account_api.build_app(load_settings(AccountApiSettings), database=database)
         ),
     ]
 

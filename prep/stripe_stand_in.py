@@ -715,8 +715,16 @@ class StripeStandIn:
             self._emit(self._settle(invoice, "paid"), invoice)
         return sub
 
-    def _delete_subscription(self, _: Obj, sub_id: str) -> Obj:
+    def _delete_subscription(self, params: Obj, sub_id: str) -> Obj:
         sub = self._get(sub_id, "subscription")
+        unsupported = sorted(set(params) - {"prorate", "invoice_now", "expand"})
+        if unsupported:
+            raise StripeApiError(400, f"The Stripe stand-in does not support {', '.join(unsupported)}.")
+        # Stripe's defaults: no proration credit, no final invoice. Only those are simulated; asking for a credit or
+        # an invoice here fails rather than pretending.
+        for flag in ("prorate", "invoice_now"):
+            if flag in params and _bool(params[flag], flag):
+                raise StripeApiError(400, f"The Stripe stand-in cancels with {flag}=false only.", param=flag)
         if sub["status"] == "canceled":
             raise StripeApiError(400, f"The subscription {sub_id} has already been canceled.")
         self._cancel_now(sub)

@@ -26,6 +26,7 @@ import pytest
 from openai._constants import INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
 from pydantic_settings import BaseSettings
 
+from functions.account.settings import AccountApiSettings, AccountRetrySettings, AccountSettings
 from functions.analytics.settings import AnalyticsSettings
 from functions.billing.settings import BillingApiSettings, StripeSettings, WebhookSettings
 from functions.evaluation.settings import EvaluationApiSettings, EvaluationWorkerSettings
@@ -47,6 +48,8 @@ FUNCTIONS: dict[str, tuple[str, type[BaseSettings], str]] = {
     "EvaluationApiLambdaFunction": ("functions/evaluation/api.handler", EvaluationApiSettings, "evaluation"),
     "EvaluationWorkerLambdaFunction": ("functions/evaluation/worker.handler", EvaluationWorkerSettings, "evaluation"),
     "AnalyticsScheduleLambdaFunction": ("functions/analytics/schedule.handler", AnalyticsSettings, "analytics"),
+    "AccountApiLambdaFunction": ("functions/account/api.handler", AccountApiSettings, "account"),
+    "AccountDeletionRetryLambdaFunction": ("functions/account/retry.handler", AccountRetrySettings, "account"),
 }
 ROUTES = {
     "POST /stripe/webhook": "StripeWebhookLambdaFunction",
@@ -54,11 +57,16 @@ ROUTES = {
     "POST /billing/portal": "BillingApiLambdaFunction",
     "POST /questions": "QuestionsApiLambdaFunction",
     "POST /responses/{response_id}/evaluate": "EvaluationApiLambdaFunction",
+    "DELETE /account": "AccountApiLambdaFunction",
+    "GET /account/export": "AccountApiLambdaFunction",
 }
 # SQS-triggered Lambda -> the queue (logical id) it consumes. Every function is reached by a route or a queue.
 QUEUE_CONSUMERS = {"EvaluationWorkerLambdaFunction": "EvaluationQueue"}
 # EventBridge-scheduled Lambda -> its schedule expression.
-SCHEDULED = {"AnalyticsScheduleLambdaFunction": "rate(15 minutes)"}
+SCHEDULED = {
+    "AnalyticsScheduleLambdaFunction": "rate(15 minutes)",
+    "AccountDeletionRetryLambdaFunction": "rate(15 minutes)",
+}
 # Queue (logical id) -> the functions that send to it.
 QUEUE_PRODUCERS = {"EvaluationQueue": {"EvaluationApiLambdaFunction"}}
 # Settings that are secrets: only ever a Secrets Manager reference.
@@ -104,6 +112,7 @@ LITERAL_SETTINGS = {
     "EVALUATION_CONCURRENCY",
     "ANALYTICS_TRAILING_DAYS",
     "ANALYTICS_USER_SHARDS",
+    "ACCOUNT_RETRY_BATCH",
 }
 SECRET_LOOKING = re.compile(
     r"sk_(live|test)_|rk_(live|test)_|whsec_|\bsk-[A-Za-z0-9_-]{20,}|postgres(ql)?://|eyJ[A-Za-z0-9_-]{10,}"
@@ -118,6 +127,7 @@ ARTIFACT_ROOTS: dict[str, tuple[set[str], set[str]]] = {
     "questions": ({"openai", "httpx2", "httpcore2", "jiter"}, {"stripe", "requests", "urllib3"}),
     "evaluation": ({"openai", "httpx2", "httpcore2", "jiter"}, {"stripe", "requests", "urllib3"}),
     "analytics": (set(), {"openai", "httpx2", "httpcore2", "jiter", "stripe", "requests", "urllib3"}),
+    "account": ({"stripe"}, {"openai", "httpx2", "httpcore2", "jiter"}),
 }
 # Function packages whose handlers reach shared/ai.py (and so need the OpenAI SDK packaged).
 AI_PACKAGES = {"questions", "evaluation"}
@@ -286,10 +296,10 @@ def test_http_api_routes_reach_the_right_functions(resources: dict[str, Any]) ->
     assert invokable == set(ROUTES.values())
 
 
-def test_cors_allows_the_web_client_to_post(resources: dict[str, Any]) -> None:
+def test_cors_allows_the_web_client_every_routes_method(resources: dict[str, Any]) -> None:
     (api,) = _of_type(resources, "AWS::ApiGatewayV2::Api").values()
     cors = api["Properties"]["CorsConfiguration"]
-    assert "POST" in cors["AllowMethods"]
+    assert {route.split()[0] for route in ROUTES} <= set(cors["AllowMethods"])
     assert {"authorization", "content-type"} <= set(cors["AllowHeaders"])
     assert "*" not in cors["AllowOrigins"]
     assert not cors.get("AllowCredentials")
@@ -392,6 +402,14 @@ def test_environment_configures_the_handler(
         # Recordings from Supabase Storage with the service key, not a local directory.
         assert settings.local_storage_dir is None
         assert str(settings.supabase_url) == "https://supabase-url.example.test/"
+        assert settings.supabase_service_role_key is not None
+        assert settings.supabase_service_role_key.get_secret_value() == "placeholder-supabase-service-role-key"
+        checked = True
+    if isinstance(settings, AccountSettings):
+        # Stripe with the real key; recordings deleted from Supabase Storage with the service key, not a directory.
+        assert settings.stripe_secret_key.get_secret_value() == "placeholder-stripe-secret-key"
+        assert settings.stripe_api_base is None
+        assert settings.local_storage_dir is None
         assert settings.supabase_service_role_key is not None
         assert settings.supabase_service_role_key.get_secret_value() == "placeholder-supabase-service-role-key"
         checked = True

@@ -1,0 +1,455 @@
+-- 16. Account lifecycle (GDPR articles 15, 17, 20): deleting an account on its owner's or an operator's request,
+-- resumably, and exporting everything an account owns.
+--
+-- Deletion runs in steps (functions/account/deletion.py): the request is recorded first; Stripe (every live
+-- subscription cancelled, the customer deleted) and Storage (every object under the user's folder of the answers
+-- bucket) are outside the database and may fail, so each is marked done only once it is; the last step deletes the
+-- auth user in one transaction, whose cascade and the trigger below remove every row the user owns. A failed step
+-- leaves the database as it was, with the attempt recorded; the scheduled retry (service.due_account_deletions)
+-- resumes where it stopped.
+
+-- One row a requested deletion. No foreign key to users: the row outlives the user. Once the deletion is complete
+-- the row keeps only a tombstone: the SHA-256 of the user id (to answer "was this account deleted, and when?" and to
+-- redact Stripe events that arrive about it later), never the id itself.
+create table private.account_deletions (
+  user_hash text primary key check (user_hash ~ '^[0-9a-f]{64}$'),
+  user_id uuid unique,
+  requested_by text not null check (requested_by in ('user', 'operator')),
+  requested_at timestamptz not null default now(),
+  stripe_done_at timestamptz,
+  storage_done_at timestamptz,
+  completed_at timestamptz,
+  attempts integer not null default 0,
+  last_error text check (char_length(last_error) <= 1000),
+  next_attempt_at timestamptz,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  check ((completed_at is null) = (user_id is not null))
+);
+comment on table private.account_deletions is
+  'Requested account deletions: pending ones by user id, completed ones as a tombstone (a hash of the id).';
+create index idx_account_deletions_due on private.account_deletions (next_attempt_at nulls first)
+  where completed_at is null;
+create trigger set_updated_at before update on private.account_deletions
+  for each row execute function private.set_updated_at();
+alter table private.account_deletions enable row level security;
+grant select, insert, update on private.account_deletions to service_role;
+
+create function private.user_hash(user_id uuid) returns text
+language sql immutable
+set search_path = ''
+as $$
+  select encode(sha256(convert_to(user_id::text, 'UTF8')), 'hex')
+$$;
+revoke all on function private.user_hash(uuid) from public, anon, authenticated;
+grant execute on function private.user_hash(uuid) to service_role;
+
+-- When the owner (or an operator) asked for the account's deletion: the client reads it with the user's own row
+-- (say so at sign-in), the upload policy and the triggers below refuse new work while it is set.
+alter table public.users add column deletion_requested_at timestamptz;
+comment on column public.users.deletion_requested_at is
+  'When the account''s deletion was requested; set only by service.request_account_deletion.';
+
+-- While a deletion is pending its user starts no new work: a session, an answer or a rating written now could
+-- land after the step that would have removed it (a recording uploaded after the Storage step would outlive the
+-- account). The writer reads their own users row (RLS allows it).
+create function private.refuse_work_while_deleting() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if exists (select from public.users u where u.id = new.user_id and u.deletion_requested_at is not null) then
+    raise sqlstate 'PT409' using
+      message = 'this account is being deleted',
+      hint = 'The deletion was requested and cannot be undone; nothing new can be saved to the account.';
+  end if;
+  return new;
+end
+$$;
+revoke all on function private.refuse_work_while_deleting() from public, anon, authenticated;
+create trigger refuse_work_while_deleting before insert on public.practice_sessions
+  for each row execute function private.refuse_work_while_deleting();
+create trigger refuse_work_while_deleting before insert on public.responses
+  for each row execute function private.refuse_work_while_deleting();
+create trigger refuse_work_while_deleting before insert on public.question_ratings
+  for each row execute function private.refuse_work_while_deleting();
+
+-- Recordings: the upload policy also refuses a user whose deletion is pending (objects are not written through a
+-- table trigger here: Storage owns that table). stored_recordings() answers 200, the per-user maximum, for them.
+create or replace function public.stored_recordings() returns integer
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  if exists (select from public.users u where u.id = (select auth.uid()) and u.deletion_requested_at is not null)
+  then
+    return 200;
+  end if;
+  return (select count(*) from storage.objects o
+          where o.bucket_id = 'answers' and o.name like (select auth.uid())::text || '/%');
+end
+$$;
+
+-- Rows a user owns without a foreign key to users go with the user, whichever way the user is deleted (this flow,
+-- the dashboard, Auth's admin API): archived answers, and Stripe events that name the user or their customer
+-- (their payloads carry the customer's email and metadata.user_id) keep their id and outcome (so a redelivery is
+-- still recognised as a duplicate) but lose their payload. Before delete: the customer ids are still readable.
+create function private.forget_deleted_user() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  needles text[];
+begin
+  delete from archive.responses a where a.user_id = old.id;
+  -- AI usage stays in the platform's books, anonymised. Both of its foreign keys (user_id, response_id) would be set
+  -- null row by row by the cascade (twice per answer); one statement does it first.
+  update public.ai_usage a set user_id = null, response_id = null where a.user_id = old.id;
+  select array_agg(distinct '%' || n || '%') into needles
+  from (select old.id::text as n
+        union select c.stripe_customer_id from public.billing_customers c where c.user_id = old.id
+        union select s.stripe_customer_id from public.subscriptions s
+              where s.user_id = old.id and s.stripe_customer_id is not null) found;
+  update private.stripe_events e set payload = jsonb_build_object('redacted', 'account deleted')
+  where e.payload::text like any (needles);
+  return old;
+end
+$$;
+revoke all on function private.forget_deleted_user() from public, anon, authenticated;
+create trigger forget_deleted_user before delete on public.users
+  for each row execute function private.forget_deleted_user();
+
+-- Stripe events about a deleted account arrive after it is gone (cancelling sends customer.subscription.deleted
+-- and customer.deleted): stored redacted, as the trigger above leaves the earlier ones.
+create function private.redact_events_of_deleted_users() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  named text := new.payload #>> '{data,object,metadata,user_id}';
+begin
+  if named ~ '^[0-9a-fA-F-]{36}$' and exists (
+    select from private.account_deletions d
+    where d.user_hash = private.user_hash(named::uuid) and d.completed_at is not null
+  ) then
+    new.payload := jsonb_build_object('redacted', 'account deleted');
+  end if;
+  return new;
+end
+$$;
+revoke all on function private.redact_events_of_deleted_users() from public, anon, authenticated;
+create trigger redact_events_of_deleted_users before insert or update of payload on private.stripe_events
+  for each row execute function private.redact_events_of_deleted_users();
+
+-- A billed user may be deleted once the deletion flow has cancelled their billing in Stripe (the cancellation
+-- events may not have arrived yet, so the rows can still say 'active').
+create or replace function private.refuse_deleting_billed_users() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+  billed text;
+begin
+  if exists (select from private.account_deletions d where d.user_id = old.id and d.stripe_done_at is not null) then
+    return old;
+  end if;
+  select string_agg(s.stripe_subscription_id, ', ' order by s.stripe_subscription_id) into billed
+  from public.subscriptions s
+  where s.user_id = old.id and s.status in ('trialing', 'active', 'past_due', 'unpaid') and not s.cancel_at_period_end;
+  if billed is not null then
+    raise sqlstate 'PT409' using
+      message = format('user %s still has subscription(s) %s, which Stripe keeps charging', old.id, billed),
+      hint = 'Delete the account with `prep users delete`, which cancels its billing first; or cancel them (the '
+             || 'billing portal, or the Stripe dashboard) and delete the user once the cancellation events arrive.';
+  end if;
+  return old;
+end
+$$;
+
+-- The state of a deletion as the flow needs it: which steps are done, and what Stripe must cancel and delete.
+-- Every subscription Stripe may still charge or resume counts (a user may have more than one).
+create function private.account_deletion_state(user_id uuid) returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'user_id', d.user_id,
+    'status', case when d.completed_at is not null then 'deleted' else 'pending' end,
+    'requested_at', d.requested_at,
+    'stripe_done', d.stripe_done_at is not null,
+    'storage_done', d.storage_done_at is not null,
+    'attempts', d.attempts,
+    'last_error', d.last_error,
+    'next_attempt_at', d.next_attempt_at,
+    'subscriptions', coalesce((
+      select jsonb_agg(s.stripe_subscription_id order by s.created_at) from public.subscriptions s
+      where s.user_id = d.user_id and s.stripe_subscription_id is not null
+        and s.status in ('incomplete', 'trialing', 'active', 'past_due', 'unpaid', 'paused')), '[]'),
+    'customers', coalesce((
+      select jsonb_agg(distinct c.id) from (
+        select b.stripe_customer_id as id from public.billing_customers b
+        where b.user_id = d.user_id and b.deleted_at is null
+        union select s.stripe_customer_id from public.subscriptions s
+        where s.user_id = d.user_id and s.stripe_customer_id is not null
+          and s.status in ('incomplete', 'trialing', 'active', 'past_due', 'unpaid', 'paused')) c), '[]'))
+  from private.account_deletions d
+  where d.user_hash = private.user_hash(account_deletion_state.user_id)
+$$;
+revoke all on function private.account_deletion_state(uuid) from public, anon, authenticated;
+grant execute on function private.account_deletion_state(uuid) to service_role;
+
+-- An account by id or email, for the operator console. Unknown: 404.
+create function service.find_account(identifier text) returns uuid
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  found_id uuid;
+begin
+  if identifier ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    select u.id into found_id from public.users u where u.id = identifier::uuid;
+  elsif char_length(identifier) <= 320 then
+    select u.id into found_id from public.users u where lower(u.email) = lower(btrim(identifier));
+  end if;
+  if found_id is null then
+    raise sqlstate 'PT404' using message = format('no account with id or email %L', left(identifier, 320));
+  end if;
+  return found_id;
+end
+$$;
+
+-- Record a deletion request (idempotent: a second request returns the pending one). `confirm`, when given (the
+-- user's own request), must be the account's email, or its id for an account without one.
+create function service.request_account_deletion(user_id uuid, requested_by text, confirm text default null)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  account public.users;
+begin
+  select * into account from public.users u where u.id = request_account_deletion.user_id;
+  if not found then
+    if exists (select from private.account_deletions d
+               where d.user_hash = private.user_hash(request_account_deletion.user_id) and d.completed_at is not null)
+    then
+      return private.account_deletion_state(request_account_deletion.user_id);
+    end if;
+    raise sqlstate 'PT404' using message = 'no such account';
+  end if;
+  if requested_by = 'user' and lower(btrim(coalesce(confirm, ''))) <> lower(coalesce(account.email, account.id::text))
+  then
+    raise sqlstate 'PT400' using
+      message = 'the confirmation does not match this account',
+      hint = 'Send {"confirm": "<the email address of this account>"} to delete it.';
+  end if;
+  insert into private.account_deletions (user_hash, user_id, requested_by)
+  values (private.user_hash(account.id), account.id, requested_by)
+  on conflict (user_hash) do nothing;
+  update public.users u set deletion_requested_at = now()
+  where u.id = account.id and u.deletion_requested_at is null;
+  return private.account_deletion_state(account.id);
+end
+$$;
+
+-- A step done ('stripe', 'storage'), or failed (error given: retried after a growing delay, 1 min to 6 h).
+create function service.record_account_deletion_step(user_id uuid, step text, error text default null)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if step not in ('stripe', 'storage') then
+    raise sqlstate 'PT400' using message = format('unknown deletion step %L', step);
+  end if;
+  update private.account_deletions d set
+    stripe_done_at = case when step = 'stripe' and error is null then coalesce(d.stripe_done_at, now())
+                          else d.stripe_done_at end,
+    storage_done_at = case when step = 'storage' and error is null then coalesce(d.storage_done_at, now())
+                           else d.storage_done_at end,
+    attempts = d.attempts + (error is not null)::integer,
+    last_error = case when error is null then d.last_error else left(step || ': ' || error, 1000) end,
+    next_attempt_at = case when error is null then d.next_attempt_at
+                           else now() + least(interval '1 minute' * power(2, least(d.attempts, 10)), interval '6 hours')
+                      end
+  where d.user_id = record_account_deletion_step.user_id and d.completed_at is null;
+  if not found then
+    raise sqlstate 'PT404' using message = 'no pending deletion for this account';
+  end if;
+  return private.account_deletion_state(record_account_deletion_step.user_id);
+end
+$$;
+
+-- The auth user and, by cascade, every row with a foreign key to it. Security definer: auth.users belongs to Supabase
+-- Auth, and only its owner and the postgres role (this function's owner) may delete from it.
+create function private.delete_auth_user(user_id uuid) returns void
+language sql
+security definer
+set search_path = ''
+as $$
+  delete from auth.users u where u.id = delete_auth_user.user_id
+$$;
+revoke all on function private.delete_auth_user(uuid) from public, anon, authenticated;
+grant execute on function private.delete_auth_user(uuid) to service_role;
+
+-- The account as Supabase Auth holds it, without credentials or tokens (for the export). Security definer, as above.
+create function private.auth_account(user_id uuid) returns jsonb
+language sql stable
+security definer
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'account', (select jsonb_build_object('id', u.id, 'email', u.email, 'phone', u.phone, 'created_at', u.created_at,
+                                          'email_confirmed_at', u.email_confirmed_at,
+                                          'last_sign_in_at', u.last_sign_in_at, 'user_metadata', u.raw_user_meta_data,
+                                          'app_metadata', u.raw_app_meta_data)
+                from auth.users u where u.id = auth_account.user_id),
+    'identities', (select coalesce(jsonb_agg(jsonb_build_object('provider', i.provider, 'email', i.email,
+                                                                'identity_data', i.identity_data,
+                                                                'created_at', i.created_at,
+                                                                'last_sign_in_at', i.last_sign_in_at)), '[]')
+                   from auth.identities i where i.user_id = auth_account.user_id))
+$$;
+revoke all on function private.auth_account(uuid) from public, anon, authenticated;
+grant execute on function private.auth_account(uuid) to service_role;
+
+-- The last step, in one transaction: the auth user goes (the cascade takes every row with a foreign key to it, the
+-- triggers above the rest), and the record becomes a tombstone. Refused until Stripe and Storage are done.
+create function service.complete_account_deletion(user_id uuid) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  deletion private.account_deletions;
+begin
+  select * into deletion from private.account_deletions d
+  where d.user_hash = private.user_hash(complete_account_deletion.user_id) for update;
+  if not found then
+    raise sqlstate 'PT404' using message = 'no deletion was requested for this account';
+  end if;
+  if deletion.completed_at is not null then
+    return private.account_deletion_state(complete_account_deletion.user_id);
+  end if;
+  if deletion.stripe_done_at is null or deletion.storage_done_at is null then
+    raise sqlstate 'PT409' using message = 'billing and recordings must be removed before the account';
+  end if;
+  perform private.delete_auth_user(complete_account_deletion.user_id);
+  update private.account_deletions d
+  set user_id = null, completed_at = now(), last_error = null, next_attempt_at = null
+  where d.user_hash = deletion.user_hash;
+  return private.account_deletion_state(complete_account_deletion.user_id);
+end
+$$;
+
+-- Pending deletions whose retry is due (their states), oldest first, for the scheduled retry.
+create function service.due_account_deletions(max_count integer default 50) returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select coalesce(jsonb_agg(private.account_deletion_state(d.user_id) order by d.requested_at), '[]')
+  from (select d.user_id, d.requested_at from private.account_deletions d
+        where d.completed_at is null and (d.next_attempt_at is null or d.next_attempt_at <= now())
+        order by d.next_attempt_at nulls first, d.requested_at
+        limit least(greatest(max_count, 1), 500)) d
+$$;
+
+-- Everything an account owns, as one JSON document per page. The first page (answers_after null) holds every
+-- section; answers (live and archived, oldest first) are paged by size: a page holds answers until their JSON
+-- reaches max_bytes (at least one), and `next` is the cursor of the following page (null on the last).
+create function service.export_account(user_id uuid, answers_after jsonb default null, max_bytes integer default 4000000)
+returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  uid uuid := export_account.user_id;
+  after_at timestamptz := (answers_after ->> 'created_at')::timestamptz;
+  after_id uuid := (answers_after ->> 'id')::uuid;
+  budget integer := least(greatest(coalesce(max_bytes, 4000000), 10000), 5000000);
+  page jsonb;
+  last_answer jsonb;
+  more boolean;
+  result jsonb;
+begin
+  if not exists (select from public.users u where u.id = uid) then
+    raise sqlstate 'PT404' using message = 'no such account';
+  end if;
+  if answers_after is not null and (after_at is null or after_id is null) then
+    raise sqlstate 'PT400' using message = 'the answers cursor needs created_at and id';
+  end if;
+  with answers as (
+    select r.created_at, r.id, to_jsonb(r) || jsonb_build_object('archived', false) as doc
+    from public.responses r
+    where r.user_id = uid and (after_at is null or (r.created_at, r.id) > (after_at, after_id))
+    union all
+    select a.created_at, a.id, to_jsonb(a) || jsonb_build_object('archived', true)
+    from archive.responses a
+    where a.user_id = uid and (after_at is null or (a.created_at, a.id) > (after_at, after_id))
+  ), sized as (
+    select doc, created_at, id,
+           sum(octet_length(doc::text)) over (order by created_at, id) - octet_length(doc::text) as before
+    from answers
+  )
+  select coalesce(jsonb_agg(doc order by created_at, id) filter (where before < budget), '[]'),
+         bool_or(before >= budget)
+  into page, more
+  from sized;
+  last_answer := page -> (jsonb_array_length(page) - 1);
+  result := jsonb_build_object(
+    'format', 'interview-prep account export, version 1',
+    'user_id', uid,
+    'exported_at', now(),
+    'answers', page,
+    'next', case when coalesce(more, false)
+                 then jsonb_build_object('created_at', last_answer -> 'created_at', 'id', last_answer -> 'id') end);
+  if answers_after is not null then
+    return result;
+  end if;
+  return result || private.auth_account(uid) || jsonb_build_object(
+    'user', (select to_jsonb(u) from public.users u where u.id = uid),
+    'profile', (select to_jsonb(p) from public.user_profiles p where p.user_id = uid),
+    'billing_customers', (select coalesce(jsonb_agg(to_jsonb(b)), '[]') from public.billing_customers b
+                          where b.user_id = uid),
+    'subscriptions', (select coalesce(jsonb_agg(to_jsonb(s) order by s.created_at), '[]') from public.subscriptions s
+                      where s.user_id = uid),
+    'subscription_changes', (select coalesce(jsonb_agg(to_jsonb(c) order by c.occurred_at), '[]')
+                             from public.subscription_changes c where c.user_id = uid),
+    'usage_counters', (select coalesce(jsonb_agg(to_jsonb(c) order by c.period_start, c.metric), '[]')
+                       from public.usage_counters c where c.user_id = uid),
+    'sessions', (select coalesce(jsonb_agg(to_jsonb(s) order by s.started_at), '[]') from public.practice_sessions s
+                 where s.user_id = uid),
+    'session_questions', (select coalesce(jsonb_agg(to_jsonb(q) order by q.served_at, q.position), '[]')
+                          from public.session_questions q where q.user_id = uid),
+    'ratings', (select coalesce(jsonb_agg(to_jsonb(r) order by r.created_at), '[]') from public.question_ratings r
+                where r.user_id = uid),
+    'achievements', (select coalesce(jsonb_agg(to_jsonb(a) order by a.awarded_at), '[]') from public.achievements a
+                     where a.user_id = uid),
+    'progress', (select coalesce(jsonb_agg(to_jsonb(p) order by p.period_start, p.metric_name), '[]')
+                 from public.user_progress p where p.user_id = uid),
+    'progress_totals', (select to_jsonb(t) from public.progress_totals t where t.user_id = uid),
+    'ai_usage', (select coalesce(jsonb_agg(to_jsonb(a) order by a.created_at), '[]') from public.ai_usage a
+                 where a.user_id = uid),
+    'provisional_questions', (select coalesce(jsonb_agg(jsonb_build_object('id', q.id, 'content', q.content,
+                                                                           'category', q.category,
+                                                                           'created_at', q.created_at)), '[]')
+                              from public.questions q where q.provisional_for = uid),
+    'recordings', (select coalesce(jsonb_agg(jsonb_build_object('name', o.name, 'created_at', o.created_at,
+                                                                'size', o.metadata -> 'size',
+                                                                'mimetype', o.metadata -> 'mimetype')
+                                             order by o.name), '[]')
+                   from storage.objects o
+                   where o.bucket_id = 'answers' and o.name like uid::text || '/%'),
+    'deletion', private.account_deletion_state(uid) - 'subscriptions' - 'customers');
+end
+$$;
+
+revoke all on function service.find_account(text), service.request_account_deletion(uuid, text, text),
+  service.record_account_deletion_step(uuid, text, text), service.complete_account_deletion(uuid),
+  service.due_account_deletions(integer), service.export_account(uuid, jsonb, integer)
+  from public, anon, authenticated;
+grant execute on function service.find_account(text), service.request_account_deletion(uuid, text, text),
+  service.record_account_deletion_step(uuid, text, text), service.complete_account_deletion(uuid),
+  service.due_account_deletions(integer), service.export_account(uuid, jsonb, integer)
+  to service_role;

@@ -1,0 +1,135 @@
+"""The account functions against the real database, the Stripe stand-in over HTTP and Storage faked at its HTTP
+boundary. Each module's database lifts the one-live-subscription index, as the billing work (migrations 14-15)
+does, so a user can hold two live subscriptions."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import psycopg
+import pytest
+import stripe
+from fastapi.testclient import TestClient
+from psycopg.types.json import Jsonb
+
+from functions.account import api
+from functions.account.deletion import Deleter
+from functions.account.settings import AccountApiSettings
+from functions.account.storage import SupabaseRecordings
+from prep.stripe_stand_in import MONTHLY_PRICE_ID, StripeStandIn
+from shared.config import DatabaseSettings
+from shared.db.psycopg_transport import PsycopgDatabase
+from tests.support.dataset import UserData, populate_user
+from tests.support.fake_storage import SERVICE_KEY, FakeStorage
+from tests.support.identities import user_claims
+
+JWT_SECRET = "local-jwt-secret-with-at-least-32-characters!"
+ISSUER = "http://127.0.0.1:54321/auth/v1"
+
+
+@pytest.fixture(scope="module")
+def running_stand_in() -> Iterator[StripeStandIn]:
+    with StripeStandIn() as running:
+        yield running
+
+
+class Accounts:
+    def __init__(self, database_url: str, stand_in: StripeStandIn) -> None:
+        self.conn = psycopg.connect(database_url, autocommit=True)
+        self.stand_in = stand_in
+        self.stripe = stripe.StripeClient("sk_test_stand_in", base_addresses={"api": stand_in.base_url})
+        self.storage = FakeStorage(database_url)
+        self.database = PsycopgDatabase(DatabaseSettings(database_url=database_url, db_pool_size=2))
+        recordings = SupabaseRecordings(
+            "http://storage.test", SERVICE_KEY, timeout=5, http_client=self.storage.client()
+        )
+        self.deleter = Deleter(self.database, self.stripe, recordings)
+        settings = AccountApiSettings(
+            database_url=database_url,
+            stripe_secret_key="sk_test_stand_in",
+            stripe_api_base=stand_in.base_url,
+            supabase_url="http://storage.test",
+            supabase_service_role_key=SERVICE_KEY,
+            supabase_jwt_secret=JWT_SECRET,
+            supabase_jwt_issuer=ISSUER,
+        )
+        self.api = TestClient(api.build_app(settings, database=self.database, deleter=self.deleter))
+
+    def auth(self, user_id: uuid.UUID, **overrides: Any) -> dict[str, str]:
+        claims = {**user_claims(user_id), "iss": ISSUER, "exp": int(time.time()) + 600, **overrides}
+        return {"authorization": "Bearer " + jwt.encode(claims, JWT_SECRET, algorithm="HS256")}
+
+    def email(self, user_id: uuid.UUID) -> str:
+        return self.conn.execute("select email from public.users where id = %s", (user_id,)).fetchone()[0]
+
+    def stripe_subscription(self, customer: str) -> str:
+        session = self.stripe.v1.checkout.sessions.create(
+            {
+                "mode": "subscription",
+                "customer": customer,
+                "line_items": [{"price": MONTHLY_PRICE_ID, "quantity": 1}],
+                "success_url": "http://app.test/ok",
+                "cancel_url": "http://app.test/cancel",
+            }
+        )
+        self.stand_in.complete_checkout(session.id)
+        return self.stand_in.get(session.id)["subscription"]
+
+    def full_user(self) -> tuple[UserData, str, list[str]]:
+        """A user with a row in every table, archived answers, two live Stripe subscriptions of one customer,
+        recordings in three folder levels, Stripe events naming them, and a provisional question."""
+        data = populate_user(self.conn)
+        uid = data.user_id
+        customer = self.stripe.v1.customers.create({"email": self.email(uid), "metadata": {"user_id": str(uid)}}).id
+        subscriptions = [self.stripe_subscription(customer), self.stripe_subscription(customer)]
+        self.conn.execute(
+            "update public.billing_customers set stripe_customer_id = %s where user_id = %s", (customer, uid)
+        )
+        self.conn.execute(
+            "update public.subscriptions set stripe_customer_id = %s, stripe_subscription_id = %s where user_id = %s",
+            (customer, subscriptions[0], uid),
+        )
+        self.conn.execute(
+            """insert into public.subscriptions (user_id, plan_id, status, stripe_customer_id, stripe_subscription_id)
+               select %s, id, 'active', %s, %s from public.plans where code = 'weekly'""",
+            (uid, customer, subscriptions[1]),
+        )
+        self.conn.execute(
+            """insert into archive.responses select * from public.responses where id = %s""", (data.response_id,)
+        )
+        self.conn.execute("update archive.responses set id = gen_random_uuid() where user_id = %s", (uid,))
+        self.conn.execute(
+            """insert into auth.identities (provider_id, user_id, identity_data, provider)
+               values (%s, %s, %s, 'email')""",
+            (str(uid), uid, Jsonb({"sub": str(uid), "email": self.email(uid)})),
+        )
+        for name in ("a.webm", "2026/b.webm", "2026/12/c.webm"):
+            self.storage.put(f"{uid}/{name}", uid)
+        self.conn.execute(
+            """insert into private.stripe_events (id, type, stripe_created_at, livemode, outcome, payload)
+               values (%s, 'customer.subscription.created', now(), false, 'applied', %s)""",
+            (f"evt_{uid.hex}", Jsonb({"data": {"object": {"customer": customer, "metadata": {"user_id": str(uid)}}}})),
+        )
+        self.conn.execute(
+            """insert into public.questions (content, category, difficulty, experience_level, source, provisional_for)
+               values (%s, 'behavioral', 'easy', 'entry', 'ai', %s)""",
+            (f"A question generated for one user ({uid.hex[:8]})?", uid),
+        )
+        return data, customer, subscriptions
+
+    def close(self) -> None:
+        self.conn.close()
+        self.storage.close()
+        self.database.close()
+
+
+@pytest.fixture
+def accounts(database_url: str, running_stand_in: StripeStandIn) -> Iterator[Accounts]:
+    running_stand_in.reset()
+    harness = Accounts(database_url, running_stand_in)
+    yield harness
+    harness.close()

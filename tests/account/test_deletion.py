@@ -1,0 +1,186 @@
+"""Deleting an account: every row and object of the user goes, Stripe billing ends, and a failing outside service
+leaves the deletion pending (the database untouched) until the scheduled retry finishes it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+import pytest
+import stripe
+from psycopg import sql
+from typer.testing import CliRunner
+
+from functions.account import billing as account_billing
+from functions.account.retry import run_retries
+from functions.billing.stripe_objects import STRIPE_API_VERSION
+from prep.cli import app as console
+from shared.db import DatabaseError
+from shared.db.rls import acting_as
+from tests.account.conftest import Accounts
+from tests.support.identities import user_claims
+
+# Every column a user id could be written into, whatever its name.
+SCANNED_TYPES = ("text", "character varying", "uuid", "jsonb", "json", "text[]", "uuid[]")
+
+
+def places_holding(conn: psycopg.Connection, needle: str) -> list[str]:
+    """Every table.column of every schema whose value, as text, contains `needle` (catalog-driven)."""
+    columns = conn.execute(
+        """select n.nspname, c.relname, a.attname from pg_class c
+           join pg_namespace n on n.oid = c.relnamespace
+           join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+           where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
+             and format_type(a.atttypid, null) = any(%s)""",
+        (list(SCANNED_TYPES),),
+    ).fetchall()
+    found = []
+    for schema, table, column in columns:
+        query = sql.SQL("select exists (select from {}.{} where {}::text like %s)").format(
+            sql.Identifier(schema), sql.Identifier(table), sql.Identifier(column)
+        )
+        if conn.execute(query, (f"%{needle}%",)).fetchone()[0]:
+            found.append(f"{schema}.{table}.{column}")
+    return found
+
+
+def test_a_deleted_account_leaves_no_trace_in_any_table_the_bucket_or_stripe(accounts: Accounts) -> None:
+    data, customer, subscriptions = accounts.full_user()
+    other, _, other_subscriptions = accounts.full_user()
+    uid = str(data.user_id)
+    assert len(places_holding(accounts.conn, uid)) > 15  # the scan sees the user everywhere before
+
+    state = accounts.deleter.request(uid, requested_by="operator")
+
+    assert (state.status, state.stripe_done, state.storage_done) == ("deleted", True, True)
+    assert places_holding(accounts.conn, uid) == []
+    assert places_holding(accounts.conn, customer) == []
+    assert accounts.storage.names(f"{uid}/") == []
+    for subscription in subscriptions:
+        assert accounts.stand_in.get(subscription)["status"] == "canceled"
+    assert accounts.stripe.v1.customers.retrieve(customer).to_dict().get("deleted") is True
+    # The tombstone is a hash of the id, nothing more.
+    tombstone = accounts.conn.execute(
+        "select user_id, completed_at is not null from private.account_deletions where user_hash = encode(sha256(%s),"
+        " 'hex')",
+        (uid.encode(),),
+    ).fetchone()
+    assert tombstone == (None, True)
+    # Nobody else lost anything.
+    assert len(accounts.storage.names(f"{other.user_id}/")) == 3
+    assert accounts.stand_in.get(other_subscriptions[0])["status"] == "active"
+    assert accounts.conn.execute(
+        "select count(*) from archive.responses where user_id = %s", (other.user_id,)
+    ).fetchone() == (1,)
+
+
+def test_stripe_failing_leaves_the_database_untouched_and_the_scheduled_retry_finishes(accounts: Accounts) -> None:
+    data, _, subscriptions = accounts.full_user()
+    uid = str(data.user_id)
+    accounts.stand_in.outage = True
+
+    state = accounts.deleter.request(uid, requested_by="user", confirm=accounts.email(data.user_id))
+
+    assert (state.status, state.stripe_done, state.storage_done) == ("pending", False, False)
+    assert state.attempts == 1
+    assert (state.last_error or "").startswith("stripe:")
+    assert accounts.conn.execute("select count(*) from public.responses where user_id = %s", (uid,)).fetchone() == (1,)
+    assert len(accounts.storage.names(f"{uid}/")) == 3
+    assert run_retries(accounts.deleter, batch=10) == {"deleted": 0, "pending": 0}  # not due yet
+
+    accounts.stand_in.outage = False
+    accounts.conn.execute("update private.account_deletions set next_attempt_at = now() where user_id = %s", (uid,))
+    assert run_retries(accounts.deleter, batch=10) == {"deleted": 1, "pending": 0}
+    assert places_holding(accounts.conn, uid) == []
+    assert all(accounts.stand_in.get(s)["status"] == "canceled" for s in subscriptions)
+
+
+def test_storage_failing_leaves_the_database_untouched_and_the_scheduled_retry_finishes(accounts: Accounts) -> None:
+    data, _, subscriptions = accounts.full_user()
+    uid = str(data.user_id)
+    accounts.storage.fail_next = 1
+
+    state = accounts.deleter.request(uid, requested_by="operator")
+
+    assert (state.status, state.stripe_done, state.storage_done) == ("pending", True, False)
+    assert "HTTP 503" in (state.last_error or "")
+    assert accounts.conn.execute("select count(*) from public.users where id = %s", (uid,)).fetchone() == (1,)
+    assert accounts.conn.execute("select count(*) from archive.responses where user_id = %s", (uid,)).fetchone() == (1,)
+    # Billing is over in Stripe (the cancellation events have not arrived: the rows still say active).
+    assert all(accounts.stand_in.get(s)["status"] == "canceled" for s in subscriptions)
+
+    accounts.conn.execute("update private.account_deletions set next_attempt_at = now() where user_id = %s", (uid,))
+    assert run_retries(accounts.deleter, batch=10) == {"deleted": 1, "pending": 0}
+    assert places_holding(accounts.conn, uid) == []
+    assert accounts.storage.names(f"{uid}/") == []
+
+
+def test_a_pending_deletion_refuses_new_sessions_answers_and_recordings(accounts: Accounts) -> None:
+    data, _, _ = accounts.full_user()
+    accounts.storage.fail_next = 1
+    accounts.deleter.request(str(data.user_id), requested_by="operator")
+    with (
+        pytest.raises(psycopg.Error, match="being deleted"),
+        acting_as(accounts.conn, user_claims(data.user_id)),
+    ):
+        accounts.conn.execute(
+            "insert into public.practice_sessions (user_id, session_type) values (%s, 'quick')", (data.user_id,)
+        )
+    with acting_as(accounts.conn, user_claims(data.user_id)):
+        assert accounts.conn.execute(
+            "select public.stored_recordings(), deletion_requested_at is not null from public.users"
+        ).fetchone() == (
+            200,
+            True,
+        )
+
+
+def test_deleting_a_billed_user_outside_the_flow_is_still_refused(accounts: Accounts) -> None:
+    data, _, _ = accounts.full_user()
+    with pytest.raises(psycopg.Error, match="Stripe keeps charging"):
+        accounts.conn.execute("delete from auth.users where id = %s", (data.user_id,))
+
+
+def test_completing_before_stripe_and_storage_are_done_is_refused(accounts: Accounts) -> None:
+    data, _, _ = accounts.full_user()
+    accounts.stand_in.outage = True
+    accounts.deleter.request(str(data.user_id), requested_by="operator")
+    with pytest.raises(DatabaseError) as refused:
+        accounts.database.call("service.complete_account_deletion", {"user_id": str(data.user_id)})
+    assert refused.value.status == 409
+
+
+def test_the_console_names_an_unknown_account(accounts: Accounts, database_url: str, monkeypatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    for who in ("nobody@example.test", str(uuid.uuid4())):
+        result = CliRunner().invoke(console, ["users", "delete", who, "--yes"])
+        assert result.exit_code == 1
+        assert f"no account with id or email '{who}'" in result.output
+
+
+def test_the_account_package_pins_billings_stripe_api_version() -> None:
+    # functions/account cannot import functions/billing (each artifact ships only its own package).
+    assert account_billing.STRIPE_API_VERSION == STRIPE_API_VERSION
+
+
+def test_the_stand_in_refuses_a_prorated_or_invoiced_cancellation(accounts: Accounts) -> None:
+    _, _, subscriptions = accounts.full_user()
+    for flag in ("prorate", "invoice_now"):
+        with pytest.raises(stripe.InvalidRequestError, match=f"{flag}=false only"):
+            accounts.stripe.v1.subscriptions.cancel(subscriptions[0], {flag: True})
+    assert accounts.stand_in.get(subscriptions[0])["status"] == "active"
+
+
+def test_the_console_exports_every_page_into_one_file(
+    accounts: Accounts, database_url: str, monkeypatch, tmp_path
+) -> None:
+    data, _, _ = accounts.full_user()
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    out = tmp_path / "account.json"
+    result = CliRunner().invoke(console, ["users", "export", accounts.email(data.user_id), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    export = json.loads(out.read_text())
+    assert export["user_id"] == str(data.user_id)
+    assert len(export["answers"]) == 2  # one live, one archived
+    assert export["next"] is None

@@ -1,0 +1,65 @@
+"""The export is complete by the catalog: every table of every schema with a column naming a user (by name, or by
+a foreign key to the users) appears in service.export_account, or is excluded here with the reason."""
+
+from __future__ import annotations
+
+from tests.account.conftest import Accounts
+
+# table -> the export section holding its rows
+EXPORTED = {
+    "auth.users": "account",
+    "auth.identities": "identities",
+    "public.users": "user",
+    "public.user_profiles": "profile",
+    "public.billing_customers": "billing_customers",
+    "public.subscriptions": "subscriptions",
+    "public.subscription_changes": "subscription_changes",
+    "public.usage_counters": "usage_counters",
+    "public.practice_sessions": "sessions",
+    "public.session_questions": "session_questions",
+    "public.responses": "answers",
+    "archive.responses": "answers",
+    "public.question_ratings": "ratings",
+    "public.achievements": "achievements",
+    "public.user_progress": "progress",
+    "public.progress_totals": "progress_totals",
+    "public.ai_usage": "ai_usage",
+    "public.questions": "provisional_questions",
+    "storage.objects": "recordings",
+    "private.account_deletions": "deletion",
+}
+EXCLUDED = {
+    # The bucket's owner is a project administrator, never a platform user.
+    "storage.buckets": "buckets are created by migrations; owner is not a user of the platform",
+}
+# Column names that hold a user's id (besides foreign keys to auth.users or public.users).
+USER_COLUMNS = ("user_id", "owner", "owner_id", "provisional_for")
+
+
+def test_every_table_holding_user_data_is_exported_or_excluded_with_a_reason(accounts: Accounts) -> None:
+    owned = {
+        row[0]
+        for row in accounts.conn.execute(
+            """select distinct n.nspname || '.' || c.relname from pg_class c
+               join pg_namespace n on n.oid = c.relnamespace
+               join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+               where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema')
+                 and (a.attname = any(%s) or exists (
+                   select from pg_constraint f where f.conrelid = c.oid and f.contype = 'f'
+                     and f.confrelid in ('auth.users'::regclass, 'public.users'::regclass)))
+               union select 'auth.users'""",
+            (list(USER_COLUMNS),),
+        ).fetchall()
+    }
+    assert owned - set(EXPORTED) - set(EXCLUDED) == set(), "tables with user data the export misses"
+    assert set(EXPORTED) - owned == set(), "the mapping names tables that hold no user column any more"
+
+
+def test_the_export_holds_a_row_of_every_exported_table(accounts: Accounts) -> None:
+    data, _, _ = accounts.full_user()
+    export = accounts.database.call("service.export_account", {"user_id": str(data.user_id)})
+    empty = sorted(section for section in set(EXPORTED.values()) if export.get(section) in (None, [], {}))
+    assert empty == ["deletion"]  # nothing is pending for this user
+    assert {answer["archived"] for answer in export["answers"]} == {False, True}
+    assert export["account"]["email"] == accounts.email(data.user_id)
+    assert "encrypted_password" not in export["account"]
