@@ -216,6 +216,12 @@ def account_deletion(data: dict[str, Any]) -> list[Figure]:
             f"<= {data['target_ratio']}",
             data["median_p95_ratio"] <= data["target_ratio"],
         ),
+        Figure(
+            f"  control: the same writers beside a {data['control']['seconds']:.2f} s query that touches no table",
+            f"{data['control']['median_p95_ratio']:.2f}",
+            "(reference)",
+            None,
+        ),
     ]
 
 

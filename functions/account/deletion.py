@@ -3,6 +3,7 @@
     service.request_account_deletion      the request is recorded first (private.account_deletions)
     Stripe: cancel live subscriptions, delete the customer      -> service.record_account_deletion_step('stripe')
     Storage: delete <user_id>/... in the answers bucket          -> service.record_account_deletion_step('storage')
+    service.purge_account_answers         the answers, archived then live, 1,000 rows a transaction
     service.complete_account_deletion     the auth user, every row it owns (one transaction), a hashed tombstone
 
 A step that fails is recorded with its error and a retry time, and the deletion stops there: nothing in the database
@@ -66,6 +67,9 @@ class Deleter:
                 return self._failed(user_id, "storage", str(error))
             state = self._done(user_id, "storage")
         if state["status"] == "pending":
+            # Answers first, in short transactions: the final one then holds only what is left of the account.
+            while self.database.call("service.purge_account_answers", {"user_id": user_id}):
+                pass
             state = self.database.call("service.complete_account_deletion", {"user_id": user_id})
             log.info("account deleted", extra={"attempts": state["attempts"]})
         return DeletionState.model_validate(state)

@@ -143,6 +143,57 @@ revoke all on function private.redact_events_of_deleted_users() from public, ano
 create trigger redact_events_of_deleted_users before insert or update of payload on private.stripe_events
   for each row execute function private.redact_events_of_deleted_users();
 
+-- Nor does it subscribe: a checkout finished after the Stripe step would leave a subscription no one cancels.
+create or replace function service.checkout_context(user_id uuid, plan_code text) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  plan public.plans;
+  live text;
+begin
+  if not exists (select from public.users u where u.id = checkout_context.user_id) then
+    raise sqlstate 'PT404' using message = 'no such user';
+  end if;
+  if exists (select from public.users u
+             where u.id = checkout_context.user_id and u.deletion_requested_at is not null) then
+    raise sqlstate 'PT409' using
+      message = 'this account is being deleted',
+      hint = 'A deleted account cannot subscribe; sign up again once the deletion is complete.';
+  end if;
+  select * into plan from public.plans p where p.code = plan_code and p.is_active and p.price_cents > 0;
+  if not found then
+    raise sqlstate 'PT404' using
+      message = format('no plan %L can be bought', plan_code),
+      hint = (select 'Choose one of: ' || string_agg(p.code, ', ' order by p.sort_order)
+              from public.plans p where p.is_active and p.price_cents > 0);
+  end if;
+  if plan.stripe_price_id is null then
+    raise sqlstate 'PT503' using message = format('plan %s has no Stripe price configured', plan.code);
+  end if;
+  select s.stripe_subscription_id into live from public.subscriptions s
+  where s.user_id = checkout_context.user_id and s.status in ('trialing', 'active', 'past_due', 'unpaid', 'paused');
+  if live is not null then
+    raise sqlstate 'PT409' using
+      message = 'you already have a subscription',
+      hint = 'Change or cancel it from the billing portal (POST /billing/portal).';
+  end if;
+  return jsonb_build_object(
+    'stripe_customer_id', (select c.stripe_customer_id from public.billing_customers c
+                           where c.user_id = checkout_context.user_id and c.deleted_at is null),
+    -- A customer deleted in Stripe is replaced; its id keys the idempotent creation of the next one.
+    'replaces_customer', (select c.stripe_customer_id from public.billing_customers c
+                          where c.user_id = checkout_context.user_id and c.deleted_at is not null),
+    'email', (select u.email from public.users u where u.id = checkout_context.user_id),
+    'price_id', plan.stripe_price_id,
+    'trial_days', case
+      when exists (select from public.subscriptions s
+                   where s.user_id = checkout_context.user_id and s.trial_start is not null) then 0
+      else plan.trial_days end
+  );
+end
+$$;
+
 -- A billed user may be deleted once the deletion flow has cancelled their billing in Stripe (the cancellation
 -- events may not have arrived yet, so the rows can still say 'active').
 create or replace function private.refuse_deleting_billed_users() returns trigger
@@ -315,6 +366,46 @@ $$;
 revoke all on function private.auth_account(uuid) from public, anon, authenticated;
 grant execute on function private.auth_account(uuid) to service_role;
 
+-- Before the last step, the account's answers go in short transactions of at most batch_size rows (archived first),
+-- so the final transaction stays small and other users' commits never wait behind one long one. Only once Stripe and
+-- Storage are done (the account is going: its owner can no longer add answers). Returns how many went; 0 when none
+-- are left. Repeating it after a crash is harmless.
+create function service.purge_account_answers(user_id uuid, batch_size integer default 1000) returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  deletion private.account_deletions;
+  batch integer := least(greatest(batch_size, 1), 10000);
+  purged integer;
+begin
+  select * into deletion from private.account_deletions d
+  where d.user_hash = private.user_hash(purge_account_answers.user_id);
+  if not found or deletion.completed_at is not null then
+    return 0;
+  end if;
+  if deletion.stripe_done_at is null or deletion.storage_done_at is null then
+    raise sqlstate 'PT409' using message = 'billing and recordings must be removed before the account';
+  end if;
+  delete from archive.responses a
+  where a.id in (select a2.id from archive.responses a2 where a2.user_id = purge_account_answers.user_id limit batch);
+  get diagnostics purged = row_count;
+  if purged > 0 then
+    return purged;
+  end if;
+  with doomed as (
+    select r.id from public.responses r where r.user_id = purge_account_answers.user_id limit batch
+  ), anonymised as (
+    -- AI usage stays in the platform's books without its answer (what the cascade would do row by row).
+    update public.ai_usage a set user_id = null, response_id = null
+    where a.response_id in (select id from doomed)
+  )
+  delete from public.responses r where r.id in (select id from doomed);
+  get diagnostics purged = row_count;
+  return purged;
+end
+$$;
+
 -- The last step, in one transaction: the auth user goes (the cascade takes every row with a foreign key to it, the
 -- triggers above the rest), and the record becomes a tombstone. Refused until Stripe and Storage are done.
 create function service.complete_account_deletion(user_id uuid) returns jsonb
@@ -446,10 +537,12 @@ end
 $$;
 
 revoke all on function service.find_account(text), service.request_account_deletion(uuid, text, text),
-  service.record_account_deletion_step(uuid, text, text), service.complete_account_deletion(uuid),
+  service.record_account_deletion_step(uuid, text, text), service.purge_account_answers(uuid, integer),
+  service.complete_account_deletion(uuid),
   service.due_account_deletions(integer), service.export_account(uuid, jsonb, integer)
   from public, anon, authenticated;
 grant execute on function service.find_account(text), service.request_account_deletion(uuid, text, text),
-  service.record_account_deletion_step(uuid, text, text), service.complete_account_deletion(uuid),
+  service.record_account_deletion_step(uuid, text, text), service.purge_account_answers(uuid, integer),
+  service.complete_account_deletion(uuid),
   service.due_account_deletions(integer), service.export_account(uuid, jsonb, integer)
   to service_role;

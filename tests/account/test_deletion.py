@@ -136,6 +136,41 @@ def test_a_pending_deletion_refuses_new_sessions_answers_and_recordings(accounts
         )
 
 
+def test_a_pending_deletion_refuses_checkout(accounts: Accounts) -> None:
+    data, _, _ = accounts.full_user()
+    accounts.storage.fail_next = 1
+    accounts.deleter.request(str(data.user_id), requested_by="operator")
+    with pytest.raises(DatabaseError) as refused:
+        accounts.database.call("service.checkout_context", {"user_id": str(data.user_id), "plan_code": "monthly"})
+    assert refused.value.status == 409
+    assert "being deleted" in refused.value.detail
+
+
+def test_answers_are_purged_in_batches_only_once_stripe_and_storage_are_done(accounts: Accounts) -> None:
+    data, _, _ = accounts.full_user()
+    user = str(data.user_id)
+    answers = accounts.conn.execute(
+        "select (select count(*) from public.responses where user_id = %(u)s)"
+        " + (select count(*) from archive.responses where user_id = %(u)s)",
+        {"u": user},
+    ).fetchone()[0]
+    assert answers >= 2
+    accounts.storage.fail_next = 1
+    accounts.deleter.request(user, requested_by="operator")
+    with pytest.raises(DatabaseError) as refused:
+        accounts.database.call("service.purge_account_answers", {"user_id": user, "batch_size": 1})
+    assert refused.value.status == 409
+    accounts.deleter.recordings.delete_folder(user)
+    accounts.database.call("service.record_account_deletion_step", {"user_id": user, "step": "storage"})
+    purged = []
+    while batch := accounts.database.call("service.purge_account_answers", {"user_id": user, "batch_size": 1}):
+        purged.append(batch)
+    assert purged == [1] * answers
+    state = accounts.database.call("service.complete_account_deletion", {"user_id": user})
+    assert state["status"] == "deleted"
+    assert accounts.database.call("service.purge_account_answers", {"user_id": user}) == 0
+
+
 def test_deleting_a_billed_user_outside_the_flow_is_still_refused(accounts: Accounts) -> None:
     data, _, _ = accounts.full_user()
     with pytest.raises(psycopg.Error, match="Stripe keeps charging"):
