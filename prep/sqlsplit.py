@@ -80,18 +80,6 @@ class _Text:
         return self.sql[max(self.start, self.end - length) : self.end]
 
 
-class _Text:
-    """The current piece, sql[start:end], without copying it: the states only look at its last few characters."""
-
-    __slots__ = ("end", "sql", "start")
-
-    def __init__(self, sql: str, start: int, end: int) -> None:
-        self.sql, self.start, self.end = sql, start, end
-
-    def tail(self, length: int) -> str:
-        return self.sql[max(self.start, self.end - length) : self.end]
-
-
 _State = _Ready | _Dash | _Slash | _Quote | _Dollar | _Tag | _Escape | _Atomic
 
 
