@@ -202,9 +202,7 @@ class EvaluationWorker:
             raise EvaluationFailedError(str(error)) from error
         if not audio:
             raise EvaluationFailedError("the recording is empty")
-        return self.ai.transcribe(
-            audio, parts[-1], user_id=str(context.user_id), response_id=str(context.response_id)
-        )
+        return self.ai.transcribe(audio, parts[-1], user_id=str(context.user_id), response_id=str(context.response_id))
 
     def _failed(self, message_id: str, response_id: str, error: Exception, receives: int) -> RecordResult:
         permanent, reason = _classify(error)
