@@ -90,29 +90,73 @@ begin
 end
 $$;
 
+-- Every Stripe event is filed under the customer it is about (migration 15 does so for the events it applies; the
+-- rest name theirs at data.object.customer, or are the customer): a deleted account's events are then found by
+-- index, never by reading every payload. Customers of deleted accounts are remembered only as hashes.
+create table private.deleted_stripe_customers (
+  customer_hash text primary key check (customer_hash ~ '^[0-9a-f]{64}$'),
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+create trigger set_updated_at before update on private.deleted_stripe_customers
+  for each row execute function private.set_updated_at();
+alter table private.deleted_stripe_customers enable row level security;
+revoke all on private.deleted_stripe_customers from public, anon, authenticated;
+grant select on private.deleted_stripe_customers to service_role;
+
+create function private.stripe_event_customer(payload jsonb) returns text
+language sql immutable
+set search_path = ''
+as $$
+  select case
+    when jsonb_typeof(payload #> '{data,object,customer}') = 'string' then payload #>> '{data,object,customer}'
+    when payload #>> '{data,object,object}' = 'customer' then payload #>> '{data,object,id}'
+  end
+$$;
+revoke all on function private.stripe_event_customer(jsonb) from public, anon, authenticated;
+
+update private.stripe_events e set stripe_customer_id = private.stripe_event_customer(e.payload)
+where e.stripe_customer_id is null;
+create index idx_stripe_events_customer on private.stripe_events (stripe_customer_id);
+-- The few events about no customer at all, which a deletion still reads (for the user id in their payload).
+create index idx_stripe_events_no_customer on private.stripe_events (id) where stripe_customer_id is null;
+
 -- Rows a user owns without a foreign key to users go with the user, whichever way the user is deleted (this flow,
--- the dashboard, Auth's admin API): archived answers, and Stripe events that name the user or their customer
--- (their payloads carry the customer's email and metadata.user_id) keep their id and outcome (so a redelivery is
--- still recognised as a duplicate) but lose their payload. Before delete: the customer ids are still readable.
+-- the dashboard, Auth's admin API): archived answers, and Stripe events about the user's customers or naming the
+-- user (their payloads carry the customer's email and metadata.user_id) keep their id and outcome (so a
+-- redelivery is still recognised as a duplicate) but lose their payload. Before delete: the customer ids are
+-- still readable.
 create function private.forget_deleted_user() returns trigger
 language plpgsql
 security definer
 set search_path = ''
 as $$
 declare
-  needles text[];
+  customers text[];
+  redacted constant jsonb := jsonb_build_object('redacted', 'account deleted');
 begin
   delete from archive.responses a where a.user_id = old.id;
   -- AI usage stays in the platform's books, anonymised. Both of its foreign keys (user_id, response_id) would be set
   -- null row by row by the cascade (twice per answer); one statement does it first.
   update public.ai_usage a set user_id = null, response_id = null where a.user_id = old.id;
-  select array_agg(distinct '%' || n || '%') into needles
-  from (select old.id::text as n
-        union select c.stripe_customer_id from public.billing_customers c where c.user_id = old.id
-        union select s.stripe_customer_id from public.subscriptions s
-              where s.user_id = old.id and s.stripe_customer_id is not null) found;
-  update private.stripe_events e set payload = jsonb_build_object('redacted', 'account deleted')
-  where e.payload::text like any (needles);
+  select coalesce(array_agg(distinct c), '{}') into customers
+  from (select c.stripe_customer_id as c from public.billing_customers c where c.user_id = old.id
+        union select s.stripe_customer_id from public.subscriptions s where s.user_id = old.id) found
+  where c is not null;
+  insert into private.deleted_stripe_customers (customer_hash)
+  select encode(sha256(convert_to(c, 'UTF8')), 'hex') from unnest(customers) c
+  on conflict do nothing;
+  update private.stripe_events e set payload = redacted, stripe_customer_id = null, stripe_subscription_id = null,
+    pending_snapshot = null
+  where e.stripe_customer_id = any (customers);
+  -- Operator alerts about the account (two live subscriptions, its customers) end with it.
+  delete from private.operator_alerts a
+  where a.subject = old.id::text or a.subject = any (customers) or a.detail::text like '%' || old.id::text || '%';
+  -- Events about no customer, or about one nobody was linked to yet, may still name the user.
+  update private.stripe_events e set payload = redacted, stripe_customer_id = null, stripe_subscription_id = null,
+    pending_snapshot = null
+  where (e.stripe_customer_id is null or e.pending_snapshot is not null)
+    and e.payload::text like '%' || old.id::text || '%';
   return old;
 end
 $$;
@@ -120,9 +164,9 @@ revoke all on function private.forget_deleted_user() from public, anon, authenti
 create trigger forget_deleted_user before delete on public.users
   for each row execute function private.forget_deleted_user();
 
--- Stripe events about a deleted account arrive after it is gone (cancelling sends customer.subscription.deleted
--- and customer.deleted): stored redacted, as the trigger above leaves the earlier ones.
-create function private.redact_events_of_deleted_users() returns trigger
+-- Each event is filed under its customer as it is recorded; one about a deleted account (cancelling sends
+-- customer.subscription.deleted and customer.deleted after it is gone) is stored redacted.
+create function private.file_stripe_event() returns trigger
 language plpgsql
 security definer
 set search_path = ''
@@ -130,18 +174,146 @@ as $$
 declare
   named text := new.payload #>> '{data,object,metadata,user_id}';
 begin
-  if named ~ '^[0-9a-fA-F-]{36}$' and exists (
-    select from private.account_deletions d
-    where d.user_hash = private.user_hash(named::uuid) and d.completed_at is not null
-  ) then
+  new.stripe_customer_id := coalesce(new.stripe_customer_id, private.stripe_event_customer(new.payload));
+  if (new.stripe_customer_id is not null and exists (
+        select from private.deleted_stripe_customers d
+        where d.customer_hash = encode(sha256(convert_to(new.stripe_customer_id, 'UTF8')), 'hex')))
+     or (named ~ '^[0-9a-fA-F-]{36}$' and exists (
+        select from private.account_deletions d
+        where d.user_hash = private.user_hash(named::uuid) and d.completed_at is not null)) then
     new.payload := jsonb_build_object('redacted', 'account deleted');
+    new.stripe_customer_id := null;
+    new.stripe_subscription_id := null;
   end if;
   return new;
 end
 $$;
-revoke all on function private.redact_events_of_deleted_users() from public, anon, authenticated;
-create trigger redact_events_of_deleted_users before insert or update of payload on private.stripe_events
-  for each row execute function private.redact_events_of_deleted_users();
+revoke all on function private.file_stripe_event() from public, anon, authenticated;
+create trigger file_stripe_event before insert or update of payload on private.stripe_events
+  for each row execute function private.file_stripe_event();
+
+-- Snapshots of subscriptions as in migration 15, but those of a deleted account's customers are not applied.
+create or replace function private.apply_subscription_snapshot(
+  snapshot jsonb, event_id text, event_type text, event_created timestamptz
+) returns text
+language plpgsql
+set search_path = ''
+as $$
+declare
+  sub jsonb := snapshot -> 'subscription';
+  version timestamptz := coalesce((snapshot ->> 'version')::timestamptz, event_created);
+  is_fresh boolean := coalesce((snapshot ->> 'fresh')::boolean, false);
+  existing public.subscriptions;
+  is_new boolean;
+  new_plan uuid;
+  owner uuid;
+  new_status public.subscription_status := (sub ->> 'status')::public.subscription_status;
+  change text;
+begin
+  -- Serialize on the Stripe id, not the row: two first events of one subscription find no row to lock.
+  perform pg_advisory_xact_lock(hashtextextended('stripe_subscription:' || (sub ->> 'stripe_subscription_id'), 0));
+  select * into existing from public.subscriptions
+  where stripe_subscription_id = sub ->> 'stripe_subscription_id';
+  is_new := not found;
+
+  if not is_new and existing.last_event_created_at is not null then
+    if existing.last_event_created_at > version then
+      return 'stale';
+    end if;
+    if existing.last_event_created_at = version and not is_fresh
+       and existing.last_event_id is distinct from event_id then
+      return 'needs_refresh';
+    end if;
+  end if;
+
+  new_plan := private.plan_for_price(sub ->> 'price_id', sub ->> 'price_lookup_key');
+  if new_plan is null then
+    perform private.raise_operator_alert('unknown_price', coalesce(sub ->> 'price_id', 'none'), jsonb_build_object(
+      'price_id', sub ->> 'price_id', 'lookup_key', sub ->> 'price_lookup_key',
+      'stripe_subscription_id', sub ->> 'stripe_subscription_id', 'stripe_event_id', event_id));
+    return 'unmatched_price';
+  end if;
+
+  -- A deleted account's subscriptions (its own cancellation events arrive after it is gone): nothing to apply,
+  -- nothing to alert about, no user id to keep.
+  if is_new and exists (
+    select from private.deleted_stripe_customers d
+    where d.customer_hash = encode(sha256(convert_to(sub ->> 'stripe_customer_id', 'UTF8')), 'hex')
+  ) then
+    return 'unchanged';
+  end if;
+
+  owner := coalesce(
+    existing.user_id,
+    (sub ->> 'user_id')::uuid,
+    (snapshot ->> 'user_id')::uuid,
+    (select c.user_id from public.billing_customers c where c.stripe_customer_id = sub ->> 'stripe_customer_id')
+  );
+  if owner is null or not exists (select from public.users u where u.id = owner) then
+    perform private.raise_operator_alert('unlinked_customer', sub ->> 'stripe_customer_id', jsonb_build_object(
+      'stripe_customer_id', sub ->> 'stripe_customer_id', 'stripe_subscription_id', sub ->> 'stripe_subscription_id',
+      'claimed_user_id', owner, 'stripe_event_id', event_id));
+    return 'unlinked';
+  end if;
+
+  insert into public.billing_customers (user_id, stripe_customer_id)
+  values (owner, sub ->> 'stripe_customer_id')
+  on conflict do nothing;
+
+  if is_new then
+    insert into public.subscriptions as s (
+      user_id, plan_id, status, stripe_customer_id, stripe_subscription_id, stripe_price_id,
+      trial_start, trial_end, current_period_start, current_period_end, cancel_at_period_end,
+      canceled_at, ended_at, last_event_id, last_event_created_at, stripe_created_at
+    ) values (
+      owner, new_plan, new_status, sub ->> 'stripe_customer_id', sub ->> 'stripe_subscription_id',
+      sub ->> 'price_id', (sub ->> 'trial_start')::timestamptz, (sub ->> 'trial_end')::timestamptz,
+      (sub ->> 'current_period_start')::timestamptz, (sub ->> 'current_period_end')::timestamptz,
+      coalesce((sub ->> 'cancel_at_period_end')::boolean, false), (sub ->> 'canceled_at')::timestamptz,
+      (sub ->> 'ended_at')::timestamptz, event_id, version, (sub ->> 'created')::timestamptz
+    )
+    returning * into existing;
+    insert into public.subscription_changes
+      (subscription_id, user_id, stripe_event_id, stripe_event_type, old_status, new_status, old_plan_id,
+       new_plan_id, occurred_at)
+    values (existing.id, owner, event_id, event_type, null, new_status, null, new_plan, version);
+    change := 'created';
+  else
+    update public.subscriptions s set
+      plan_id = new_plan,
+      status = new_status,
+      stripe_customer_id = sub ->> 'stripe_customer_id',
+      stripe_price_id = sub ->> 'price_id',
+      trial_start = (sub ->> 'trial_start')::timestamptz,
+      trial_end = (sub ->> 'trial_end')::timestamptz,
+      current_period_start = (sub ->> 'current_period_start')::timestamptz,
+      current_period_end = (sub ->> 'current_period_end')::timestamptz,
+      cancel_at_period_end = coalesce((sub ->> 'cancel_at_period_end')::boolean, false),
+      canceled_at = (sub ->> 'canceled_at')::timestamptz,
+      ended_at = (sub ->> 'ended_at')::timestamptz,
+      last_event_id = event_id,
+      last_event_created_at = version,
+      stripe_created_at = coalesce((sub ->> 'created')::timestamptz, s.stripe_created_at)
+    where s.id = existing.id;
+
+    change := 'unchanged';
+    if existing.status is distinct from new_status or existing.plan_id is distinct from new_plan then
+      insert into public.subscription_changes
+        (subscription_id, user_id, stripe_event_id, stripe_event_type, old_status, new_status, old_plan_id,
+         new_plan_id, occurred_at)
+      values (existing.id, existing.user_id, event_id, event_type, existing.status, new_status, existing.plan_id,
+              new_plan, version);
+      change := 'updated';
+    end if;
+  end if;
+
+  perform private.check_live_subscriptions(owner);
+  -- Events of this customer that arrived before anyone knew whose it was can be applied now. (Two deliveries
+  -- linking one customer at once can deadlock here; PostgreSQL aborts one, a 503, and Stripe's retry applies it.)
+  perform private.apply_pending_events(sub ->> 'stripe_customer_id');
+  return change;
+end
+$$;
 
 -- Nor does it subscribe: a checkout finished after the Stripe step would leave a subscription no one cancels.
 create or replace function service.checkout_context(user_id uuid, plan_code text) returns jsonb

@@ -75,6 +75,70 @@ def test_a_deleted_account_leaves_no_trace_in_any_table_the_bucket_or_stripe(acc
     ).fetchone() == (1,)
 
 
+def test_stripe_events_about_a_deleted_account_are_redacted_before_and_after(accounts: Accounts) -> None:
+    data, customer, _ = accounts.full_user()
+    uid, email = str(data.user_id), accounts.email(data.user_id)
+    # An event about no customer that still names the user (e.g. a one-off payment by support).
+    accounts.conn.execute(
+        """insert into private.stripe_events (id, type, stripe_created_at, livemode, outcome, payload)
+           values ('evt_no_customer', 'payment_intent.succeeded', now(), false, 'ignored', %s)""",
+        (json.dumps({"data": {"object": {"object": "payment_intent", "description": f"support for {uid}"}}}),),
+    )
+    accounts.conn.execute(
+        "insert into private.operator_alerts (kind, subject, detail) values ('duplicate_live_subscriptions', %s, %s)",
+        (uid, json.dumps({"user_id": uid})),
+    )
+    accounts.deleter.request(uid, requested_by="operator")
+
+    # Cancelling and deleting in Stripe sends events that arrive once the account is gone: the customer's email is
+    # in them, the user id is not.
+    late = {"object": "customer", "id": customer, "email": email, "name": "Deleted Person"}
+    result = accounts.database.call(
+        "service.apply_stripe_event",
+        {
+            "event": {
+                "id": "evt_late_customer_deleted",
+                "type": "customer.deleted",
+                "created": "2026-12-04T12:00:00+00:00",
+                "payload": {"type": "customer.deleted", "data": {"object": late}},
+            },
+            "snapshot": {"deleted_customer": customer},
+        },
+    )
+    assert result["outcome"] == "applied"
+    # The subscription's cancellation names the user in its metadata: not applied, not alerted, not kept.
+    late_subscription = accounts.database.call(
+        "service.apply_stripe_event",
+        {
+            "event": {
+                "id": "evt_late_subscription_deleted",
+                "type": "customer.subscription.deleted",
+                "created": "2026-12-04T12:00:00+00:00",
+                "payload": {"data": {"object": {"customer": customer, "metadata": {"user_id": uid}}}},
+            },
+            "snapshot": {
+                "version": "2026-12-04T12:00:00+00:00",
+                "subscription": {
+                    "stripe_subscription_id": "sub_late",
+                    "stripe_customer_id": customer,
+                    "status": "canceled",
+                    "price_id": None,
+                    "price_lookup_key": "monthly",
+                    "user_id": uid,
+                },
+            },
+        },
+    )
+    assert late_subscription == {"outcome": "applied", "change": "unchanged"}
+    assert places_holding(accounts.conn, uid) == []
+    assert places_holding(accounts.conn, email) == []
+    assert places_holding(accounts.conn, customer) == []
+    assert accounts.conn.execute(
+        "select count(*) from private.stripe_events where payload = '{\"redacted\": \"account deleted\"}'"
+        " and id in ('evt_no_customer', 'evt_late_customer_deleted', 'evt_late_subscription_deleted')"
+    ).fetchone() == (3,)
+
+
 def test_stripe_failing_leaves_the_database_untouched_and_the_scheduled_retry_finishes(accounts: Accounts) -> None:
     data, _, subscriptions = accounts.full_user()
     uid = str(data.user_id)
