@@ -134,7 +134,7 @@ def test_stripe_events_about_a_deleted_account_are_redacted_before_and_after(acc
     assert places_holding(accounts.conn, email) == []
     assert places_holding(accounts.conn, customer) == []
     assert accounts.conn.execute(
-        "select count(*) from private.stripe_events where payload = '{\"redacted\": \"account deleted\"}'"
+        'select count(*) from private.stripe_events where payload = \'{"redacted": "account deleted"}\''
         " and id in ('evt_no_customer', 'evt_late_customer_deleted', 'evt_late_subscription_deleted')"
     ).fetchone() == (3,)
 
