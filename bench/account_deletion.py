@@ -44,13 +44,13 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.database import fresh_scratch_database, maintenance_url
-from functions.account.billing import stripe_client
 from functions.account.deletion import Deleter
 from functions.account.storage import LocalRecordings
 from prep.stripe_stand_in import MONTHLY_PRICE_ID, StripeStandIn
 from shared.config import DatabaseSettings
 from shared.db import Caller
 from shared.db.psycopg_transport import PsycopgDatabase
+from shared.stripe_client import StripeSettings, stripe_client
 
 DATABASE = "prep_bench_account"
 OUT = Path(__file__).parent / "out" / "account_deletion.json"
@@ -333,7 +333,7 @@ def main() -> None:
             psycopg.connect(url, autocommit=True) as conn,
         ):
             recordings = Path(recordings_dir)
-            client = stripe_client("sk_test_bench", api_base=stand_in.base_url, timeout=10)
+            client = stripe_client(StripeSettings(stripe_secret_key="sk_test_bench", stripe_api_base=stand_in.base_url))
             database = TimedDatabase(DatabaseSettings(database_url=url, db_pool_size=2))
             deleter = Deleter(database, client, LocalRecordings(recordings))
             add_questions(conn, args.sessions * PER_SESSION)

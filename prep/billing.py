@@ -10,11 +10,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from functions.billing.settings import StripeSettings
-from functions.billing.stripe_api import StripeUnavailableError, all_subscription_snapshots, stripe_client
+from functions.billing.settings import BillingSettings
+from functions.billing.stripe_api import StripeUnavailableError, all_subscription_snapshots
 from prep.localdb import database_url
 from shared.config import ConfigurationError, DatabaseSettings, load_settings
 from shared.db import Database, DatabaseError, connect
+from shared.stripe_client import stripe_client
 
 app = typer.Typer(no_args_is_help=True, help="Billing operations against Stripe's API, and billing alerts.")
 console = Console(soft_wrap=True)
@@ -47,7 +48,7 @@ def resync(
     status, every page) from Stripe and apply them; Stripe's state wins."""
     if (user is None) == (not all_subscriptions):
         raise typer.BadParameter("choose --user ID or --all")
-    settings = _settings(StripeSettings)
+    settings = _settings(BillingSettings)
     database, client = connect(settings), stripe_client(settings)
     outcomes: Counter[str] = Counter()
     try:

@@ -9,24 +9,11 @@ from __future__ import annotations
 
 import stripe
 
-# The API version functions/billing pins (functions/billing/stripe_objects.py; a test keeps them equal). Not imported:
-# each function package ships only its own code.
-STRIPE_API_VERSION = "2026-10-28.endive"
 _ENDED = ("canceled", "incomplete_expired")
 
 
 class BillingStepError(Exception):
     """Stripe failed or refused; the step is retried later."""
-
-
-def stripe_client(api_key: str, *, api_base: str | None, timeout: float) -> stripe.StripeClient:
-    return stripe.StripeClient(
-        api_key,
-        stripe_version=STRIPE_API_VERSION,
-        base_addresses={"api": api_base.rstrip("/")} if api_base else None,  # type: ignore[arg-type]
-        max_network_retries=2,
-        http_client=stripe.RequestsClient(timeout=timeout),
-    )
 
 
 def end_billing(client: stripe.StripeClient, subscriptions: list[str], customers: list[str]) -> None:

@@ -20,10 +20,11 @@ from typing import Any, Literal
 import stripe
 from pydantic import BaseModel
 
-from functions.account.billing import BillingStepError, end_billing, stripe_client
+from functions.account.billing import BillingStepError, end_billing
 from functions.account.settings import AccountSettings
 from functions.account.storage import LocalRecordings, RecordingStore, StorageStepError, SupabaseRecordings
 from shared.db import Database
+from shared.stripe_client import stripe_client
 
 log = logging.getLogger("account.deletion")
 
@@ -100,9 +101,4 @@ def recordings_from(settings: AccountSettings) -> RecordingStore:
 
 
 def deleter_from(settings: AccountSettings, database: Database) -> Deleter:
-    api = stripe_client(
-        settings.stripe_secret_key.get_secret_value(),
-        api_base=str(settings.stripe_api_base) if settings.stripe_api_base else None,
-        timeout=settings.stripe_timeout_seconds,
-    )
-    return Deleter(database, api, recordings_from(settings))
+    return Deleter(database, stripe_client(settings), recordings_from(settings))

@@ -5,16 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from shared.config import AuthSettings, DatabaseSettings
+from shared.stripe_client import StripeSettings
 
 
-class AccountSettings(DatabaseSettings):
-    stripe_secret_key: SecretStr
-    # Only for a local stand-in of Stripe's API; unset in every real environment.
-    stripe_api_base: AnyHttpUrl | None = None
-    stripe_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+class AccountSettings(DatabaseSettings, StripeSettings):
     # Recordings: Supabase Storage with the service key, or (local runs) a directory <dir>/answers/<user_id>/...
     local_storage_dir: Path | None = None
     storage_timeout_seconds: float = Field(default=10, gt=0, le=60)

@@ -14,11 +14,11 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.billing.settings import BillingApiSettings
-from functions.billing.stripe_api import stripe_client
 from shared.auth import CurrentUser, TokenVerifier
 from shared.config import load_settings
 from shared.db import Database, connect
 from shared.http import ProblemError, create_app, lambda_entrypoint
+from shared.stripe_client import stripe_client
 
 
 class CheckoutRequest(BaseModel):

@@ -1,4 +1,4 @@
-"""The Stripe API client billing uses, and the reads the webhook and resync make through it."""
+"""The reads the webhook and resync make through Stripe's API (the client: shared/stripe_client.py)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,11 @@ from typing import Any
 
 import stripe
 
-from functions.billing.settings import StripeSettings
-from functions.billing.stripe_objects import STRIPE_API_VERSION, Subscription, subscription_snapshot
+from functions.billing.stripe_objects import Subscription, subscription_snapshot
 
 
 class StripeUnavailableError(Exception):
     """Stripe's API failed or timed out: worth retrying later."""
-
-
-def stripe_client(settings: StripeSettings) -> stripe.StripeClient:
-    base = {"api": str(settings.stripe_api_base).rstrip("/")} if settings.stripe_api_base else None
-    return stripe.StripeClient(
-        settings.stripe_secret_key.get_secret_value(),
-        stripe_version=STRIPE_API_VERSION,
-        base_addresses=base,  # type: ignore[arg-type]
-        max_network_retries=2,
-        # requests: stripe imports it anyway, so the client costs no extra import at cold start.
-        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
-    )
 
 
 def fresh_snapshot(

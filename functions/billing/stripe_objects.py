@@ -1,4 +1,4 @@
-"""The parts of Stripe's objects billing reads (API version pinned in STRIPE_API_VERSION), as pydantic models,
+"""The parts of Stripe's objects billing reads (API version pinned in shared/stripe_client.py), as pydantic models,
 and the normalized subscription snapshot service.apply_stripe_event takes."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-STRIPE_API_VERSION = "2026-10-28.endive"
+from shared.stripe_client import STRIPE_API_VERSION
+
 # The version (2025-03-31.basil) that moved an invoice's subscription from `invoice.subscription` to
 # `invoice.parent.subscription_details.subscription`. Events keep the version of the endpoint or account that
 # produced them, so both shapes arrive; the event's `api_version` says which one it is.

@@ -19,10 +19,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from functions.billing.settings import WebhookSettings
-from functions.billing.stripe_api import StripeUnavailableError, fresh_snapshot, stripe_client
+from functions.billing.stripe_api import StripeUnavailableError, fresh_snapshot
 from functions.billing.stripe_objects import (
     LATEST_UNIX_TIME,
-    STRIPE_API_VERSION,
     CheckoutSession,
     Customer,
     StripeEvent,
@@ -34,6 +33,7 @@ from functions.billing.stripe_objects import (
 from shared.config import load_settings
 from shared.db import Database, DatabaseError, connect
 from shared.http import ProblemError, create_app, lambda_entrypoint
+from shared.stripe_client import STRIPE_API_VERSION, stripe_client
 
 log = logging.getLogger("billing.webhook")
 

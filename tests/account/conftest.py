@@ -12,7 +12,6 @@ from typing import Any
 import jwt
 import psycopg
 import pytest
-import stripe
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
 
@@ -23,6 +22,7 @@ from functions.account.storage import SupabaseRecordings
 from prep.stripe_stand_in import MONTHLY_PRICE_ID, StripeStandIn
 from shared.config import DatabaseSettings
 from shared.db.psycopg_transport import PsycopgDatabase
+from shared.stripe_client import StripeSettings, stripe_client
 from tests.support.dataset import UserData, populate_user
 from tests.support.fake_storage import SERVICE_KEY, FakeStorage
 from tests.support.identities import user_claims
@@ -41,7 +41,9 @@ class Accounts:
     def __init__(self, database_url: str, stand_in: StripeStandIn) -> None:
         self.conn = psycopg.connect(database_url, autocommit=True)
         self.stand_in = stand_in
-        self.stripe = stripe.StripeClient("sk_test_stand_in", base_addresses={"api": stand_in.base_url})
+        self.stripe = stripe_client(
+            StripeSettings(stripe_secret_key="sk_test_stand_in", stripe_api_base=stand_in.base_url)
+        )
         self.storage = FakeStorage(database_url)
         self.database = PsycopgDatabase(DatabaseSettings(database_url=database_url, db_pool_size=2))
         recordings = SupabaseRecordings(

@@ -12,9 +12,7 @@ import stripe
 from psycopg import sql
 from typer.testing import CliRunner
 
-from functions.account import billing as account_billing
 from functions.account.retry import run_retries
-from functions.billing.stripe_objects import STRIPE_API_VERSION
 from prep.cli import app as console
 from shared.db import DatabaseError
 from shared.db.rls import acting_as
@@ -256,11 +254,6 @@ def test_the_console_names_an_unknown_account(accounts: Accounts, database_url: 
         result = CliRunner().invoke(console, ["users", "delete", who, "--yes"])
         assert result.exit_code == 1
         assert f"no account with id or email '{who}'" in result.output
-
-
-def test_the_account_package_pins_billings_stripe_api_version() -> None:
-    # functions/account cannot import functions/billing (each artifact ships only its own package).
-    assert account_billing.STRIPE_API_VERSION == STRIPE_API_VERSION
 
 
 def test_the_stand_in_refuses_a_prorated_or_invoiced_cancellation(accounts: Accounts) -> None:

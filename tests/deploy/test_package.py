@@ -28,10 +28,11 @@ from pydantic_settings import BaseSettings
 
 from functions.account.settings import AccountApiSettings, AccountRetrySettings, AccountSettings
 from functions.analytics.settings import AnalyticsSettings
-from functions.billing.settings import BillingApiSettings, StripeSettings, WebhookSettings
+from functions.billing.settings import BillingApiSettings, WebhookSettings
 from functions.evaluation.settings import EvaluationApiSettings, EvaluationWorkerSettings
 from functions.questions.settings import QuestionsSettings
 from shared.config import AiSettings, AuthSettings, load_settings
+from shared.stripe_client import StripeSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "package.py"
