@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 
@@ -118,3 +120,24 @@ def test_the_export_pages_every_answer_live_and_archived_exactly_once(accounts: 
     assert len(first.json()["recordings"]) == 3
     bad = accounts.api.get("/account/export", params={"cursor": "not-a-cursor"}, headers=accounts.auth(uid))
     assert (bad.status_code, bad.json()["title"]) == (400, "Invalid cursor")
+
+
+def test_hostile_bodies_and_cursors_are_refused_before_any_work(accounts: Accounts) -> None:
+    data, _, _ = accounts.full_user()
+    headers = accounts.auth(data.user_id)
+    email = accounts.email(data.user_id)
+    for body in (
+        {"confirm": email, "user_id": str(uuid.uuid4())},  # no other account can be named
+        {"confirm": email, "extra": "x" * 100_000},
+        {"confirm": ["an", "array"]},
+        [email],
+    ):
+        refused = accounts.api.request("DELETE", "/account", json=body, headers=headers)
+        assert refused.status_code == 422, (body, refused.text)
+    forged = base64.urlsafe_b64encode(json.dumps({"created_at": "2026-01-01T00:00:00Z", "id": 1}).encode()).decode()
+    for cursor, status in (("A" * 201, 422), ("not-base64!", 400), (forged, 400), ("e30=", 400)):
+        page = accounts.api.get("/account/export", params={"cursor": cursor}, headers=headers)
+        assert page.status_code == status, (cursor, page.text)
+    assert accounts.conn.execute(
+        "select count(*) from private.account_deletions where user_id = %s", (data.user_id,)
+    ).fetchone() == (0,)

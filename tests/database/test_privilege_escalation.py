@@ -38,6 +38,8 @@ def refused(db: psycopg.Connection, me: UserData, statement: str, *params: objec
         "update public.responses set evaluation_status = 'completed', feedback = 'Flawless' where user_id = %s",
         "update public.practice_sessions set overall_score = 100 where user_id = %s",
         "update public.billing_customers set stripe_customer_id = 'cus_someone_else' where user_id = %s",
+        # Clearing a pending deletion would let the account write again while it is being erased.
+        "update public.users set deletion_requested_at = null where id = %s",
     ],
 )
 def test_users_cannot_write_what_the_service_owns(db: psycopg.Connection, me: UserData, statement: str) -> None:
