@@ -631,6 +631,7 @@ declare
   after_at timestamptz := (answers_after ->> 'created_at')::timestamptz;
   after_id uuid := (answers_after ->> 'id')::uuid;
   budget integer := least(greatest(coalesce(max_bytes, 4000000), 10000), 5000000);
+  page_rows constant integer := 2000;
   page jsonb;
   last_answer jsonb;
   more boolean;
@@ -642,21 +643,26 @@ begin
   if answers_after is not null and (after_at is null or after_id is null) then
     raise sqlstate 'PT400' using message = 'the answers cursor needs created_at and id';
   end if;
+  -- A page looks at no more than `page_rows` answers of each table past the cursor (their index order), so a page
+  -- costs the same however many answers the account has.
   with answers as (
-    select r.created_at, r.id, to_jsonb(r) || jsonb_build_object('archived', false) as doc
-    from public.responses r
-    where r.user_id = uid and (after_at is null or (r.created_at, r.id) > (after_at, after_id))
+    (select r.created_at, r.id, to_jsonb(r) || jsonb_build_object('archived', false) as doc
+     from public.responses r
+     where r.user_id = uid and (after_at is null or (r.created_at, r.id) > (after_at, after_id))
+     order by r.created_at, r.id limit page_rows + 1)
     union all
-    select a.created_at, a.id, to_jsonb(a) || jsonb_build_object('archived', true)
-    from archive.responses a
-    where a.user_id = uid and (after_at is null or (a.created_at, a.id) > (after_at, after_id))
+    (select a.created_at, a.id, to_jsonb(a) || jsonb_build_object('archived', true)
+     from archive.responses a
+     where a.user_id = uid and (after_at is null or (a.created_at, a.id) > (after_at, after_id))
+     order by a.created_at, a.id limit page_rows + 1)
   ), sized as (
     select doc, created_at, id,
+           row_number() over (order by created_at, id) as n,
            sum(octet_length(doc::text)) over (order by created_at, id) - octet_length(doc::text) as before
     from answers
   )
-  select coalesce(jsonb_agg(doc order by created_at, id) filter (where before < budget), '[]'),
-         bool_or(before >= budget)
+  select coalesce(jsonb_agg(doc order by created_at, id) filter (where before < budget and n <= page_rows), '[]'),
+         bool_or(before >= budget or n > page_rows)
   into page, more
   from sized;
   last_answer := page -> (jsonb_array_length(page) - 1);

@@ -141,3 +141,25 @@ def test_hostile_bodies_and_cursors_are_refused_before_any_work(accounts: Accoun
     assert accounts.conn.execute(
         "select count(*) from private.account_deletions where user_id = %s", (data.user_id,)
     ).fetchone() == (0,)
+
+
+def test_an_export_page_reads_at_most_2000_answers_however_many_there_are(accounts: Accounts) -> None:
+    data, _, _ = accounts.full_user()
+    accounts.conn.execute(
+        """insert into archive.responses
+           select (jsonb_populate_record(null::archive.responses, to_jsonb(r) || jsonb_build_object(
+                     'id', gen_random_uuid(), 'created_at', now() - make_interval(secs => g)))).*
+           from public.responses r, generate_series(1, 2100) g where r.id = %s""",
+        (data.response_id,),
+    )
+    total = accounts.conn.execute(
+        "select (select count(*) from public.responses where user_id = %(u)s)"
+        " + (select count(*) from archive.responses where user_id = %(u)s)",
+        {"u": data.user_id},
+    ).fetchone()[0]
+    headers = accounts.auth(data.user_id)
+    first = accounts.api.get("/account/export", headers=headers).json()
+    assert len(first["answers"]) == 2000  # small answers: the row cap ends the page, not the 4 MB budget
+    second = accounts.api.get("/account/export", params={"cursor": first["next"]}, headers=headers).json()
+    assert second["next"] is None
+    assert len({a["id"] for a in first["answers"] + second["answers"]}) == total
