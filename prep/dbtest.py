@@ -11,16 +11,12 @@ TAP output, which is parsed for the plan, the passing and failing tests and thei
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
-from prep import migrations, sqlsplit
+from prep import localdb, migrations, sqlsplit
 
 TESTS_DIR = migrations.SUPABASE_DIR / "tests"
 PGTAP_SCRIPT = migrations.SUPABASE_DIR / "local" / "pgtap.sql"
@@ -120,24 +116,10 @@ def ensure_pgtap(conn: psycopg.Connection) -> str:
     return "vendored script"
 
 
-@contextmanager
-def scratch_database(server_url: str) -> Iterator[str]:
-    """A database built from this checkout beside the developer's, dropped afterwards."""
-    name = f"prep_dbtest_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')  # type: ignore[arg-type]
-    url = make_conninfo(server_url, dbname=name)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')  # type: ignore[arg-type]
-
-
 def run(server_url: str, paths: list[Path] | None = None) -> tuple[str, list[FileResult]]:
     """Build a scratch database, run every test file in it; return how pgTAP was provided and the results."""
     files = pgtap_files(paths)
-    with scratch_database(server_url) as url:
+    with localdb.scratch_database(server_url, prefix="prep_dbtest") as url:
         with psycopg.connect(url, autocommit=True) as conn:
             migrations.build(conn)
             source = ensure_pgtap(conn)

@@ -14,10 +14,14 @@ import stat
 import subprocess
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DIR = REPO_ROOT / ".local"
@@ -174,3 +178,32 @@ def database_url(*, start: bool = True) -> str:
         return url
     server = EmbeddedPostgres()
     return server.start() if start else server.url()
+
+
+# Databases beside the developer's on a server (tests, `prep db test`): made, then dropped.
+
+
+def url_for(server: str, dbname: str) -> str:
+    return make_conninfo(server, dbname=dbname)
+
+
+def create_database(server: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(server, autocommit=True) as conn:
+        template_clause = f" template {template}" if template else ""
+        conn.execute(f'create database "{name}"{template_clause}')  # type: ignore[arg-type]
+    return url_for(server, name)
+
+
+def drop_database(server: str, name: str) -> None:
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')  # type: ignore[arg-type]
+
+
+@contextmanager
+def scratch_database(server: str, template: str | None = None, prefix: str = "prep_test") -> Iterator[str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    url = create_database(server, name, template)
+    try:
+        yield url
+    finally:
+        drop_database(server, name)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from prep import localdb
 from tests.support import databases
 
 
@@ -23,17 +24,17 @@ def server_url() -> str:
 @pytest.fixture(scope="session")
 def template_db(server_url: str) -> Iterator[str]:
     name = f"prep_test_template_{uuid.uuid4().hex[:12]}"
-    url = databases.create_database(server_url, name)
+    url = localdb.create_database(server_url, name)
     try:
         databases.build_schema(url)
         yield name
     finally:
-        databases.drop_database(server_url, name)
+        localdb.drop_database(server_url, name)
 
 
 @pytest.fixture(scope="module")
 def database_url(server_url: str, template_db: str) -> Iterator[str]:
-    with databases.scratch_database(server_url, template=template_db) as url:
+    with localdb.scratch_database(server_url, template=template_db) as url:
         yield url
 
 

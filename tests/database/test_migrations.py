@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from prep import migrations
+from prep import localdb, migrations
 from tests.support import databases
 from tests.support.dataset import populate_user
 
@@ -28,7 +28,7 @@ def schema_dump(url: str) -> str:
 
 @pytest.fixture
 def fresh_db(server_url: str) -> Iterator[str]:
-    with databases.scratch_database(server_url) as url:
+    with localdb.scratch_database(server_url) as url:
         yield url
 
 

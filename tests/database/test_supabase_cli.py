@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from prep import migrations
+from prep import localdb, migrations
 from tests.support import databases
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ def run_cli(cli: Path, *args: str, workdir: Path = ROOT) -> str:
 
 @pytest.fixture
 def fresh_db(server_url: str) -> Iterator[str]:
-    with databases.scratch_database(server_url) as url:
+    with localdb.scratch_database(server_url) as url:
         yield url
 
 
