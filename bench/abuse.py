@@ -253,7 +253,7 @@ def cases(conn: psycopg.Connection, fx: Fixtures, hostile_mb: int) -> list[Case]
     audio_300 = f"{paid}/{'a' * 100}/{'b' * 100}/{'c' * 61}"
     object_name_max = f"{paid}/{'a' * 100}/{'b' * 100}/{'c' * 100}"
 
-    start: LiteralString = "select public.start_session('quick', %(config)s::jsonb)"
+    start: LiteralString = "select to_jsonb(public.start_session('quick', %(config)s::jsonb))"
     insert_session: LiteralString = (
         "insert into public.practice_sessions (user_id, session_type, config)"
         " values (%(uid)s, 'quick', %(config)s::jsonb)"
@@ -300,8 +300,10 @@ def cases(conn: psycopg.Connection, fx: Fixtures, hostile_mb: int) -> list[Case]
         "update public.question_ratings set rating = %(rating)s"
         " where user_id = %(uid)s and question_id = %(rated_question)s"
     )
-    end: LiteralString = "select public.end_session(%(session)s, %(outcome)s::public.session_status)"
-    end_other: LiteralString = "select public.end_session(%(other_session)s, %(outcome)s::public.session_status)"
+    end: LiteralString = "select to_jsonb(public.end_session(%(session)s, %(outcome)s::public.session_status))"
+    end_other: LiteralString = (
+        "select to_jsonb(public.end_session(%(other_session)s, %(outcome)s::public.session_status))"
+    )
     upload: LiteralString = (
         "insert into storage.objects (bucket_id, name, owner_id, user_metadata)"
         " values ('answers', %(name)s, %(uid)s::text, %(user_metadata)s::jsonb)"
@@ -611,7 +613,7 @@ def downgraded_recording(
     """A recording answered while paid, its evaluation requested after the subscription ended."""
     user = sign_up(conn)
     give_paid_plan(conn, user)
-    started = as_user(conn, user, "select public.start_session('quick', '{}'::jsonb)")
+    started = as_user(conn, user, "select to_jsonb(public.start_session('quick', '{}'::jsonb))")
     served = started["questions"][0]["session_question_id"]
     path = f"{user}/{started['session_id']}/answer.webm"
     write_recording(root, path, recording)
@@ -667,7 +669,7 @@ def spend_attack(
     while len(sessions) < 100:
         try:
             config = SESSION_CONFIGS[len(sessions) % len(SESSION_CONFIGS)]
-            sessions.append(as_user(conn, user, "select public.start_session('quick', %s)", (Jsonb(config),)))
+            sessions.append(as_user(conn, user, "select to_jsonb(public.start_session('quick', %s))", (Jsonb(config),)))
         except psycopg.Error as error:
             session_refusal = refusal_text(error)
             break

@@ -126,7 +126,7 @@ class Journey:
         config = {"category": "behavioral", "difficulty": "easy", "experience_level": "entry", "count": 2}
         with self.as_user() as conn:
             session: dict[str, Any] = conn.execute(
-                "select public.start_session('quick', %s) as session", (Jsonb(config),)
+                "select to_jsonb(public.start_session('quick', %s)) as session", (Jsonb(config),)
             ).fetchone()["session"]
         self.done("session started", f"{session['session_id']} with {len(session['questions'])} questions (SQL rpc)")
         return session
@@ -183,7 +183,9 @@ class Journey:
 
     def end_session(self, session_id: str) -> None:
         with self.as_user() as conn:
-            ended = conn.execute("select public.end_session(%s, 'completed') as summary", (session_id,)).fetchone()
+            ended = conn.execute(
+                "select to_jsonb(public.end_session(%s, 'completed')) as summary", (session_id,)
+            ).fetchone()
         self.done("session completed", f"overall score {ended['summary']['overall_score']}")
 
     def show_dashboard(self, day: date) -> None:

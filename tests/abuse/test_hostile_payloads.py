@@ -92,7 +92,7 @@ def test_target_role_synonym_is_stored_canonical(db: psycopg.Connection, user: u
     session_id = as_user(
         db,
         user,
-        "select public.start_session('quick', %s) ->> 'session_id'",
+        "select (public.start_session('quick', %s)).session_id",
         Jsonb({"target_role": "Software Developer"}),
     )
     config = db.execute("select config from public.practice_sessions where id = %s", (session_id,)).fetchone()[0]

@@ -24,7 +24,7 @@ def refused(db: psycopg.Connection, user: uuid.UUID, statement: str, *params: ob
 
 
 def start(db: psycopg.Connection, user: uuid.UUID, kind: str, config: dict | None = None) -> dict:
-    return as_user(db, user, "select public.start_session(%s, %s)", kind, Jsonb(config or {}))  # type: ignore[return-value]
+    return as_user(db, user, "select to_jsonb(public.start_session(%s, %s))", kind, Jsonb(config or {}))  # type: ignore[return-value]
 
 
 def answer(db: psycopg.Connection, user: uuid.UUID, session: dict, position: int = 0, **columns: object) -> uuid.UUID:
@@ -100,7 +100,7 @@ def test_refusals_are_clear(db: psycopg.Connection) -> None:
 
 def test_a_session_ends_once(db: psycopg.Connection, user: uuid.UUID) -> None:
     session = start(db, user, "quick")
-    summary = as_user(db, user, "select public.end_session(%s, 'completed')", session["session_id"])
+    summary = as_user(db, user, "select to_jsonb(public.end_session(%s, 'completed'))", session["session_id"])
     assert summary["status"] == "completed"  # type: ignore[index]
     error = refused(db, user, "select public.end_session(%s, 'completed')", session["session_id"])
     assert (error.sqlstate, "already completed" in str(error)) == ("PT409", True)
