@@ -161,6 +161,34 @@ def run_tests(
 
 
 @db_app.command()
+def types(
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; fail with a diff when clients/ differs from the schema.")
+    ] = False,
+) -> None:
+    """Regenerate the client kit's types (clients/) from the migrations, on a scratch database then dropped."""
+    from prep import clienttypes
+
+    try:
+        texts = clienttypes.generate(database_url())
+    except (clienttypes.ClientTypesError, LocalDatabaseError, migrations.MigrationError, psycopg.Error) as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+    if check:
+        if diff := clienttypes.drift(texts):
+            console.print(diff, highlight=False, markup=False)
+            errors.print("[red]clients/ differs from the migrations:[/red] run `prep db types` and commit the result.")
+            raise typer.Exit(1)
+        console.print("clients/ matches the migrations.")
+        return
+    changed = clienttypes.write(texts)
+    for path in changed:
+        console.print(f"wrote {path.relative_to(clienttypes.ROOT)}")
+    if not changed:
+        console.print("clients/ already matches the migrations.")
+
+
+@db_app.command()
 def reset(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:

@@ -7,7 +7,7 @@
 -- What the generator renders, and why: composite types' fields are always nullable (PostgreSQL cannot
 -- declare a field of one not null), a view's columns too; `returns table` columns are never nullable, which
 -- was wrong for entitlements (a free user has no subscription status nor period end).
--- Only functions and types change here; the tables keep their columns.
+-- The tables keep their columns: plans gains two checks, responses.category a default (both below).
 
 -- What a plan unlocks (plans.features) and its per-UTC-day limits (plans.usage_limits), as the JSON objects
 -- they are: a missing key means "not included" / "not allowed". The checks below keep the columns to exactly
@@ -187,3 +187,9 @@ revoke all on function public.start_session(public.session_type, jsonb),
   public.end_session(uuid, public.session_status) from public, anon;
 grant execute on function public.start_session(public.session_type, jsonb),
   public.end_session(uuid, public.session_status) to authenticated, service_role;
+
+-- An answer's category is its served question's: the trigger set_response_category sets it on every insert, and
+-- it is not in the user's insert grant. The generated types make a client send every column without a default,
+-- so the column gets a null default (written as a nullif: PostgreSQL keeps no default that is a null literal).
+alter table public.responses
+  alter column category set default nullif('behavioral'::public.question_category, 'behavioral');

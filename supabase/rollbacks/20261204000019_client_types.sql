@@ -1,4 +1,5 @@
 -- Undo 19. The database's types say what clients get: the RPCs return jsonb / `returns table` again.
+alter table public.responses alter column category drop default;
 drop function public.start_session(public.session_type, jsonb);
 drop function public.end_session(uuid, public.session_status);
 drop type public.started_session;
