@@ -4,9 +4,9 @@ and the normalized subscription snapshot service.apply_stripe_event takes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 from shared.stripe_client import STRIPE_API_VERSION
 
@@ -15,9 +15,9 @@ from shared.stripe_client import STRIPE_API_VERSION
 # produced them, so both shapes arrive; the event's `api_version` says which one it is.
 INVOICE_PARENT_SINCE = "2025-03-31"
 
-_LENIENT = ConfigDict(extra="ignore")
-# The envelope is the same for every event and Stripe types it exactly: anything else (`"livemode": 0`) is refused.
-_ENVELOPE = ConfigDict(extra="ignore", strict=True)
+# Stripe types its JSON exactly: anything else (`"livemode": 0`, `"cancel_at_period_end": "yes"`) is refused, not
+# coerced. Objects carry far more than billing reads; the rest is ignored.
+_STRIPE = ConfigDict(extra="ignore", strict=True)
 
 # The latest second `datetime` represents (9999-12-31T23:59:59Z): a later one is refused as malformed here,
 # rather than failing (a 500) where the snapshot converts it.
@@ -26,13 +26,13 @@ UnixTime = Annotated[int, Field(ge=0, le=LATEST_UNIX_TIME)]
 
 
 class StripeEventData(BaseModel):
-    model_config = _ENVELOPE
+    model_config = _STRIPE
     object: dict[str, Any]
     previous_attributes: dict[str, Any] | None = None
 
 
 class StripeEvent(BaseModel):
-    model_config = _ENVELOPE
+    model_config = _STRIPE
     id: str
     type: str
     created: UnixTime
@@ -42,13 +42,13 @@ class StripeEvent(BaseModel):
 
 
 class Price(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     id: str
     lookup_key: str | None = None
 
 
 class SubscriptionItem(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     # Before API 2020-08-27 an item carried only its `plan` (same id, no lookup key).
     price: Price | None = None
     plan: Price | None = None
@@ -58,15 +58,21 @@ class SubscriptionItem(BaseModel):
 
 
 class SubscriptionItems(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     data: list[SubscriptionItem]
 
 
+# Every status Stripe gives a subscription (public.subscription_status has the same).
+SubscriptionStatus = Literal[
+    "incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused"
+]
+
+
 class Subscription(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     id: str
     customer: str
-    status: str
+    status: SubscriptionStatus
     created: UnixTime | None = None
     items: SubscriptionItems
     metadata: dict[str, str] = {}
@@ -81,7 +87,7 @@ class Subscription(BaseModel):
 
 
 class CheckoutSession(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     id: str
     mode: str
     customer: str | None = None
@@ -90,17 +96,17 @@ class CheckoutSession(BaseModel):
 
 
 class InvoiceSubscriptionDetails(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     subscription: str | None = None
 
 
 class InvoiceParent(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     subscription_details: InvoiceSubscriptionDetails | None = None
 
 
 class Invoice(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     id: str
     customer: str | None = None
     parent: InvoiceParent | None = None
@@ -135,8 +141,100 @@ def invoice_subscription_id(raw: dict[str, Any], api_version: str | None) -> str
 
 
 class Customer(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     id: str
+
+
+# --- The events billing acts on, each with the object it reads ----------------------------------------------------
+
+SubscriptionEventType = Literal[
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "customer.subscription.trial_will_end",
+]
+InvoiceEventType = Literal["invoice.paid", "invoice.payment_failed", "invoice.payment_action_required"]
+SUBSCRIPTION_EVENTS = frozenset(get_args(SubscriptionEventType))
+INVOICE_EVENTS = frozenset(get_args(InvoiceEventType))
+HANDLED_EVENTS = SUBSCRIPTION_EVENTS | INVOICE_EVENTS | {"checkout.session.completed", "customer.deleted"}
+
+
+class SubscriptionEventData(StripeEventData):
+    object: Subscription
+
+
+class SubscriptionEvent(StripeEvent):
+    type: SubscriptionEventType
+    data: SubscriptionEventData
+
+
+class CheckoutSessionEventData(StripeEventData):
+    object: CheckoutSession
+
+
+class CheckoutSessionCompletedEvent(StripeEvent):
+    type: Literal["checkout.session.completed"]
+    data: CheckoutSessionEventData
+
+
+class InvoiceEventData(StripeEventData):
+    object: Invoice
+
+
+class InvoiceEvent(StripeEvent):
+    type: InvoiceEventType
+    data: InvoiceEventData
+
+
+class CustomerEventData(StripeEventData):
+    object: Customer
+
+
+class CustomerDeletedEvent(StripeEvent):
+    type: Literal["customer.deleted"]
+    data: CustomerEventData
+
+
+class OtherEvent(StripeEvent):
+    """Any other event type: recorded and acknowledged, its object not read."""
+
+    type: Annotated[str, Field(json_schema_extra={"not": {"enum": sorted(HANDLED_EVENTS)}})]
+
+
+def _event_kind(event: Any) -> str:
+    kind = event.get("type") if isinstance(event, dict) else getattr(event, "type", None)
+    return kind if isinstance(kind, str) and kind in HANDLED_EVENTS else "other"
+
+
+# A delivery of the pinned API version, as the webhook's OpenAPI document describes it: the envelope, and for each
+# event type billing acts on, the object it reads. Only events of another version are read more leniently (see
+# read_event). Grouped event types share their model: the discriminator maps each type to it.
+_KINDS: dict[str, type[StripeEvent]] = {
+    **dict.fromkeys(SUBSCRIPTION_EVENTS, SubscriptionEvent),
+    **dict.fromkeys(INVOICE_EVENTS, InvoiceEvent),
+    "checkout.session.completed": CheckoutSessionCompletedEvent,
+    "customer.deleted": CustomerDeletedEvent,
+    "other": OtherEvent,
+}
+StripeDelivery = Annotated[
+    Annotated[SubscriptionEvent, Tag(SubscriptionEvent.__name__)]
+    | Annotated[InvoiceEvent, Tag(InvoiceEvent.__name__)]
+    | Annotated[CheckoutSessionCompletedEvent, Tag(CheckoutSessionCompletedEvent.__name__)]
+    | Annotated[CustomerDeletedEvent, Tag(CustomerDeletedEvent.__name__)]
+    | Annotated[OtherEvent, Tag(OtherEvent.__name__)],
+    Discriminator(lambda event: _KINDS[_event_kind(event)].__name__),
+]
+DELIVERY: TypeAdapter[StripeEvent] = TypeAdapter(StripeDelivery)
+
+
+def check_object(event: StripeEvent, raw: dict[str, Any]) -> None:
+    """Raises ValidationError unless an event of the pinned API version (or of none: hand-made) carries, for its
+    type, the object the document describes (DELIVERY). An event of another version is read by its own version's
+    shape where it is used; an object that shape does not describe is recorded as unreadable."""
+    if event.api_version in (None, STRIPE_API_VERSION):
+        _KINDS[_event_kind(raw)].model_validate(raw)
 
 
 def _time(seconds: int | None) -> str | None:

@@ -52,7 +52,7 @@ class DatabaseError(Exception):
     # a failed connection names hosts: the log has them, the response says what happened in the project's words.
     @property
     def client_title(self) -> str:
-        return self.title if self.ours or self.status < 500 else "Internal error"
+        return "Internal error" if self.status == 500 and not self.ours else self.title
 
     @property
     def client_detail(self) -> str:
