@@ -208,12 +208,14 @@ def create_app(title: str, *, version: str = "1.0.0", description: str = "") -> 
 
     @app.exception_handler(DatabaseError)
     async def on_database_error(_: Request, error: DatabaseError) -> JSONResponse:
-        # The database's own words (constraint, type and enum names, the SQL) are for the operator's log only.
-        log.log(
-            logging.ERROR if error.status >= 500 else logging.WARNING,
-            "database call failed",
-            extra={"sqlstate": error.sqlstate, "detail": error.detail, "hint": error.hint},
-        )
+        if not error.ours:
+            # The database's own words (constraint, type and enum names, hosts) are for the operator's log only;
+            # our SQL functions' refusals are written for the caller, who gets them whole.
+            log.log(
+                logging.ERROR if error.status >= 500 else logging.WARNING,
+                "database call failed",
+                extra={"sqlstate": error.sqlstate, "detail": error.detail, "hint": error.hint},
+            )
         extra = {"hint": error.client_hint} if error.client_hint else {}
         headers = {"retry-after": "5"} if error.retryable else None
         return problem_response(error.status, error.client_title, error.client_detail, headers, **extra)
@@ -241,10 +243,10 @@ def create_app(title: str, *, version: str = "1.0.0", description: str = "") -> 
 async def http_error_problem(request: Request, error: StarletteHTTPException) -> JSONResponse:
     """Starlette's and FastAPI's own errors (no route, wrong method, ...) as problems saying what to do instead."""
     detail = str(error.detail)
+    allowed = {name.lower(): value for name, value in (error.headers or {}).items()}.get("allow")
     if error.status_code == 404 and detail == _reason(404):
         detail = f"there is nothing at {request.url.path}; this API's operations are in its OpenAPI document"
-    elif error.status_code == 405 and error.headers and "allow" in {k.lower() for k in error.headers}:
-        allowed = next(v for k, v in error.headers.items() if k.lower() == "allow")
+    elif error.status_code == 405 and allowed:
         detail = f"{request.method} is not accepted at {request.url.path}; it accepts {allowed}"
     return problem_response(
         error.status_code, _reason(error.status_code), detail, dict(error.headers) if error.headers else None

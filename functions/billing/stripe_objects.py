@@ -161,12 +161,17 @@ INVOICE_EVENTS = frozenset(get_args(InvoiceEventType))
 HANDLED_EVENTS = SUBSCRIPTION_EVENTS | INVOICE_EVENTS | {"checkout.session.completed", "customer.deleted"}
 
 
+# An event of the pinned API version, or of none (hand-made): what the document describes type by type.
+PinnedVersion = Literal[STRIPE_API_VERSION] | None  # type: ignore[valid-type]
+
+
 class SubscriptionEventData(StripeEventData):
     object: Subscription
 
 
 class SubscriptionEvent(StripeEvent):
     type: SubscriptionEventType
+    api_version: PinnedVersion = None
     data: SubscriptionEventData
 
 
@@ -176,6 +181,7 @@ class CheckoutSessionEventData(StripeEventData):
 
 class CheckoutSessionCompletedEvent(StripeEvent):
     type: Literal["checkout.session.completed"]
+    api_version: PinnedVersion = None
     data: CheckoutSessionEventData
 
 
@@ -185,6 +191,7 @@ class InvoiceEventData(StripeEventData):
 
 class InvoiceEvent(StripeEvent):
     type: InvoiceEventType
+    api_version: PinnedVersion = None
     data: InvoiceEventData
 
 
@@ -194,6 +201,7 @@ class CustomerEventData(StripeEventData):
 
 class CustomerDeletedEvent(StripeEvent):
     type: Literal["customer.deleted"]
+    api_version: PinnedVersion = None
     data: CustomerEventData
 
 
@@ -201,40 +209,53 @@ class OtherEvent(StripeEvent):
     """Any other event type: recorded and acknowledged, its object not read."""
 
     type: Annotated[str, Field(json_schema_extra={"not": {"enum": sorted(HANDLED_EVENTS)}})]
+    api_version: PinnedVersion = None
+
+
+class OtherVersionEvent(StripeEvent):
+    """An event of another API version: where billing acts on its type, its object is read by that version's shape;
+    one that shape does not describe is recorded as unreadable (an operator alert) and acknowledged."""
+
+    api_version: Annotated[str, Field(json_schema_extra={"not": {"const": STRIPE_API_VERSION}})]
 
 
 def _event_kind(event: Any) -> str:
-    kind = event.get("type") if isinstance(event, dict) else getattr(event, "type", None)
+    def member(name: str) -> Any:
+        return event.get(name) if isinstance(event, dict) else getattr(event, name, None)
+
+    if member("api_version") not in (None, STRIPE_API_VERSION):
+        return "other version"
+    kind = member("type")
     return kind if isinstance(kind, str) and kind in HANDLED_EVENTS else "other"
 
 
-# A delivery of the pinned API version, as the webhook's OpenAPI document describes it: the envelope, and for each
-# event type billing acts on, the object it reads. Only events of another version are read more leniently (see
-# read_event). Grouped event types share their model: the discriminator maps each type to it.
+# A delivery as the webhook's OpenAPI document describes it: the envelope, and for each event type billing acts on
+# in the pinned API version, the object it reads. Grouped event types share their model: the discriminator maps
+# each type to it, and an event of another version to OtherVersionEvent.
 _KINDS: dict[str, type[StripeEvent]] = {
     **dict.fromkeys(SUBSCRIPTION_EVENTS, SubscriptionEvent),
     **dict.fromkeys(INVOICE_EVENTS, InvoiceEvent),
     "checkout.session.completed": CheckoutSessionCompletedEvent,
     "customer.deleted": CustomerDeletedEvent,
     "other": OtherEvent,
+    "other version": OtherVersionEvent,
 }
 StripeDelivery = Annotated[
     Annotated[SubscriptionEvent, Tag(SubscriptionEvent.__name__)]
     | Annotated[InvoiceEvent, Tag(InvoiceEvent.__name__)]
     | Annotated[CheckoutSessionCompletedEvent, Tag(CheckoutSessionCompletedEvent.__name__)]
     | Annotated[CustomerDeletedEvent, Tag(CustomerDeletedEvent.__name__)]
-    | Annotated[OtherEvent, Tag(OtherEvent.__name__)],
+    | Annotated[OtherEvent, Tag(OtherEvent.__name__)]
+    | Annotated[OtherVersionEvent, Tag(OtherVersionEvent.__name__)],
     Discriminator(lambda event: _KINDS[_event_kind(event)].__name__),
 ]
 DELIVERY: TypeAdapter[StripeEvent] = TypeAdapter(StripeDelivery)
 
 
-def check_object(event: StripeEvent, raw: dict[str, Any]) -> None:
-    """Raises ValidationError unless an event of the pinned API version (or of none: hand-made) carries, for its
-    type, the object the document describes (DELIVERY). An event of another version is read by its own version's
-    shape where it is used; an object that shape does not describe is recorded as unreadable."""
-    if event.api_version in (None, STRIPE_API_VERSION):
-        _KINDS[_event_kind(raw)].model_validate(raw)
+def check_object(raw: dict[str, Any]) -> None:
+    """Raises ValidationError unless the event carries, for its type and API version, the object the document
+    describes (DELIVERY)."""
+    _KINDS[_event_kind(raw)].model_validate(raw)
 
 
 def _time(seconds: int | None) -> str | None:

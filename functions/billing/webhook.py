@@ -206,7 +206,7 @@ def build_app(
         except (ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
             raise ProblemError(400, "Malformed event", f"the body is not JSON: {error}") from None
         try:
-            check_object(event, raw)
+            check_object(raw)
         except ValidationError as error:
             raise ProblemError(
                 400, "Malformed event", f"{event.type} does not carry the expected object: {_reasons(error)}"

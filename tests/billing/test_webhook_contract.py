@@ -16,6 +16,7 @@ import pytest
 
 from functions.billing.stripe_objects import HANDLED_EVENTS, INVOICE_EVENTS, SUBSCRIPTION_EVENTS
 from prep.stripe_stand_in import event_payload, sign_payload
+from shared.stripe_client import STRIPE_API_VERSION
 from tests.billing.conftest import WEBHOOK_SECRET, Billing
 from tests.support.contracts import database_text_in
 
@@ -44,9 +45,13 @@ def resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 def test_the_document_gives_each_event_types_object(billing: Billing) -> None:
     schema = delivery_schema(billing)
     documented: dict[str, frozenset[str]] = {}
-    other = None
+    other = other_version = None
     for branch in (resolve(schema, b) for b in schema["oneOf"]):
-        types = branch["properties"]["type"]
+        types, version = branch["properties"]["type"], branch["properties"]["api_version"]
+        if "not" in version:
+            other_version = version
+            continue
+        assert version["anyOf"] == [{"const": STRIPE_API_VERSION, "type": "string"}, {"type": "null"}]
         if "not" in types:
             other = types
             continue
@@ -60,8 +65,10 @@ def test_the_document_gives_each_event_types_object(billing: Billing) -> None:
                 "incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused"
             }  # fmt: skip
     assert documented == REQUIRED
-    # Every other type is accepted and acknowledged, whatever its object.
+    # Every other type is accepted and acknowledged, whatever its object; so is an event of another API version
+    # (read by its own version's shape, recorded as unreadable if that fails).
     assert other == {"type": "string", "not": {"enum": sorted(HANDLED_EVENTS)}, "title": "Type"}
+    assert other_version == {"type": "string", "not": {"const": STRIPE_API_VERSION}, "title": "Api Version"}
 
 
 def _events(billing: Billing) -> list[dict[str, Any]]:
