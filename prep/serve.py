@@ -35,6 +35,7 @@ from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console
 from rich.table import Table
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
@@ -60,6 +61,7 @@ from prep.localdb import database_url
 from prep.stripe_stand_in import StripeStandIn
 from shared.config import AiSettings, AuthSettings, DatabaseSettings, load_settings
 from shared.db.psycopg_transport import PsycopgDatabase
+from shared.http import http_error_problem
 
 log = logging.getLogger("prep.serve")
 
@@ -184,7 +186,12 @@ class LocalPlatform:
     announce: Callable[[LocalPlatform], None]
 
     def asgi(self) -> ASGIApp:
-        local = Starlette(routes=self._local_routes(), lifespan=self._lifespan)
+        # A path no function owns is answered as the functions answer theirs: a problem, not Starlette's text/plain.
+        local = Starlette(
+            routes=self._local_routes(),
+            lifespan=self._lifespan,
+            exception_handlers={HTTPException: http_error_problem},  # type: ignore[dict-item]
+        )
         return CORSMiddleware(Gateway(self.functions, local), **CORS)
 
     def describe(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.config import AuthSettings
 from shared.db import Caller
-from shared.http import ProblemError
+from shared.http import ProblemError, checked_before_body
 
 ASYMMETRIC = ("ES256", "RS256")
 
@@ -116,14 +116,25 @@ class TokenVerifier:
 bearer_token = HTTPBearer(auto_error=False, bearerFormat="JWT", description="The signed-in user's access token")
 
 
+def authenticate(request: Request) -> AuthenticatedUser:
+    """The request's verified caller, verified once per request; the app keeps its TokenVerifier in
+    `app.state.verifier`. A route runs this before reading the body (shared/http.py, CheckedRoute)."""
+    user: AuthenticatedUser | None = getattr(request.state, "user", None)
+    if user is None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("send the user's access token as 'Authorization: Bearer <token>'")
+        verifier: TokenVerifier = request.app.state.verifier
+        user = request.state.user = verifier.verify(token.strip())
+    return user
+
+
+@checked_before_body(authenticate)
 def current_user(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_token)]
 ) -> AuthenticatedUser:
-    """FastAPI dependency: the verified caller; the app keeps its TokenVerifier in `app.state.verifier`."""
-    if credentials is None:
-        raise unauthorized("send the user's access token as 'Authorization: Bearer <token>'")
-    verifier: TokenVerifier = request.app.state.verifier
-    return verifier.verify(credentials.credentials)
+    """FastAPI dependency: the verified caller (`credentials` only declares the scheme in the document)."""
+    return authenticate(request)
 
 
 CurrentUser = Annotated[AuthenticatedUser, Depends(current_user)]

@@ -10,37 +10,34 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from functions.account.deletion import Deleter, DeletionState, deleter_from
 from functions.account.settings import AccountApiSettings
 from shared.auth import CurrentUser, TokenVerifier
 from shared.config import load_settings
 from shared.db import Database, connect
-from shared.http import ProblemError, create_app, lambda_entrypoint
+from shared.http import ProblemError, RequestModel, Uuid, create_app, lambda_entrypoint
 
 # An email address is at most 254 characters (RFC 5321); the cursor is a base64 JSON of a timestamp and a uuid.
 MAX_CONFIRM_CHARS = 320
 MAX_CURSOR_CHARS = 200
 
 
-class DeleteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DeleteRequest(RequestModel):
     confirm: str | None = Field(
         default=None, max_length=MAX_CONFIRM_CHARS, description="The account's email address (its id if it has none)"
     )
 
 
-class AnswersCursor(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AnswersCursor(RequestModel):
     created_at: datetime
-    id: uuid.UUID
+    id: Uuid
 
 
 def encode_cursor(cursor: dict[str, Any] | None) -> str | None:

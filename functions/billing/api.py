@@ -11,18 +11,17 @@ from typing import Any
 
 import stripe
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from functions.billing.settings import BillingApiSettings
 from shared.auth import CurrentUser, TokenVerifier
 from shared.config import load_settings
 from shared.db import Database, connect
-from shared.http import ProblemError, create_app, lambda_entrypoint
+from shared.http import ProblemError, RequestModel, create_app, lambda_entrypoint
 from shared.stripe_client import stripe_client
 
 
-class CheckoutRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CheckoutRequest(RequestModel):
     plan: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", examples=["monthly"], description="Plan code")
 
 

@@ -4,9 +4,9 @@ and the normalized subscription snapshot service.apply_stripe_event takes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 from shared.stripe_client import STRIPE_API_VERSION
 
@@ -15,9 +15,9 @@ from shared.stripe_client import STRIPE_API_VERSION
 # produced them, so both shapes arrive; the event's `api_version` says which one it is.
 INVOICE_PARENT_SINCE = "2025-03-31"
 
-_LENIENT = ConfigDict(extra="ignore")
-# The envelope is the same for every event and Stripe types it exactly: anything else (`"livemode": 0`) is refused.
-_ENVELOPE = ConfigDict(extra="ignore", strict=True)
+# Stripe types its JSON exactly: anything else (`"livemode": 0`, `"cancel_at_period_end": "yes"`) is refused, not
+# coerced. Objects carry far more than billing reads; the rest is ignored.
+_STRIPE = ConfigDict(extra="ignore", strict=True)
 
 # The latest second `datetime` represents (9999-12-31T23:59:59Z): a later one is refused as malformed here,
 # rather than failing (a 500) where the snapshot converts it.
@@ -26,13 +26,13 @@ UnixTime = Annotated[int, Field(ge=0, le=LATEST_UNIX_TIME)]
 
 
 class StripeEventData(BaseModel):
-    model_config = _ENVELOPE
+    model_config = _STRIPE
     object: dict[str, Any]
     previous_attributes: dict[str, Any] | None = None
 
 
 class StripeEvent(BaseModel):
-    model_config = _ENVELOPE
+    model_config = _STRIPE
     id: str
     type: str
     created: UnixTime
@@ -42,13 +42,13 @@ class StripeEvent(BaseModel):
 
 
 class Price(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     id: str
     lookup_key: str | None = None
 
 
 class SubscriptionItem(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     # Before API 2020-08-27 an item carried only its `plan` (same id, no lookup key).
     price: Price | None = None
     plan: Price | None = None
@@ -58,15 +58,21 @@ class SubscriptionItem(BaseModel):
 
 
 class SubscriptionItems(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     data: list[SubscriptionItem]
 
 
+# Every status Stripe gives a subscription (public.subscription_status has the same).
+SubscriptionStatus = Literal[
+    "incomplete", "incomplete_expired", "trialing", "active", "past_due", "canceled", "unpaid", "paused"
+]
+
+
 class Subscription(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     id: str
     customer: str
-    status: str
+    status: SubscriptionStatus
     created: UnixTime | None = None
     items: SubscriptionItems
     metadata: dict[str, str] = {}
@@ -81,7 +87,7 @@ class Subscription(BaseModel):
 
 
 class CheckoutSession(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     id: str
     mode: str
     customer: str | None = None
@@ -90,17 +96,17 @@ class CheckoutSession(BaseModel):
 
 
 class InvoiceSubscriptionDetails(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     subscription: str | None = None
 
 
 class InvoiceParent(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     subscription_details: InvoiceSubscriptionDetails | None = None
 
 
 class Invoice(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     id: str
     customer: str | None = None
     parent: InvoiceParent | None = None
@@ -135,8 +141,121 @@ def invoice_subscription_id(raw: dict[str, Any], api_version: str | None) -> str
 
 
 class Customer(BaseModel):
-    model_config = _LENIENT
+    model_config = _STRIPE
     id: str
+
+
+# --- The events billing acts on, each with the object it reads ----------------------------------------------------
+
+SubscriptionEventType = Literal[
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "customer.subscription.trial_will_end",
+]
+InvoiceEventType = Literal["invoice.paid", "invoice.payment_failed", "invoice.payment_action_required"]
+SUBSCRIPTION_EVENTS = frozenset(get_args(SubscriptionEventType))
+INVOICE_EVENTS = frozenset(get_args(InvoiceEventType))
+HANDLED_EVENTS = SUBSCRIPTION_EVENTS | INVOICE_EVENTS | {"checkout.session.completed", "customer.deleted"}
+
+
+# An event of the pinned API version, or of none (hand-made): what the document describes type by type.
+PinnedVersion = Literal[STRIPE_API_VERSION] | None  # type: ignore[valid-type]
+
+
+class SubscriptionEventData(StripeEventData):
+    object: Subscription
+
+
+class SubscriptionEvent(StripeEvent):
+    type: SubscriptionEventType
+    api_version: PinnedVersion = None
+    data: SubscriptionEventData
+
+
+class CheckoutSessionEventData(StripeEventData):
+    object: CheckoutSession
+
+
+class CheckoutSessionCompletedEvent(StripeEvent):
+    type: Literal["checkout.session.completed"]
+    api_version: PinnedVersion = None
+    data: CheckoutSessionEventData
+
+
+class InvoiceEventData(StripeEventData):
+    object: Invoice
+
+
+class InvoiceEvent(StripeEvent):
+    type: InvoiceEventType
+    api_version: PinnedVersion = None
+    data: InvoiceEventData
+
+
+class CustomerEventData(StripeEventData):
+    object: Customer
+
+
+class CustomerDeletedEvent(StripeEvent):
+    type: Literal["customer.deleted"]
+    api_version: PinnedVersion = None
+    data: CustomerEventData
+
+
+class OtherEvent(StripeEvent):
+    """Any other event type: recorded and acknowledged, its object not read."""
+
+    type: Annotated[str, Field(json_schema_extra={"not": {"enum": sorted(HANDLED_EVENTS)}})]
+    api_version: PinnedVersion = None
+
+
+class OtherVersionEvent(StripeEvent):
+    """An event of another API version: where billing acts on its type, its object is read by that version's shape;
+    one that shape does not describe is recorded as unreadable (an operator alert) and acknowledged."""
+
+    api_version: Annotated[str, Field(json_schema_extra={"not": {"const": STRIPE_API_VERSION}})]
+
+
+def _event_kind(event: Any) -> str:
+    def member(name: str) -> Any:
+        return event.get(name) if isinstance(event, dict) else getattr(event, name, None)
+
+    if member("api_version") not in (None, STRIPE_API_VERSION):
+        return "other version"
+    kind = member("type")
+    return kind if isinstance(kind, str) and kind in HANDLED_EVENTS else "other"
+
+
+# A delivery as the webhook's OpenAPI document describes it: the envelope, and for each event type billing acts on
+# in the pinned API version, the object it reads. Grouped event types share their model: the discriminator maps
+# each type to it, and an event of another version to OtherVersionEvent.
+_KINDS: dict[str, type[StripeEvent]] = {
+    **dict.fromkeys(SUBSCRIPTION_EVENTS, SubscriptionEvent),
+    **dict.fromkeys(INVOICE_EVENTS, InvoiceEvent),
+    "checkout.session.completed": CheckoutSessionCompletedEvent,
+    "customer.deleted": CustomerDeletedEvent,
+    "other": OtherEvent,
+    "other version": OtherVersionEvent,
+}
+StripeDelivery = Annotated[
+    Annotated[SubscriptionEvent, Tag(SubscriptionEvent.__name__)]
+    | Annotated[InvoiceEvent, Tag(InvoiceEvent.__name__)]
+    | Annotated[CheckoutSessionCompletedEvent, Tag(CheckoutSessionCompletedEvent.__name__)]
+    | Annotated[CustomerDeletedEvent, Tag(CustomerDeletedEvent.__name__)]
+    | Annotated[OtherEvent, Tag(OtherEvent.__name__)]
+    | Annotated[OtherVersionEvent, Tag(OtherVersionEvent.__name__)],
+    Discriminator(lambda event: _KINDS[_event_kind(event)].__name__),
+]
+DELIVERY: TypeAdapter[StripeEvent] = TypeAdapter(StripeDelivery)
+
+
+def check_object(raw: dict[str, Any]) -> None:
+    """Raises ValidationError unless the event carries, for its type and API version, the object the document
+    describes (DELIVERY)."""
+    _KINDS[_event_kind(raw)].model_validate(raw)
 
 
 def _time(seconds: int | None) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,12 +22,15 @@ from starlette.concurrency import run_in_threadpool
 from functions.billing.settings import WebhookSettings
 from functions.billing.stripe_api import StripeUnavailableError, fresh_snapshot
 from functions.billing.stripe_objects import (
-    LATEST_UNIX_TIME,
+    DELIVERY,
+    INVOICE_EVENTS,
+    SUBSCRIPTION_EVENTS,
     CheckoutSession,
     Customer,
     StripeEvent,
     Subscription,
     UnreadableObjectError,
+    check_object,
     invoice_subscription_id,
     subscription_snapshot,
 )
@@ -37,19 +41,9 @@ from shared.stripe_client import STRIPE_API_VERSION, stripe_client
 
 log = logging.getLogger("billing.webhook")
 
-SUBSCRIPTION_EVENTS = {
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "customer.subscription.paused",
-    "customer.subscription.resumed",
-    "customer.subscription.trial_will_end",
-}
-INVOICE_EVENTS = {"invoice.paid", "invoice.payment_failed", "invoice.payment_action_required"}
-HANDLED_EVENTS = SUBSCRIPTION_EVENTS | INVOICE_EVENTS | {"checkout.session.completed", "customer.deleted"}
-
 # The delivery as the OpenAPI document describes it: the handler reads the raw body (the signature covers its
-# exact bytes), so FastAPI cannot derive it from a parameter. The event is what StripeEvent reads.
+# exact bytes), so FastAPI cannot derive it from a parameter. The body's schema is DELIVERY's, added to the document
+# when it is first asked for (see document_delivery).
 DELIVERY_OPENAPI: dict[str, Any] = {
     "parameters": [
         {
@@ -60,34 +54,37 @@ DELIVERY_OPENAPI: dict[str, Any] = {
             "schema": {"type": "string"},
         }
     ],
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "title": "StripeEvent",
-                    "type": "object",
-                    "required": ["id", "type", "created", "data"],
-                    "properties": {
-                        "id": {"type": "string", "examples": ["evt_1QbExampleExample"]},
-                        "type": {"type": "string", "examples": sorted(HANDLED_EVENTS)},
-                        "created": {"type": "integer", "minimum": 0, "maximum": LATEST_UNIX_TIME},
-                        "livemode": {"type": "boolean"},
-                        "api_version": {"type": ["string", "null"]},
-                        "data": {
-                            "type": "object",
-                            "required": ["object"],
-                            "properties": {
-                                "object": {"type": "object", "description": "The object the event is about"},
-                                "previous_attributes": {"type": ["object", "null"]},
-                            },
-                        },
-                    },
-                }
-            }
-        },
-    },
 }
+DELIVERY_DESCRIPTION = (
+    f"A Stripe event. Each event type billing acts on must carry the object it reads, as described here for API "
+    f"version {STRIPE_API_VERSION}; other types are recorded and acknowledged. An event of another API version "
+    "whose object lacks what billing reads, or one holding a NUL character (`\\u0000`, which the database cannot "
+    "store), is recorded as unreadable with an operator alert and acknowledged (200): Stripe would only deliver the "
+    "same bytes again."
+)
+
+# A JSON `\u0000` escape, not one whose backslash is itself escaped (`\\u0000` is the text "\u0000").
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def document_delivery(app: FastAPI, path: str) -> None:
+    """Puts DELIVERY's schema into the app's OpenAPI document as `path`'s body, when the document is first built
+    (deriving it at import would add to every cold start)."""
+    build_document = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build_document()
+            schema = DELIVERY.json_schema(ref_template="#/components/schemas/{model}")
+            document.setdefault("components", {}).setdefault("schemas", {}).update(schema.pop("$defs"))
+            document["paths"][path]["post"]["requestBody"] = {
+                "required": True,
+                "description": DELIVERY_DESCRIPTION,
+                "content": {"application/json": {"schema": schema}},
+            }
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class WebhookProcessor:
@@ -128,7 +125,8 @@ class WebhookProcessor:
             return {"deleted_customer": Customer.model_validate(obj).id}
         return None
 
-    def process(self, event: StripeEvent, raw: dict[str, Any]) -> dict[str, Any]:
+    def process(self, event: StripeEvent, raw: dict[str, Any], *, unreadable: str | None = None) -> dict[str, Any]:
+        """Applies the event; `unreadable` says why it is recorded without being read."""
         envelope = {
             "id": event.id,
             "type": event.type,
@@ -137,7 +135,7 @@ class WebhookProcessor:
             "api_version": event.api_version,
             "payload": raw,
         }
-        snapshot = self.snapshot_for(event)
+        snapshot = {"unreadable": unreadable} if unreadable else self.snapshot_for(event)
         result = self.database.call("service.apply_stripe_event", {"event": envelope, "snapshot": snapshot})
         if result["outcome"] == "needs_refresh":
             # Another event of the same second was applied: Stripe's current state decides, not arrival order.
@@ -171,15 +169,12 @@ def build_app(
             raise
         except DatabaseError as error:
             _log_refusal(body, error.status, f"{error.title}: {error.detail}")
-            if error.sqlstate and not error.sqlstate.startswith("PT") and error.status < 500:
-                # A constraint's or the database's own words are for the log above, never for the response.
-                raise ProblemError(
-                    error.status, error.title, "the event could not be recorded; the operator log names the reason"
-                ) from None
-            raise
+            raise  # answered in the project's words (shared/http.py); the database's are in the log above
         except Exception as error:
             _log_refusal(body, 500, f"{type(error).__name__}: {error}")
             raise
+
+    document_delivery(app, "/stripe/webhook")
 
     async def handle(body: bytes, signature: str | None) -> dict[str, Any]:
         try:
@@ -201,16 +196,29 @@ def build_app(
                 "Invalid signature",
                 f"{error.user_message or error}. Check STRIPE_WEBHOOK_SECRET matches this endpoint's signing secret.",
             ) from None
+        # PostgreSQL cannot store a NUL in text or jsonb: the recorded copy has U+FFFD in its place.
+        storable, nul_escapes = _NUL_ESCAPE.subn(r"\1\\ufffd", text)
         try:
-            raw = json.loads(body)
+            raw = json.loads(storable)
             event = StripeEvent.model_validate(raw)
-        except (ValidationError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
-            raise ProblemError(400, "Malformed event", f"the body is not a Stripe event: {error}") from None
+        except ValidationError as error:
+            raise ProblemError(400, "Malformed event", f"the body is not a Stripe event: {_reasons(error)}") from None
+        except (ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
+            raise ProblemError(400, "Malformed event", f"the body is not JSON: {error}") from None
         try:
-            result = await run_in_threadpool(processor.process, event, raw)
+            check_object(raw)
         except ValidationError as error:
             raise ProblemError(
-                400, "Malformed event", f"{event.type} does not carry the expected object: {error}"
+                400, "Malformed event", f"{event.type} does not carry the expected object: {_reasons(error)}"
+            ) from None
+        unreadable = (
+            f"{event.type} holds a NUL character (\\u0000), which the database cannot store" if nul_escapes else None
+        )
+        try:
+            result = await run_in_threadpool(processor.process, event, raw, unreadable=unreadable)
+        except ValidationError as error:
+            raise ProblemError(
+                400, "Malformed event", f"{event.type} does not carry the expected object: {_reasons(error)}"
             ) from None
         except stripe.InvalidRequestError as error:
             raise ProblemError(
@@ -228,6 +236,13 @@ def build_app(
         return {"received": True, **result}
 
     return app
+
+
+def _reasons(error: ValidationError, shown: int = 5) -> str:
+    """What a validation error names, one `field: problem` each, without pydantic's links and echoed input."""
+    items = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors(include_url=False)]
+    more = f" (and {len(items) - shown} more)" if len(items) > shown else ""
+    return "; ".join(items[:shown]) + more
 
 
 def _log_refusal(body: bytes, status: int, reason: str) -> None:

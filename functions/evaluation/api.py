@@ -22,7 +22,7 @@ from functions.evaluation.settings import EvaluationApiSettings, EvaluationWorke
 from shared.auth import CurrentUser, TokenVerifier
 from shared.config import ConfigurationError, load_settings
 from shared.db import Database, connect
-from shared.http import ProblemError, create_app, lambda_entrypoint
+from shared.http import ProblemError, Uuid, create_app, lambda_entrypoint
 
 if TYPE_CHECKING:  # only the in-process worker uses it; the deployed API never calls the AI service
     from shared.ai import AiClient
@@ -67,7 +67,7 @@ def build_app(
         response_model=EvaluationAccepted,
         summary="Evaluate an answer",
     )
-    def evaluate(response_id: uuid.UUID, user: CurrentUser) -> EvaluationAccepted:
+    def evaluate(response_id: Uuid, user: CurrentUser) -> EvaluationAccepted:
         requested = db.call("service.request_evaluation", {"user_id": str(user.id), "response_id": str(response_id)})
         if not requested["already_requested"]:
             try:

@@ -13,7 +13,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from functions.questions import generation
 from functions.questions.settings import QuestionsSettings
@@ -21,7 +21,7 @@ from shared.ai import AiBudgetExceededError, AiClient, AiError, database_budget,
 from shared.auth import AuthenticatedUser, CurrentUser, TokenVerifier
 from shared.config import load_settings
 from shared.db import Database, connect
-from shared.http import create_app, lambda_entrypoint
+from shared.http import RequestModel, Uuid, create_app, lambda_entrypoint
 
 Category = Literal["behavioral", "technical", "situational", "leadership", "problem_solving", "culture_fit"]
 Difficulty = Literal["easy", "medium", "hard"]
@@ -32,8 +32,7 @@ Tag = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, pat
 RoleName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=80, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
-class QuestionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class QuestionRequest(RequestModel):
     category: Category
     difficulty: Difficulty
     experience_level: Level
@@ -41,10 +40,15 @@ class QuestionRequest(BaseModel):
         default=None, description="A role of public.vocabulary (or its alias, or a near spelling); others are a 422"
     )
     tags: Annotated[
-        list[Tag], Field(max_length=8, description="Tags of public.vocabulary (aliases and near spellings map to them)")
-    ] = []
+        list[Tag],
+        Field(
+            default_factory=list,
+            max_length=8,
+            description="Tags of public.vocabulary (aliases and near spellings map to them)",
+        ),
+    ]
     count: Annotated[int, Field(ge=1, le=20)] = 5
-    session_id: uuid.UUID | None = Field(default=None, description="Continue this session instead of a new one")
+    session_id: Uuid | None = Field(default=None, description="Continue this session instead of a new one")
 
 
 class ServedQuestion(BaseModel):

@@ -43,6 +43,27 @@ class DatabaseError(Exception):
     def __str__(self) -> str:
         return f"{self.title}: {self.detail}"
 
+    @property
+    def ours(self) -> bool:
+        """A refusal one of our SQL functions wrote for the caller (PTxyz), rather than the database's own text."""
+        return (self.sqlstate or "").startswith("PT")
+
+    # What an HTTP caller is told. The database's own words name constraints, types, enum values and the SQL, and
+    # a failed connection names hosts: the log has them, the response says what happened in the project's words.
+    @property
+    def client_title(self) -> str:
+        return "Internal error" if self.status == 500 and not self.ours else self.title
+
+    @property
+    def client_detail(self) -> str:
+        if self.ours:
+            return self.detail
+        return _CLIENT_DETAILS.get(self.status, _CLIENT_DETAILS[500])
+
+    @property
+    def client_hint(self) -> str | None:
+        return self.hint if self.ours else None
+
 
 def error_for_sqlstate(sqlstate: str | None, message: str, hint: str | None = None) -> DatabaseError:
     state = sqlstate or ""
@@ -65,6 +86,15 @@ def unavailable(detail: str) -> DatabaseError:
         503, "Database unavailable", detail, "The database could not be reached; try again shortly.", retryable=True
     )
 
+
+_CLIENT_DETAILS = {
+    400: "a value in the request cannot be stored as sent; check it against the API's OpenAPI document",
+    403: "this operation is not allowed for this caller",
+    409: "the request conflicts with what is already stored (it may have been made already); fetch the current "
+    "state before trying again",
+    503: "the database is busy or unreachable; try again shortly",
+    500: "something went wrong on our side; quote the request id",
+}
 
 _TITLES = {
     400: "Invalid request",

@@ -210,6 +210,11 @@ def test_make_run_serves_the_platform_and_the_demo_journey_completes_without_ai(
             paths = httpx.get(f"{platform.url}{function['openapi']}").json()["paths"]
             documented = {f"{method.upper()} {path}" for path, operations in paths.items() for method in operations}
             assert documented == {r for r, name in ROUTES.items() if name == function["name"]}
+        # Paths no function owns are answered as the functions answer: problems saying what to do.
+        for method, path, status in (("GET", "/nowhere", 404), ("POST", "/", 405)):
+            refused = httpx.request(method, f"{platform.url}{path}")
+            assert (refused.status_code, refused.headers["content-type"]) == (status, "application/problem+json")
+            assert path in refused.json()["detail"]
 
         email = f"e2e-{uuid.uuid4().hex[:8]}@example.test"
         output = platform.demo(email)

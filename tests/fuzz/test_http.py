@@ -7,8 +7,10 @@ fixture-based loader does not work with pytest 9.2: it sets `Node._nodeid`, whic
 signed-in user and as nobody; the webhook as Stripe (signed) and as anyone else.
 
 Besides schemathesis' own checks (no server error, responses as documented, schema-violating input refused, auth
-enforced, ...), `problem_details` requires every error to be an RFC 9457 body a client can show. Generation is
-seeded, derandomized and bounded (MAX_EXAMPLES per operation and caller): a run is reproducible and takes seconds.
+enforced, ...), `problem_details` requires every error to be an RFC 9457 body a client can show, and
+`no_database_text` that no response carries the database's own error text. Generation is seeded, derandomized and
+bounded (MAX_EXAMPLES per operation and caller): a run is reproducible and takes seconds. tests/fuzz/test_contracts.py
+asserts the contract items fuzzing finds only by chance (coercion, id forms, the order of checks).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tests.billing.conftest import START, WEBHOOK_SECRET, Billing
 from tests.evaluation.harness import Harness as EvaluationHarness
 from tests.questions.test_api import Harness as QuestionsHarness
 from tests.questions.test_api import generated
+from tests.support.contracts import database_text_in
 from tests.support.fake_openai import RecordedRequest, dynamic, reply
 
 MAX_EXAMPLES = 40
@@ -65,6 +68,17 @@ def problem_details(ctx: CheckContext, response: Response, case: Case) -> bool |
         assert body[member].strip(), f"the problem's {member} is empty"
     assert body.get("status") == response.status_code, f"the problem says {body.get('status')}, the response not"
     return True
+
+
+@schemathesis.check
+def no_database_text(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """No response carries the database's own words (constraint, type and enum names, its error messages)."""
+    leaked = database_text_in(response.text)
+    assert leaked is None, f"the response carries database text ({leaked!r}): {response.text[:300]}"
+    return True
+
+
+CONTRACT_CHECKS = [problem_details, no_database_text]
 
 
 def openapi(app: FastAPI) -> BaseSchema:
@@ -125,8 +139,8 @@ class StripeSigned(requests.auth.AuthBase):
         return request
 
 
-# A schema-valid event is not a valid delivery: unsigned it must be refused, and signed its object must be what
-# its type carries, which the schema of the envelope leaves open.
+# A schema-valid event is not a valid delivery: unsigned it must be refused, and signed it names customers and
+# subscriptions Stripe does not know (a checkout or invoice event is then a 422 "Unknown to Stripe").
 NOT_FOR_THE_WEBHOOK = [positive_data_acceptance]
 
 
@@ -135,7 +149,7 @@ def test_webhook_as_stripe(case: Case, billing: Billing) -> None:
     response = case.call_and_validate(
         app=billing.webhook_app,
         auth=StripeSigned(),
-        additional_checks=[problem_details],
+        additional_checks=CONTRACT_CHECKS,
         excluded_checks=NOT_FOR_THE_WEBHOOK,
     )
     if "stripe-signature" in response.request.headers and response.status_code == 400:
@@ -145,7 +159,7 @@ def test_webhook_as_stripe(case: Case, billing: Billing) -> None:
 @WEBHOOK.parametrize()
 def test_webhook_as_anyone_else(case: Case, billing: Billing) -> None:
     response = case.call_and_validate(
-        app=billing.webhook_app, additional_checks=[problem_details], excluded_checks=NOT_FOR_THE_WEBHOOK
+        app=billing.webhook_app, additional_checks=CONTRACT_CHECKS, excluded_checks=NOT_FOR_THE_WEBHOOK
     )
     assert response.status_code >= 400, "an unsigned delivery was accepted"
 
@@ -158,13 +172,13 @@ def billing_user(billing: Billing) -> str:
 @BILLING.parametrize()
 def test_billing_as_a_user(case: Case, billing: Billing, billing_user: str) -> None:
     case.call_and_validate(
-        app=billing.api.app, headers=bearer(billing.auth(billing_user)), additional_checks=[problem_details]
+        app=billing.api.app, headers=bearer(billing.auth(billing_user)), additional_checks=CONTRACT_CHECKS
     )
 
 
 @BILLING.parametrize()
 def test_billing_as_nobody(case: Case, billing: Billing) -> None:
-    response = case.call_and_validate(app=billing.api.app, additional_checks=[problem_details])
+    response = case.call_and_validate(app=billing.api.app, additional_checks=CONTRACT_CHECKS)
     assert response.status_code >= 400, "served without a token"
 
 
@@ -198,14 +212,14 @@ def test_questions_as_a_user(case: Case, questions: QuestionsHarness) -> None:
     case.call_and_validate(
         app=questions.app,
         headers=bearer(questions.auth(user)),
-        additional_checks=[problem_details],
+        additional_checks=CONTRACT_CHECKS,
         excluded_checks=NOT_FOR_FREE_TEXT_TERMS,
     )
 
 
 @QUESTIONS.parametrize()
 def test_questions_as_nobody(case: Case, questions: QuestionsHarness) -> None:
-    response = case.call_and_validate(app=questions.app, additional_checks=[problem_details])
+    response = case.call_and_validate(app=questions.app, additional_checks=CONTRACT_CHECKS)
     assert response.status_code >= 400, "served without a token"
 
 
@@ -250,14 +264,14 @@ def test_evaluation_as_a_user(
     if target != "generated" and _is_uuid(case.path_parameters.get("response_id")):
         case.path_parameters["response_id"] = answers[target]
     case.call_and_validate(
-        app=evaluation_app, headers=bearer(evaluation.auth(answers["owner"])), additional_checks=[problem_details]
+        app=evaluation_app, headers=bearer(evaluation.auth(answers["owner"])), additional_checks=CONTRACT_CHECKS
     )
     assert set(evaluation_queue.response_ids) <= {answers["own"]}, "queued an answer that is not the user's"
 
 
 @EVALUATION.parametrize()
 def test_evaluation_as_nobody(case: Case, evaluation_app: FastAPI) -> None:
-    response = case.call_and_validate(app=evaluation_app, additional_checks=[problem_details])
+    response = case.call_and_validate(app=evaluation_app, additional_checks=CONTRACT_CHECKS)
     assert response.status_code >= 400, "served without a token"
 
 

@@ -1,19 +1,25 @@
-"""The database gateway: psycopg against the real schema, and the exact requests the PostgREST transport sends."""
+"""The database gateway: psycopg against the real schema, the exact requests the PostgREST transport sends, and
+what an HTTP caller is told when a call fails."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
 import respx
+from fastapi.testclient import TestClient
 
 from shared.config import DatabaseSettings
 from shared.db import Caller, DatabaseError, connect
 from shared.db.postgrest_transport import PostgrestDatabase
 from shared.db.psycopg_transport import PsycopgDatabase
+from shared.http import create_app
+from tests.support.contracts import database_text_in
 from tests.support.identities import sign_up, user_claims
 
 
@@ -146,3 +152,78 @@ def test_postgrest_unreachable_is_a_503(postgrest: PostgrestDatabase) -> None:
     with pytest.raises(DatabaseError) as down:
         postgrest.call("service.billing_customer", {"user_id": "u"})
     assert down.value.status == 503
+
+
+# --- Database errors: the project's words to the caller, the database's to the log ------------------------------
+
+FAILURES = """
+create schema contract_probe;
+grant usage on schema contract_probe to service_role;
+create table contract_probe.things (id integer primary key, size integer check (size >= 0));
+grant all on contract_probe.things to service_role;
+create function contract_probe.fail(kind text) returns jsonb language plpgsql set search_path = '' as $$
+begin
+  case kind
+    when 'unique' then insert into contract_probe.things values (1, 1), (1, 1);
+    when 'check' then insert into contract_probe.things values (2, -1);
+    when 'enum' then perform 'gold'::public.subscription_status;
+    when 'uuid' then perform 'not-a-uuid'::uuid;
+    when 'nul' then perform '"\\u0000"'::jsonb;
+    when 'ours' then raise sqlstate 'PT409' using message = 'that was done already', hint = 'Fetch it first.';
+    else raise exception 'internal state: hunter2';
+  end case;
+  return '{}';
+end
+$$;
+grant execute on function contract_probe.fail(text) to service_role;
+"""
+
+
+@pytest.fixture(scope="module")
+def failing(database_url: str) -> Iterator[TestClient]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(FAILURES)
+    database = PsycopgDatabase(DatabaseSettings(database_url=database_url, db_pool_size=1))
+    app = create_app("test")
+
+    @app.get("/fail/{kind}")
+    def fail(kind: str) -> Any:
+        return database.call("contract_probe.fail", {"kind": kind})
+
+    yield TestClient(app, raise_server_exceptions=False)
+    database.close()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("drop schema contract_probe cascade")
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "title", "database_words"),
+    [
+        ("unique", 409, "Conflict", 'duplicate key value violates unique constraint "things_pkey"'),
+        ("check", 409, "Conflict", 'violates check constraint "things_size_check"'),
+        ("enum", 400, "Invalid input", 'invalid input value for enum public.subscription_status: "gold"'),
+        ("uuid", 400, "Invalid input", 'invalid input syntax for type uuid: "not-a-uuid"'),
+        ("nul", 400, "Invalid input", "unsupported Unicode escape sequence"),
+        ("other", 500, "Internal error", "internal state: hunter2"),
+    ],
+)
+def test_database_errors_are_answered_in_the_projects_words(
+    failing: TestClient, caplog: pytest.LogCaptureFixture, kind: str, status: int, title: str, database_words: str
+) -> None:
+    response = failing.get(f"/fail/{kind}")
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert (response.status_code, problem["title"]) == (status, title)
+    assert database_text_in(response.text) is None, response.text
+    for part in ("things", "subscription_status", "gold", "hunter2", "contract_probe"):
+        assert part not in response.text
+    assert "hint" not in problem
+    # The operator still reads what the database said.
+    (logged,) = [r for r in caplog.records if r.getMessage() == "database call failed"]
+    assert database_words in logged.detail
+
+
+def test_our_sql_functions_refusals_keep_their_own_words(failing: TestClient) -> None:
+    response = failing.get("/fail/ours")
+    assert response.status_code == 409
+    assert (response.json()["detail"], response.json()["hint"]) == ("that was done already", "Fetch it first.")
