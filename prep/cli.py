@@ -160,6 +160,56 @@ def run_tests(
         raise typer.Exit(1)
 
 
+@db_app.command("inspect")
+def inspect_database(
+    name: Annotated[
+        str, typer.Argument(help="What to inspect (as `supabase inspect db <name>`); omit to list them.")
+    ] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Run one of `supabase inspect db`'s queries (the CLI's own text) without the CLI: outliers, calls, ..."""
+    from prep import dbhealth
+
+    if not name:
+        listing = Table("name", "shows", box=None)
+        for command in dbhealth.COMMANDS.values():
+            listing.add_row(command.name, command.summary)
+        console.print(listing)
+        return
+    if name not in dbhealth.COMMANDS:
+        raise typer.BadParameter(f"one of {', '.join(dbhealth.COMMANDS)}", param_hint="NAME")
+    with connect() as conn:
+        try:
+            result = dbhealth.inspect(conn, name)
+        except dbhealth.StatementStatisticsError as error:
+            errors.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(1) from error
+    if as_json:
+        console.print_json(data=result.records(), default=str)
+        return
+    console.print(rows_display(result.columns, result.rows, console.width))
+
+
+def rows_display(columns: list[str], rows: list[tuple[object, ...]], width: int) -> Table:
+    """A table when it fits the terminal; otherwise one block per row (`column  value`), so nothing is cut."""
+    cells = [["—" if cell is None else str(cell) for cell in row] for row in rows]
+    widest = [max([len(column), *(len(line) for row in cells for line in row[i].splitlines())])
+              for i, column in enumerate(columns)]  # fmt: skip
+    if sum(widest) + 3 * len(columns) + 1 <= width:
+        table = Table(*columns)
+        for row in cells:
+            table.add_row(*row)
+        return table
+    records = Table("column", "value", show_header=False, box=None, show_lines=False)
+    for index, row in enumerate(cells):
+        if index:
+            records.add_row("", "")
+        for column, cell in zip(columns, row, strict=True):
+            records.add_row(f"[bold]{column}[/bold]", cell)
+    records.columns[1].overflow = "fold"
+    return records
+
+
 @db_app.command()
 def reset(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
