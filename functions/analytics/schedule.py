@@ -27,6 +27,7 @@ from functions.analytics.settings import AnalyticsSettings
 from shared.config import load_settings
 from shared.db import Database, DatabaseError, connect
 from shared.logs import configure_logging
+from shared.metrics import Metric, emit
 
 log = logging.getLogger("analytics.schedule")
 
@@ -128,6 +129,19 @@ def run_schedule(
     return ScheduleReport(as_of=as_of, steps=steps)
 
 
+def count_run(report: ScheduleReport, seconds: float) -> None:
+    """Metrics AnalyticsRuns (by outcome: the "late" alarm wants a `succeeded` one every hour),
+    AnalyticsFailedSteps and AnalyticsRunDuration."""
+    emit(
+        [
+            Metric("AnalyticsRuns", 1),
+            Metric("AnalyticsFailedSteps", len(report.failed)),
+            Metric("AnalyticsRunDuration", round(seconds, 3), "Seconds"),
+        ],
+        {"Outcome": "failed" if report.failed else "succeeded"},
+    )
+
+
 _database: Database | None = None
 
 
@@ -138,7 +152,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = load_settings(AnalyticsSettings)
     _database = _database or connect(settings)
     due = event.get("time")
+    started = time.perf_counter()
     report = run_schedule(now=datetime.fromisoformat(due) if due else None, database=_database, settings=settings)
+    count_run(report, time.perf_counter() - started)
     if report.failed:
         raise ScheduleFailedError(
             "analytics steps failed (the others ran; the next run retries them): "

@@ -16,6 +16,7 @@ from functions.analytics.settings import AnalyticsSettings
 from prep.cli import app
 from shared.db import Caller, Database, DatabaseError, connect
 from tests.analytics.history import practise, practitioner
+from tests.support.metrics import documents, values
 
 NOW = datetime(2026, 6, 2, 10, 0, tzinfo=UTC)
 EVENT = {"source": "aws.events", "detail-type": "Scheduled Event", "time": "2026-06-02T10:00:00Z", "detail": {}}
@@ -138,3 +139,23 @@ def test_backfilling_a_range_from_the_console(database_url: str, history: str, m
     backwards = runner.invoke(app, ["analytics", "aggregate", "--from", "2026-06-02", "--to", "2026-05-30"])
     assert backwards.exit_code == 2
     assert "--to is before --from" in backwards.output
+
+
+@pytest.mark.usefixtures("in_lambda")
+def test_each_run_counts_in_analytics_runs_by_outcome(
+    database_url: str, history: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("ANALYTICS_TRAILING_DAYS", "1")
+    monkeypatch.setattr(schedule, "_database", None)
+    schedule.handler(EVENT, None)
+    settings = settings_for(database_url, analytics_trailing_days=1)
+    monkeypatch.setattr(schedule, "_database", FailingOn(connect(settings), "service.rollup_question_stats"))
+    with pytest.raises(schedule.ScheduleFailedError):
+        schedule.handler(EVENT, None)
+    found = documents(capsys.readouterr().out)
+
+    assert values(found, "AnalyticsRuns", Outcome="succeeded") == [1]
+    assert values(found, "AnalyticsRuns", Outcome="failed") == [1]
+    assert values(found, "AnalyticsFailedSteps") == [0, 1]
+    assert all(seconds > 0 for seconds in values(found, "AnalyticsRunDuration"))
