@@ -97,6 +97,7 @@ RESOURCE_SETTINGS = {
 LITERAL_SETTINGS = {
     "LOG_LEVEL",
     "DEPLOYMENT_ID",
+    "METRICS_NAMESPACE",
     "DB_TRANSPORT",
     "DB_POOL_SIZE",
     "DB_TIMEOUT_SECONDS",
@@ -362,7 +363,9 @@ def test_environment_configures_the_handler(
     environment = _environment(resources, function)
     fields = {name.upper() for name in settings_class.model_fields}
     # DEPLOYMENT_ID is read by no function: it changes every deploy so secrets and parameters are resolved anew.
-    assert set(environment) - fields == {"LOG_LEVEL", "DEPLOYMENT_ID"}, "variables the function never reads"
+    # LOG_LEVEL and METRICS_NAMESPACE are read by shared/ (logs, metrics), not by a settings class.
+    assert set(environment) - fields == {"LOG_LEVEL", "DEPLOYMENT_ID", "METRICS_NAMESPACE"}, "variables never read"
+    assert environment["METRICS_NAMESPACE"] == f"interview-prep/{STAGE}"
     required = {name.upper() for name, field in settings_class.model_fields.items() if field.is_required()}
     assert required <= set(environment)
 
@@ -591,6 +594,66 @@ def test_evaluation_dead_letters_raise_an_alarm(resources: dict[str, Any]) -> No
         assert props["TreatMissingData"] == "notBreaching"
         watched.add(queue)
     assert watched == dead_letter_queues
+
+
+# Alarm name (without interview-prep-<stage>-) -> (namespace, metric, dimensions, statistic, comparison, threshold).
+# The functions' own metrics are in the stage's namespace; their names must be ones the code emits.
+ALARMS: dict[str, tuple[str, str, dict[str, Any], str, str, float]] = {
+    "evaluations-dlq-not-empty": (
+        "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": "EvaluationDLQ"}, "Maximum",
+        "GreaterThanThreshold", 0,
+    ),
+    "evaluations-queue-stuck": (
+        "AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": "EvaluationQueue"}, "Maximum", "GreaterThanThreshold",
+        3900,
+    ),
+    "analytics-schedule-failing": (
+        "AWS/Lambda", "Errors", {"FunctionName": "AnalyticsScheduleLambdaFunction"}, "Sum", "GreaterThanThreshold", 0,
+    ),
+    "account-deletion-retry-failing": (
+        "AWS/Lambda", "Errors", {"FunctionName": "AccountDeletionRetryLambdaFunction"}, "Sum",
+        "GreaterThanThreshold", 0,
+    ),
+    "webhook-5xx": (
+        f"interview-prep/{STAGE}", "WebhookEvents", {"Outcome": "failed"}, "Sum", "GreaterThanThreshold", 0,
+    ),
+    "ai-spend-over-80-percent": (
+        f"interview-prep/{STAGE}", "AiSpendOfCapPercent", {}, "Maximum", "GreaterThanThreshold", 80,
+    ),
+    "analytics-late": (
+        f"interview-prep/{STAGE}", "AnalyticsRuns", {"Outcome": "succeeded"}, "Sum", "LessThanThreshold", 1,
+    ),
+}  # fmt: skip
+
+
+def test_the_alarms_that_matter_are_in_the_stack_and_notify_the_alerts_topic(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    (topic,) = _of_type(resources, "AWS::SNS::Topic")
+    assert resources[topic]["Properties"]["TopicName"] == f"interview-prep-{STAGE}-alerts"
+    assert template["Outputs"]["AlertsTopicArn"]["Value"] == {"Ref": topic}
+    found = {}
+    for alarm in _of_type(resources, "AWS::CloudWatch::Alarm").values():
+        props = alarm["Properties"]
+        dimensions = {
+            d["Name"]: d["Value"]["Ref"] if "Ref" in d["Value"] else d["Value"]["Fn::GetAtt"][0]
+            if isinstance(d["Value"], dict) else d["Value"]
+            for d in props.get("Dimensions", [])
+        }  # fmt: skip
+        name = props["AlarmName"].removeprefix(f"interview-prep-{STAGE}-")
+        found[name] = (
+            props["Namespace"], props["MetricName"], dimensions, props["Statistic"], props["ComparisonOperator"],
+            props["Threshold"],
+        )  # fmt: skip
+        assert props["AlarmActions"] == [{"Ref": topic}], name
+        assert props["OKActions"] == [{"Ref": topic}], name
+        # Only "late" fires on silence: no data elsewhere means nothing happened.
+        assert props["TreatMissingData"] == ("breaching" if name == "analytics-late" else "notBreaching"), name
+    assert found == ALARMS
+    emitted = "\n".join(path.read_text() for path in [*ROOT.glob("functions/*/*.py"), ROOT / "shared" / "ai.py"])
+    for namespace, metric, *_ in ALARMS.values():
+        if namespace.startswith("interview-prep/"):
+            assert f'Metric("{metric}"' in emitted, f"no function emits {metric}"
 
 
 def test_queue_permissions(resources: dict[str, Any]) -> None:
