@@ -45,6 +45,21 @@ class StepResult(BaseModel):
         return " ".join(part for part in (self.step, self.day and self.day.isoformat(), self.shard) if part)
 
 
+# The figures of a step's result that count work done (the others describe the run: its day, shard, users read).
+WORK_DONE = (
+    "changed",
+    "achievements_awarded",
+    "questions_updated",
+    "questions_promoted",
+    "sessions_abandoned",
+    "evaluations_failed",
+    "responses_archived",
+    "stripe_events_purged",
+    "usage_counters_purged",
+    "generation_leases_purged",
+)
+
+
 class ScheduleReport(BaseModel):
     as_of: datetime
     steps: list[StepResult]
@@ -52,6 +67,11 @@ class ScheduleReport(BaseModel):
     @property
     def failed(self) -> list[StepResult]:
         return [step for step in self.steps if step.error is not None]
+
+    def work_done(self) -> dict[str, int]:
+        """The run's non-zero WORK_DONE figures, summed over its steps: empty when it had nothing to do."""
+        totals = {figure: sum(int((step.result or {}).get(figure) or 0) for step in self.steps) for figure in WORK_DONE}
+        return {figure: total for figure, total in totals.items() if total}
 
 
 class ScheduleFailedError(Exception):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -14,7 +16,9 @@ from typer.testing import CliRunner
 from functions.analytics import schedule
 from functions.analytics.settings import AnalyticsSettings
 from prep.cli import app
+from shared.config import DatabaseSettings, load_settings
 from shared.db import Caller, Database, DatabaseError, connect
+from shared.db.psycopg_transport import PsycopgDatabase
 from tests.analytics.history import practise, practitioner
 from tests.support.metrics import documents, values
 
@@ -159,3 +163,29 @@ def test_each_run_counts_in_analytics_runs_by_outcome(
     assert values(found, "AnalyticsRuns", Outcome="failed") == [1]
     assert values(found, "AnalyticsFailedSteps") == [0, 1]
     assert all(seconds > 0 for seconds in values(found, "AnalyticsRunDuration"))
+
+
+def test_the_local_schedule_says_one_short_line_a_tick_and_nothing_when_idle(
+    database_url: str, history: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from prep.serve import AnalyticsSchedule  # `prep serve`'s tick: the schedule, then the deletion retries
+
+    for name, value in {"DATABASE_URL": database_url, "STRIPE_SECRET_KEY": "sk_test_local"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LOCAL_STORAGE_DIR", str(tmp_path))
+    database = PsycopgDatabase(load_settings(DatabaseSettings))
+    tick = AnalyticsSchedule(60, database)
+    try:
+        with caplog.at_level(logging.INFO):
+            tick.run_once()  # today's figures are new to this database
+            first = list(caplog.records)
+            caplog.clear()
+            tick.run_once()  # nothing changed since
+            second = list(caplog.records)
+    finally:
+        database.close()
+    (line,) = first
+    assert line.name == "prep.serve"
+    assert line.getMessage().startswith("schedule: changed ")
+    assert len(line.getMessage()) < 160
+    assert second == []
