@@ -18,6 +18,7 @@ from prep import migrations
 from prep.analytics import app as analytics_app
 from prep.billing import app as billing_app
 from prep.localdb import EmbeddedPostgres, LocalDatabaseError, database_url
+from prep.tables import rows_display
 from prep.users import app as users_app
 from shared.config import ConfigurationError
 
@@ -188,26 +189,6 @@ def inspect_database(
         console.print_json(data=result.records(), default=str)
         return
     console.print(rows_display(result.columns, result.rows, console.width))
-
-
-def rows_display(columns: list[str], rows: list[tuple[object, ...]], width: int) -> Table:
-    """A table when it fits the terminal; otherwise one block per row (`column  value`), so nothing is cut."""
-    cells = [["—" if cell is None else str(cell) for cell in row] for row in rows]
-    widest = [max([len(column), *(len(line) for row in cells for line in row[i].splitlines())])
-              for i, column in enumerate(columns)]  # fmt: skip
-    if sum(widest) + 3 * len(columns) + 1 <= width:
-        table = Table(*columns)
-        for row in cells:
-            table.add_row(*row)
-        return table
-    records = Table("column", "value", show_header=False, box=None, show_lines=False)
-    for index, row in enumerate(cells):
-        if index:
-            records.add_row("", "")
-        for column, cell in zip(columns, row, strict=True):
-            records.add_row(f"[bold]{column}[/bold]", cell)
-    records.columns[1].overflow = "fold"
-    return records
 
 
 @db_app.command()

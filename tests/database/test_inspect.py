@@ -15,10 +15,12 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
+from rich.console import Console
 from typer.testing import CliRunner
 
 from prep import dbhealth, localdb
 from prep.cli import app
+from prep.tables import rows_display
 from tests.support import supabase_cli
 
 MARKER = "select 1 as inspect_parity_marker"
@@ -133,3 +135,17 @@ def test_the_embedded_server_preloads_statement_statistics() -> None:
         preloaded = conn.execute("show shared_preload_libraries").fetchone()
     assert preloaded is not None
     assert "pg_stat_statements" in preloaded[0]
+
+
+def test_rows_too_wide_for_the_terminal_become_blocks_and_nothing_is_cut() -> None:
+    console = Console(width=40, record=True)
+    long = "select " + "x, " * 30 + "y from t"
+    console.print(rows_display(["query", "calls", "score"], [(long, 3, None)], console.width))
+    text = console.export_text()
+    assert "…" not in text
+    assert "".join(text.split()).count("".join(long.split())) == 1  # folded over lines, whole
+    assert "score  —" in text  # a missing value is a dash, never "None"
+
+    narrow = Console(width=80, record=True)
+    narrow.print(rows_display(["a", "b"], [(1, 2)], narrow.width))
+    assert "┃ a ┃ b ┃" in narrow.export_text()
