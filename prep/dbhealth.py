@@ -10,12 +10,14 @@ ours. Every query only reads statistics views and catalogs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from pydantic import BaseModel
 
 SQL_DIR = Path(__file__).resolve().parent / "inspect_sql"
 SUPABASE_CLI_VERSION = "3.1.0"
@@ -137,3 +139,40 @@ def statement_statistics_problem(conn: psycopg.Connection) -> str | None:
             " (an older one is restarted by the next prep command)."
         )
     return None
+
+
+class DatabaseHealth(BaseModel):
+    """The operator dashboard's database section. A part the server cannot give (statement statistics not
+    preloaded, a statistics function the role may not call) is None, with the reason in `unavailable`."""
+
+    database_stats: dict[str, Any] | None = None
+    connections: dict[str, Any] | None = None
+    slowest_statements: list[dict[str, Any]] | None = None
+    unused_indexes: list[dict[str, Any]] | None = None
+    sequential_scans: list[dict[str, Any]] | None = None
+    bloat: list[dict[str, Any]] | None = None
+    replication: list[dict[str, Any]] | None = None
+    unavailable: dict[str, str] = {}
+
+
+def gather(conn: psycopg.Connection) -> DatabaseHealth:
+    """Every part of DatabaseHealth, each from its own query (a failing one leaves the others)."""
+    health = DatabaseHealth()
+
+    def part(name: str, read: Callable[[], Any]) -> None:
+        try:
+            setattr(health, name, read())
+        except (StatementStatisticsError, psycopg.Error) as error:
+            health.unavailable[name] = str(error).strip().splitlines()[0]
+
+    part("database_stats", lambda: inspect(conn, "db-stats").records()[0])
+    part("connections", lambda: health_query(conn, "connections").records()[0])
+    part(
+        "slowest_statements",
+        lambda: health_query(conn, "slowest_statements", reads_statement_statistics=True).records(),
+    )
+    part("unused_indexes", lambda: [r for r in inspect(conn, "index-stats").records() if r["unused"]][:10])
+    part("sequential_scans", lambda: health_query(conn, "sequential_scans").records())
+    part("bloat", lambda: inspect(conn, "bloat").records()[:5])
+    part("replication", lambda: health_query(conn, "replication").records())
+    return health
