@@ -193,7 +193,8 @@ class Journey:
     def end_session(self, session_id: str) -> None:
         with self.as_user() as conn:
             ended = conn.execute("select public.end_session(%s, 'completed') as summary", (session_id,)).fetchone()
-        self.done("session completed", f"overall score {ended['summary']['overall_score']}")
+        score = ended["summary"]["overall_score"]
+        self.done("session completed", f"overall score {score}" if score is not None else "no score: nothing evaluated")
 
     def show_dashboard(self, day: date) -> None:
         with self.as_user() as conn:

@@ -140,6 +140,10 @@ class Gateway:
         await self.local(scope, receive, send)
 
 
+# How the tick's line names a figure whose own name says little.
+WORK_WORDS = {"changed": "analytics rows updated"}
+
+
 class AnalyticsSchedule:
     """The analytics cron in miniature: run_schedule() at start, then every interval, on the process's database
     pool (a pool per run would leak its connections)."""
@@ -174,7 +178,7 @@ class AnalyticsSchedule:
             outcomes = {}
         done |= {f"accounts_{outcome}": count for outcome, count in outcomes.items() if count}
         if done or report.failed:
-            summary = ", ".join(f"{figure.replace('_', ' ')} {count}" for figure, count in done.items())
+            summary = ", ".join(f"{WORK_WORDS.get(figure, figure.replace('_', ' '))} {n}" for figure, n in done.items())
             failed = f"{len(report.failed)} step(s) failed; " if report.failed else ""
             log.info(
                 f"schedule: {failed}{summary or 'nothing changed'} ({time.perf_counter() - started:.1f} s)",

@@ -186,6 +186,6 @@ def test_the_local_schedule_says_one_short_line_a_tick_and_nothing_when_idle(
         database.close()
     (line,) = first
     assert line.name == "prep.serve"
-    assert line.getMessage().startswith("schedule: changed ")
+    assert line.getMessage().startswith("schedule: analytics rows updated ")
     assert len(line.getMessage()) < 160
     assert second == []

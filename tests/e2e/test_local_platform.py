@@ -226,7 +226,7 @@ def test_make_run_serves_the_platform_and_the_demo_journey_completes_without_ai(
         assert "Stopped." in log
         # Readable text, and the schedule's first tick (today's figures are new) in one short line.
         assert not [line for line in log.splitlines() if line.startswith("{")]
-        assert "INFO    prep.serve: schedule: changed " in log
+        assert "INFO    prep.serve: schedule: analytics rows updated " in log
         assert "analytics step" not in log
 
     journey = journey_of(database_url, email)
