@@ -18,21 +18,28 @@ import sys
 import time
 import types
 import zipfile
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 from openai._constants import INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
 from pydantic_settings import BaseSettings
 
 from functions.account.settings import AccountApiSettings, AccountRetrySettings, AccountSettings
+from functions.analytics import schedule
 from functions.analytics.settings import AnalyticsSettings
+from functions.billing import webhook
 from functions.billing.settings import BillingApiSettings, WebhookSettings
 from functions.evaluation.settings import EvaluationApiSettings, EvaluationWorkerSettings
 from functions.questions.settings import QuestionsSettings
+from shared.ai import AiCall, database_budget
 from shared.config import AiSettings, AuthSettings, load_settings
 from shared.stripe_client import StripeSettings
+from tests.support.metrics import documents
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "package.py"
@@ -654,6 +661,77 @@ def test_the_alarms_that_matter_are_in_the_stack_and_notify_the_alerts_topic(
     for namespace, metric, *_ in ALARMS.values():
         if namespace.startswith("interview-prep/"):
             assert f'Metric("{metric}"' in emitted, f"no function emits {metric}"
+
+
+class _Reserving:
+    """The database as service.reserve_ai_spend answers: today's platform spend is $17 of the $20 cap."""
+
+    def call(self, function: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        assert function == "service.reserve_ai_spend"
+        return {"granted": True, "reservation_id": "r1", "platform_spent_usd": "17", "user_ceiling_usd": "1"}
+
+
+@pytest.mark.usefixtures("in_lambda")
+def test_what_the_functions_emit_reaches_the_alarms_on_their_metrics(
+    resources: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EMF documents from the code that writes them in production, stored as CloudWatch extracts them (a metric
+    per dimension set, in moto), read back with each alarm's own namespace, metric, dimensions and statistic."""
+    monkeypatch.setenv("METRICS_NAMESPACE", f"interview-prep/{STAGE}")
+    capsys.readouterr()
+    webhook.count_event("invoice.paid", "failed")  # a 5xx answer
+    schedule.count_run(schedule.ScheduleReport(as_of=datetime.now(UTC), steps=[]), 1.5)  # a run that succeeded
+    call = AiCall(purpose="evaluation", model="m", user_id=None, response_id=None, worst_case_usd=Decimal("0.2"))
+    database_budget(_Reserving(), AiSettings(ai_daily_spend_cap_usd=Decimal(20)))(call)  # type: ignore[arg-type]
+    emitted = documents(capsys.readouterr().out)
+
+    breaching = {}
+    with mock_aws():
+        cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
+        for document in emitted:
+            (directive,) = document["_aws"]["CloudWatchMetrics"]
+            for names in directive["Dimensions"]:
+                cloudwatch.put_metric_data(
+                    Namespace=directive["Namespace"],
+                    MetricData=[
+                        {
+                            "MetricName": metric["Name"],
+                            "Dimensions": [{"Name": name, "Value": document[name]} for name in names],
+                            "Value": document[metric["Name"]],
+                            "Unit": metric["Unit"],
+                            "Timestamp": datetime.fromtimestamp(document["_aws"]["Timestamp"] / 1000, UTC),
+                        }
+                        for metric in directive["Metrics"]
+                    ],
+                )
+        for alarm in _of_type(resources, "AWS::CloudWatch::Alarm").values():
+            props = alarm["Properties"]
+            if not props["Namespace"].startswith("interview-prep/"):
+                continue
+            dimensions = props.get("Dimensions", [])
+            cloudwatch.put_metric_alarm(
+                **{k: v for k, v in props.items() if k not in ("AlarmActions", "OKActions")},
+                AlarmActions=["arn:aws:sns:us-east-1:123456789012:alerts"],
+            )
+            # CloudWatch matches dimensions exactly: the alarm's set must be one the documents declared.
+            listed = cloudwatch.list_metrics(Namespace=props["Namespace"], MetricName=props["MetricName"])["Metrics"]
+            assert any(sorted(map(str, m["Dimensions"])) == sorted(map(str, dimensions)) for m in listed), (
+                f"{props['AlarmName']}: no metric has exactly the dimensions {dimensions}"
+            )
+            now = datetime.now(UTC)
+            (point,) = cloudwatch.get_metric_statistics(
+                Namespace=props["Namespace"], MetricName=props["MetricName"], Dimensions=dimensions,
+                StartTime=now - timedelta(seconds=props["Period"]), EndTime=now + timedelta(seconds=60),
+                Period=props["Period"], Statistics=[props["Statistic"]],
+            )["Datapoints"]  # fmt: skip
+            value, threshold = point[props["Statistic"]], props["Threshold"]
+            above = value > threshold if props["ComparisonOperator"] == "GreaterThanThreshold" else value < threshold
+            breaching[props["AlarmName"].removeprefix(f"interview-prep-{STAGE}-")] = above
+        assert {a["AlarmName"] for a in cloudwatch.describe_alarms()["MetricAlarms"]} >= {
+            f"interview-prep-{STAGE}-{name}" for name in breaching
+        }
+    # A 5xx and a spend at 86% of the cap fire their alarms; a successful run keeps "late" quiet.
+    assert breaching == {"webhook-5xx": True, "ai-spend-over-80-percent": True, "analytics-late": False}
 
 
 def test_queue_permissions(resources: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any
 
 # CloudWatch's EMF specification: units a metric may have, and at most 30 dimensions in a set.
@@ -27,7 +28,7 @@ def check(document: dict[str, Any]) -> None:
     meta = document["_aws"]
     assert isinstance(meta["Timestamp"], int)
     for directive in meta["CloudWatchMetrics"]:
-        assert directive["Namespace"] == "interview-prep/test"
+        assert directive["Namespace"] == os.environ["METRICS_NAMESPACE"]
         for names in directive["Dimensions"]:
             assert len(names) <= 30
             for name in names:
