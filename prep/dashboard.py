@@ -5,6 +5,7 @@ attachment or an S3 link alike. Columns as wide as the screen allows; a missing 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -129,7 +130,8 @@ CHARTS: list[tuple[str, list[tuple[str, str, str | None]], Callable[[float], str
     ),
 ]
 
-# Readable at the size the page shows a chart: the page's own typeface, labels of 13 units in a 760-wide drawing.
+# Readable at the size the page shows a chart: the page's own typeface, labels of 14 units in a 600-wide drawing
+# (a laptop's column shows it about 1:1).
 CHART_STYLE = Style(
     background="#ffffff",
     plot_background="#ffffff",
@@ -160,8 +162,8 @@ def chart_svg(
     chart = pygal.Line(
         title=title,
         style=CHART_STYLE,
-        width=760,
-        height=380,
+        width=600,
+        height=330,
         legend_at_bottom=True,
         legend_at_bottom_columns=min(len(lines), 4),
         # Counts and dollars: no ticks between whole units.
@@ -187,7 +189,17 @@ def latest(data: DashboardData, metric: str) -> float | None:
 
 
 def _cell(value: Any) -> str:
-    return "—" if value is None or value == "" else html.escape(str(value))
+    """A value for a table cell: "—" when missing; long names (schema.table_index) may wrap after `.` or `_`."""
+    if value is None or value == "":
+        return "—"
+    text = html.escape(str(value))
+    if _QUANTITY.fullmatch(text):
+        return text.replace(" ", "&nbsp;")  # "904 kB" on one line
+    return _NAME_BREAK.sub(r"\1<wbr>", text)
+
+
+_NAME_BREAK = re.compile(r"(?<=[a-z])([._:]+)(?=[a-z])")
+_QUANTITY = re.compile(r"[\d.,]+ [a-zA-Z]+")
 
 
 def _row(*cells: Any) -> str:
@@ -246,8 +258,8 @@ def health_section(health: DatabaseHealth | None) -> str:
         classes="statements",
     )
     unused = _table(
-        ["index", "table", "size", "seq scans of the table"],
-        [[i["name"], i["table"], i["size"], i["seq_scans"]] for i in health.unused_indexes or []],
+        ["index", "table", "size"],
+        [[i["name"], i["table"], i["size"]] for i in health.unused_indexes or []],
         "Every index has been used since statistics were reset.",
     )
     scans = _table(
@@ -277,8 +289,8 @@ def health_section(health: DatabaseHealth | None) -> str:
 <section class="health">
 <h2>Database health</h2>
 <p class="meta">The queries of <code>supabase inspect db</code> (CLI {html.escape(SUPABASE_CLI_VERSION)}):
- run any of them with <code>prep db inspect &lt;name&gt;</code>. Statistics since
- {_cell(stats.get("time_since_stats_reset"))} ago.</p>
+ run any of them with <code>prep db inspect &lt;name&gt;</code>. Statistics gathered over the last
+ {_cell((stats.get("time_since_stats_reset") or "").split(".")[0])}.</p>
 {f'<ul class="unavailable">{missing}</ul>' if missing else ""}
 <div class="cards">{"".join(cards)}</div>
 <div class="grid">
@@ -373,6 +385,7 @@ def render_dashboard(
   table {{ border-collapse: collapse; background: #fff; width: 100%; font-size: .92rem; }}
   th, td {{ border-bottom: 1px solid var(--line); padding: .4rem .6rem; text-align: left; vertical-align: top; }}
   th {{ color: var(--muted); font-weight: 600; }}
+  th {{ white-space: nowrap; }}
   td {{ overflow-wrap: break-word; }}
   td.empty {{ color: var(--muted); }}
   table.statements td:first-child {{ font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .85rem; }}
