@@ -6,12 +6,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
+import psycopg
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from functions.analytics.schedule import aggregate_day
 from functions.analytics.settings import AnalyticsSettings
+from prep import dbhealth
 from prep.dashboard import DashboardData, OperatorAlert, render_dashboard
 from prep.localdb import database_url
 from shared.config import ConfigurationError, load_settings
@@ -70,7 +72,7 @@ def report(
     out: Annotated[Path, typer.Option(help="Where to write the HTML page.")] = Path("dashboard.html"),
 ) -> None:
     """Write the platform dashboard (open billing alerts; signups, active users, sessions, scores, MRR, cache hit
-    ratio, AI cost)."""
+    ratio, AI cost; the database's health)."""
     last = until.date() if until else datetime.now(UTC).date()
     database = connect(analytics_settings())
     try:
@@ -81,6 +83,8 @@ def report(
     except DatabaseError as error:
         errors.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from error
+    with psycopg.connect(database_url(), autocommit=True, connect_timeout=10) as conn:
+        health = dbhealth.gather(conn)
     generated_at = datetime.now(UTC).isoformat(timespec="seconds")
-    out.write_text(render_dashboard(data, alerts=alerts, generated_at=generated_at))
+    out.write_text(render_dashboard(data, alerts=alerts, generated_at=generated_at, health=health))
     console.print(f"Wrote {out} ({days} days to {last}); open it in a browser.")

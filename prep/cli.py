@@ -18,6 +18,7 @@ from prep import migrations
 from prep.analytics import app as analytics_app
 from prep.billing import app as billing_app
 from prep.localdb import EmbeddedPostgres, LocalDatabaseError, database_url
+from prep.tables import rows_display
 from prep.users import app as users_app
 from shared.config import ConfigurationError
 
@@ -158,6 +159,36 @@ def run_tests(
     console.print(f"Files={len(results)}, Tests={tests}, Failed files={len(failed_files)}: {verdict}")
     if failed_files or not results:
         raise typer.Exit(1)
+
+
+@db_app.command("inspect")
+def inspect_database(
+    name: Annotated[
+        str, typer.Argument(help="What to inspect (as `supabase inspect db <name>`); omit to list them.")
+    ] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Run one of `supabase inspect db`'s queries (the CLI's own text) without the CLI: outliers, calls, ..."""
+    from prep import dbhealth
+
+    if not name:
+        listing = Table("name", "shows", box=None)
+        for command in dbhealth.COMMANDS.values():
+            listing.add_row(command.name, command.summary)
+        console.print(listing)
+        return
+    if name not in dbhealth.COMMANDS:
+        raise typer.BadParameter(f"one of {', '.join(dbhealth.COMMANDS)}", param_hint="NAME")
+    with connect() as conn:
+        try:
+            result = dbhealth.inspect(conn, name)
+        except dbhealth.StatementStatisticsError as error:
+            errors.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(1) from error
+    if as_json:
+        console.print_json(data=result.records(), default=str)
+        return
+    console.print(rows_display(result.columns, result.rows, console.width))
 
 
 @db_app.command()

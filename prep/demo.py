@@ -34,6 +34,7 @@ from functions.analytics.schedule import run_schedule
 from prep import local_auth
 from prep.local_env import apply_local_defaults
 from prep.stripe_stand_in import event_payload, sign_payload
+from prep.tables import rows_display
 from shared.config import AuthSettings, DatabaseSettings, load_settings
 from shared.db import SERVICE_CLAIMS
 from shared.db.psycopg_transport import PsycopgDatabase
@@ -80,6 +81,10 @@ class Journey:
 
     def done(self, title: str, detail: str = "") -> None:
         self.console.print(f"[green]✓[/green] [bold]{title}[/bold] {detail}", highlight=False)
+
+    def failed(self, title: str, detail: str = "") -> None:
+        """A step the platform answered but that did not succeed (e.g. evaluations without AI): said so, not ✓."""
+        self.console.print(f"[red]✗[/red] [bold]{title}[/bold] {detail}", highlight=False)
 
     # -- the journey ------------------------------------------------------------------------------------------------
 
@@ -171,22 +176,27 @@ class Journey:
                 pending = sorted({row["status"] for row in rows} - set(FINAL))
                 raise DemoError(f"evaluations still {', '.join(pending)} after {timeout:g}s: is the worker running?")
             time.sleep(0.2)
-        outcomes = [f"{row['ai_score']}" if row["status"] == "completed" else "failed" for row in rows]
         if not self.ai_enabled:
             self.steps_without_ai.append(
                 "evaluation: no AI is configured, so the worker marked the answers failed (and refunded them)"
             )
-        self.done("evaluated", f"POST /responses/{{id}}/evaluate, in-process worker: {', '.join(outcomes)}")
-        for row in rows:
-            if row["evaluation_error"]:
-                self.console.print(f"    [dim]{row['id']}: {row['evaluation_error']}[/dim]", highlight=False)
+        scores = [str(row["ai_score"]) for row in rows if row["status"] == "completed"]
+        failures = [row for row in rows if row["status"] == "failed"]
+        how = "POST /responses/{id}/evaluate, in-process worker"
+        if scores:
+            self.done(f"evaluated {len(scores)} of {len(rows)}", f"{how}: scores {', '.join(scores)}")
+        if failures:
+            self.failed(f"evaluation failed for {len(failures)} of {len(rows)}", f"{how}:")
+            for row in failures:
+                self.console.print(f"    {row['id']}: {row['evaluation_error']}", highlight=False)
 
     def end_session(self, session_id: str) -> None:
         with self.as_user() as conn:
             ended = conn.execute(
                 "select to_jsonb(public.end_session(%s, 'completed')) as summary", (session_id,)
             ).fetchone()
-        self.done("session completed", f"overall score {ended['summary']['overall_score']}")
+        score = ended["summary"]["overall_score"]
+        self.done("session completed", f"overall score {score}" if score is not None else "no score: nothing evaluated")
 
     def show_dashboard(self, day: date) -> None:
         with self.as_user() as conn:
@@ -212,10 +222,10 @@ class Journey:
                 (day,),
             ).fetchall()
         self.console.print()
-        self.console.print(_table("Your sessions", sessions))
-        self.console.print(_table("Your progress", progress))
-        self.console.print(_table("Your achievements", achievements))
-        self.console.print(_table(f"Platform metrics for {day} (UTC)", metrics))
+        self.console.print(_table("Your sessions", sessions, self.console.width))
+        self.console.print(_table("Your progress", progress, self.console.width))
+        self.console.print(_table("Your achievements", achievements, self.console.width))
+        self.console.print(_table(f"Platform metrics for {day} (UTC)", metrics, self.console.width))
 
 
 def aggregate(database_url: str) -> str:
@@ -279,12 +289,7 @@ def _problem(response: httpx.Response) -> str:
     return str(body.get("detail") or body) if isinstance(body, dict) else str(body)
 
 
-def _table(title: str, rows: list[dict[str, Any]]) -> Table | str:
+def _table(title: str, rows: list[dict[str, Any]], width: int) -> Table | str:
     if not rows:
         return f"[bold]{title}[/bold]: none yet\n"
-    table = Table(title=title, title_justify="left", title_style="bold")
-    for column in rows[0]:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if value is None else str(value) for value in row.values()))
-    return table
+    return rows_display(list(rows[0]), [list(row.values()) for row in rows], width, title=title)

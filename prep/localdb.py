@@ -29,6 +29,9 @@ DEFAULT_PORT = 54322  # the port `supabase start` gives its database
 SUPERUSER = "postgres"
 PASSWORD = "postgres"  # the same well-known local credentials as the Supabase CLI's stack
 SERVICE_USER = "prep-postgres"
+# Loaded at server start, as on every Supabase project: pg_stat_statements (in schema `extensions`, migration 18)
+# records every statement's time, which `supabase inspect db outliers|calls` and `prep db inspect` read.
+PRELOADED_LIBRARIES = "pg_stat_statements"
 
 
 class LocalDatabaseError(RuntimeError):
@@ -55,16 +58,29 @@ class EmbeddedPostgres:
             return False
 
     def start(self) -> str:
-        """Initialise the cluster on first use, start it if it is down; return its URL."""
+        """Initialise the cluster on first use, start it if it is down; return its URL.
+
+        A server of this data directory started by an older checkout, without pg_stat_statements preloaded, is
+        restarted with it (a fast restart: open connections are closed)."""
         if self.is_running():
+            if self._runs_this_data_dir_without_preload():
+                self._pg_ctl("restart")
             return self.url()
         self._ensure_initialised()
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+        self._pg_ctl("start")
+        return self.url()
+
+    def _pg_ctl(self, action: str) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+            f" -c shared_preload_libraries={PRELOADED_LIBRARIES}"
+        )
         result = self._run(
             "pg_ctl",
-            "start",
+            action,
             "--wait",
             "--timeout=60",
+            *(["-m", "fast"] if action == "restart" else []),
             "-D",
             str(self.data_dir),
             "-l",
@@ -77,7 +93,14 @@ class EmbeddedPostgres:
                 f"the embedded PostgreSQL did not start on port {self.port}: {result.stderr.strip()}\n"
                 f"See {self.log_file}. If the port is taken, set PREP_DB_PORT to a free port."
             )
-        return self.url()
+
+    def _runs_this_data_dir_without_preload(self) -> bool:
+        with psycopg.connect(self.url(), connect_timeout=2) as conn:
+            data_directory, preloaded = conn.execute(
+                "select current_setting('data_directory'), current_setting('shared_preload_libraries')"
+            ).fetchone()  # type: ignore[misc]
+        ours = Path(data_directory).resolve() == self.data_dir.resolve()
+        return ours and PRELOADED_LIBRARIES not in preloaded
 
     def stop(self) -> bool:
         if not (self.data_dir / "postmaster.pid").exists():

@@ -142,6 +142,10 @@ class Gateway:
         await self.local(scope, receive, send)
 
 
+# How the tick's line names a figure whose own name says little.
+WORK_WORDS = {"changed": "analytics rows updated"}
+
+
 class AnalyticsSchedule:
     """The analytics cron in miniature: run_schedule() at start, then every interval, on the process's database
     pool (a pool per run would leak its connections)."""
@@ -158,20 +162,29 @@ class AnalyticsSchedule:
                 await asyncio.wait_for(stopping.wait(), self.interval_seconds)
 
     def run_once(self) -> None:
+        """One tick: at most one short line, and none when there was nothing to do. Failed steps log their own
+        errors (the steps' other lines, one per step in Lambda, are left out here: the logger is at WARNING)."""
+        logging.getLogger("analytics.schedule").setLevel(logging.WARNING)
         started = time.perf_counter()
         try:
-            run_schedule(database=self.database)  # each step logs its own outcome
+            report = run_schedule(database=self.database)
         except Exception:
             log.exception("analytics schedule failed")
             return
-        log.info("analytics schedule ran", extra={"seconds": round(time.perf_counter() - started, 3)})
+        done = report.work_done()
         try:
             settings = load_settings(AccountRetrySettings)
             outcomes = run_retries(deleter_from(settings, self.database), batch=settings.account_retry_batch)
         except Exception:
             log.exception("account deletion retry failed")
-            return
-        log.info("account deletion retry ran", extra=outcomes)
+            outcomes = {}
+        done |= {f"accounts_{outcome}": count for outcome, count in outcomes.items() if count}
+        if done or report.failed:
+            summary = ", ".join(f"{WORK_WORDS.get(figure, figure.replace('_', ' '))} {n}" for figure, n in done.items())
+            failed = f"{len(report.failed)} step(s) failed; " if report.failed else ""
+            log.info(
+                f"schedule: {failed}{summary or 'nothing changed'} ({time.perf_counter() - started:.1f} s)",
+            )
 
 
 @dataclass

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.config import AiSettings
 from shared.db import Database
+from shared.metrics import Metric, emit
 
 logger = logging.getLogger(__name__)
 
@@ -294,6 +295,16 @@ class AiClient:
 
     def _report(self, usage: AiUsage) -> None:
         fields = usage.model_dump(mode="json")
+        # Metrics AiCalls, AiCostUsd, AiLatency by purpose and outcome, and in total.
+        emit(
+            [
+                Metric("AiCalls", 1),
+                Metric("AiCostUsd", float(usage.cost_usd), "None"),
+                Metric("AiLatency", usage.latency_ms, "Milliseconds"),
+            ],
+            {"Purpose": usage.purpose, "Outcome": "succeeded" if usage.succeeded else "failed"},
+            aggregate=[()],
+        )
         if usage.succeeded:
             logger.info("AI call", extra=fields)
         else:
@@ -437,6 +448,7 @@ class _Reservation(BaseModel):
 
     granted: bool
     reservation_id: str | None = None
+    platform_spent_usd: Decimal
     scope: Literal["platform", "user"] | None = None
     user_ceiling_usd: Decimal
 
@@ -452,6 +464,11 @@ def database_budget(database: Database, settings: AiSettings) -> BudgetCheck:
                 {"spend": {**call.model_dump(mode="json"), "platform_cap_usd": str(settings.ai_daily_spend_cap_usd)}},
             )
         )
+        # Metric AiSpendOfCapPercent: today's platform spend with this call's worst case, against the cap (the
+        # alarm fires past 80%). Measured before every call, so it follows the spend as it grows.
+        committed = answer.platform_spent_usd + (call.worst_case_usd if answer.granted else 0)
+        cap = settings.ai_daily_spend_cap_usd
+        emit([Metric("AiSpendOfCapPercent", float(100 * committed / cap) if cap else 100.0, "Percent")])
         if answer.scope == "platform":
             raise AiBudgetExceededError(
                 f"today's AI budget (${settings.ai_daily_spend_cap_usd}) is spent; AI resumes at 00:00 UTC",

@@ -44,3 +44,10 @@ def db(database_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(database_url) as conn:
         yield conn
         conn.rollback()
+
+
+@pytest.fixture
+def in_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run as the deployed functions do: logs as JSON lines, metrics written (shared.metrics emits only in Lambda)."""
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "interview-prep-test-function")
+    monkeypatch.setenv("METRICS_NAMESPACE", "interview-prep/test")

@@ -27,6 +27,7 @@ from functions.analytics.settings import AnalyticsSettings
 from shared.config import load_settings
 from shared.db import Database, DatabaseError, connect
 from shared.logs import configure_logging
+from shared.metrics import Metric, emit
 
 log = logging.getLogger("analytics.schedule")
 
@@ -44,6 +45,21 @@ class StepResult(BaseModel):
         return " ".join(part for part in (self.step, self.day and self.day.isoformat(), self.shard) if part)
 
 
+# The figures of a step's result that count work done (the others describe the run: its day, shard, users read).
+WORK_DONE = (
+    "changed",
+    "achievements_awarded",
+    "questions_updated",
+    "questions_promoted",
+    "sessions_abandoned",
+    "evaluations_failed",
+    "responses_archived",
+    "stripe_events_purged",
+    "usage_counters_purged",
+    "generation_leases_purged",
+)
+
+
 class ScheduleReport(BaseModel):
     as_of: datetime
     steps: list[StepResult]
@@ -51,6 +67,11 @@ class ScheduleReport(BaseModel):
     @property
     def failed(self) -> list[StepResult]:
         return [step for step in self.steps if step.error is not None]
+
+    def work_done(self) -> dict[str, int]:
+        """The run's non-zero WORK_DONE figures, summed over its steps: empty when it had nothing to do."""
+        totals = {figure: sum(int((step.result or {}).get(figure) or 0) for step in self.steps) for figure in WORK_DONE}
+        return {figure: total for figure, total in totals.items() if total}
 
 
 class ScheduleFailedError(Exception):
@@ -128,6 +149,19 @@ def run_schedule(
     return ScheduleReport(as_of=as_of, steps=steps)
 
 
+def count_run(report: ScheduleReport, seconds: float) -> None:
+    """Metrics AnalyticsRuns (by outcome: the "late" alarm wants a `succeeded` one every hour),
+    AnalyticsFailedSteps and AnalyticsRunDuration."""
+    emit(
+        [
+            Metric("AnalyticsRuns", 1),
+            Metric("AnalyticsFailedSteps", len(report.failed)),
+            Metric("AnalyticsRunDuration", round(seconds, 3), "Seconds"),
+        ],
+        {"Outcome": "failed" if report.failed else "succeeded"},
+    )
+
+
 _database: Database | None = None
 
 
@@ -138,7 +172,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = load_settings(AnalyticsSettings)
     _database = _database or connect(settings)
     due = event.get("time")
+    started = time.perf_counter()
     report = run_schedule(now=datetime.fromisoformat(due) if due else None, database=_database, settings=settings)
+    count_run(report, time.perf_counter() - started)
     if report.failed:
         raise ScheduleFailedError(
             "analytics steps failed (the others ran; the next run retries them): "

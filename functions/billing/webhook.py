@@ -37,6 +37,7 @@ from functions.billing.stripe_objects import (
 from shared.config import load_settings
 from shared.db import Database, DatabaseError, connect
 from shared.http import ProblemError, create_app, lambda_entrypoint
+from shared.metrics import Metric, emit
 from shared.stripe_client import STRIPE_API_VERSION, stripe_client
 
 log = logging.getLogger("billing.webhook")
@@ -149,6 +150,7 @@ class WebhookProcessor:
             "stripe event",
             extra={"event_id": event.id, "event_type": event.type, "api_version": event.api_version, **result},
         )
+        count_event(event.type, str(result["outcome"]))
         return result
 
 
@@ -258,6 +260,18 @@ def _log_refusal(body: bytes, status: int, reason: str) -> None:
         logging.ERROR if status >= 500 else logging.WARNING,
         "stripe event refused",
         extra={"status": status, "reason": reason[:2000], "event_id": event_id, "event_type": event_type},
+    )
+    count_event(event_type, "failed" if status >= 500 else "refused")
+
+
+def count_event(event_type: str | None, outcome: str) -> None:
+    """Metric WebhookEvents by event type and outcome (the SQL's outcome; `refused` for a 4xx, `failed` for a
+    5xx), and by outcome alone (what the 5xx alarm watches). Types we do not act on, and the unverified type of a
+    refused body, count as `other`: the dimension stays a short fixed list whatever a sender puts there."""
+    emit(
+        [Metric("WebhookEvents", 1)],
+        {"EventType": event_type if event_type in HANDLED_EVENTS else "other", "Outcome": outcome},
+        aggregate=[["Outcome"]],
     )
 
 

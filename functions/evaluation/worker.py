@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ from shared.ai import (
 from shared.config import load_settings
 from shared.db import Database, DatabaseError, connect
 from shared.logs import configure_logging, request_id
+from shared.metrics import Metric, emit
 
 log = logging.getLogger("evaluation.worker")
 
@@ -119,6 +121,19 @@ class EvaluationWorker:
         return {"batchItemFailures": [{"itemIdentifier": r.message_id} for r in results if r.outcome == "retry"]}
 
     def process_record(self, record: dict[str, Any]) -> RecordResult:
+        started = time.perf_counter()
+        result = self._process_record(record)
+        # Metrics Evaluations and EvaluationDuration by outcome, and Evaluations in total.
+        emit(
+            [
+                Metric("Evaluations", 1),
+                Metric("EvaluationDuration", round((time.perf_counter() - started) * 1000, 1), "Milliseconds"),
+            ],
+            {"Outcome": result.outcome},
+        )
+        return result
+
+    def _process_record(self, record: dict[str, Any]) -> RecordResult:
         message_id = str(record.get("messageId", ""))
         token = request_id.set(message_id or None)
         try:

@@ -22,6 +22,7 @@ from shared.auth import AuthenticatedUser, CurrentUser, TokenVerifier
 from shared.config import load_settings
 from shared.db import Database, connect
 from shared.http import RequestModel, Uuid, create_app, lambda_entrypoint
+from shared.metrics import Metric, emit
 
 Category = Literal["behavioral", "technical", "situational", "leadership", "problem_solving", "culture_fit"]
 Difficulty = Literal["easy", "medium", "hard"]
@@ -107,13 +108,15 @@ class QuestionEngine:
         questions = [
             ServedQuestion(**q, served_from="generated" if q["widening"] == "generated" else "bank") for q in served
         ]
-        return QuestionsServed(
+        answer = QuestionsServed(
             session_id=result["session_id"],
             questions=questions,
             from_bank=sum(q.served_from == "bank" for q in questions),
             generated=sum(q.served_from == "generated" for q in questions),
             generation=report,
         )
+        count_served(answer)
+        return answer
 
     def _generate(
         self,
@@ -192,6 +195,16 @@ class QuestionEngine:
         deadline = time.monotonic() + self.settings.generation_wait_seconds
         while time.monotonic() < deadline and self.db.call("service.generation_lease_held", {"bucket_key": bucket}):
             time.sleep(0.2)
+
+
+def count_served(answer: QuestionsServed) -> None:
+    """Metrics QuestionsFromBank and QuestionsGenerated (their sums give the platform's cache hit ratio) and
+    CacheHitRatio, this request's share from the bank, by generation status."""
+    served = answer.from_bank + answer.generated
+    metrics = [Metric("QuestionsFromBank", answer.from_bank), Metric("QuestionsGenerated", answer.generated)]
+    if served:
+        metrics.append(Metric("CacheHitRatio", 100 * answer.from_bank / served, "Percent"))
+    emit(metrics, {"Generation": answer.generation.status}, aggregate=[()])
 
 
 def _bucket_fields(request: dict[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -14,8 +16,11 @@ from typer.testing import CliRunner
 from functions.analytics import schedule
 from functions.analytics.settings import AnalyticsSettings
 from prep.cli import app
+from shared.config import DatabaseSettings, load_settings
 from shared.db import Caller, Database, DatabaseError, connect
+from shared.db.psycopg_transport import PsycopgDatabase
 from tests.analytics.history import practise, practitioner
+from tests.support.metrics import documents, values
 
 NOW = datetime(2026, 6, 2, 10, 0, tzinfo=UTC)
 EVENT = {"source": "aws.events", "detail-type": "Scheduled Event", "time": "2026-06-02T10:00:00Z", "detail": {}}
@@ -138,3 +143,49 @@ def test_backfilling_a_range_from_the_console(database_url: str, history: str, m
     backwards = runner.invoke(app, ["analytics", "aggregate", "--from", "2026-06-02", "--to", "2026-05-30"])
     assert backwards.exit_code == 2
     assert "--to is before --from" in backwards.output
+
+
+@pytest.mark.usefixtures("in_lambda")
+def test_each_run_counts_in_analytics_runs_by_outcome(
+    database_url: str, history: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("ANALYTICS_TRAILING_DAYS", "1")
+    monkeypatch.setattr(schedule, "_database", None)
+    schedule.handler(EVENT, None)
+    settings = settings_for(database_url, analytics_trailing_days=1)
+    monkeypatch.setattr(schedule, "_database", FailingOn(connect(settings), "service.rollup_question_stats"))
+    with pytest.raises(schedule.ScheduleFailedError):
+        schedule.handler(EVENT, None)
+    found = documents(capsys.readouterr().out)
+
+    assert values(found, "AnalyticsRuns", Outcome="succeeded") == [1]
+    assert values(found, "AnalyticsRuns", Outcome="failed") == [1]
+    assert values(found, "AnalyticsFailedSteps") == [0, 1]
+    assert all(seconds > 0 for seconds in values(found, "AnalyticsRunDuration"))
+
+
+def test_the_local_schedule_says_one_short_line_a_tick_and_nothing_when_idle(
+    database_url: str, history: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from prep.serve import AnalyticsSchedule  # `prep serve`'s tick: the schedule, then the deletion retries
+
+    for name, value in {"DATABASE_URL": database_url, "STRIPE_SECRET_KEY": "sk_test_local"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LOCAL_STORAGE_DIR", str(tmp_path))
+    database = PsycopgDatabase(load_settings(DatabaseSettings))
+    tick = AnalyticsSchedule(60, database)
+    try:
+        with caplog.at_level(logging.INFO):
+            tick.run_once()  # today's figures are new to this database
+            first = list(caplog.records)
+            caplog.clear()
+            tick.run_once()  # nothing changed since
+            second = list(caplog.records)
+    finally:
+        database.close()
+    (line,) = first
+    assert line.name == "prep.serve"
+    assert line.getMessage().startswith("schedule: analytics rows updated ")
+    assert len(line.getMessage()) < 160
+    assert second == []

@@ -10,8 +10,10 @@ import time
 import httpx
 import pytest
 
+from functions.billing import webhook as webhook_module
 from prep.stripe_stand_in import event_payload, sign_payload
 from tests.billing.conftest import WEBHOOK_SECRET, Billing
+from tests.support.metrics import dimension_sets, documents, values
 
 
 def test_full_lifecycle_checkout_trial_active_past_due_canceled(billing: Billing) -> None:
@@ -357,3 +359,23 @@ def test_first_events_of_a_new_subscription_arriving_together_all_succeed(billin
     responses = asyncio.run(deliver_together())
     assert [r.status_code for r in responses] == [200] * len(updates)
     assert billing.row(subscription)["status"] == "active"
+
+
+@pytest.mark.usefixtures("in_lambda")
+def test_each_delivery_counts_in_webhook_events_by_type_and_outcome(
+    billing: Billing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, _, events = billing.subscribe()
+    capsys.readouterr()
+    billing.deliver_all(events)
+    billing.deliver(events[0])  # again: a duplicate
+    assert billing.deliver(events[0], secret="whsec_wrong").status_code == 400
+    found = documents(capsys.readouterr().out)
+
+    assert values(found, "WebhookEvents", EventType="customer.subscription.created", Outcome="applied") == [1]
+    assert sum(values(found, "WebhookEvents", Outcome="duplicate")) == 1
+    assert sum(values(found, "WebhookEvents", Outcome="refused")) == 1
+    assert len(values(found, "WebhookEvents")) == len(events) + 2
+    # By outcome alone too: the 5xx alarm watches Outcome=failed over every event type.
+    assert dimension_sets(found, "WebhookEvents") == {("EventType", "Outcome"), ("Outcome",)}
+    assert {d["EventType"] for d in found} <= webhook_module.HANDLED_EVENTS | {"other"}

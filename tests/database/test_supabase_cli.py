@@ -7,9 +7,7 @@ missing, as scripts/package.py does for osls); without node/npm the tests are sk
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +17,9 @@ import pytest
 
 from prep import localdb, migrations
 from tests.support import databases
+from tests.support import supabase_cli as cli_support
 
 ROOT = Path(__file__).resolve().parents[2]
-EXECUTABLE = ROOT / "node_modules" / ".bin" / "supabase"
 _ROW = re.compile(r"^\s*`?(?P<local>\d{14})?`?\s*\|\s*`?(?P<remote>\d{14})?`?\s*\|")
 
 # Everything the CLI's splitter treats specially; the CLI runs it, so it must be valid SQL.
@@ -44,21 +42,7 @@ select 1 -- a comment after the code, same line
 
 @pytest.fixture(scope="module")
 def supabase_cli() -> Path:
-    for tool in ("node", "npm"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"`{tool}` is not installed: the Supabase CLI (npm package `supabase`) cannot run")
-    wanted = json.loads((ROOT / "package.json").read_text())["devDependencies"]["supabase"]
-    installed = ROOT / "node_modules" / "supabase" / "package.json"
-    if not EXECUTABLE.exists() or not installed.exists() or json.loads(installed.read_text())["version"] != wanted:
-        result = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT, capture_output=True, text=True
-        )
-        if result.returncode != 0:
-            pytest.skip(f"`npm ci` could not install the Supabase CLI {wanted}: {result.stderr.strip()[-500:]}")
-    version = subprocess.run([str(EXECUTABLE), "--version"], capture_output=True, text=True, check=False)
-    if version.returncode != 0 or version.stdout.strip() != wanted:
-        pytest.skip(f"the Supabase CLI binary does not run here: {version.stderr.strip()[-500:]}")
-    return EXECUTABLE
+    return cli_support.installed_cli()
 
 
 def run_cli(cli: Path, *args: str, workdir: Path = ROOT) -> str:

@@ -18,21 +18,28 @@ import sys
 import time
 import types
 import zipfile
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 from openai._constants import INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
 from pydantic_settings import BaseSettings
 
 from functions.account.settings import AccountApiSettings, AccountRetrySettings, AccountSettings
+from functions.analytics import schedule
 from functions.analytics.settings import AnalyticsSettings
+from functions.billing import webhook
 from functions.billing.settings import BillingApiSettings, WebhookSettings
 from functions.evaluation.settings import EvaluationApiSettings, EvaluationWorkerSettings
 from functions.questions.settings import QuestionsSettings
+from shared.ai import AiCall, database_budget
 from shared.config import AiSettings, AuthSettings, load_settings
 from shared.stripe_client import StripeSettings
+from tests.support.metrics import documents
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "package.py"
@@ -97,6 +104,7 @@ RESOURCE_SETTINGS = {
 LITERAL_SETTINGS = {
     "LOG_LEVEL",
     "DEPLOYMENT_ID",
+    "METRICS_NAMESPACE",
     "DB_TRANSPORT",
     "DB_POOL_SIZE",
     "DB_TIMEOUT_SECONDS",
@@ -362,7 +370,9 @@ def test_environment_configures_the_handler(
     environment = _environment(resources, function)
     fields = {name.upper() for name in settings_class.model_fields}
     # DEPLOYMENT_ID is read by no function: it changes every deploy so secrets and parameters are resolved anew.
-    assert set(environment) - fields == {"LOG_LEVEL", "DEPLOYMENT_ID"}, "variables the function never reads"
+    # LOG_LEVEL and METRICS_NAMESPACE are read by shared/ (logs, metrics), not by a settings class.
+    assert set(environment) - fields == {"LOG_LEVEL", "DEPLOYMENT_ID", "METRICS_NAMESPACE"}, "variables never read"
+    assert environment["METRICS_NAMESPACE"] == f"interview-prep/{STAGE}"
     required = {name.upper() for name, field in settings_class.model_fields.items() if field.is_required()}
     assert required <= set(environment)
 
@@ -591,6 +601,137 @@ def test_evaluation_dead_letters_raise_an_alarm(resources: dict[str, Any]) -> No
         assert props["TreatMissingData"] == "notBreaching"
         watched.add(queue)
     assert watched == dead_letter_queues
+
+
+# Alarm name (without interview-prep-<stage>-) -> (namespace, metric, dimensions, statistic, comparison, threshold).
+# The functions' own metrics are in the stage's namespace; their names must be ones the code emits.
+ALARMS: dict[str, tuple[str, str, dict[str, Any], str, str, float]] = {
+    "evaluations-dlq-not-empty": (
+        "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": "EvaluationDLQ"}, "Maximum",
+        "GreaterThanThreshold", 0,
+    ),
+    "evaluations-queue-stuck": (
+        "AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": "EvaluationQueue"}, "Maximum", "GreaterThanThreshold",
+        3900,
+    ),
+    "analytics-schedule-failing": (
+        "AWS/Lambda", "Errors", {"FunctionName": "AnalyticsScheduleLambdaFunction"}, "Sum", "GreaterThanThreshold", 0,
+    ),
+    "account-deletion-retry-failing": (
+        "AWS/Lambda", "Errors", {"FunctionName": "AccountDeletionRetryLambdaFunction"}, "Sum",
+        "GreaterThanThreshold", 0,
+    ),
+    "webhook-5xx": (
+        f"interview-prep/{STAGE}", "WebhookEvents", {"Outcome": "failed"}, "Sum", "GreaterThanThreshold", 0,
+    ),
+    "ai-spend-over-80-percent": (
+        f"interview-prep/{STAGE}", "AiSpendOfCapPercent", {}, "Maximum", "GreaterThanThreshold", 80,
+    ),
+    "analytics-late": (
+        f"interview-prep/{STAGE}", "AnalyticsRuns", {"Outcome": "succeeded"}, "Sum", "LessThanThreshold", 1,
+    ),
+}  # fmt: skip
+
+
+def test_the_alarms_that_matter_are_in_the_stack_and_notify_the_alerts_topic(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    (topic,) = _of_type(resources, "AWS::SNS::Topic")
+    assert resources[topic]["Properties"]["TopicName"] == f"interview-prep-{STAGE}-alerts"
+    assert template["Outputs"]["AlertsTopicArn"]["Value"] == {"Ref": topic}
+    found = {}
+    for alarm in _of_type(resources, "AWS::CloudWatch::Alarm").values():
+        props = alarm["Properties"]
+        dimensions = {
+            d["Name"]: d["Value"]["Ref"] if "Ref" in d["Value"] else d["Value"]["Fn::GetAtt"][0]
+            if isinstance(d["Value"], dict) else d["Value"]
+            for d in props.get("Dimensions", [])
+        }  # fmt: skip
+        name = props["AlarmName"].removeprefix(f"interview-prep-{STAGE}-")
+        found[name] = (
+            props["Namespace"], props["MetricName"], dimensions, props["Statistic"], props["ComparisonOperator"],
+            props["Threshold"],
+        )  # fmt: skip
+        assert props["AlarmActions"] == [{"Ref": topic}], name
+        assert props["OKActions"] == [{"Ref": topic}], name
+        # Only "late" fires on silence: no data elsewhere means nothing happened.
+        assert props["TreatMissingData"] == ("breaching" if name == "analytics-late" else "notBreaching"), name
+    assert found == ALARMS
+    emitted = "\n".join(path.read_text() for path in [*ROOT.glob("functions/*/*.py"), ROOT / "shared" / "ai.py"])
+    for namespace, metric, *_ in ALARMS.values():
+        if namespace.startswith("interview-prep/"):
+            assert f'Metric("{metric}"' in emitted, f"no function emits {metric}"
+
+
+class _Reserving:
+    """The database as service.reserve_ai_spend answers: today's platform spend is $17 of the $20 cap."""
+
+    def call(self, function: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        assert function == "service.reserve_ai_spend"
+        return {"granted": True, "reservation_id": "r1", "platform_spent_usd": "17", "user_ceiling_usd": "1"}
+
+
+@pytest.mark.usefixtures("in_lambda")
+def test_what_the_functions_emit_reaches_the_alarms_on_their_metrics(
+    resources: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EMF documents from the code that writes them in production, stored as CloudWatch extracts them (a metric
+    per dimension set, in moto), read back with each alarm's own namespace, metric, dimensions and statistic."""
+    monkeypatch.setenv("METRICS_NAMESPACE", f"interview-prep/{STAGE}")
+    capsys.readouterr()
+    webhook.count_event("invoice.paid", "failed")  # a 5xx answer
+    schedule.count_run(schedule.ScheduleReport(as_of=datetime.now(UTC), steps=[]), 1.5)  # a run that succeeded
+    call = AiCall(purpose="evaluation", model="m", user_id=None, response_id=None, worst_case_usd=Decimal("0.2"))
+    database_budget(_Reserving(), AiSettings(ai_daily_spend_cap_usd=Decimal(20)))(call)  # type: ignore[arg-type]
+    emitted = documents(capsys.readouterr().out)
+
+    breaching = {}
+    with mock_aws():
+        cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
+        for document in emitted:
+            (directive,) = document["_aws"]["CloudWatchMetrics"]
+            for names in directive["Dimensions"]:
+                cloudwatch.put_metric_data(
+                    Namespace=directive["Namespace"],
+                    MetricData=[
+                        {
+                            "MetricName": metric["Name"],
+                            "Dimensions": [{"Name": name, "Value": document[name]} for name in names],
+                            "Value": document[metric["Name"]],
+                            "Unit": metric["Unit"],
+                            "Timestamp": datetime.fromtimestamp(document["_aws"]["Timestamp"] / 1000, UTC),
+                        }
+                        for metric in directive["Metrics"]
+                    ],
+                )
+        for alarm in _of_type(resources, "AWS::CloudWatch::Alarm").values():
+            props = alarm["Properties"]
+            if not props["Namespace"].startswith("interview-prep/"):
+                continue
+            dimensions = props.get("Dimensions", [])
+            cloudwatch.put_metric_alarm(
+                **{k: v for k, v in props.items() if k not in ("AlarmActions", "OKActions")},
+                AlarmActions=["arn:aws:sns:us-east-1:123456789012:alerts"],
+            )
+            # CloudWatch matches dimensions exactly: the alarm's set must be one the documents declared.
+            listed = cloudwatch.list_metrics(Namespace=props["Namespace"], MetricName=props["MetricName"])["Metrics"]
+            assert any(sorted(map(str, m["Dimensions"])) == sorted(map(str, dimensions)) for m in listed), (
+                f"{props['AlarmName']}: no metric has exactly the dimensions {dimensions}"
+            )
+            now = datetime.now(UTC)
+            (point,) = cloudwatch.get_metric_statistics(
+                Namespace=props["Namespace"], MetricName=props["MetricName"], Dimensions=dimensions,
+                StartTime=now - timedelta(seconds=props["Period"]), EndTime=now + timedelta(seconds=60),
+                Period=props["Period"], Statistics=[props["Statistic"]],
+            )["Datapoints"]  # fmt: skip
+            value, threshold = point[props["Statistic"]], props["Threshold"]
+            above = value > threshold if props["ComparisonOperator"] == "GreaterThanThreshold" else value < threshold
+            breaching[props["AlarmName"].removeprefix(f"interview-prep-{STAGE}-")] = above
+        assert {a["AlarmName"] for a in cloudwatch.describe_alarms()["MetricAlarms"]} >= {
+            f"interview-prep-{STAGE}-{name}" for name in breaching
+        }
+    # A 5xx and a spend at 86% of the cap fire their alarms; a successful run keeps "late" quiet.
+    assert breaching == {"webhook-5xx": True, "ai-spend-over-80-percent": True, "analytics-late": False}
 
 
 def test_queue_permissions(resources: dict[str, Any]) -> None:

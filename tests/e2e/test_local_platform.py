@@ -220,12 +220,19 @@ def test_make_run_serves_the_platform_and_the_demo_journey_completes_without_ai(
         output = platform.demo(email)
         assert "Steps that used no AI" in output
         assert "evaluation: no AI is configured" in output
+        # Failed evaluations are shown failed, each with its reason; no table cuts a value short.
+        assert "✗ evaluation failed for 3 of 3" in output
+        assert "✓ evaluated" not in output
+        assert "…" not in output
 
         platform.process.send_signal(signal.SIGINT)  # Ctrl-C
         assert platform.process.wait(timeout=20) == 0, platform.output()
         log = platform.output()
         assert "Stopped." in log
-        assert "analytics schedule ran" in log or "analytics schedule unavailable" in log
+        # Readable text, and the schedule's first tick (today's figures are new) in one short line.
+        assert not [line for line in log.splitlines() if line.startswith("{")]
+        assert "INFO    prep.serve: schedule: analytics rows updated " in log
+        assert "analytics step" not in log
 
     journey = journey_of(database_url, email)
     assert journey["subscriptions"] == [{"status": "trialing", "plan": "monthly"}]

@@ -18,6 +18,7 @@ from shared.db import Caller, Database, unavailable
 from tests.evaluation.graders import feature_grader, grade_request
 from tests.evaluation.harness import GOOD_ANSWER, Harness, Queues, event, record
 from tests.support.fake_openai import RecordedRequest, dynamic, refusal, reply, server_error
+from tests.support.metrics import documents, values
 
 
 def evaluated(harness: Harness, response_id: str) -> bool:
@@ -256,3 +257,25 @@ def test_the_lambda_handler_reads_its_settings_from_the_environment(
     monkeypatch.setenv("LOCAL_STORAGE_DIR", str(tmp_path))
     assert worker_module.handler({"Records": [record("not json")]}, None) == {"batchItemFailures": []}
     assert worker_module.handler({"Records": []}, None) == {"batchItemFailures": []}
+
+
+@pytest.mark.usefixtures("in_lambda")
+def test_each_record_counts_in_evaluations_with_its_duration(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = harness.user()
+    good, refused = requested(harness, user, 2)
+    capsys.readouterr()
+    harness.fake.chat.always(dynamic(lambda request: reply(grade_request(request))))
+    harness.evaluate_now(good)
+    harness.fake.chat.always(refusal())
+    harness.evaluate_now(refused)
+    found = documents(capsys.readouterr().out)
+
+    assert values(found, "Evaluations", Outcome="completed") == [1]
+    assert values(found, "Evaluations", Outcome="failed") == [1]
+    assert all(0 < ms < 60_000 for ms in values(found, "EvaluationDuration"))
+    # The grading call's cost and latency, by purpose.
+    assert values(found, "AiCalls", Purpose="evaluation", Outcome="succeeded") == [1]
+    assert values(found, "AiCalls", Purpose="evaluation", Outcome="failed") == [1]
+    assert values(found, "AiCostUsd", Purpose="evaluation")[0] > 0

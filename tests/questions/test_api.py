@@ -25,6 +25,7 @@ from shared.config import DatabaseSettings
 from shared.db.psycopg_transport import PsycopgDatabase
 from tests.support.fake_openai import BASE_URL, FakeOpenAI, dynamic, refusal, reply, server_error, truncated
 from tests.support.identities import give_paid_plan, sign_up, user_claims
+from tests.support.metrics import dimension_sets, documents, values
 
 JWT_SECRET = "local-jwt-secret-with-at-least-32-characters!"
 ISSUER = "http://127.0.0.1:54321/auth/v1"
@@ -314,3 +315,41 @@ def test_control_characters_in_the_role_are_a_422_naming_it(harness: Harness) ->
         assert response.status_code == 422, response.text
         assert response.json()["errors"][0]["field"] == "body.target_role"
     assert harness.ask(user, target_role="  Software Developer ").status_code == 200
+
+
+@pytest.mark.usefixtures("in_lambda")
+def test_each_request_reports_the_cache_hit_ratio_and_the_ai_spend(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    harness.fake.chat.script(reply(generated(5)))
+    user = harness.user()
+    harness.conn.execute(
+        "insert into public.ai_usage (purpose, model, cost_usd, latency_ms, succeeded)"
+        " values ('evaluation', 'm', 10, 1, true)"
+    )
+    try:
+        spent_before = float(
+            harness.conn.execute("select (service.ai_budget() ->> 'platform_spent_usd')::numeric").fetchone()[0]
+        )
+        capsys.readouterr()
+        assert harness.ask(user, count=2).json()["generated"] == 2
+    finally:
+        harness.conn.execute("delete from public.ai_usage where cost_usd = 10")
+    found = documents(capsys.readouterr().out)
+
+    assert values(found, "QuestionsGenerated", Generation="generated") == [2]
+    assert values(found, "QuestionsFromBank", Generation="generated") == [0]
+    assert values(found, "CacheHitRatio", Generation="generated") == [0]
+    assert dimension_sets(found, "CacheHitRatio") == {("Generation",), ()}
+    # Taken before the call: the day's spend so far plus the call's worst case (cents), as a share of the cap.
+    (share,) = values(found, "AiSpendOfCapPercent")
+    cap = float(harness.settings.ai_daily_spend_cap_usd)
+    assert 100 * spent_before / cap < share < 100 * (spent_before + 0.05) / cap
+    assert values(found, "AiCalls", Purpose="question_generation", Outcome="succeeded") == [1]
+
+    bank_user = harness.user(exhausted=False)
+    capsys.readouterr()
+    harness.ask(bank_user, count=3)
+    found = documents(capsys.readouterr().out)
+    assert values(found, "CacheHitRatio", Generation="not_needed") == [100]
+    assert values(found, "QuestionsFromBank") == [3]

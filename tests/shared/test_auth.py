@@ -6,7 +6,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -88,20 +88,23 @@ def test_hs256_token_is_accepted() -> None:
     assert user.claims["email"] == "a@example.test"
 
 
+# Claims made when the test runs, not when it is collected: a long suite would otherwise outlive their expiry.
 @pytest.mark.parametrize(
     ("payload", "key", "reason"),
     [
-        (claims(exp=int(time.time()) - 10), SECRET, "expired"),
-        (claims(aud="somebody-else"), SECRET, "wrong aud"),
-        (claims(iss="https://other.supabase.co/auth/v1"), SECRET, "wrong iss"),
-        (claims(), "not-the-secret-but-long-enough-to-be-a-key!!", "invalid"),
-        (claims(role="anon"), SECRET, "signed-in user"),
-        ({k: v for k, v in claims().items() if k != "sub"}, SECRET, "sub"),
+        (lambda: claims(exp=int(time.time()) - 10), SECRET, "expired"),
+        (lambda: claims(aud="somebody-else"), SECRET, "wrong aud"),
+        (lambda: claims(iss="https://other.supabase.co/auth/v1"), SECRET, "wrong iss"),
+        (claims, "not-the-secret-but-long-enough-to-be-a-key!!", "invalid"),
+        (lambda: claims(role="anon"), SECRET, "signed-in user"),
+        (lambda: {k: v for k, v in claims().items() if k != "sub"}, SECRET, "sub"),
     ],
 )
-def test_bad_hs256_tokens_are_refused_with_the_reason(payload: dict[str, Any], key: str, reason: str) -> None:
+def test_bad_hs256_tokens_are_refused_with_the_reason(
+    payload: Callable[[], dict[str, Any]], key: str, reason: str
+) -> None:
     with pytest.raises(ProblemError) as refused:
-        TokenVerifier(settings()).verify(jwt.encode(payload, key, algorithm="HS256"))
+        TokenVerifier(settings()).verify(jwt.encode(payload(), key, algorithm="HS256"))
     assert refused.value.status == 401
     assert reason in refused.value.detail
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import subprocess
 import sys
 
@@ -65,15 +66,32 @@ def test_the_openapi_document_describes_every_error_as_a_problem(client: TestCli
     assert "HTTPValidationError" not in document.get("components", {}).get("schemas", {})
 
 
-def test_request_ids_are_echoed_and_logged_as_json(client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.usefixtures("in_lambda")
+def test_request_ids_are_echoed_and_logged_as_json_in_lambda(capsys: pytest.CaptureFixture[str]) -> None:
+    client = TestClient(create_app("test"))  # built in Lambda: JSON lines
     logging.getLogger().handlers[0].stream = sys.stdout  # the handler bound the stdout pytest replaced
-    response = client.post("/things", json={"count": 1}, headers={"x-request-id": "req-abc"})
+    response = client.get("/nowhere", headers={"x-request-id": "req-abc"})
     assert response.headers["x-request-id"] == "req-abc"
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     request_line = next(line for line in lines if line["message"] == "request")
     assert request_line["request_id"] == "req-abc"
-    assert request_line["status"] == 200
-    assert request_line["path"] == "/things"
+    assert request_line["status"] == 404
+    assert request_line["path"] == "/nowhere"
+
+
+def test_locally_each_log_record_is_one_readable_line(client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
+    logging.getLogger().handlers[0].stream = sys.stdout
+    client.post("/things", json={"count": 1}, headers={"x-request-id": "req-abc"})
+    logging.getLogger("billing.webhook").warning("stripe event refused", extra={"reason": "Invalid signature: no"})
+    lines = capsys.readouterr().out.splitlines()
+    request_line = next(line for line in lines if " http: request " in line)
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d INFO    http: request"
+        r" method=POST path=/things status=200 duration_ms=[\d.]+ request_id=req-abc",
+        request_line,
+    )
+    assert not any(line.startswith("{") for line in lines)
+    assert lines[-1].endswith('WARNING billing.webhook: stripe event refused reason="Invalid signature: no"')
 
 
 def test_the_lambda_entry_point_serves_http_api_events() -> None:
