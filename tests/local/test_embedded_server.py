@@ -1,4 +1,4 @@
-"""The embedded server remembers its port: a server started with PREP_DB_PORT is found without it afterwards."""
+"""The embedded server: it remembers its port, and the tests stop it when they started it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from prep.localdb import DEFAULT_PORT, LOCAL_DIR, EmbeddedPostgres, LocalDatabaseError
+from tests.support import databases
 
 
 @pytest.fixture
@@ -54,3 +55,20 @@ def test_a_malformed_prep_db_port_is_named(monkeypatch: pytest.MonkeyPatch, valu
     monkeypatch.setenv("PREP_DB_PORT", value)
     with pytest.raises(LocalDatabaseError, match="PREP_DB_PORT must be a port number"):
         EmbeddedPostgres()
+
+
+def test_the_tests_stop_the_server_only_if_they_started_it(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    server = EmbeddedPostgres(data_dir=data_dir, port=_free_port())
+    with databases.server_for_tests(server) as url:
+        assert url == server.url()
+        assert server.is_running()
+    assert not server.is_running()  # started for the tests: stopped after them
+
+    server.start()
+    try:
+        with databases.server_for_tests(server):
+            pass
+        assert server.is_running()  # already running (make run, psql): left running
+    finally:
+        server.stop()
