@@ -818,6 +818,15 @@ def test_every_deploy_resolves_secrets_and_parameters_anew(resources: dict[str, 
     assert re.fullmatch(r"[0-9a-z]{8,}", deployment_id), deployment_id
 
 
+def test_a_stage_without_its_own_web_origins_is_not_packaged(packaged: dict[str, Any]) -> None:
+    """No default origins: prod names none yet, so packaging it stops at osls's variable resolution, saying what to add.
+    After `packaged` (which skips without node), whose template the other tests have already read."""
+    with pytest.raises(
+        package_script.PackagingError, match=r"stage prod names no web origins.*params\.prod\.webOrigins"
+    ):
+        package_script.package_stack("prod", no_network=False)
+
+
 @pytest.mark.parametrize(
     ("stage", "origins", "refused"),
     [
