@@ -594,7 +594,7 @@ def test_evaluation_dead_letters_raise_an_alarm(resources: dict[str, Any]) -> No
 
 
 def test_queue_permissions(resources: dict[str, Any]) -> None:
-    """The API may send to the queue, the worker's event source may consume it; nothing broader."""
+    """The API may send to the queue, the worker may consume it and set a message's visibility; nothing broader."""
     for function in FUNCTIONS:
         assert resources[function]["Properties"]["Role"] == {"Fn::GetAtt": ["IamRoleLambdaExecution", "Arn"]}
     granted: dict[str, list[Any]] = {}
@@ -607,7 +607,13 @@ def test_queue_permissions(resources: dict[str, Any]) -> None:
         "sqs:SendMessage": [_queue_arn(queue) for queue in QUEUE_PRODUCERS],
         **{
             action: [_queue_arn(queue) for queue in QUEUE_CONSUMERS.values()]
-            for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+            # ChangeMessageVisibility: the worker's own, to requeue a message after the AI service's Retry-After.
+            for action in (
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ChangeMessageVisibility",
+            )
         },
     }
     # The producers are told where to send.
