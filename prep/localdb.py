@@ -81,8 +81,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Initialise the cluster on first use, start it if it is down; return its URL."""
-        if self.is_running():
-            return self.url()
+        # Checked first: another server (another checkout's) may answer on PREP_DB_PORT.
         running = self.running_port()
         if running not in (None, self.port) and replace(self, port=running).is_running():
             raise LocalDatabaseError(
@@ -90,6 +89,8 @@ class EmbeddedPostgres:
                 f"={self.port}: unset PREP_DB_PORT (every prep command finds the running server's port), or stop it "
                 "(`prep db stop`) to start it on another port."
             )
+        if self.is_running():
+            return self.url()
         self._ensure_initialised()
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
         result = self._run(

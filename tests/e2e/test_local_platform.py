@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -39,7 +40,10 @@ from tests.support.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.timeout(120)
 
-PREP = Path(sys.executable).with_name("prep")  # the venv's console script, which `make run` calls
+PREP = Path(sys.executable).with_name("prep")
+CHROMIUM = shutil.which("chromium") or shutil.which(
+    "chromium-browser"
+)  # the venv's console script, which `make run` calls
 # serverless.yml's HTTP routes and the function serving each.
 ROUTES = {
     "POST /stripe/webhook": "stripeWebhook",
@@ -295,6 +299,29 @@ def test_local_secrets_are_generated_once_kept_private_and_overridden_by_the_env
     assert overridden["SUPABASE_JWT_SECRET"] == first["SUPABASE_JWT_SECRET"]
 
 
+def _rendered_operations(url: str, origin: str) -> set[str]:
+    """The paths Swagger UI lists once Chromium has rendered the docs page at `url`; every request it made must have
+    gone to `origin`."""
+    from playwright.sync_api import sync_playwright
+
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(url)
+            page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+            paths = set(page.locator(".opblock-summary-path").all_inner_texts())
+        finally:
+            browser.close()
+    assert [r for r in requested if not r.startswith(origin) and not r.startswith("data:")] == []
+    return {path.strip().replace("\u200b", "") for path in paths}
+
+
 def _wait_for(read: Callable[[], Any], seconds: float = 20) -> Any:
     """`read()` once it returns something truthy (the webhook applies Stripe's deliveries in the background)."""
     deadline = time.monotonic() + seconds
@@ -315,6 +342,11 @@ def test_a_developer_reads_the_docs_offline_and_clicks_through_checkout_and_the_
             assert asset.startswith("/"), f"{asset} is not served by the platform"
             assert httpx.get(f"{platform.url}{asset}").status_code == 200, asset
         assert "https://" not in docs.text
+        if CHROMIUM:  # and a browser renders it, asking nothing of anywhere else
+            assert _rendered_operations(f"{platform.url}/billing/docs", platform.url) >= {
+                "/billing/checkout",
+                "/billing/portal",
+            }
 
         auth = AuthSettings(
             supabase_jwt_secret=platform.env["SUPABASE_JWT_SECRET"], supabase_jwt_issuer=LOCAL_AUTH_ISSUER
