@@ -4,8 +4,10 @@ Tests and the local platform point the real `stripe` library at `StripeStandIn.s
 Stripe renders them for API version 2026-10-28.endive: billing periods live on subscription items, an invoice names its
 subscription under `parent.subscription_details`, new subscriptions use flexible billing mode. The simulation methods
 play what happens on Stripe's side between requests (checkout completed, a trial ending, renewals, dunning) and return
-the webhook events Stripe would send; `event_payload` and `sign_payload` turn one into a signed delivery. A POST to a
-checkout session's `url` plays the customer paying on the hosted page, for clients driving the stand-in over HTTP.
+the webhook events Stripe would send; `event_payload` and `sign_payload` turn one into a signed delivery, and
+`deliver_events_to` registers a webhook endpoint that receives every event so, as Stripe's do. A checkout session's and
+a billing-portal session's `url` are pages a browser can use (prep/stripe_hosted.py): paying, or cancelling at period
+end; a plain POST to a checkout session's `url` pays and answers with the events, for clients driving it over HTTP.
 """
 
 from __future__ import annotations
