@@ -18,7 +18,8 @@ run: $(STAMP)
 	$(BIN)/prep db up
 	$(BIN)/prep serve
 
-## The whole test suite, against a real PostgreSQL (embedded, or DATABASE_URL's server).
+## The whole test suite, against a real PostgreSQL (embedded, or DATABASE_URL's server). An embedded server the
+## tests had to start is stopped after them; one already running (make run) keeps running.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
@@ -51,6 +52,8 @@ bench: $(STAMP)
 db-stop: $(STAMP)
 	$(BIN)/prep db stop
 
+## Everything the commands above create: the venv, the embedded database and its data, the Lambda artifacts, the
+## template, and the npm tools the packaging and Supabase CLI tests install. bench/out/ (measurements) is kept.
 clean:
-	-$(BIN)/prep db stop
-	rm -rf $(VENV) .local .pytest_cache .ruff_cache
+	-[ -x $(BIN)/prep ] && $(BIN)/prep db stop
+	rm -rf $(VENV) .local .pytest_cache .ruff_cache build .serverless node_modules *.egg-info

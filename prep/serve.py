@@ -6,7 +6,9 @@
   when EVALUATION_QUEUE_URL is unset, as SQS and its Lambda trigger would.
 - A local schedule calls the analytics job and the retry of pending account deletions at start and then every
   `--schedule-every`, as their cron rules would.
-- Stripe is the local stand-in (prep/stripe_stand_in.py) unless STRIPE_SECRET_KEY names a test-mode account.
+- Stripe is the local stand-in (prep/stripe_stand_in.py) unless STRIPE_SECRET_KEY names a test-mode account. Its
+  hosted Checkout and billing-portal pages work in a browser, and it delivers its events, signed, to /stripe/webhook.
+- Each function's OpenAPI docs (Swagger UI) at <prefix>/docs, with Swagger UI's assets served from here: offline too.
 
 Ctrl-C stops the server, lets in-flight evaluations finish (for a bounded time), stops the schedule and closes the
 database pool. The embedded database keeps running: tests or a psql session may be using it too, and its data is
@@ -24,6 +26,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
 
 import psycopg
@@ -39,7 +42,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from functions.account import api as account_api
@@ -74,10 +78,14 @@ DRAIN_SECONDS = 10.0
 CORS: dict[str, Any] = {
     "allow_origins": ["http://localhost:3000", "http://127.0.0.1:3000"],
     "allow_headers": ["authorization", "content-type", "x-request-id"],
-    "allow_methods": ["POST", "OPTIONS"],
+    "allow_methods": ["GET", "POST", "DELETE", "OPTIONS"],
     "expose_headers": ["x-request-id", "retry-after"],
     "max_age": 600,
 }
+# Swagger UI's assets, served by the platform itself so the docs pages work offline. Only the local platform serves
+# docs: API Gateway routes only the functions' own paths to them, so the Lambda packages do without the assets.
+DOCS_ASSETS = "/docs-assets"
+SWAGGER_UI = files("fastapi_offline") / "static"
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -225,11 +233,14 @@ class LocalPlatform:
             "analytics_schedule_seconds": self.schedule.interval_seconds,
         }
 
-    def _local_routes(self) -> list[Route]:
+    def _local_routes(self) -> list[BaseRoute]:
         async def index(_: Request) -> JSONResponse:
             return JSONResponse(self.describe())
 
-        routes = [Route("/", index)]
+        routes: list[BaseRoute] = [
+            Route("/", index),
+            Mount(DOCS_ASSETS, StaticFiles(directory=str(SWAGGER_UI)), name="docs-assets"),
+        ]
         for function in self.functions:
             routes += [
                 Route(function.openapi_path, _openapi_endpoint(function)),
@@ -270,7 +281,13 @@ def _openapi_endpoint(function: HttpFunction) -> Callable[[Request], Any]:
 
 def _docs_endpoint(function: HttpFunction) -> Callable[[Request], Any]:
     async def docs(_: Request) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=function.openapi_path, title=f"{function.app.title} (local)")
+        return get_swagger_ui_html(
+            openapi_url=function.openapi_path,
+            title=f"{function.app.title} (local)",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
 
     return docs
 
@@ -350,6 +367,8 @@ def serve(*, host: str, port: int, schedule_every: float, console: Console) -> N
     url = database_url()
     defaulted = apply_local_defaults(url)
     stand_in = start_stripe()
+    if stand_in:  # the endpoint registered with "Stripe": what the hosted pages cause reaches the webhook, signed
+        stand_in.deliver_events_to(f"{base_url}/stripe/webhook", os.environ["STRIPE_WEBHOOK_SECRET"])
     demo_id, demo_token = demo_user_token(url)
     database = PsycopgDatabase(load_settings(DatabaseSettings))
     evaluations = evaluation_api.queue_for(load_settings(EvaluationApiSettings), database)

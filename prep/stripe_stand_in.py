@@ -4,8 +4,10 @@ Tests and the local platform point the real `stripe` library at `StripeStandIn.s
 Stripe renders them for API version 2026-10-28.endive: billing periods live on subscription items, an invoice names its
 subscription under `parent.subscription_details`, new subscriptions use flexible billing mode. The simulation methods
 play what happens on Stripe's side between requests (checkout completed, a trial ending, renewals, dunning) and return
-the webhook events Stripe would send; `event_payload` and `sign_payload` turn one into a signed delivery. A POST to a
-checkout session's `url` plays the customer paying on the hosted page, for clients driving the stand-in over HTTP.
+the webhook events Stripe would send; `event_payload` and `sign_payload` turn one into a signed delivery, and
+`deliver_events_to` registers a webhook endpoint that receives every event so, as Stripe's do. A checkout session's and
+a billing-portal session's `url` are pages a browser can use (prep/stripe_hosted.py): paying, or cancelling at period
+end; a plain POST to a checkout session's `url` pays and answers with the events, for clients driving it over HTTP.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
+import queue
 import secrets
 import socket
 import string
@@ -23,15 +27,20 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from html import escape
 from typing import Any, Concatenate, Literal, ParamSpec, Self
 from urllib.parse import parse_qsl
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from prep import stripe_hosted
 
 API_VERSION = "2026-10-28.endive"
 WEEKLY_PRICE_ID = "price_local_weekly"
@@ -45,11 +54,16 @@ Obj = dict[str, Any]
 Handler = Callable[[Obj, str], Obj]
 Outcome = Literal["paid", "failed", "action_required"]
 P = ParamSpec("P")
+log = logging.getLogger("prep.stripe")
 
 _ALPHABET = string.ascii_letters + string.digits
 _NO_REQUEST: Obj = {"id": None, "idempotency_key": None}  # events not caused by an API request
 _LIVE = ("active", "trialing", "past_due", "unpaid", "paused")  # statuses deleting a customer cancels
 _TIMES = "\u00d7"  # the multiplication sign in Stripe's line descriptions: "1 <times> Product (at $9.00 / week)"
+# Stripe retries a failed delivery for days; locally a few quick attempts show a misconfigured endpoint soon enough.
+DELIVERY_ATTEMPTS = 3
+DELIVERY_BACKOFF_SECONDS = 0.5
+DELIVERY_TIMEOUT_SECONDS = 30.0
 _UPDATABLE = {"cancel_at_period_end", "cancellation_details", "expand", "items", "metadata", "proration_behavior"}
 
 
@@ -86,6 +100,57 @@ def event_payload(event: Obj) -> bytes:
     """The body of a webhook delivery. Stripe pretty-prints it (two-space indent); handlers must verify these exact
     bytes, so a handler that re-serialises the JSON before verifying fails here as it would against Stripe."""
     return json.dumps(event, indent=2, ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    url: str
+    secret: str
+
+
+class WebhookDelivery:
+    """Sends events to one endpoint from a background thread, in the order they happened, each signed with the
+    endpoint's secret; a refused or failed delivery is retried a few times, then logged. In the background because a
+    webhook handler may call the API back (the stand-in must keep answering meanwhile), as Stripe's deliveries are."""
+
+    def __init__(self, endpoint: WebhookEndpoint) -> None:
+        self.endpoint = endpoint
+        self._queue: queue.Queue[bytes | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="stripe-webhook-delivery", daemon=True)
+        self._thread.start()
+
+    def send(self, payload: bytes) -> None:
+        self._queue.put(payload)
+
+    def wait(self) -> None:
+        """Until every event sent so far has been delivered or given up on."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=DELIVERY_TIMEOUT_SECONDS)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=DELIVERY_TIMEOUT_SECONDS) as client:
+            while (payload := self._queue.get()) is not None:
+                try:
+                    for attempt in range(1, DELIVERY_ATTEMPTS + 1):
+                        headers = {
+                            "content-type": "application/json; charset=utf-8",
+                            "stripe-signature": sign_payload(payload, self.endpoint.secret),
+                        }
+                        try:
+                            answer = client.post(self.endpoint.url, content=payload, headers=headers)
+                            if answer.is_success:
+                                break
+                            problem = f"answered {answer.status_code}: {answer.text[:300]}"
+                        except httpx.HTTPError as error:
+                            problem = f"failed: {error}"
+                        log.warning("webhook delivery %s (attempt %d of %d)", problem, attempt, DELIVERY_ATTEMPTS)
+                        time.sleep(DELIVERY_BACKOFF_SECONDS * attempt)
+                finally:
+                    self._queue.task_done()
+            self._queue.task_done()
 
 
 def parse_params(pairs: list[tuple[str, str]]) -> Obj:
@@ -207,14 +272,16 @@ class StripeStandIn:
     def __init__(self, now: int | None = None) -> None:
         self.base_url: str | None = None
         self._lock = threading.RLock()
+        self._delivery: WebhookDelivery | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
         self.reset(now)
 
     def reset(self, now: int | None = None) -> None:
-        """Forget every object and event and end any outage; the two prices are seeded afresh. Lets one running
-        server serve many tests (stopping uvicorn takes ~0.2 s)."""
+        """Forget every object, event and webhook endpoint and end any outage; the two prices are seeded afresh. Lets
+        one running server serve many tests (stopping uvicorn takes ~0.2 s)."""
+        self.stop_delivering()
         with self._lock:
             self.now = int(time.time()) if now is None else now
             self.outage = False
@@ -255,6 +322,7 @@ class StripeStandIn:
         return self.base_url
 
     def stop(self) -> None:
+        self.stop_delivering()
         if self._server and self._thread:
             self._server.should_exit = True
             self._thread.join(timeout=10)
@@ -268,6 +336,21 @@ class StripeStandIn:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def deliver_events_to(self, url: str, secret: str) -> None:
+        """From now on send every event to the webhook endpoint at `url`, signed with `secret`, as Stripe sends them to
+        a registered endpoint (in the background; `wait_for_deliveries` waits for them)."""
+        self.stop_delivering()
+        self._delivery = WebhookDelivery(WebhookEndpoint(url, secret))
+
+    def wait_for_deliveries(self) -> None:
+        if self._delivery:
+            self._delivery.wait()
+
+    def stop_delivering(self) -> None:
+        if self._delivery:
+            self._delivery.close()
+            self._delivery = None
 
     def advance_clock(self, seconds: int) -> int:
         with self._lock:
@@ -395,6 +478,14 @@ class StripeStandIn:
             self._schedule_cancel(sub, True)
 
     @_emits
+    def undo_cancel(self, sub_id: str) -> None:
+        """The customer keeps the plan after all, in the portal: customer.subscription.updated (cancel_at_period_end
+        false, cancel_at and canceled_at cleared)."""
+        sub = self._subscription(sub_id, "active", "trialing", "past_due")
+        with self._updating(sub):
+            self._schedule_cancel(sub, False)
+
+    @_emits
     def cancel(self, sub_id: str) -> None:
         """Cancel now: customer.subscription.deleted (status canceled, canceled_at and ended_at now)."""
         self._cancel_now(self._subscription(sub_id, *_LIVE))
@@ -448,21 +539,78 @@ class StripeStandIn:
             ("DELETE", "/v1/subscriptions/{id}", self._delete_subscription),
         ]
         routes = [Route(path, self._endpoint(handler), methods=[method]) for method, path, handler in handlers]
-        routes.append(Route("/checkout/{id}", self._pay_on_hosted_checkout, methods=["POST"]))
+        routes += [
+            Route("/checkout/{id}", self._hosted_checkout, methods=["GET", "POST"]),
+            Route("/billing_portal/{id}", self._hosted_portal, methods=["GET"]),
+            Route("/billing_portal/{id}/{action:str}", self._hosted_portal_action, methods=["POST"]),
+        ]
         routes.append(Route("/{path:path}", _unrecognized, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]))
         return Starlette(routes=routes)
 
-    async def _pay_on_hosted_checkout(self, request: Request) -> JSONResponse:
-        """POST to a checkout session's `url`: the customer pays on the hosted page (no API key: it is their browser).
-        Answers with the events Stripe sends as a result (complete_checkout's), for the caller to deliver, signed, to
-        a webhook endpoint: the stand-in knows no endpoints."""
+    async def _hosted_checkout(self, request: Request) -> Response:
+        """A checkout session's `url`, which the customer's browser visits (no API key). GET: the page. POST: the
+        customer pays; a form (the page's button) is then redirected to the session's success_url, as Stripe does,
+        and any other POST is answered with the events Stripe sends as a result (complete_checkout's). The events go
+        to the webhook endpoint, if one is set (`deliver_events_to`)."""
+        session_id = request.path_params["id"]
+        with self._lock:
+            session = self._objects.get(session_id)
+            if session is None or session["object"] != "checkout.session":
+                return _missing(request, "checkout session", session_id)
+            if request.method == "GET":
+                if session["status"] != "open":
+                    return HTMLResponse(stripe_hosted.closed_checkout_page(session))
+                plan = self._checkouts[session_id]
+                lines = [
+                    (self._product_name(price), price["unit_amount"] * quantity, price["recurring"]["interval"])
+                    for price, quantity in plan["lines"]
+                ]
+                return HTMLResponse(stripe_hosted.checkout_page(session, lines, plan["trial_days"]))
         try:
-            events = self.complete_checkout(request.path_params["id"])
-        except StripeApiError as error:
-            return JSONResponse(error.body, status_code=error.status)
+            events = self.complete_checkout(session_id)
         except ValueError as error:  # the session is already complete or expired
+            if _is_form(request):
+                return HTMLResponse(stripe_hosted.closed_checkout_page(self.get(session_id)), status_code=400)
             return JSONResponse(StripeApiError(400, str(error)).body, status_code=400)
-        return JSONResponse(_list(events, request.url.path))
+        if not _is_form(request):
+            return JSONResponse(_list(events, request.url.path))
+        success_url = self.get(session_id)["success_url"]
+        if not success_url:
+            return HTMLResponse(stripe_hosted.page("Checkout", "<p>Done: the subscription has started.</p>"))
+        return RedirectResponse(success_url.replace("{CHECKOUT_SESSION_ID}", session_id), status_code=303)
+
+    async def _hosted_portal(self, request: Request) -> Response:
+        """A billing-portal session's `url`: the customer's subscriptions, each with a button that cancels it at the
+        end of its period (or takes that back)."""
+        portal_id = request.path_params["id"]
+        with self._lock:
+            portal = self._objects.get(portal_id)
+            if portal is None or portal["object"] != "billing_portal.session":
+                return _missing(request, "billing portal session", portal_id)
+            subscriptions = [
+                (copy.deepcopy(sub), self._product_name(sub["items"]["data"][0]["price"]))
+                for sub in self._newest_first("subscription")
+                if sub["customer"] == portal["customer"] and sub["status"] != "canceled"
+            ]
+            return HTMLResponse(stripe_hosted.portal_page(portal, subscriptions))
+
+    async def _hosted_portal_action(self, request: Request) -> Response:
+        """The portal's buttons: `cancel` (at period end) or `renew` (undo that) one of the customer's subscriptions,
+        then back to the portal page."""
+        portal_id, action = request.path_params["id"], request.path_params["action"]
+        form = dict(parse_qsl((await request.body()).decode(errors="replace")))
+        with self._lock:
+            portal = self._objects.get(portal_id)
+            sub = self._objects.get(form.get("subscription", ""))
+            if portal is None or portal["object"] != "billing_portal.session" or action not in ("cancel", "renew"):
+                return _missing(request, "billing portal page", request.url.path)
+            if sub is None or sub["object"] != "subscription" or sub["customer"] != portal["customer"]:
+                return _missing(request, "subscription", form.get("subscription", ""))
+        try:
+            (self.cancel_at_period_end if action == "cancel" else self.undo_cancel)(sub["id"])
+        except ValueError as error:  # e.g. the subscription ended meanwhile
+            return HTMLResponse(stripe_hosted.page("Billing", f"<p>{escape(str(error))}</p>"), status_code=400)
+        return RedirectResponse(f"/billing_portal/{portal_id}", status_code=303)
 
     def _endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def endpoint(request: Request) -> JSONResponse:
@@ -660,7 +808,7 @@ class StripeStandIn:
     def _create_portal_session(self, params: Obj, _: str) -> Obj:
         customer = self._get(params.get("customer", ""), "customer", "customer")
         session_id = _id("bps")
-        return _shape(
+        self._objects[session_id] = _shape(
             session_id,
             "billing_portal.session",
             "customer_account flow on_behalf_of",
@@ -672,6 +820,7 @@ class StripeStandIn:
             return_url=params.get("return_url"),
             url=f"{self.base_url or ''}/billing_portal/{session_id}",
         )
+        return self._objects[session_id]
 
     def _list_subscriptions(self, params: Obj, _: str) -> Obj:
         status, customer, price = params.get("status"), params.get("customer"), params.get("price")
@@ -808,19 +957,20 @@ class StripeStandIn:
         data: Obj = {"object": copy.deepcopy(obj)}
         if previous is not None:
             data["previous_attributes"] = copy.deepcopy(previous)
-        self.events.append(
-            {
-                "id": _id("evt"),
-                "object": "event",
-                "api_version": API_VERSION,
-                "created": self.now,
-                "data": data,
-                "livemode": False,
-                "pending_webhooks": 1,
-                "request": dict(self._request),
-                "type": kind,
-            }
-        )
+        event = {
+            "id": _id("evt"),
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": self.now,
+            "data": data,
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": dict(self._request),
+            "type": kind,
+        }
+        self.events.append(event)
+        if self._delivery:
+            self._delivery.send(event_payload(event))
 
     @contextmanager
     def _updating(self, sub: Obj) -> Iterator[None]:
@@ -1157,6 +1307,16 @@ def _plan(price: Obj) -> Obj:
         product=price["product"],
         usage_type="licensed",
     )
+
+
+def _is_form(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+
+
+def _missing(request: Request, kind: str, name: str) -> Response:
+    if request.method == "GET" or _is_form(request):
+        return HTMLResponse(stripe_hosted.page("Not found", f"<p>No such {kind}: {escape(name)}</p>"), status_code=404)
+    return JSONResponse(StripeApiError(404, f"No such {kind}: '{name}'", code="resource_missing").body, status_code=404)
 
 
 async def _unrecognized(request: Request) -> JSONResponse:

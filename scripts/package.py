@@ -334,6 +334,12 @@ def package_stack(stage: str, *, no_network: bool) -> Path:
     command = [*prefix, str(executable), "package", "--stage", stage]
     log(f"osls package --stage {stage}" + (" (no network)" if no_network else ""))
     result = subprocess.run(command, cwd=ROOT, env=osls_environment(), capture_output=True, text=True, check=False)
+    if "httpApi.cors.allowedOrigins" in result.stdout + result.stderr:
+        raise PackagingError(
+            f"stage {stage} names no web origins: list the web client's origins (e.g. https://app.example.com) under "
+            f"params.{stage}.webOrigins in serverless.yml; there is no default, so no stage allows localhost unless "
+            "it says so"
+        )
     if result.returncode != 0 or not TEMPLATE.exists():
         raise PackagingError(f"osls package failed ({result.returncode}):\n{result.stdout}\n{result.stderr}".strip())
     return TEMPLATE

@@ -14,8 +14,10 @@ Untrusted text (a candidate's answer, a pasted job description) goes into prompt
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -51,9 +53,14 @@ class AiError(Exception):
 
 
 class AiUnavailableError(AiError):
-    """Transient: timeouts, connection errors, 429 or 5xx that outlasted the SDK's retries. Try again later."""
+    """Transient: timeouts, connection errors, 429 or 5xx that outlasted the SDK's retries. Try again later, after
+    `retry_after` seconds when the service said how long (its Retry-After)."""
 
     kind = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class AiRejectedError(AiError):
@@ -158,6 +165,14 @@ class AiClient:
         self._http_client = http_client
         self._budget = budget
         self._openai: openai.OpenAI | None = None
+        self._deadline: float | None = None
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """Calls from now on end by `deadline` (a time.monotonic() value; None: no deadline): when the service asks
+        for a wait (Retry-After) that would outlast it, the SDK does not sleep and retry, the call fails at once with
+        AiUnavailableError.retry_after set, and the caller tries again later instead of being killed while waiting.
+        (The SDK honours a Retry-After of up to two minutes, more than some callers have left.)"""
+        self._deadline = deadline
 
     def structured(
         self,
@@ -244,15 +259,26 @@ class AiClient:
         if self._openai is None:
             assert self.settings.openai_api_key is not None  # enabled says so
             base_url = self.settings.openai_base_url
+            http_client = self._http_client or openai.DefaultHttpxClient()
+            http_client.event_hooks["response"].append(self._no_wait_past_deadline)
             self._openai = openai.OpenAI(
                 api_key=self.settings.openai_api_key.get_secret_value(),
                 base_url=str(base_url) if base_url else None,
                 timeout=self.settings.ai_timeout_seconds,
                 max_retries=self.settings.ai_max_retries,
                 # Annotated as httpx2.Client, but the SDK accepts an httpx.Client and sends through it.
-                http_client=cast(Any, self._http_client),
+                http_client=cast(Any, http_client),
             )
         return self._openai
+
+    def _no_wait_past_deadline(self, response: Any) -> None:
+        """A response hook: a Retry-After longer than the time left marks the response not to be retried (the SDK
+        obeys x-should-retry), so the call fails now, carrying the Retry-After, instead of sleeping past the end."""
+        if self._deadline is None or response.status_code < 400:
+            return
+        wait = retry_after(response.headers)
+        if wait is not None and wait > self._deadline - time.monotonic():
+            response.headers["x-should-retry"] = "false"
 
     @contextmanager
     def _metered(self, call: AiCall) -> Iterator[_Meter]:
@@ -332,9 +358,11 @@ class AiClient:
             if error.code == "insufficient_quota":
                 return AiUnavailableError("the AI account has run out of credit; an operator must top up billing.")
             if status in (408, 409, 429) or status >= 500:
+                wait = retry_after(error.response.headers)
                 return AiUnavailableError(
-                    f"the AI service is overloaded or failing (HTTP {status} after {attempts} attempts); "
-                    "try again in a minute."
+                    f"the AI service is overloaded or failing (HTTP {status} after up to {attempts} attempts); "
+                    + (f"try again in {wait:g}s, as it asked." if wait is not None else "try again in a minute."),
+                    retry_after=wait,
                 )
             if status == 401:
                 return AiRejectedError(
@@ -370,6 +398,23 @@ class AiClient:
     def _audio_cost(self, seconds: float) -> Decimal:
         minutes = Decimal(str(seconds)) / 60
         return (minutes * self.settings.ai_price_transcription_per_minute).quantize(_COST_STEP, ROUND_HALF_UP)
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds a 429/5xx asks the client to wait: retry-after-ms (OpenAI's), else Retry-After in seconds or as an
+    HTTP date; None when absent or unreadable."""
+    for name, divisor in (("retry-after-ms", 1000), ("retry-after", 1)):
+        try:
+            seconds = float(headers.get(name) or "nan") / divisor
+        except ValueError:
+            continue
+        if math.isfinite(seconds):
+            return max(seconds, 0.0)
+    try:
+        when = email.utils.parsedate_to_datetime(headers.get("retry-after") or "")
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
 
 
 def _not_the_api(expected: str) -> AiInvalidOutputError:

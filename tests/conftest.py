@@ -17,8 +17,9 @@ from tests.support import databases
 
 
 @pytest.fixture(scope="session")
-def server_url() -> str:
-    return databases.server_url()
+def server_url() -> Iterator[str]:
+    with databases.server_for_tests() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import queue
 import re
 import threading
@@ -77,6 +78,42 @@ class SqsQueue:
             raise QueueUnavailableError(f"SQS refused the message ({code})") from error
         except BotoCoreError as error:
             raise QueueUnavailableError(f"SQS did not answer: {type(error).__name__}") from error
+
+
+# SQS's longest visibility timeout (12 hours).
+MAX_VISIBILITY_SECONDS = 43_200
+
+
+class SqsVisibility:
+    """Gives a received message back to its queue after `seconds` (ChangeMessageVisibility) rather than after the
+    queue's visibility timeout: how the worker honours a Retry-After it has no time left to wait out."""
+
+    def __init__(self, *, timeout_seconds: float = 5, client: Any = None) -> None:
+        self._timeout = timeout_seconds
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __call__(self, record: dict[str, Any], seconds: float) -> None:
+        # The record's queue: arn:aws:sqs:<region>:<account>:<name>.
+        _, _, _, region, account, name = str(record["eventSourceARN"]).split(":", 5)
+        self._sqs(region).change_message_visibility(
+            QueueUrl=f"https://sqs.{region}.amazonaws.com/{account}/{name}",
+            ReceiptHandle=record["receiptHandle"],
+            VisibilityTimeout=min(max(math.ceil(seconds), 0), MAX_VISIBILITY_SECONDS),
+        )
+
+    def _sqs(self, region: str) -> Any:
+        with self._lock:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
+
+                self._client = boto3.client(
+                    "sqs",
+                    region_name=region,
+                    config=Config(connect_timeout=self._timeout, read_timeout=self._timeout),
+                )
+            return self._client
 
 
 @dataclass

@@ -12,8 +12,12 @@ only they come back, after the visibility timeout. Per record:
 
 Failures:
 - transient (AI service unavailable, database or storage unreachable, the platform's AI budget spent): retried;
-  on the last receive (EVALUATION_MAX_RECEIVES, the redrive policy's maxReceiveCount) the response is also
-  marked failed and refunded, so it is not left 'processing' while the message moves to the dead-letter queue;
+  when the AI service said how long to wait (Retry-After), the message comes back after that wait (its visibility
+  timeout is changed) rather than the queue's. A wait longer than the invocation has left is not waited out: the
+  AI client fails the call at once (AiClient.set_deadline, from the Lambda context's remaining time), so the
+  function is never killed mid-sleep with the whole batch to redo. On the last receive (EVALUATION_MAX_RECEIVES,
+  the redrive policy's maxReceiveCount) the response is also marked failed and refunded, so it is not left
+  'processing' while the message moves to the dead-letter queue;
 - permanent (the model refused, its output was invalid, no answer to grade, the recording missing, the user's
   daily AI allowance used up): the response is marked failed with the reason and the record is acked;
   service.fail_evaluation gives the quota unit back only if no AI call was billed for it;
@@ -27,6 +31,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -35,6 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from functions.evaluation import grading
+from functions.evaluation.queue import SqsVisibility
 from functions.evaluation.rubrics import RubricError, rubric_for
 from functions.evaluation.settings import EvaluationWorkerSettings
 from functions.evaluation.storage import (
@@ -58,6 +64,11 @@ from shared.logs import configure_logging, request_id
 from shared.metrics import Metric, emit
 
 log = logging.getLogger("evaluation.worker")
+
+# What an invocation keeps for after its AI calls: failing or saving the evaluation and requeueing the message.
+DEADLINE_RESERVE_SECONDS = 10.0
+# Gives a record back to its queue after some seconds (SqsVisibility).
+Requeue = Callable[[dict[str, Any], float], None]
 
 
 class EvaluationFailedError(Exception):
@@ -94,6 +105,8 @@ class RecordResult:
     response_id: str | None
     outcome: Outcome
     detail: str = ""
+    # For a retry: when the AI service asked to be called again (its Retry-After), in seconds.
+    retry_after: float | None = None
 
 
 class MalformedMessageError(ValueError):
@@ -102,23 +115,46 @@ class MalformedMessageError(ValueError):
 
 class EvaluationWorker:
     def __init__(
-        self, settings: EvaluationWorkerSettings, database: Database, ai: AiClient, storage: AudioStorage
+        self,
+        settings: EvaluationWorkerSettings,
+        database: Database,
+        ai: AiClient,
+        storage: AudioStorage,
+        requeue: Requeue | None = None,
     ) -> None:
-        self.settings, self.db, self.ai, self.storage = settings, database, ai, storage
+        self.settings, self.db, self.ai, self.storage, self.requeue = settings, database, ai, storage, requeue
 
     def handle(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         """Lambda's SQS handler: process the batch, report the records to retry (ReportBatchItemFailures)."""
         records: list[dict[str, Any]] = event.get("Records") or []
         if not records:
             return {"batchItemFailures": []}
+        remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+        if remaining_ms is not None:
+            self.ai.set_deadline(time.monotonic() + remaining_ms() / 1000 - DEADLINE_RESERVE_SECONDS)
         threads = min(len(records), self.settings.evaluation_concurrency)
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="evaluate") as pool:
             results = list(pool.map(self.process_record, records))
+        for record, result in zip(records, results, strict=True):
+            if result.outcome == "retry" and result.retry_after is not None:
+                self._requeue(record, result)
         counts: dict[str, int] = {}
         for result in results:
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
         log.info("evaluation batch", extra={"records": len(records), **counts})
         return {"batchItemFailures": [{"itemIdentifier": r.message_id} for r in results if r.outcome == "retry"]}
+
+    def _requeue(self, record: dict[str, Any], result: RecordResult) -> None:
+        """Back in the queue after the wait the AI service asked for; if that fails, after the queue's own
+        visibility timeout (the record is reported for retry either way)."""
+        if self.requeue is None:
+            return
+        try:
+            self.requeue(record, result.retry_after or 0)
+        except Exception:
+            log.warning("could not shorten the retried message's wait", extra={"response_id": result.response_id})
+        else:
+            log.info("evaluation requeued", extra={"response_id": result.response_id, "seconds": result.retry_after})
 
     def process_record(self, record: dict[str, Any]) -> RecordResult:
         started = time.perf_counter()
@@ -227,7 +263,8 @@ class EvaluationWorker:
                 extra={"response_id": response_id, "receives": receives, "reason": reason},
                 exc_info=_unexpected(error),
             )
-            return RecordResult(message_id, response_id, "retry", reason)
+            wait = error.retry_after if isinstance(error, AiUnavailableError) else None
+            return RecordResult(message_id, response_id, "retry", reason, wait)
         if not permanent:
             reason = f"gave up after {receives} attempts: {reason}"
         try:
@@ -305,11 +342,15 @@ def build_worker(
     database: Database | None = None,
     ai: AiClient | None = None,
     storage: AudioStorage | None = None,
+    requeue: Requeue | None = None,
 ) -> EvaluationWorker:
+    """The worker; records are requeued with SQS (SqsVisibility) in Lambda, `requeue` elsewhere (if given)."""
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     db = database or connect(settings)
     ai = ai or AiClient(settings, usage_sink=database_usage_sink(db), budget=database_budget(db, settings))
-    return EvaluationWorker(settings, db, ai, storage or storage_from(settings))
+    if requeue is None and os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        requeue = SqsVisibility()
+    return EvaluationWorker(settings, db, ai, storage or storage_from(settings), requeue)
 
 
 # In Lambda the worker is built at import, so a missing setting fails the cold start with a message naming it.

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
 import time
 from typing import Any
 
 import httpx
 import pytest
 import stripe
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from prep.stripe_stand_in import (
     API_VERSION,
@@ -628,3 +636,61 @@ def test_steps_refuse_a_subscription_in_the_wrong_state(client: stripe.StripeCli
     with pytest.raises(ValueError, match="past_due"):
         stand_in.recover(sub_id)
     assert stand_in.events[-1]["type"] == "invoice.paid"  # nothing was emitted
+
+
+# -- outside the API: hosted pages and webhook deliveries --------------------------------------------------------------
+
+
+def test_events_are_delivered_signed_to_a_registered_endpoint(
+    client: stripe.StripeClient, stand_in: StripeStandIn
+) -> None:
+    received: list[tuple[bytes, str]] = []
+
+    async def endpoint(request: Request) -> Response:
+        received.append((await request.body(), request.headers["stripe-signature"]))
+        return Response(status_code=500 if len(received) == 1 else 200)  # the first delivery fails and is retried
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/hook", endpoint, methods=["POST"])])))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        stand_in.deliver_events_to(f"http://127.0.0.1:{listener.getsockname()[1]}/hook", "whsec_endpoint")
+        _, events = subscribe(client, stand_in)
+        stand_in.wait_for_deliveries()
+    finally:
+        stand_in.stop_delivering()  # closes its connection, which the server would otherwise wait for
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()
+    assert received[0][0] == received[1][0]  # the refused one again
+    delivered = [json.loads(body) for body, _ in received[1:]]
+    assert [event["id"] for event in delivered] == [event["id"] for event in stand_in.events]
+    assert set(types(events)) <= {event["type"] for event in delivered}
+    for body, signature in received:
+        stripe.Webhook.construct_event(body, signature, "whsec_endpoint")  # raises unless signed with the secret
+
+
+def test_the_portal_page_acts_only_on_its_customers_subscriptions(
+    client: stripe.StripeClient, stand_in: StripeStandIn
+) -> None:
+    own, _ = subscribe(client, stand_in, user_id="ada")
+    other, _ = subscribe(client, stand_in, user_id="bob")
+    customer = client.v1.subscriptions.retrieve(own).customer
+    portal = client.v1.billing_portal.sessions.create({"customer": customer, "return_url": "http://localhost/app"})
+    page = httpx.get(portal.url)
+    assert own in page.text
+    assert other not in page.text
+    refused = httpx.post(f"{portal.url}/cancel", data={"subscription": other})
+    assert refused.status_code == 404
+    assert not client.v1.subscriptions.retrieve(other).cancel_at_period_end
+    assert httpx.post(f"{portal.url}/delete", data={"subscription": own}).status_code == 404
+    done = httpx.post(f"{portal.url}/cancel", data={"subscription": own})
+    assert (done.status_code, done.headers["location"]) == (303, f"/billing_portal/{portal.id}")
+    assert client.v1.subscriptions.retrieve(own).cancel_at_period_end
+    assert types(stand_in.events[-1:]) == ["customer.subscription.updated"]
+    assert httpx.post(f"{portal.url}/renew", data={"subscription": own}).status_code == 303
+    assert not client.v1.subscriptions.retrieve(own).cancel_at_period_end
+    assert httpx.get(f"{stand_in.base_url}/billing_portal/bps_nope").status_code == 404

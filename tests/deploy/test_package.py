@@ -735,7 +735,7 @@ def test_what_the_functions_emit_reaches_the_alarms_on_their_metrics(
 
 
 def test_queue_permissions(resources: dict[str, Any]) -> None:
-    """The API may send to the queue, the worker's event source may consume it; nothing broader."""
+    """The API may send to the queue, the worker may consume it and set a message's visibility; nothing broader."""
     for function in FUNCTIONS:
         assert resources[function]["Properties"]["Role"] == {"Fn::GetAtt": ["IamRoleLambdaExecution", "Arn"]}
     granted: dict[str, list[Any]] = {}
@@ -748,7 +748,13 @@ def test_queue_permissions(resources: dict[str, Any]) -> None:
         "sqs:SendMessage": [_queue_arn(queue) for queue in QUEUE_PRODUCERS],
         **{
             action: [_queue_arn(queue) for queue in QUEUE_CONSUMERS.values()]
-            for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+            # ChangeMessageVisibility: the worker's own, to requeue a message after the AI service's Retry-After.
+            for action in (
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ChangeMessageVisibility",
+            )
         },
     }
     # The producers are told where to send.
@@ -957,6 +963,15 @@ def test_every_deploy_resolves_secrets_and_parameters_anew(resources: dict[str, 
     ids = {_environment(resources, name)["DEPLOYMENT_ID"] for name in FUNCTIONS}
     (deployment_id,) = ids
     assert re.fullmatch(r"[0-9a-z]{8,}", deployment_id), deployment_id
+
+
+def test_a_stage_without_its_own_web_origins_is_not_packaged(packaged: dict[str, Any]) -> None:
+    """No default origins: prod names none yet, so packaging it stops at osls's variable resolution, saying what to add.
+    After `packaged` (which skips without node), whose template the other tests have already read."""
+    with pytest.raises(
+        package_script.PackagingError, match=r"stage prod names no web origins.*params\.prod\.webOrigins"
+    ):
+        package_script.package_stack("prod", no_network=False)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ OpenAI served as an OpenAI-compatible server."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
 import stat
@@ -13,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +31,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from prep.local_env import dev_secrets, local_defaults
+from prep import local_auth
+from prep.local_env import LOCAL_AUTH_ISSUER, dev_secrets, local_defaults
 from prep.serve import parse_interval
+from shared.config import AuthSettings
 from tests.evaluation.graders import feature_grader
 from tests.support.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.timeout(120)
 
-PREP = Path(sys.executable).with_name("prep")  # the venv's console script, which `make run` calls
+PREP = Path(sys.executable).with_name("prep")
+CHROMIUM = shutil.which("chromium") or shutil.which(
+    "chromium-browser"
+)  # the venv's console script, which `make run` calls
 # serverless.yml's HTTP routes and the function serving each.
 ROUTES = {
     "POST /stripe/webhook": "stripeWebhook",
@@ -302,3 +309,116 @@ def test_local_secrets_are_generated_once_kept_private_and_overridden_by_the_env
     assert "STRIPE_WEBHOOK_SECRET" not in overridden
     assert "DATABASE_URL" not in overridden
     assert overridden["SUPABASE_JWT_SECRET"] == first["SUPABASE_JWT_SECRET"]
+
+
+def _rendered_operations(url: str, origin: str) -> set[str]:
+    """The paths Swagger UI lists once Chromium has rendered the docs page at `url`; every request it made must have
+    gone to `origin`."""
+    from playwright.sync_api import sync_playwright
+
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(url)
+            page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+            paths = set(page.locator(".opblock-summary-path").all_inner_texts())
+        finally:
+            browser.close()
+    assert [r for r in requested if not r.startswith(origin) and not r.startswith("data:")] == []
+    return {path.strip().replace("\u200b", "") for path in paths}
+
+
+def _wait_for(read: Callable[[], Any], seconds: float = 20) -> Any:
+    """`read()` once it returns something truthy (the webhook applies Stripe's deliveries in the background)."""
+    deadline = time.monotonic() + seconds
+    while not (value := read()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return value
+
+
+def test_a_developer_reads_the_docs_offline_and_clicks_through_checkout_and_the_portal(
+    database_url: str, tmp_path: Path
+) -> None:
+    with running_platform(database_url, tmp_path) as platform:
+        # Swagger UI: every script, stylesheet and icon the page names is served by the platform itself.
+        docs = httpx.get(f"{platform.url}/billing/docs")
+        assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", docs.text)
+        assert {asset.rsplit("/", 1)[-1] for asset in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
+        for asset in assets:
+            assert asset.startswith("/"), f"{asset} is not served by the platform"
+            assert httpx.get(f"{platform.url}{asset}").status_code == 200, asset
+        assert "https://" not in docs.text
+        if CHROMIUM:  # and a browser renders it, asking nothing of anywhere else
+            assert _rendered_operations(f"{platform.url}/billing/docs", platform.url) >= {
+                "/billing/checkout",
+                "/billing/portal",
+            }
+
+        auth = AuthSettings(
+            supabase_jwt_secret=platform.env["SUPABASE_JWT_SECRET"], supabase_jwt_issuer=LOCAL_AUTH_ISSUER
+        )
+        email = f"e2e-{uuid.uuid4().hex[:8]}@example.test"
+        with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+            user_id = local_auth.sign_up(conn, email)
+            token = local_auth.sign(auth, local_auth.user_claims(auth, user_id, email))
+            api = httpx.Client(base_url=platform.url, headers={"authorization": f"Bearer {token}"})
+
+            # Checkout: the hosted page, then its button, as a browser submits it; Stripe's events reach the webhook.
+            checkout = api.post("/billing/checkout", json={"plan": "weekly"}).json()
+            page = httpx.get(checkout["url"])
+            assert page.status_code == 200
+            assert "Start trial" in page.text
+            assert "Interview Prep Weekly" in page.text
+            paid = httpx.post(checkout["url"], data={"card": "4242 4242 4242 4242"})
+            assert paid.status_code == 303
+            assert paid.headers["location"].startswith(
+                platform.env.get("CHECKOUT_SUCCESS_URL", "http://127.0.0.1:3000")
+            )
+            subscription = _wait_for(
+                lambda: conn.execute(
+                    "select s.status::text, s.cancel_at_period_end, p.code from public.subscriptions s"
+                    " join public.plans p on p.id = s.plan_id where s.user_id = %s",
+                    (user_id,),
+                ).fetchone()
+            )
+            assert subscription == {"status": "trialing", "cancel_at_period_end": False, "code": "weekly"}
+            stripe_sent = {"checkout.session.completed", "customer.subscription.created", "invoice.paid"}
+
+            def delivered() -> bool:
+                events = conn.execute(
+                    "select type from private.stripe_events"
+                    " where coalesce(stripe_customer_id, payload #>> '{data,object,customer}') ="
+                    " (select stripe_customer_id from public.billing_customers where user_id = %s)",
+                    (user_id,),
+                ).fetchall()
+                return {row["type"] for row in events} >= stripe_sent
+
+            assert _wait_for(delivered), f"the webhook did not apply {stripe_sent}:\n{platform.output()}"
+            assert httpx.get(checkout["url"]).text.count("nothing to pay") == 1  # a completed session is closed
+
+            # The billing portal: cancel at the end of the period.
+            portal = api.post("/billing/portal", json={}).json()
+            shown = httpx.get(portal["url"])
+            assert shown.status_code == 200
+            assert "Cancel plan" in shown.text
+            action = re.search(r'action="([^"]+/cancel)"', shown.text)
+            sub_id = re.search(r'name="subscription" value="([^"]+)"', shown.text)
+            assert action
+            assert sub_id
+            origin = portal["url"].split("/billing_portal/")[0]
+            cancelled = httpx.post(f"{origin}{action[1]}", data={"subscription": sub_id[1]})
+            assert cancelled.status_code == 303
+            assert _wait_for(
+                lambda: conn.execute(
+                    "select cancel_at_period_end from public.subscriptions where user_id = %s and cancel_at_period_end",
+                    (user_id,),
+                ).fetchone()
+            )
+            assert "Don&#x27;t cancel" in httpx.get(portal["url"]).text
+            api.close()

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from functions.evaluation import worker as worker_module
+from functions.evaluation.queue import SqsVisibility
 from shared.config import ConfigurationError
 from shared.db import Caller, Database, unavailable
 from tests.evaluation.graders import feature_grader, grade_request
 from tests.evaluation.harness import GOOD_ANSWER, Harness, Queues, event, record
-from tests.support.fake_openai import RecordedRequest, dynamic, refusal, reply, server_error
+from tests.support.fake_openai import RecordedRequest, dynamic, rate_limited, refusal, reply, server_error
 from tests.support.metrics import documents, values
 
 
@@ -241,6 +242,63 @@ def test_an_ai_outage_is_recorded_as_failed_usage(harness: Harness) -> None:
     ).fetchall()
     assert [u["succeeded"] for u in usage] == [False]
     assert usage[0]["error"].startswith("unavailable")
+
+
+class LambdaContext:
+    """What the worker reads of Lambda's context: the invocation's remaining time."""
+
+    def __init__(self, seconds_left: float) -> None:
+        self.deadline = time.monotonic() + seconds_left
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.deadline - time.monotonic()) * 1000)
+
+
+def test_a_retry_after_longer_than_the_time_left_fails_fast_and_requeues_after_that_wait(
+    harness: Harness, queues: Queues
+) -> None:
+    """Retry-After 1.5 s with 0.5 s left (after the worker's reserve): no sleep, no second call; the message is back
+    after 2 s (ceil(1.5)), not after the queue's 300 s visibility timeout."""
+    harness.fake.chat.always(rate_limited(retry_after_ms=1500))
+    user = harness.user()
+    [response_id] = requested(harness, user, 1)
+    send(queues, response_id)
+    worker = worker_module.EvaluationWorker(
+        harness.worker_settings, harness.database, harness.ai, harness.worker.storage, SqsVisibility(client=queues.sqs)
+    )
+    records = queues.receive()
+    started = time.monotonic()
+    result = worker.handle({"Records": records}, LambdaContext(worker_module.DEADLINE_RESERVE_SECONDS + 0.5))
+    assert time.monotonic() - started < 1.5  # the 1.5 s wait was not slept
+    assert result == {"batchItemFailures": [{"itemIdentifier": records[0]["messageId"]}]}
+    assert harness.fake.chat.calls == 1
+    assert harness.row(response_id)["evaluation_status"] == "processing"
+
+    assert queues.receive() == []  # invisible for the wait the service asked for...
+    time.sleep(2.1)
+    [again] = queues.receive()  # ...and no longer
+    assert again["attributes"]["ApproximateReceiveCount"] == "2"
+
+    harness.fake.chat.always(feature_grader())  # the service is back: the next receive completes it
+    assert worker.handle({"Records": [again]}, LambdaContext(60)) == {"batchItemFailures": []}
+    assert evaluated(harness, response_id)
+
+
+def test_a_retry_after_within_the_time_left_is_waited_out(harness: Harness) -> None:
+    harness.fake.chat.script(rate_limited(retry_after_ms=200), feature_grader())
+    requeued: list[float] = []
+    worker = worker_module.EvaluationWorker(
+        harness.worker_settings,
+        harness.database,
+        harness.ai,
+        harness.worker.storage,
+        lambda _, seconds: requeued.append(seconds),
+    )
+    [response_id] = requested(harness, harness.user(), 1)
+    assert worker.handle(event(response_id), LambdaContext(60)) == {"batchItemFailures": []}
+    assert harness.fake.chat.calls == 2
+    assert requeued == []
+    assert evaluated(harness, response_id)
 
 
 def test_the_lambda_handler_reads_its_settings_from_the_environment(

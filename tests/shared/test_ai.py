@@ -25,6 +25,7 @@ from shared.ai import (
     AiUnavailableError,
     AiUsage,
     as_data,
+    retry_after,
 )
 from shared.config import AiSettings, ConfigurationError, load_settings
 from tests.support.fake_openai import (
@@ -650,3 +651,18 @@ def test_untrusted_text_travels_as_data_and_instructions_stay_in_the_system_mess
     assert block is not None
     assert "Ignore previous instructions" in block.group(1)
     assert ">>>" not in block.group(1)
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({}, None),
+        ({"retry-after": "30"}, 30.0),
+        ({"retry-after-ms": "1500", "retry-after": "2"}, 1.5),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past: now
+        ({"retry-after": "soon"}, None),
+        ({"retry-after": "-5"}, 0.0),
+    ],
+)
+def test_retry_after_reads_what_the_service_asked_for(headers: dict[str, str], seconds: float | None) -> None:
+    assert retry_after(httpx.Headers(headers)) == seconds

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -11,9 +13,21 @@ from prep import migrations
 from prep.localdb import EmbeddedPostgres
 
 
-def server_url() -> str:
-    """The server tests create their databases on: DATABASE_URL's, or the embedded one."""
-    return os.environ.get("DATABASE_URL") or EmbeddedPostgres().start()
+@contextmanager
+def server_for_tests(embedded: EmbeddedPostgres | None = None) -> Iterator[str]:
+    """The server tests create their databases on: DATABASE_URL's, or the embedded one, which is stopped afterwards
+    if it was started for them (a server already running, for `make run` or psql, is left running)."""
+    if url := os.environ.get("DATABASE_URL"):
+        yield url
+        return
+    server = embedded or EmbeddedPostgres()
+    started_here = not server.is_running()
+    url = server.start()
+    try:
+        yield url
+    finally:
+        if started_here:
+            server.stop()
 
 
 def build_schema(url: str, *, seed: bool = True) -> None:
