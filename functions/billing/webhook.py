@@ -23,6 +23,7 @@ from functions.billing.settings import WebhookSettings
 from functions.billing.stripe_api import StripeUnavailableError, fresh_snapshot
 from functions.billing.stripe_objects import (
     DELIVERY,
+    HANDLED_EVENTS,
     INVOICE_EVENTS,
     SUBSCRIPTION_EVENTS,
     CheckoutSession,
