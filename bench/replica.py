@@ -30,6 +30,7 @@ writes; on Supabase a replica is a machine of its own. The "primary" phase shows
 
 Run: .venv/bin/python -m bench.replica [--users 500] [--writers 3] [--interval-ms 20] [--webhook-senders 2]
      [--webhook-interval-ms 40] [--sessions 300] [--rounds 5] [--phase-seconds 8] [--analytics-pause-ms 0]
+     [--pin-cores]   # the primary and the load on CPU 0, the replica and the analytics on CPU 1: a machine each
 """
 
 from __future__ import annotations
@@ -188,7 +189,14 @@ def analytics(report: Database, exports: Database, exported_user: str) -> Callab
 
 
 def analytics_loop(
-    primary_url: str, replica_url: str, exported_user: str, where: str, pause: float, running: Any, results: Any
+    primary_url: str,
+    replica_url: str,
+    exported_user: str,
+    where: str,
+    pause: float,
+    cpu: int | None,
+    running: Any,
+    results: Any,
 ) -> None:
     """The analytics, back to back while `running` is set, in a process of their own: the report and the export
     parse megabytes of JSON, and in the load's process the GIL they hold would be what slows the writes. Puts
@@ -224,13 +232,15 @@ def analytics_loop(
 class AnalyticsProcess:
     """analytics_loop in a spawned process of its own, idle until `start()`; `stop()` returns what it did."""
 
-    def __init__(self, where: str, primary_url: str, replica_url: str, exported_user: str, pause: float) -> None:
+    def __init__(
+        self, where: str, primary_url: str, replica_url: str, exported_user: str, pause: float, cpu: int | None
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self._running = context.Event()
         self._results = context.Queue()
         self._process = context.Process(
             target=analytics_loop,
-            args=(primary_url, replica_url, exported_user, where, pause, self._running, self._results),
+            args=(primary_url, replica_url, exported_user, where, pause, cpu, self._running, self._results),
             daemon=True,
         )
         self._process.start()
@@ -285,22 +295,36 @@ class LagSampler:
         return [sample for sample in self.samples if start <= sample[0] <= end]
 
 
-def server_cpu_seconds(server: localdb.EmbeddedPostgres) -> float:
-    """CPU seconds a server's processes have used: its postmaster (with the children it has reaped) and the live
-    children (backends, WAL sender or receiver, startup process...). Linux /proc."""
+def server_processes(server: localdb.EmbeddedPostgres) -> dict[int, list[str]]:
+    """A server's postmaster and its live children (backends, WAL sender or receiver, startup process...): pid ->
+    the fields of /proc/<pid>/stat after the command name (Linux)."""
     postmaster = (server.data_dir / "postmaster.pid").read_text().split()[0]
-    ticks = 0
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # the process exited meanwhile
-        pid = stat.parent.name
-        if pid == postmaster:
-            ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
-        elif fields[1] == postmaster:
-            ticks += int(fields[11]) + int(fields[12])
+        if stat.parent.name == postmaster or fields[1] == postmaster:
+            found[int(stat.parent.name)] = fields
+    return found
+
+
+def server_cpu_seconds(server: localdb.EmbeddedPostgres) -> float:
+    """CPU seconds a server's processes have used: the postmaster's own and those of the children it reaped, and
+    the live children's."""
+    postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    ticks = 0
+    for pid, fields in server_processes(server).items():
+        own = int(fields[11]) + int(fields[12])  # utime, stime
+        ticks += own + (int(fields[13]) + int(fields[14]) if pid == postmaster else 0)  # cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def pin(server: localdb.EmbeddedPostgres, cpu: int) -> None:
+    """Keep a server on one CPU: its processes now, and (inherited from the postmaster) every one it starts."""
+    for pid in server_processes(server):
+        os.sched_setaffinity(pid, {cpu})
 
 
 class FallbackCounter(logging.Handler):
@@ -342,6 +366,11 @@ def main() -> None:
     parser.add_argument("--phase-seconds", type=float, default=8.0)
     parser.add_argument("--sample-ms", type=float, default=50.0)
     parser.add_argument("--analytics-pause-ms", type=float, default=0.0, help="between analytics rounds (0: none)")
+    parser.add_argument(
+        "--pin-cores",
+        action="store_true",
+        help="the primary and the load on CPU 0, the replica and the analytics on CPU 1 (writes replica_pinned.json)",
+    )
     args = parser.parse_args()
     os.environ["LOG_LEVEL"] = "WARNING"
 
@@ -350,15 +379,22 @@ def main() -> None:
         localdb.replicated_pair(Path(directory), throwaway=False) as (primary, replica),
     ):
         result = run(args, primary, replica)
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    out = OUT.with_name("replica_pinned.json") if args.pin_cores else OUT
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     show(result, args)
-    console.print(f"wrote {OUT}")
+    console.print(f"wrote {out}")
 
 
 def run(
     args: argparse.Namespace, primary: localdb.EmbeddedPostgres, replica: localdb.EmbeddedReplica
 ) -> dict[str, Any]:
+    if args.pin_cores:
+        # Each server a CPU of its own, as each is a machine of its own on Supabase: the primary and the load on
+        # CPU 0, the replica and the analytics client on CPU 1 (threads started from here on inherit it).
+        pin(primary, 0)
+        pin(replica, 1)
+        os.sched_setaffinity(0, {0})
     url = localdb.create_database(primary.url(), "bench")
     replica_url = replica.url("bench")
     with psycopg.connect(url, autocommit=True) as conn:
@@ -397,7 +433,9 @@ def run(
     lag_in_phase: dict[str, list[tuple[float, float, float | None, int | None]]] = {phase: [] for phase in PHASES}
 
     processes = {
-        where: AnalyticsProcess(where, url, replica_url, exported_user, args.analytics_pause_ms / 1000)
+        where: AnalyticsProcess(
+            where, url, replica_url, exported_user, args.analytics_pause_ms / 1000, 1 if args.pin_cores else None
+        )
         for where in ("replica", "primary")
     }
     answers.start()
@@ -486,11 +524,13 @@ def run(
         "webhook_errors": sorted(set(hooks.errors)),
         "target_ratio": TARGET_RATIO,
         "cpus": os.cpu_count(),
+        "pinned_cores": args.pin_cores,
     }
 
 
 def show(result: dict[str, Any], args: argparse.Namespace) -> None:
-    table = Table(title=f"Read replica (median of {len(result['rounds'])} rounds)")
+    pinned = ", each server on a CPU of its own" if result["pinned_cores"] else ""
+    table = Table(title=f"Read replica (median of {len(result['rounds'])} rounds{pinned})")
     for column in ("figure", "value", "target"):
         table.add_column(column)
     lag = result["lag_under_load"]

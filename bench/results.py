@@ -227,6 +227,7 @@ def account_deletion(data: dict[str, Any]) -> list[Figure]:
 
 def replica(data: dict[str, Any]) -> list[Figure]:
     lag, p95s = data["lag_under_load"], data["median_write_p95_ms"]
+    cores = "each server on a CPU of its own" if data.get("pinned_cores") else "servers sharing the CPUs"
     return [
         Figure(
             "replica lag under webhook + answer load: the primary's position replayed after, p50 / p95",
@@ -235,7 +236,7 @@ def replica(data: dict[str, Any]) -> list[Figure]:
             None,
         ),
         Figure(
-            f"others' write p95, analytics on the replica / none ({data['writers']} writers, median of "
+            f"others' write p95, analytics on the replica / none ({data['writers']} writers, {cores}, median of "
             f"{len(data['rounds'])})",
             f"{data['median_replica_ratio']:.2f} ({p95s['replica']:.1f} / {p95s['none']:.1f} ms)",
             f"<= {data['target_ratio']}",
@@ -267,6 +268,7 @@ BENCHMARKS: dict[str, Extract] = {
     "abuse": abuse,
     "account_deletion": account_deletion,
     "replica": replica,
+    "replica_pinned": replica,
 }
 
 
