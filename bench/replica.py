@@ -256,43 +256,61 @@ class AnalyticsProcess:
         return seconds, fallbacks
 
 
+Sample = tuple[float, float, float | None, int | None]  # (taken at, replayed after s, replay_lag s, bytes behind)
+
+
+def sample_lag(primary_url: str, replica_url: str, interval: float, cpu: int | None, stop: Any, results: Any) -> None:
+    """Every `interval` s until `stop`: the primary's WAL insert position, then how long until the replica has
+    replayed it; and pg_stat_replication's replay_lag and unreplayed bytes. In a process of its own (its polling
+    would otherwise share the writers' GIL); puts the samples on `results` at the end."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    samples: list[Sample] = []
+    with (
+        psycopg.connect(primary_url, autocommit=True) as primary,
+        psycopg.connect(replica_url, autocommit=True) as replica,
+    ):
+        results.put("ready")
+        while not stop.is_set():
+            at = time.perf_counter()  # CLOCK_MONOTONIC: comparable with the load's process
+            position, lag, behind = primary.execute(
+                "select pg_current_wal_insert_lsn(),"
+                " (select extract(epoch from replay_lag)::float8 from pg_stat_replication limit 1),"
+                " (select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), replay_lsn)::bigint"
+                "  from pg_stat_replication limit 1)"
+            ).fetchone()  # type: ignore[misc]
+            while not replica.execute("select pg_last_wal_replay_lsn() >= %s", (position,)).fetchone()[0]:  # type: ignore[index]
+                time.sleep(0.002)
+            samples.append((at, time.perf_counter() - at, lag, behind))
+            time.sleep(max(0.0, at + interval - time.perf_counter()))
+    results.put(samples)
+
+
 class LagSampler:
-    """Every `interval` s: the primary's WAL insert position, then how long until the replica has replayed it; and
-    pg_stat_replication's replay_lag and unreplayed bytes."""
+    """sample_lag in a spawned process, sampling from construction until `stop()`, which returns the samples."""
 
-    def __init__(self, primary_url: str, replica_url: str, interval: float) -> None:
-        self.primary_url, self.replica_url, self.interval = primary_url, replica_url, interval
-        self.samples: list[tuple[float, float, float | None, int | None]] = []  # (at, visible after, lag s, bytes)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def __init__(self, primary_url: str, replica_url: str, interval: float, cpu: int | None) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._results = context.Queue()
+        self._process = context.Process(
+            target=sample_lag,
+            args=(primary_url, replica_url, interval, cpu, self._stop, self._results),
+            daemon=True,
+        )
+        self._process.start()
+        if self._results.get(timeout=300) != "ready":
+            raise RuntimeError("the lag sampler did not start")
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
+    def stop(self) -> list[Sample]:
         self._stop.set()
-        self._thread.join()
+        samples: list[Sample] = self._results.get(timeout=60)
+        self._process.join()
+        return samples
 
-    def _run(self) -> None:
-        with (
-            psycopg.connect(self.primary_url, autocommit=True) as primary,
-            psycopg.connect(self.replica_url, autocommit=True) as replica,
-        ):
-            while not self._stop.is_set():
-                at = time.perf_counter()
-                position, lag, behind = primary.execute(
-                    "select pg_current_wal_insert_lsn(),"
-                    " (select extract(epoch from replay_lag)::float8 from pg_stat_replication limit 1),"
-                    " (select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), replay_lsn)::bigint"
-                    "  from pg_stat_replication limit 1)"
-                ).fetchone()  # type: ignore[misc]
-                while not replica.execute("select pg_last_wal_replay_lsn() >= %s", (position,)).fetchone()[0]:  # type: ignore[index]
-                    time.sleep(0.001)
-                self.samples.append((at, time.perf_counter() - at, lag, behind))
-                time.sleep(max(0.0, at + self.interval - time.perf_counter()))
 
-    def between(self, start: float, end: float) -> list[tuple[float, float, float | None, int | None]]:
-        return [sample for sample in self.samples if start <= sample[0] <= end]
+def between(samples: list[Sample], start: float, end: float) -> list[Sample]:
+    return [sample for sample in samples if start <= sample[0] <= end]
 
 
 def server_processes(server: localdb.EmbeddedPostgres) -> dict[int, list[str]]:
@@ -338,7 +356,7 @@ class FallbackCounter(logging.Handler):
         self.count += 1
 
 
-def lag_figures(samples: list[tuple[float, float, float | None, int | None]]) -> dict[str, Any]:
+def lag_figures(samples: list[Sample]) -> dict[str, Any]:
     visible = [s[1] * 1000 for s in samples]
     replay = [s[2] * 1000 for s in samples if s[2] is not None]
     behind = [float(s[3]) for s in samples if s[3] is not None]
@@ -426,11 +444,11 @@ def run(
         [webhook_sender(TestClient(webhook), queue, lock) for _ in range(args.webhook_senders)],
         args.webhook_interval_ms / 1000,
     )
-    lag = LagSampler(url, replica_url, args.sample_ms / 1000)
+    lag = LagSampler(url, replica_url, args.sample_ms / 1000, 1 if args.pin_cores else None)
     rounds: list[dict[str, Any]] = []
     analytics_runs: dict[str, list[float]] = {"replica": [], "primary": []}
     fallbacks = 0
-    lag_in_phase: dict[str, list[tuple[float, float, float | None, int | None]]] = {phase: [] for phase in PHASES}
+    windows: list[tuple[dict[str, Any], str, float, float]] = []  # (round's figures, phase, start, end)
 
     processes = {
         where: AnalyticsProcess(
@@ -440,7 +458,6 @@ def run(
     }
     answers.start()
     hooks.start()
-    lag.start()
     time.sleep(2.0)  # connections open, caches warm
     try:
         for number in range(args.rounds):
@@ -461,13 +478,12 @@ def run(
                     analytics_runs[phase] += seconds
                     fallbacks += fell_back
                 written, delivered = answers.latencies(start, end), hooks.latencies(start, end)
-                lag_in_phase[phase] += lag.between(start, end)
+                windows.append((measured, phase, start, end))
                 measured[phase] = {
                     "writes": len(written),
                     "write_p95_ms": round(percentile(written, 95) * 1000, 2),
                     "webhooks": len(delivered),
                     "webhook_p95_ms": round(percentile(delivered, 95) * 1000, 2),
-                    "lag": lag_figures(lag.between(start, end)),
                     "primary_cpu_seconds": round(cpu[0], 2),
                     "replica_cpu_seconds": round(cpu[1], 2),
                 }
@@ -485,10 +501,14 @@ def run(
                 f" {measured['primary']['write_p95_ms']} ms ({measured['primary_ratio']}x)"
             )
     finally:
-        lag.stop()
+        samples = lag.stop()
         hooks.stop()
         answers.stop()
 
+    lag_in_phase: dict[str, list[Sample]] = {phase: [] for phase in PHASES}
+    for measured, phase, start, end in windows:
+        measured[phase]["lag"] = lag_figures(between(samples, start, end))
+        lag_in_phase[phase] += between(samples, start, end)
     with psycopg.connect(url, autocommit=True) as conn:
         exported_answers = conn.execute(
             "select count(*) from public.responses where user_id = %s", (exported_user,)
@@ -508,8 +528,8 @@ def run(
             }
             for p in PHASES
         },
-        "lag_under_load": lag_figures(lag.samples),
-        "lag_by_phase": {phase: lag_figures(samples) for phase, samples in lag_in_phase.items()},
+        "lag_under_load": lag_figures(samples),
+        "lag_by_phase": {phase: lag_figures(in_phase) for phase, in_phase in lag_in_phase.items()},
         "analytics_round_seconds": {
             phase: round(statistics.median(runs), 3) if runs else None for phase, runs in analytics_runs.items()
         },
