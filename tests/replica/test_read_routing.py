@@ -299,3 +299,21 @@ def test_writes_never_go_to_the_replica(pair: Pair, answered_on: list[tuple[str,
     assert not report.failed, report.failed
     assert answered_on
     assert {server for _, server in answered_on} == {"primary"}
+
+
+def test_down_deletes_the_copy_and_the_slot_and_up_makes_a_new_one(pair: Pair) -> None:
+    slot = "select count(*) from pg_replication_slots where slot_name = %s"
+    pair.replica_conn.close()
+    assert pair.replica.remove()
+    assert not pair.replica.data_dir.exists()
+    assert pair.conn.execute(slot, (localdb.REPLICATION_SLOT,)).fetchone()[0] == 0
+    assert not pair.replica.status().running
+
+    pair.replica.start()
+    pair.replica_conn = psycopg.connect(pair.replica_url, autocommit=True)
+    pair.caught_up()
+    assert pair.conn.execute(slot, (localdb.REPLICATION_SLOT,)).fetchone()[0] == 1
+    deadline = time.monotonic() + 10
+    while pair.replica.status().state != "streaming":
+        assert time.monotonic() < deadline, pair.replica.status()
+        time.sleep(0.05)
