@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -42,8 +42,6 @@ class ReplicaReads:
         primary: PsycopgDatabase,
         settings: DatabaseSettings,
         freshness: Freshness,
-        *,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if settings.database_read_url is None:
             raise ValueError("ReplicaReads needs DATABASE_READ_URL")
@@ -54,7 +52,6 @@ class ReplicaReads:
         )
         self._max_lag = settings.db_read_max_lag_seconds
         self._wait = settings.db_read_wait_seconds
-        self._clock = clock
         self._lock = threading.Lock()
         self._unreachable_until = 0.0
 
@@ -81,7 +78,7 @@ class ReplicaReads:
 
     def _skipped(self) -> str | None:
         with self._lock:
-            if self._clock() < self._unreachable_until:
+            if time.monotonic() < self._unreachable_until:
                 return f"the replica could not be reached less than {REPLICA_RETRY_SECONDS:g}s ago"
         return None
 
@@ -92,7 +89,7 @@ class ReplicaReads:
 
     def _not_fresh_enough(self, conn: psycopg.Connection, position: str) -> str | None:
         """None once the replica may answer; else what is wrong, after waiting up to DB_READ_WAIT_SECONDS."""
-        deadline = self._clock() + self._wait
+        deadline = time.monotonic() + self._wait
         while True:
             standby, caught_up, age = conn.execute(_REPLICA_STATE, (position,)).fetchone()  # type: ignore[misc]
             if not standby:
@@ -101,7 +98,7 @@ class ReplicaReads:
                 return None
             if self.freshness is Freshness.RECENT and age is not None and age <= self._max_lag:
                 return None
-            if self._clock() >= deadline:
+            if time.monotonic() >= deadline:
                 behind = f"the replica had not replayed the primary's position {position} within {self._wait:g}s"
                 if self.freshness is Freshness.RECENT:
                     last = "no commit replayed yet" if age is None else f"its last replayed commit is {age:.1f}s old"
@@ -116,6 +113,6 @@ class ReplicaReads:
             return f"the read conflicted with the replica's replay: {error.detail}"
         if not state or state.startswith(("08", "57P")):  # no connection, or the server is shutting down
             with self._lock:
-                self._unreachable_until = self._clock() + REPLICA_RETRY_SECONDS
+                self._unreachable_until = time.monotonic() + REPLICA_RETRY_SECONDS
             return f"the replica could not be reached ({error.detail}); it is tried again in {REPLICA_RETRY_SECONDS:g}s"
         raise error
