@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.analytics_day
 	$(BIN)/python -m bench.abuse
 	$(BIN)/python -m bench.account_deletion
+	$(BIN)/python -m bench.replica
 	$(BIN)/python -m bench.results
 
 db-stop: $(STAMP)

@@ -225,6 +225,38 @@ def account_deletion(data: dict[str, Any]) -> list[Figure]:
     ]
 
 
+def replica(data: dict[str, Any]) -> list[Figure]:
+    lag, p95s = data["lag_under_load"], data["median_write_p95_ms"]
+    cores = "each server on a CPU of its own" if data.get("pinned_cores") else "servers sharing the CPUs"
+    return [
+        Figure(
+            "replica lag under webhook + answer load: the primary's position replayed after, p50 / p95",
+            "{p50:.1f} / {p95:.1f} ms".format(**lag["visible_after_ms"]),
+            "p95 printed",
+            None,
+        ),
+        Figure(
+            f"others' write p95, analytics on the replica / none ({data['writers']} writers, {cores}, median of "
+            f"{len(data['rounds'])})",
+            f"{data['median_replica_ratio']:.2f} ({p95s['replica']:.1f} / {p95s['none']:.1f} ms)",
+            f"<= {data['target_ratio']}",
+            data["median_replica_ratio"] <= data["target_ratio"],
+        ),
+        Figure(
+            "  control: the same analytics on the primary / none",
+            f"{data['median_primary_ratio']:.2f} ({p95s['primary']:.1f} ms)",
+            "(reference)",
+            None,
+        ),
+        Figure(
+            "analytics reads that fell back to the primary",
+            str(data["analytics_reads_fallen_back_to_primary"]),
+            "0",
+            data["analytics_reads_fallen_back_to_primary"] == 0,
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, Extract] = {
     "rls_reads": rls_reads,
     "webhook_throughput": webhook_throughput,
@@ -235,6 +267,8 @@ BENCHMARKS: dict[str, Extract] = {
     "analytics_day": analytics_day,
     "abuse": abuse,
     "account_deletion": account_deletion,
+    "replica": replica,
+    "replica_pinned": replica,
 }
 
 

@@ -15,9 +15,9 @@ from functions.analytics.schedule import aggregate_day
 from functions.analytics.settings import AnalyticsSettings
 from prep import dbhealth
 from prep.dashboard import DashboardData, OperatorAlert, render_dashboard
-from prep.localdb import database_url
+from prep.localdb import database_read_url, database_url
 from shared.config import ConfigurationError, load_settings
-from shared.db import DatabaseError, connect
+from shared.db import DatabaseError, Freshness, connect, connect_reads
 
 app = typer.Typer(no_args_is_help=True, help="Analytics: backfills and the operator dashboard.")
 console = Console(soft_wrap=True)
@@ -27,7 +27,12 @@ errors = Console(stderr=True)
 def analytics_settings() -> AnalyticsSettings:
     try:
         # Backfilling a busy day takes longer than a request's statement timeout allows.
-        return load_settings(AnalyticsSettings, database_url=database_url(), db_statement_timeout_ms=300_000)
+        return load_settings(
+            AnalyticsSettings,
+            database_url=database_url(),
+            database_read_url=database_read_url(),
+            db_statement_timeout_ms=300_000,
+        )
     except ConfigurationError as error:
         errors.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from error
@@ -74,7 +79,10 @@ def report(
     """Write the platform dashboard (open billing alerts; signups, active users, sessions, scores, MRR, cache hit
     ratio, AI cost; the database's health)."""
     last = until.date() if until else datetime.now(UTC).date()
-    database = connect(analytics_settings())
+    settings = analytics_settings()
+    # Only reads, and a report may be seconds old: the read replica while it is no more than
+    # DB_READ_MAX_LAG_SECONDS behind.
+    database = connect_reads(settings, connect(settings), Freshness.RECENT)
     try:
         data = DashboardData.model_validate(
             database.call("service.dashboard", {"days": days, "until": last.isoformat()})

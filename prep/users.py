@@ -16,9 +16,9 @@ from rich.console import Console
 
 from functions.account.deletion import deleter_from
 from functions.account.settings import AccountSettings
-from prep.localdb import database_url
+from prep.localdb import database_read_url, database_url
 from shared.config import ConfigurationError, DatabaseSettings, load_settings
-from shared.db import Database, DatabaseError, connect
+from shared.db import Database, DatabaseError, Freshness, connect, connect_reads
 
 app = typer.Typer(no_args_is_help=True, help="Account deletion and export, on the owner's request.")
 console = Console(soft_wrap=True)
@@ -72,13 +72,16 @@ def export(
     out: Annotated[Path | None, typer.Option(help="Write the JSON here (default: standard output).")] = None,
 ) -> None:
     """Everything the account owns as one JSON document (the export pages joined)."""
-    database = connect(DatabaseSettings(database_url=database_url()))
+    settings = DatabaseSettings(database_url=database_url(), database_read_url=database_read_url())
+    database = connect(settings)
     user_id = _resolve(database, who)
+    # As GET /account/export: on the read replica once it has replayed everything committed before each page.
+    reads = connect_reads(settings, database, Freshness.AT_REQUEST)
     document: dict[str, Any] | None = None
     cursor: dict[str, Any] | None = None
     try:
         while True:
-            page = database.call("service.export_account", {"user_id": user_id, "answers_after": cursor})
+            page = reads.call("service.export_account", {"user_id": user_id, "answers_after": cursor})
             if document is None:
                 document = page
             else:

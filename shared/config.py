@@ -32,6 +32,23 @@ class DatabaseSettings(BaseSettings):
     db_pool_size: int = Field(default=1, ge=1, le=50)
     db_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     db_statement_timeout_ms: int = Field(default=10_000, ge=100, le=300_000)
+    # A read replica for the reads that may run there (docs/scaling.md "Read replicas"); unset, or the same as
+    # DATABASE_URL, keeps every read on the primary. Only the psycopg transport uses it.
+    database_read_url: SecretStr | None = None
+    # How stale the replica may be for reads that accept it (the operator dashboard); past it they use the primary.
+    db_read_max_lag_seconds: float = Field(default=30, ge=0, le=3600)
+    # How long a read waits for the replica (a connection, or replaying the primary's position at the request, as
+    # an export needs) before it runs on the primary instead.
+    db_read_wait_seconds: float = Field(default=1, gt=0, le=10)
+
+    @property
+    def has_read_replica(self) -> bool:
+        return (
+            self.db_transport == "psycopg"
+            and self.database_read_url is not None
+            and bool(self.database_read_url.get_secret_value())
+            and self.database_read_url != self.database_url
+        )
 
     @model_validator(mode="after")
     def _transport_is_configured(self) -> Self:

@@ -21,7 +21,7 @@ from functions.account.deletion import Deleter, DeletionState, deleter_from
 from functions.account.settings import AccountApiSettings
 from shared.auth import CurrentUser, TokenVerifier
 from shared.config import load_settings
-from shared.db import Database, connect
+from shared.db import Database, Freshness, connect, connect_reads
 from shared.http import ProblemError, RequestModel, Uuid, create_app, lambda_entrypoint
 
 # An email address is at most 254 characters (RFC 5321); the cursor is a base64 JSON of a timestamp and a uuid.
@@ -58,6 +58,9 @@ def build_app(
     app.state.verifier = TokenVerifier(settings)
     db = database or connect(settings)
     steps = deleter or deleter_from(settings, db)
+    # An export may run on the read replica, but only once it has replayed everything committed before the request:
+    # a copy of the account must hold the answer its owner just gave.
+    exports = connect_reads(settings, db, Freshness.AT_REQUEST)
 
     @app.delete(
         "/account",
@@ -88,7 +91,7 @@ def build_app(
         ] = None,
     ) -> dict[str, Any]:
         after = decode_cursor(cursor).model_dump(mode="json") if cursor else None
-        page = db.call(
+        page = exports.call(
             "service.export_account",
             {"user_id": str(user.id), "answers_after": after, "max_bytes": settings.export_page_bytes},
         )

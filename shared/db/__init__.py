@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from shared.config import DatabaseSettings
@@ -122,3 +123,25 @@ def connect(settings: DatabaseSettings) -> Database:
     from shared.db.postgrest_transport import PostgrestDatabase
 
     return PostgrestDatabase(settings)
+
+
+class Freshness(StrEnum):
+    """What a read routed to a read replica must see (docs/scaling.md "Read replicas")."""
+
+    # Everything up to DB_READ_MAX_LAG_SECONDS ago: operator reports.
+    RECENT = "recent"
+    # Everything committed before the request began, the caller's own writes included: exports.
+    AT_REQUEST = "at_request"
+
+
+def connect_reads(settings: DatabaseSettings, primary: Database, freshness: Freshness) -> Database:
+    """Where reads that write nothing and need `freshness` go: the read replica (DATABASE_READ_URL) while it is
+    fresh enough, else `primary`. Without a replica, `primary` itself."""
+    if not settings.has_read_replica:
+        return primary
+    from shared.db.psycopg_transport import PsycopgDatabase
+    from shared.db.replica import ReplicaReads
+
+    if not isinstance(primary, PsycopgDatabase):
+        raise TypeError("reads from a replica fall back to a psycopg primary")
+    return ReplicaReads(primary, settings, freshness)

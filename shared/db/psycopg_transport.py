@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -17,11 +18,17 @@ from shared.db.rls import acting_as
 
 
 class PsycopgDatabase:
-    def __init__(self, settings: DatabaseSettings) -> None:
-        if settings.database_url is None:
+    def __init__(
+        self, settings: DatabaseSettings, *, url: str | None = None, pool_timeout: float | None = None
+    ) -> None:
+        """The server at DATABASE_URL, or at `url` (a read replica); `pool_timeout` overrides DB_TIMEOUT_SECONDS
+        as the longest wait for a connection."""
+        url = url or (settings.database_url.get_secret_value() if settings.database_url else None)
+        if url is None:
             raise ConfigurationError("the psycopg transport needs DATABASE_URL")
-        self._url = settings.database_url.get_secret_value()
+        self._url = url
         self._settings = settings
+        self._pool_timeout = pool_timeout or settings.db_timeout_seconds
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
 
@@ -33,11 +40,11 @@ class PsycopgDatabase:
                         self._url,
                         min_size=1,
                         max_size=self._settings.db_pool_size,
-                        timeout=self._settings.db_timeout_seconds,
+                        timeout=self._pool_timeout,
                         kwargs={
                             "autocommit": True,
                             "prepare_threshold": None,  # the transaction pooler cannot keep prepared statements
-                            "connect_timeout": max(1, int(self._settings.db_timeout_seconds)),
+                            "connect_timeout": max(1, int(self._pool_timeout)),
                         },
                         check=ConnectionPool.check_connection,  # a thawed Lambda may hold a dead connection
                         open=False,
@@ -46,6 +53,33 @@ class PsycopgDatabase:
         return self._pool
 
     def call(self, function: str, args: Mapping[str, Any] | None = None, *, caller: Caller | None = None) -> Any:
+        with self.connection() as conn:
+            return self.call_on(conn, function, args, caller=caller)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection for a few statements; any failure in the block comes out as a DatabaseError."""
+        try:
+            with self._connections().connection() as conn:
+                yield conn
+        except PoolTimeout as error:
+            raise unavailable(f"no database connection within {self._pool_timeout:g}s") from error
+        except psycopg.OperationalError as error:
+            if error.sqlstate:
+                raise error_for_sqlstate(error.sqlstate, _primary(error), _hint(error)) from error
+            raise unavailable(str(error).strip().splitlines()[0]) from error
+        except psycopg.Error as error:
+            raise error_for_sqlstate(error.sqlstate, _primary(error), _hint(error)) from error
+
+    def call_on(
+        self,
+        conn: psycopg.Connection,
+        function: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        caller: Caller | None = None,
+    ) -> Any:
+        """`call` on a connection of this database's pool (from `connection()`)."""
         schema, name = function.split(".")
         args = dict(args or {})
         query = sql.SQL("select {}.{}({})").format(
@@ -54,25 +88,13 @@ class PsycopgDatabase:
             sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in args),
         )
         params = {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in args.items()}
-        try:
-            with (
-                self._connections().connection() as conn,
-                acting_as(
-                    conn,
-                    caller.claims if caller else SERVICE_CLAIMS,
-                    statement_timeout_ms=self._settings.db_statement_timeout_ms,
-                ),
-            ):
-                row = conn.execute(query, params).fetchone()
-                return row[0] if row else None
-        except PoolTimeout as error:
-            raise unavailable(f"no database connection within {self._settings.db_timeout_seconds:g}s") from error
-        except psycopg.OperationalError as error:
-            if error.sqlstate:
-                raise error_for_sqlstate(error.sqlstate, _primary(error), _hint(error)) from error
-            raise unavailable(str(error).strip().splitlines()[0]) from error
-        except psycopg.Error as error:
-            raise error_for_sqlstate(error.sqlstate, _primary(error), _hint(error)) from error
+        with acting_as(
+            conn,
+            caller.claims if caller else SERVICE_CLAIMS,
+            statement_timeout_ms=self._settings.db_statement_timeout_ms,
+        ):
+            row = conn.execute(query, params).fetchone()
+            return row[0] if row else None
 
     def close(self) -> None:
         if self._pool is not None:

@@ -80,6 +80,7 @@ QUEUE_PRODUCERS = {"EvaluationQueue": {"EvaluationApiLambdaFunction"}}
 # Settings that are secrets: only ever a Secrets Manager reference.
 SECRETS = {
     "DATABASE_URL": "database-url",
+    "DATABASE_READ_URL": "database-read-url",
     "STRIPE_SECRET_KEY": "stripe-secret-key",
     "STRIPE_WEBHOOK_SECRET": "stripe-webhook-secret",
     "SUPABASE_JWT_SECRET": "supabase-jwt-secret",
@@ -354,6 +355,8 @@ def _deploy_time_value(reference: str | dict[str, Any], resources: dict[str, Any
     name = reference.rstrip("}").rsplit("/", 1)[-1]
     if name == "database-url":
         return "postgresql://app:pw@db.example.test:6543/postgres"
+    if name == "database-read-url":
+        return "postgresql://app:pw@replica.example.test:6543/postgres"
     if name.endswith("-url"):
         return f"https://{name}.example.test/"
     if name.endswith("-usd"):
@@ -383,6 +386,8 @@ def test_environment_configures_the_handler(
         monkeypatch.setenv(name, _deploy_time_value(value, resources) if resolved else value)
     settings = load_settings(settings_class)
     assert settings.db_transport == "psycopg"
+    # Only the export reads from the replica (docs/scaling.md "Read replicas"); every other function, the primary.
+    assert settings.has_read_replica == (function == "AccountApiLambdaFunction")
     # One request per instance at a time, except the worker's threads (test_evaluation_worker_fits_its_limits)
     # and the analytics steps run side by side (the platform metrics and each shard of the users).
     if isinstance(settings, AnalyticsSettings):
