@@ -93,7 +93,9 @@ class EmbeddedPostgres:
             )
         return self.url()
 
-    def pg_ctl_start(self, data_dir: Path, log_file: Path, settings: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    def pg_ctl_start(
+        self, data_dir: Path, log_file: Path, settings: dict[str, str]
+    ) -> subprocess.CompletedProcess[str]:
         options = " ".join(f"-c {shlex.quote(f'{name}={value}')}" for name, value in settings.items())
         return self._run(
             "pg_ctl",

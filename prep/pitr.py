@@ -144,7 +144,7 @@ def restore_to_time(
     log_file = data_dir.with_suffix(".log")
     archive = shlex.quote(str(server.wal_archive))
     settings = {
-        **server.settings(),
+        **{name: value for name, value in server.settings().items() if not name.startswith("archive_")},
         "port": str(port),
         "archive_mode": "off",  # the copy must not write into the archive it is replaying
         "restore_command": f"cp {archive}/%f %p",

@@ -19,6 +19,7 @@ PostgreSQL 17: it dumps servers 9.2 and newer) or PG_BIN_DIR's.
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import os
@@ -256,15 +257,15 @@ def _our_roles(dumpall: str) -> str:
 @contextmanager
 def opened(path: Path) -> Iterator[tuple[Manifest, Path]]:
     """The backup's manifest and a directory holding its members (removed afterwards)."""
-    try:
-        archive = tarfile.open(path, "r")
-    except (OSError, tarfile.TarError) as error:
-        raise BackupError(f"{path} is not a backup archive: {error}") from error
-    with archive, tempfile.TemporaryDirectory() as scratch:
-        names = archive.getnames()
-        if sorted(names) != sorted(MEMBERS):
-            raise BackupError(f"{path} is not a prep backup (members: {', '.join(names[:6])})")
-        archive.extractall(scratch, filter="data")
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            with tarfile.open(path, "r") as archive:
+                names = archive.getnames()
+                if sorted(names) != sorted(MEMBERS):
+                    raise BackupError(f"{path} is not a prep backup (members: {', '.join(names[:6])})")
+                archive.extractall(scratch, filter="data")
+        except (OSError, tarfile.TarError) as error:
+            raise BackupError(f"{path} is not a backup archive: {error}") from error
         root = Path(scratch)
         try:
             raw = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
@@ -416,7 +417,9 @@ def _prologue(conn: psycopg.Connection, manifest: Manifest, roles_sql: str, tabl
             raise BackupError(f"migration {migration['version']} has no recorded statements to replay")
         parts.extend(statement + "\n;" for statement in migration["statements"])
         parts.append(
-            sql.SQL("insert into supabase_migrations.schema_migrations (version, name, statements) values ({}, {}, {});")
+            sql.SQL(
+                "insert into supabase_migrations.schema_migrations (version, name, statements) values ({}, {}, {});"
+            )
             .format(migration["version"], migration["name"], migration["statements"])
             .as_string(conn)
         )
@@ -428,7 +431,11 @@ def _prologue(conn: psycopg.Connection, manifest: Manifest, roles_sql: str, tabl
 
 
 def _normalised(schema_sql: str) -> list[str]:
-    return [line for line in schema_sql.splitlines() if line.strip() and not line.startswith("--") and not _RESTRICT.match(line)]
+    return [
+        line
+        for line in schema_sql.splitlines()
+        if line.strip() and not line.startswith("--") and not _RESTRICT.match(line)
+    ]
 
 
 def _schema_differences(expected_sql: str, url: str) -> list[str]:
@@ -443,8 +450,6 @@ def _schema_differences(expected_sql: str, url: str) -> list[str]:
         ],
         env,
     ).decode()
-    import difflib
-
     return [
         line
         for line in difflib.unified_diff(_normalised(expected_sql), _normalised(restored), lineterm="", n=0)
