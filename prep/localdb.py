@@ -161,12 +161,16 @@ class EmbeddedPostgres:
         return self._run(tool, *args)
 
     def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-        user = SERVICE_USER if os.geteuid() == 0 else None
+        # Under root, the service user's own group too: with root's group the server could not enter a directory
+        # that is closed to group root but open to others (a pytest temporary directory, for one).
+        owner = _ensure_service_user() if os.geteuid() == 0 else None
         return subprocess.run(
             [_binary(tool), *args],
             capture_output=True,
             text=True,
-            user=user,
+            user=owner.pw_uid if owner else None,
+            group=owner.pw_gid if owner else None,
+            extra_groups=[] if owner else None,
             check=False,
             cwd=str(self.data_dir.parent),
         )

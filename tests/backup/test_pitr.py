@@ -1,0 +1,84 @@
+"""The restore drill on a server of its own (a fresh cluster of the embedded binaries under a temporary directory,
+whatever DATABASE_URL says): write, base backup, write more, note T, write even more, restore to T, and exactly the
+rows written up to T are there."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from prep import pitr
+from prep.localdb import EmbeddedPostgres
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    cluster = EmbeddedPostgres(data_dir=tmp_path_factory.mktemp("pitr") / "postgres", port=free_port())
+    cluster.start()
+    yield cluster
+    for restored in (cluster.data_dir.parent / "restores").glob("*"):
+        if restored.is_dir():
+            cluster.stop(restored)
+    cluster.stop()
+
+
+def write(url: str, first: int, last: int) -> datetime:
+    """Insert rows first..last in one transaction; return the server's clock just after the commit."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("insert into drill (n) select generate_series(%s::int, %s::int)", (first, last))
+        return conn.execute("select clock_timestamp()").fetchone()[0]  # type: ignore[index]
+
+
+def test_restore_to_a_time_brings_back_exactly_the_rows_written_until_then(server: EmbeddedPostgres) -> None:
+    url = server.url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("show archive_mode").fetchone() == ("on",)
+        conn.execute("create table drill (n int primary key, at timestamptz not null default clock_timestamp())")
+    write(url, 1, 100)
+    backup = pitr.take_base_backup(server)
+    write(url, 101, 200)
+    target = write(url, 201, 250)
+    time.sleep(0.05)  # the next commit is stamped after the target
+    write(url, 251, 400)
+
+    restored = pitr.restore_to_time(server, target, port=free_port())
+    try:
+        with psycopg.connect(restored.url) as conn:
+            rows = [n for (n,) in conn.execute("select n from drill order by n")]
+            assert conn.execute("select pg_is_in_recovery()").fetchone() == (False,)
+        assert rows == list(range(1, 251))
+        assert restored.base_backup == backup
+        assert restored.stopped_before is not None  # it stopped at the commit of rows 251..400
+        assert restored.data_dir != server.data_dir
+    finally:
+        server.stop(restored.data_dir)
+    # The server restored from is untouched.
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select count(*) from drill").fetchone() == (400,)
+
+
+def test_a_time_before_every_base_backup_or_in_the_future_is_refused(server: EmbeddedPostgres) -> None:
+    if not pitr.base_backups(server):
+        pitr.take_base_backup(server)
+    oldest = pitr.base_backups(server)[0].finished_at
+    with pytest.raises(pitr.PitrError, match="no base backup finished before"):
+        pitr.restore_to_time(server, oldest - timedelta(seconds=1), port=free_port())
+    with pytest.raises(pitr.PitrError, match="in the future"):
+        pitr.restore_to_time(server, datetime.now(UTC) + timedelta(hours=1), port=free_port())
+    with pytest.raises(pitr.PitrError, match="with its zone"):
+        pitr.restore_to_time(server, datetime(2026, 1, 1), port=free_port())
+    assert not (server.data_dir.parent / "restores").exists() or all(
+        not (path / "postmaster.pid").exists() for path in Path(server.data_dir.parent / "restores").glob("*")
+    )
