@@ -39,7 +39,7 @@ def content(url: str) -> dict[str, str]:
     return digests
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def source_url(server_url: str, template_db: str) -> Iterator[str]:
     """A migrated, seeded database with users, a changed plan and a session: what a backup must carry."""
     with localdb.scratch_database(server_url, template=template_db) as url:
