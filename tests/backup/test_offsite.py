@@ -46,7 +46,8 @@ def test_the_copy_is_uploaded_and_restores(
     uploaded = offsite.handler({}, None)
 
     assert uploaded["bucket"] == BUCKET
-    assert uploaded["key"].startswith("logical/") and uploaded["key"].endswith(".tar")
+    assert uploaded["key"].startswith("logical/")
+    assert uploaded["key"].endswith(".tar")
     head = s3.head_object(Bucket=BUCKET, Key=uploaded["key"])  # type: ignore[attr-defined]
     assert head["ContentLength"] == uploaded["bytes"] > 0
     assert head["ServerSideEncryption"] == "AES256"
