@@ -48,7 +48,7 @@ def copy_backup(settings: BackupSettings, client: Any) -> dict[str, Any]:
     key = backup_key(settings.backup_prefix, taken_at)
     with tempfile.TemporaryDirectory(dir=settings.backup_work_dir) as work:
         path = Path(work) / "backup.tar"
-        manifest = take_backup(settings.backup_database_url.get_secret_value(), path)
+        manifest = take_backup(settings.dump_url(), path)
         size = path.stat().st_size
         client.upload_file(
             str(path),
