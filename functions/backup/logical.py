@@ -336,11 +336,12 @@ def restore_backup(path: Path, url: str, *, prepare: Any = None) -> RestoreRepor
         (root / "restore.list").write_text("\n".join(listing) + "\n", encoding="utf-8")
         (root / "prologue.sql").write_text(prologue, encoding="utf-8")
         (root / "epilogue.sql").write_text("reset session_replication_role;\n", encoding="utf-8")
+        restore_errors = (root / "pg_restore.err").open("w+b")  # a file: a full stderr pipe would stall pg_restore
         data_sql = subprocess.Popen(
             [tool("pg_restore"), f"--use-list={root / 'restore.list'}", "--file=-", str(root / "data.dump")],
             env=env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=restore_errors,
         )
         try:
             loaded = subprocess.run(
@@ -364,10 +365,12 @@ def restore_backup(path: Path, url: str, *, prepare: Any = None) -> RestoreRepor
         finally:
             assert data_sql.stdout is not None
             data_sql.stdout.close()
-            restore_errors = data_sql.stderr.read() if data_sql.stderr else b""
             data_sql.wait()
+            restore_errors.seek(0)
+            restore_detail = restore_errors.read()
+            restore_errors.close()
         if data_sql.returncode != 0 or loaded.returncode != 0:
-            detail = (loaded.stderr or restore_errors).decode(errors="replace").strip()
+            detail = (loaded.stderr or restore_detail).decode(errors="replace").strip()
             raise BackupError(f"restore failed, nothing was restored: {detail[-2000:]}")
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             conn.execute("analyze")  # a restored database has no planner statistics until it is analysed
