@@ -51,11 +51,13 @@ def base_backup(console: Console) -> pitr.BaseBackup:
 
 
 def ensure_base_backup(console: Console) -> None:
-    """At `prep db up`: the embedded server's first base backup, so that point-in-time restore works from now."""
+    """At `prep db up`: a base backup of the embedded server when it has none or only an old one (a day), so that
+    point-in-time restore works from now, replays stay short and the WAL archive is pruned."""
     if os.environ.get("DATABASE_URL"):
         return
     server = EmbeddedPostgres()
-    if pitr.base_backups(server):
+    existing = pitr.base_backups(server)
+    if existing and existing[-1].finished_at > datetime.now(UTC) - pitr.BASE_BACKUP_MAX_AGE:
         return
     try:
         backup = pitr.take_base_backup(server)

@@ -17,7 +17,7 @@ import shlex
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -25,6 +25,10 @@ import psycopg
 from prep.localdb import EmbeddedPostgres, LocalDatabaseError, chown_tree, owned_directory
 
 BASE_BACKUP_INFO = "prep-base-backup"
+KEPT_BASE_BACKUPS = 2
+# `prep db up` takes a new base backup when the newest is older than this, so replays stay short and pruning runs.
+BASE_BACKUP_MAX_AGE = timedelta(days=1)
+_START_SEGMENT = re.compile(r"^START WAL LOCATION: .* \(file ([0-9A-F]{24})\)$", re.MULTILINE)
 _RECOVERY_STOP = re.compile(r"recovery stopping before (?:commit|abort) of transaction \d+, time (.+)$")
 _LAST_TRANSACTION = re.compile(r"last completed transaction was at log time (.+)$")
 _FATAL = re.compile(r"(FATAL|PANIC):\s+(.*)$")
@@ -98,7 +102,27 @@ def take_base_backup(server: EmbeddedPostgres) -> BaseBackup:
     finished = datetime.now(UTC)
     info = {"kind": BASE_BACKUP_INFO, "started_at": started.isoformat(), "finished_at": finished.isoformat()}
     target.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    prune(server)
     return BaseBackup(target, finished)
+
+
+def prune(server: EmbeddedPostgres, keep: int = KEPT_BASE_BACKUPS) -> None:
+    """Keep the `keep` newest base backups and the archived WAL they need; delete the rest.
+
+    Every write is archived (creating a scratch database from a template copies it into the WAL), so without this
+    the archive grows with every test run; restores reach back to the oldest base backup kept.
+    """
+    backups = base_backups(server)
+    for old in backups[:-keep]:
+        shutil.rmtree(old.path)
+        old.path.with_suffix(".json").unlink()
+    kept = backups[-keep:]
+    if not kept:
+        return
+    label = (kept[0].path / "backup_label").read_text(encoding="utf-8")
+    match = _START_SEGMENT.search(label)
+    if match:  # pg_archivecleanup leaves timeline history files, which later restores need
+        server.run_tool("pg_archivecleanup", str(server.wal_archive), match[1])
 
 
 def archive_current_wal(server: EmbeddedPostgres, timeout: float = 30) -> None:

@@ -82,3 +82,22 @@ def test_a_time_before_every_base_backup_or_in_the_future_is_refused(server: Emb
     assert not (server.data_dir.parent / "restores").exists() or all(
         not (path / "postmaster.pid").exists() for path in Path(server.data_dir.parent / "restores").glob("*")
     )
+
+
+def test_base_backups_beyond_the_newest_two_are_pruned_with_the_wal_they_needed(server: EmbeddedPostgres) -> None:
+    url = server.url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("create table if not exists churn (n int)")
+    for _ in range(3):
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("insert into churn select generate_series(1, 1000)")
+            conn.execute("select pg_switch_wal()")
+        pitr.take_base_backup(server)
+
+    kept = pitr.base_backups(server)
+    assert len(kept) == pitr.KEPT_BASE_BACKUPS
+    assert sorted(p.name for p in server.base_backups.iterdir() if p.is_dir()) == [b.path.name for b in kept]
+    oldest_start = (kept[0].path / "backup_label").read_text().split("(file ")[1][:24]
+    segments = [p.name for p in server.wal_archive.iterdir() if len(p.name) == 24]
+    assert segments
+    assert min(segments)[8:] == oldest_start[8:]
