@@ -124,8 +124,8 @@ def _client_args(url: str) -> tuple[str, dict[str, str]]:
     return make_conninfo("", **params), env  # type: ignore[arg-type]
 
 
-def _run(args: list[str], env: dict[str, str], *, stdout: Any = subprocess.PIPE) -> bytes:
-    result = subprocess.run(args, env=env, stdout=stdout, stderr=subprocess.PIPE, check=False)
+def _run(args: list[str], env: dict[str, str]) -> bytes:
+    result = subprocess.run(args, env=env, capture_output=True, check=False)
     if result.returncode != 0:
         raise BackupError(f"{Path(args[0]).name} failed: {result.stderr.decode(errors='replace').strip()}")
     return result.stdout or b""
@@ -217,11 +217,15 @@ def take_backup(url: str, out: Path) -> Manifest:
             pg_dump_version=_run([tool("pg_dump"), "--version"], env).decode().strip(),
             migrations=history,
         )
-        with tarfile.open(partial, "w") as archive:
-            _add(archive, "manifest.json", json.dumps(manifest.__dict__, indent=2).encode())
-            _add(archive, "roles.sql", roles_sql.encode())
-            _add(archive, "schema.sql", schema_sql)
-            archive.add(data_path, arcname="data.dump")
+        try:
+            with tarfile.open(partial, "w") as archive:
+                _add(archive, "manifest.json", json.dumps(manifest.__dict__, indent=2).encode())
+                _add(archive, "roles.sql", roles_sql.encode())
+                _add(archive, "schema.sql", schema_sql)
+                archive.add(data_path, arcname="data.dump")
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise BackupError(f"could not write {out}: {error}") from error
     partial.replace(out)  # a backup file is always whole
     return manifest
 

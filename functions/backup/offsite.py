@@ -70,9 +70,14 @@ def copy_backup(settings: BackupSettings, client: Any) -> dict[str, Any]:
 
 
 def download_backup(url: str, destination: Path, client: Any) -> Path:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     bucket, key = parse_s3_url(url)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    client.download_file(bucket, key, str(destination))
+    try:
+        client.download_file(bucket, key, str(destination))
+    except (BotoCoreError, ClientError) as error:
+        raise BackupError(f"could not download {url}: {error}") from error
     return destination
 
 

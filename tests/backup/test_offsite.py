@@ -61,6 +61,12 @@ def test_the_copy_is_uploaded_and_restores(
         assert conn.execute("select count(*) from public.users where email like 'backup-%'").fetchone() == (3,)
 
 
+def test_a_missing_object_is_a_clear_error(s3: object, tmp_path: Path) -> None:
+    with pytest.raises(BackupError, match="could not download s3://"):
+        offsite.download_backup(f"s3://{BUCKET}/logical/none.tar", tmp_path / "x.tar", s3)
+    assert not (tmp_path / "x.tar").exists()
+
+
 @pytest.mark.parametrize("url", ["s3://", "s3://UPPER/key", "https://bucket/key", "s3://bucket/" + "k" * 1100])
 def test_s3_urls_are_checked(url: str) -> None:
     with pytest.raises(BackupError, match="not an S3 object URL"):
