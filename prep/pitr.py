@@ -128,6 +128,9 @@ def prune(server: EmbeddedPostgres, keep: int = KEPT_BASE_BACKUPS) -> None:
 def archive_current_wal(server: EmbeddedPostgres, timeout: float = 30) -> None:
     """Close the current WAL segment and wait until the archive has it: writes up to now become restorable."""
     with psycopg.connect(server.url(), autocommit=True, connect_timeout=5) as conn:
+        # A commit stamped now: recovery to a time T stops at the first commit after T, and ends in an error if the
+        # WAL runs out before one (a target after the last write).
+        conn.execute("select pg_current_xact_id()")
         # With nothing written since the last switch this names the segment already closed, which is fine.
         segment = str(conn.execute("select pg_walfile_name(pg_switch_wal())").fetchone()[0])  # type: ignore[index]
         deadline = time.monotonic() + timeout
@@ -185,6 +188,8 @@ def restore_to_time(
             log = log_file.read_text(encoding="utf-8", errors="replace") if log_file.exists() else ""
             fatal = [match[2] for line in log.splitlines() if (match := _FATAL.search(line))]
             reason = fatal[-1] if exited and fatal else started.stderr.strip() or f"not promoted within {timeout:.0f} s"
+            if "before configured recovery target" in reason:
+                reason += " (the archive holds no commit after that time: start the server so the restore can mark now)"
             raise PitrError(f"the restore did not reach {target_time.isoformat()}: {reason} (see {log_file})")
         time.sleep(0.2)
     log = log_file.read_text(encoding="utf-8", errors="replace")

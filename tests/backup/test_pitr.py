@@ -4,7 +4,9 @@ rows written up to T are there."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,14 +26,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    cluster = EmbeddedPostgres(data_dir=tmp_path_factory.mktemp("pitr") / "postgres", port=free_port())
-    cluster.start()
-    yield cluster
-    for restored in (cluster.data_dir.parent / "restores").glob("*"):
-        if restored.is_dir():
-            cluster.stop(restored)
-    cluster.stop()
+def server() -> Iterator[EmbeddedPostgres]:
+    # Not under pytest's temporary directory: under root the server runs as another user, and every pytest session
+    # that starts (other runs on the machine included) closes /tmp/pytest-of-root to its owner again.
+    root = Path(tempfile.mkdtemp(prefix="prep-pitr-test-"))
+    cluster = EmbeddedPostgres(data_dir=root / "postgres", port=free_port())
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        for restored in (root / "restores").glob("*"):
+            if restored.is_dir():
+                cluster.stop(restored)
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def write(url: str, first: int, last: int) -> datetime:
@@ -67,6 +75,20 @@ def test_restore_to_a_time_brings_back_exactly_the_rows_written_until_then(serve
     # The server restored from is untouched.
     with psycopg.connect(url) as conn:
         assert conn.execute("select count(*) from drill").fetchone() == (400,)
+
+
+def test_a_time_after_the_last_commit_restores_everything(server: EmbeddedPostgres) -> None:
+    """No commit follows the target in the WAL: the restore marks the present itself, or recovery could not end."""
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute("create table if not exists latest (n int)")
+        conn.execute("insert into latest values (1)")
+        target = conn.execute("select clock_timestamp()").fetchone()[0]  # type: ignore[index]
+    restored = pitr.restore_to_time(server, target, port=free_port())
+    try:
+        with psycopg.connect(restored.url) as conn:
+            assert conn.execute("select n from latest").fetchall() == [(1,)]
+    finally:
+        server.stop(restored.data_dir)
 
 
 def test_a_time_before_every_base_backup_or_in_the_future_is_refused(server: EmbeddedPostgres) -> None:
