@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import generate_volume
+from bench.database import dbname
 from functions.backup import logical
 from prep import migrations, pitr
 from prep.localdb import LOCAL_DIR, EmbeddedPostgres, drop_database
@@ -173,7 +174,7 @@ def pitr_round(server: EmbeddedPostgres, url: str) -> dict[str, Any]:
     restored = pitr.restore_to_time(server, target, port=free_port())
     restore_seconds = time.perf_counter() - started
     try:
-        with psycopg.connect(restored.url) as conn:
+        with psycopg.connect(make_conninfo(restored.url, dbname=dbname(url))) as conn:
             rows = conn.execute("select count(*) from bench_pitr").fetchone()[0]  # type: ignore[index]
             size = conn.execute("select pg_database_size(%s)", (DATABASE,)).fetchone()[0]  # type: ignore[index]
     finally:
@@ -210,12 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Generating the data left a backlog of WAL to archive: measure from an archive that has caught up.
         pitr.archive_current_wal(server, timeout=1800)
-        quiet = rpo_quiet(url, args.rpo_samples)
-        busy, wal_rate = rpo_busy(url, args.rpo_samples)
+        # The benchmark's own writes go to another database of the cluster (the WAL is the cluster's): the app
+        # database keeps only what its migrations make, as a restore requires.
+        scratch_url = server.url()
+        quiet = rpo_quiet(scratch_url, args.rpo_samples)
+        busy, wal_rate = rpo_busy(scratch_url, args.rpo_samples)
         work = ROOT / "work"
         work.mkdir(parents=True, exist_ok=True)
         logical_rounds = [logical_round(server, url, work, users) for _ in range(args.rounds)]
-        pitr_rounds = [pitr_round(server, url) for _ in range(args.rounds)]
+        pitr_rounds = [pitr_round(server, scratch_url) for _ in range(args.rounds)]
     finally:
         server.stop()
 

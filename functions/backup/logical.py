@@ -374,7 +374,13 @@ def restore_backup(path: Path, url: str, *, prepare: Any = None) -> RestoreRepor
             restore_detail = restore_errors.read()
             restore_errors.close()
         if data_sql.returncode != 0 or loaded.returncode != 0:
-            detail = (loaded.stderr or restore_detail).decode(errors="replace").strip()
+            messages = (loaded.stderr or restore_detail).decode(errors="replace").strip().splitlines()
+            detail = "\n".join(line for line in messages if "ERROR:" in line or "FATAL:" in line) or "\n".join(messages)
+            if "does not exist" in detail:
+                detail += (
+                    "\n(the backup holds data of something no recorded migration creates: objects made outside the"
+                    " migrations are not restored; make them a migration)"
+                )
             raise BackupError(f"restore failed, nothing was restored: {detail[-2000:]}")
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
             conn.execute("analyze")  # a restored database has no planner statistics until it is analysed
