@@ -66,8 +66,8 @@ def archived_segment(conn: psycopg.Connection) -> str | None:
     return name if name is not None and len(name) == 24 else None
 
 
-def seconds_until_archived(conn: psycopg.Connection, lsn: str, timeout: float = 180) -> float:
-    """Seconds from now until the WAL segment holding `lsn` is in the archive."""
+def seconds_until_archived(conn: psycopg.Connection, lsn: str, timeout: float = 200) -> float:
+    """Seconds from now until the WAL segment holding `lsn` is in the archive (inf: not within `timeout`)."""
     segment = str(conn.execute("select pg_walfile_name(%s::pg_lsn)", (lsn,)).fetchone()[0])  # type: ignore[index]
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
@@ -75,7 +75,8 @@ def seconds_until_archived(conn: psycopg.Connection, lsn: str, timeout: float = 
         if archived is not None and archived[8:] >= segment[8:]:
             return time.perf_counter() - started
         time.sleep(0.05)
-    raise SystemExit(f"segment {segment} not archived within {timeout:.0f} s")
+    console.print(f"[yellow]segment {segment} not archived within {timeout:.0f} s[/yellow]")
+    return float("inf")
 
 
 def rpo_quiet(url: str, samples: int) -> list[float]:
@@ -195,7 +196,7 @@ def pitr_round(server: EmbeddedPostgres, url: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="restores of each kind")
-    parser.add_argument("--rpo-samples", type=int, default=3)
+    parser.add_argument("--rpo-samples", type=int, default=2)
     args = parser.parse_args(argv)
 
     server = cluster()
@@ -214,12 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         # The benchmark's own writes go to another database of the cluster (the WAL is the cluster's): the app
         # database keeps only what its migrations make, as a restore requires.
         scratch_url = server.url()
-        quiet = rpo_quiet(scratch_url, args.rpo_samples)
-        busy, wal_rate = rpo_busy(scratch_url, args.rpo_samples)
         work = ROOT / "work"
         work.mkdir(parents=True, exist_ok=True)
         logical_rounds = [logical_round(server, url, work, users) for _ in range(args.rounds)]
         pitr_rounds = [pitr_round(server, scratch_url) for _ in range(args.rounds)]
+        busy, wal_rate = rpo_busy(scratch_url, args.rpo_samples)
+        quiet = rpo_quiet(scratch_url, args.rpo_samples)
     finally:
         server.stop()
 
