@@ -39,6 +39,7 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 def test_the_copy_is_uploaded_and_restores(
     s3: object, source_url: str, empty_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://pooler.example.test:6543/postgres")  # the functions' pooler
     monkeypatch.setenv("BACKUP_DATABASE_URL", source_url)
     monkeypatch.setenv("BACKUP_BUCKET", BUCKET)
     monkeypatch.setenv("BACKUP_WORK_DIR", str(tmp_path))
