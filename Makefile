@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.abuse
 	$(BIN)/python -m bench.account_deletion
 	$(BIN)/python -m bench.replica
+	$(BIN)/python -m bench.backup
 	$(BIN)/python -m bench.results
 
 db-stop: $(STAMP)

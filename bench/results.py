@@ -257,6 +257,27 @@ def replica(data: dict[str, Any]) -> list[Figure]:
     ]
 
 
+def backup(data: dict[str, Any]) -> list[Figure]:
+    size = f"{data['database_mb']:,.0f} MB database"
+    return [
+        Figure(
+            f"RPO, quiet server: a commit until its WAL is archived (archive_timeout {data['archive_timeout']})",
+            f"{data['rpo_quiet_median_seconds']:.0f} s",
+            "",
+            None,
+        ),
+        Figure(
+            f"RPO, busy server ({data['busy_wal_mb_per_second']:.0f} MB/s of WAL)",
+            f"{data['rpo_busy_median_seconds']:.1f} s",
+            "",
+            None,
+        ),
+        Figure(f"logical backup of a {size}", f"{data['logical_backup_median_seconds']:.0f} s", "", None),
+        Figure(f"RTO, logical restore of a {size}", f"{data['logical_restore_median_seconds']:.0f} s", "", None),
+        Figure(f"RTO, point-in-time restore of a {size}", f"{data['pitr_restore_median_seconds']:.0f} s", "", None),
+    ]
+
+
 BENCHMARKS: dict[str, Extract] = {
     "rls_reads": rls_reads,
     "webhook_throughput": webhook_throughput,
@@ -269,6 +290,7 @@ BENCHMARKS: dict[str, Extract] = {
     "account_deletion": account_deletion,
     "replica": replica,
     "replica_pinned": replica,
+    "backup": backup,
 }
 
 

@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -76,6 +77,9 @@ def up() -> None:
         _migrate(conn)
         for path in migrations.seed(conn):
             console.print(f"seeded {path.name}")
+    from prep.backup import ensure_base_backup
+
+    ensure_base_backup(console)
     console.print(f"\nDatabase ready: [bold]{database_url(start=False)}[/bold]")
     if read_url := database_read_url():
         console.print(f"Reads that may use a replica (DATABASE_READ_URL): [bold]{read_url}[/bold]")
@@ -238,6 +242,76 @@ def reset(
     with connect() as conn:
         migrations.drop_everything(conn)
     up()
+
+
+@db_app.command()
+def backup(
+    out: Annotated[
+        Path | None, typer.Option(help="The backup file [default: .local/backups/prep-backup-<time>.tar].")
+    ] = None,
+    base: Annotated[
+        bool, typer.Option("--base", help="A base backup of the embedded server for point-in-time restore instead.")
+    ] = False,
+) -> None:
+    """Back up the database: a logical dump of the app's schemas and data (or, --base, the embedded server's files)."""
+    from functions.backup.logical import BackupError
+    from prep import backup as backups
+
+    try:
+        if base:
+            backups.base_backup(console)
+        else:
+            backups.logical_backup(out, console)
+    except (BackupError, LocalDatabaseError, psycopg.Error) as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+
+
+@db_app.command()
+def restore(
+    source: Annotated[
+        str | None, typer.Argument(help="A backup file, or s3://<bucket>/<key> (not with --to-time).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Restore over a non-empty database, after backing it up.")
+    ] = False,
+    to_time: Annotated[
+        datetime | None,
+        typer.Option(
+            "--to-time",
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"],
+            help="Point-in-time restore of the embedded server, e.g. 2026-12-04T17:30:00+00:00.",
+        ),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port of the restored server (--to-time) [default: any free].")
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Then make it the embedded server's data (the old data is kept).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before --replace.")] = False,
+) -> None:
+    """Restore a logical backup onto an empty database, or the embedded server to a point in time (--to-time)."""
+    from functions.backup.logical import BackupError
+    from prep import backup as backups
+
+    if (source is None) == (to_time is None):
+        raise typer.BadParameter("give either a backup file (or s3:// URL) or --to-time")
+    try:
+        if to_time is None:
+            assert source is not None
+            backups.restore_logical(source, force=force, console=console)
+            return
+        restored = backups.restore_to_time(to_time, port=port, console=console)
+        if replace:
+            if not yes:
+                typer.confirm(
+                    "Replace the embedded server's data with the restored copy (the old data is kept)?", abort=True
+                )
+            backups.replace_local_data(restored, console)
+    except (BackupError, LocalDatabaseError, psycopg.Error) as error:
+        errors.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
 
 
 @db_app.command()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import stat
@@ -82,6 +83,36 @@ class EmbeddedPostgres:
     def log_file(self) -> Path:
         return self.data_dir.parent / f"{self.data_dir.name}.log"
 
+    @property
+    def wal_archive(self) -> Path:
+        """Where the server copies each finished WAL segment (archive_command): what point-in-time restore replays."""
+        return self.data_dir.parent / "wal-archive"
+
+    @property
+    def base_backups(self) -> Path:
+        return self.data_dir.parent / "base-backups"
+
+    def settings(self) -> dict[str, str]:
+        """Every setting the server is started with (passed as -c options): listening, preloaded libraries, WAL
+        archiving."""
+        archived = shlex.quote(str(self.wal_archive)) + "/%f"
+        settings = {
+            "port": str(self.port),
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": "",
+            "shared_preload_libraries": PRELOADED_LIBRARIES,
+            # Point-in-time restore (prep/pitr.py): every WAL segment is copied to the archive; a copy that already
+            # exists is refused (it would be another server's), and a half-written copy never has the final name.
+            "archive_mode": "on",
+            "archive_command": f"test ! -f {archived} && cp %p {archived}.part && mv {archived}.part {archived}",
+            # A quiet server still archives its last writes within this many seconds: the local RPO.
+            "archive_timeout": "60",
+        }
+        if self.throwaway:
+            # Nothing to restore a deleted cluster to: no archive, no fsync.
+            settings.update(archive_mode="off", fsync="off")
+        return settings
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
 
@@ -114,25 +145,8 @@ class EmbeddedPostgres:
         return self.url()
 
     def _pg_ctl(self, action: str) -> None:
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
-            f" -c shared_preload_libraries={PRELOADED_LIBRARIES}"
-        )
-        if self.throwaway:
-            options += " -c fsync=off"
-        result = self._run(
-            "pg_ctl",
-            action,
-            "--wait",
-            "--timeout=60",
-            *(["-m", "fast"] if action == "restart" else []),
-            "-D",
-            str(self.data_dir),
-            "-l",
-            str(self.log_file),
-            "-o",
-            options,
-        )
+        owned_directory(self.wal_archive)
+        result = self.pg_ctl_start(self.data_dir, self.log_file, self.settings(), action)
         if result.returncode != 0 or not self._wait_until_ready():
             raise LocalDatabaseError(
                 f"the embedded PostgreSQL did not start on port {self.port}: {result.stderr.strip()}\n"
@@ -147,12 +161,32 @@ class EmbeddedPostgres:
         ours = Path(data_directory).resolve() == self.data_dir.resolve()
         return ours and PRELOADED_LIBRARIES not in preloaded
 
-    def stop(self) -> bool:
-        if not (self.data_dir / "postmaster.pid").exists():
+    def pg_ctl_start(
+        self, data_dir: Path, log_file: Path, settings: dict[str, str], action: str = "start"
+    ) -> subprocess.CompletedProcess[str]:
+        """`pg_ctl start` (or `restart`, closing open connections) of `data_dir` with `settings` as -c options."""
+        options = " ".join(f"-c {shlex.quote(f'{name}={value}')}" for name, value in settings.items())
+        return self._run(
+            "pg_ctl",
+            action,
+            "--wait",
+            "--timeout=60",
+            *(["-m", "fast"] if action == "restart" else []),
+            "-D",
+            str(data_dir),
+            "-l",
+            str(log_file),
+            "-o",
+            options,
+        )
+
+    def stop(self, data_dir: Path | None = None) -> bool:
+        data_dir = data_dir or self.data_dir
+        if not (data_dir / "postmaster.pid").exists():
             return False
         # A throwaway cluster is deleted next: its shutdown checkpoint would be written for nothing.
         mode = "immediate" if self.throwaway else "fast"
-        result = self._run("pg_ctl", "stop", "--wait", "-m", mode, "-D", str(self.data_dir))
+        result = self._run("pg_ctl", "stop", "--wait", "-m", mode, "-D", str(data_dir))
         return result.returncode == 0
 
     def _wait_until_ready(self, seconds: float = 30) -> bool:
@@ -199,13 +233,21 @@ class EmbeddedPostgres:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             raise LocalDatabaseError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
 
+    def run_tool(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run one of the server's tools (pg_ctl, pg_basebackup...) as the user that owns its data."""
+        return self._run(tool, *args)
+
     def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-        user = SERVICE_USER if os.geteuid() == 0 else None
+        # Under root, the service user's own group too: with root's group the server could not enter a directory
+        # that is closed to group root but open to others (a pytest temporary directory, for one).
+        owner = _ensure_service_user() if os.geteuid() == 0 else None
         return subprocess.run(
             [_binary(tool), *args],
             capture_output=True,
             text=True,
-            user=user,
+            user=owner.pw_uid if owner else None,
+            group=owner.pw_gid if owner else None,
+            extra_groups=[] if owner else None,
             check=False,
             cwd=str(self.data_dir.parent),
         )
@@ -337,6 +379,27 @@ def _binary(tool: str) -> str:
     if os.geteuid() == 0:
         _make_traversable(Path(path))
     return path
+
+
+def owned_directory(path: Path) -> Path:
+    """Make `path` (and its parents); under root, owned by the user the server runs as, who writes into it."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        owner = _ensure_service_user()
+        _make_traversable(path.parent)
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    return path
+
+
+def chown_tree(path: Path) -> None:
+    """Under root, hand a copied data directory to the user the server runs as."""
+    if os.geteuid() != 0:
+        return
+    owner = _ensure_service_user()
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            os.chown(Path(root) / name, owner.pw_uid, owner.pw_gid, follow_symlinks=False)
+    os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
 def _ensure_service_user() -> pwd.struct_passwd:

