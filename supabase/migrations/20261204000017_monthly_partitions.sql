@@ -715,10 +715,11 @@ $$;
 -- months before as_of's month are detached and attached to `archive.responses` (their owners still read them
 -- through public.response_history; deleting a user still removes them). `detach partition ... concurrently`
 -- cannot run in a transaction, so this returns the statements for the caller to run one by one in autocommit
--- (functions/analytics/retention.py), and is recomputed from the catalog every run: an interrupted run resumes
--- (a detach left pending is finalized, a detached month still in `private` is archived).
+-- (functions/analytics/retention.py): `statements`, then `restore` whatever happened, then each of `archive`
+-- with private.archive_response_partition. It is recomputed from the catalog every run, so an interrupted run
+-- resumes (a detach left pending is finalized, a detached month still in `private` is archived).
 -- PostgreSQL refuses a concurrent detach while the table has a default partition, so the default is detached
--- (briefly, ACCESS EXCLUSIVE under the caller's lock_timeout) around them and attached again in `finally`;
+-- (briefly, ACCESS EXCLUSIVE under the caller's lock_timeout) around them and attached again by `restore`;
 -- meanwhile an insert for a month that has no partition would fail, so nothing runs unless this month and the
 -- next have theirs.
 create function service.response_retention_plan(as_of timestamptz, keep_months integer) returns jsonb
@@ -730,11 +731,11 @@ declare
   cutoff date := (date_trunc('month', as_of at time zone 'UTC') - make_interval(months => keep_months))::date;
   default_table text := private.partition_name('public.responses', null);
   default_attached boolean;
-  month_tables jsonb;
+  months jsonb;
   statements jsonb := '[]';
-  closing jsonb := '[]';
+  restore jsonb := '[]';
 begin
-  if keep_months not between 1 and 120 then
+  if keep_months is null or keep_months not between 1 and 120 then
     raise sqlstate 'PT422' using message = 'response_retention_months must be between 1 and 120';
   end if;
   select exists (select from pg_catalog.pg_inherits i
@@ -742,12 +743,11 @@ begin
     into default_attached;
   if to_regclass(default_table) is not null and not default_attached then
     -- A run stopped between detaching the default and attaching it again.
-    statements := statements || to_jsonb(format('alter table public.responses attach partition %s default',
-                                                default_table));
+    restore := to_jsonb(array[format('alter table public.responses attach partition %s default', default_table)]);
   end if;
   if to_regclass(private.partition_name('public.responses', as_of::date)) is null
      or to_regclass(private.partition_name('public.responses', (as_of + interval '1 month')::date)) is null then
-    return jsonb_build_object('statements', statements, 'finally', '[]'::jsonb, 'archived', '[]'::jsonb,
+    return jsonb_build_object('statements', statements, 'restore', restore, 'archive', '[]'::jsonb,
                               'skipped', 'this month or the next has no partition yet');
   end if;
 
@@ -757,7 +757,7 @@ begin
                                                              when i.inhrelid is not null then 'attached'
                                                              else 'detached' end)
                             order by c.relname), '[]')
-    into month_tables
+    into months
   from pg_catalog.pg_class c
   join pg_catalog.pg_namespace n on n.oid = c.relnamespace
   left join pg_catalog.pg_inherits i on i.inhrelid = c.oid and i.inhparent = 'public.responses'::regclass
@@ -765,25 +765,18 @@ begin
     and to_date(right(c.relname, 6), 'YYYYMM') < cutoff
     and (i.inhrelid is not null or not exists (select from pg_catalog.pg_inherits other where other.inhrelid = c.oid));
 
-  if exists (select from jsonb_array_elements(month_tables) m where m ->> 'state' <> 'detached')
-     and default_attached then
-    statements := statements || to_jsonb(format('alter table public.responses detach partition %s', default_table));
-    closing := closing || to_jsonb(format('alter table public.responses attach partition %s default',
-                                          default_table));
+  if default_attached and exists (select from jsonb_array_elements(months) m where m ->> 'state' <> 'detached') then
+    statements := to_jsonb(array[format('alter table public.responses detach partition %s', default_table)]);
+    restore := to_jsonb(array[format('alter table public.responses attach partition %s default', default_table)]);
   end if;
   select statements || coalesce(jsonb_agg(to_jsonb(format('alter table public.responses detach partition %s %s',
                                                            m ->> 'table',
                                                            case m ->> 'state' when 'pending' then 'finalize'
                                                                               else 'concurrently' end))), '[]')
     into statements
-  from jsonb_array_elements(month_tables) m where m ->> 'state' <> 'detached';
-  select closing || coalesce(jsonb_agg(to_jsonb(format('select private.archive_response_partition(%L)',
-                                                        m ->> 'table'))), '[]')
-    into closing
-  from jsonb_array_elements(month_tables) m;
-  return jsonb_build_object('statements', statements, 'finally', closing,
-                            'archived', (select coalesce(jsonb_agg(m -> 'table'), '[]')
-                                         from jsonb_array_elements(month_tables) m));
+  from jsonb_array_elements(months) m where m ->> 'state' <> 'detached';
+  return jsonb_build_object('statements', statements, 'restore', restore,
+                            'archive', (select coalesce(jsonb_agg(m -> 'table'), '[]') from jsonb_array_elements(months) m));
 end
 $$;
 
