@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from prep import localdb, migrations
 from shared.db.rls import acting_as
 from tests.database.test_rls_matrix import exposed_schemas
 from tests.support.dataset import NEXT_POSITION, add_question, populate_user
@@ -246,3 +247,83 @@ def test_a_served_question_is_answered_once_even_by_two_concurrent_answers(
         " on r.session_question_id = s.session_question_id where s.session_question_id = %s",
         (served,),
     ).fetchone() == (True,)
+
+
+CONVERTING = "20261204000017"
+PREVIOUS = "20261204000016"
+
+TABLES = {  # old table -> the table its rows are in after migration 17 (same names, same columns)
+    "public.session_questions": "public.session_questions",
+    "public.responses": "public.responses",
+    "public.ai_usage": "public.ai_usage",
+    "archive.responses": "archive.responses",
+}
+
+
+def census(conn: psycopg.Connection) -> dict[str, tuple[int, int]]:
+    """Rows and a checksum of every row's text, per table."""
+    return {
+        table: conn.execute(
+            f"select count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) from {table} t"  # type: ignore[arg-type]
+        ).fetchone()
+        for table in TABLES
+    }
+
+
+def test_the_converting_migration_keeps_every_row_and_its_rollback_too(server_url: str) -> None:
+    with localdb.scratch_database(server_url) as url, psycopg.connect(url, autocommit=True) as conn:
+        migrations.apply_stand_in(conn)
+        list(migrations.migrate(conn, to_version=PREVIOUS))
+        migrations.seed(conn)
+        users = [populate_user(conn) for _ in range(4)]
+        # Answers and AI calls spread over 12 months, the oldest archived row by row as before 17.
+        for months_back, user in enumerate(users * 3):
+            question = add_question(conn)
+            served = conn.execute(
+                f"insert into public.session_questions (session_id, user_id, question_id, position, served_at)"
+                f" values (%s, %s, %s, {NEXT_POSITION}, now() - make_interval(months => %s)) returning id",
+                (user.session_id, user.user_id, question, user.session_id, months_back),
+            ).fetchone()[0]
+            conn.execute(
+                "insert into public.responses (session_id, session_question_id, user_id, answer_text, created_at)"
+                " values (%s, %s, %s, %s, now() - make_interval(months => %s))",
+                (user.session_id, served, user.user_id, f"answer {months_back}", months_back),
+            )
+            conn.execute(
+                "insert into public.ai_usage (user_id, purpose, model, latency_ms, succeeded, created_at)"
+                " values (%s, 'evaluation', 'm', %s, true, now() - make_interval(months => %s))",
+                (user.user_id, months_back, months_back),
+            )
+        conn.execute(
+            "with moved as (delete from public.responses where created_at < now() - interval '9 months' returning *)"
+            " insert into archive.responses select * from moved"
+        )
+        before = census(conn)
+        assert before["archive.responses"][0] == 3  # 9, 10 and 11 months old
+        assert before["public.responses"][0] == 4 + 12 - 3
+
+        assert [m.version for m in migrations.migrate(conn)] == [CONVERTING]
+        assert census(conn) == before
+        kinds = conn.execute(
+            "select array_agg(distinct relkind) from pg_class where oid = any(%s::regclass[])", (list(TABLES),)
+        )
+        assert kinds.fetchone() == (["p"],)
+        # Each row sits in its month's partition, and the ledger knows every served question and its answer.
+        assert conn.execute(
+            "select count(*) from public.responses r"
+            " where tableoid::regclass::text"
+            "  <> 'private.responses_p' || to_char(r.created_at at time zone 'UTC', 'YYYYMM')"
+        ).fetchone() == (0,)
+        assert (
+            conn.execute("select count(*), count(response_id) from public.served_questions").fetchone()
+            == conn.execute(
+                "select (select count(*) from public.session_questions),"
+                " (select count(*) from public.responses) + (select count(*) from archive.responses)"
+            ).fetchone()
+        )
+
+        list(migrations.rollback(conn, steps=1))
+        assert census(conn) == before
+        assert conn.execute("select relkind from pg_class where oid = 'public.responses'::regclass").fetchone() == (
+            "r",
+        )
