@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from shared.db import DatabaseError, error_for_sqlstate
+from shared.db import DatabaseError, error_for_sqlstate, unavailable
 
 # A detach waits for the default partition's ACCESS EXCLUSIVE lock at most this long, then gives up until the
 # next run: traffic queued behind the lock waits no longer than this.
@@ -25,7 +25,7 @@ LOCK_TIMEOUT_MS = 2_000
 def run_retention(database_url: str, *, as_of: datetime, keep_months: int) -> dict[str, Any]:
     """Archive every month of answers older than `keep_months` whole UTC months before `as_of`'s month."""
     try:
-        with psycopg.connect(database_url, autocommit=True) as conn:
+        with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
             conn.execute("select set_config('lock_timeout', %s, false)", (str(LOCK_TIMEOUT_MS),))
             plan = conn.execute("select service.response_retention_plan(%s, %s)", (as_of, keep_months)).fetchone()[0]  # type: ignore[index]
             try:
@@ -44,5 +44,7 @@ def run_retention(database_url: str, *, as_of: datetime, keep_months: int) -> di
 
 
 def _database_error(error: psycopg.Error) -> DatabaseError:
+    if isinstance(error, psycopg.OperationalError) and not error.sqlstate:
+        return unavailable(str(error).strip().splitlines()[0])
     message = (error.diag.message_primary if error.diag else None) or str(error).strip()
     return error_for_sqlstate(error.sqlstate, message, error.diag.message_hint if error.diag else None)
