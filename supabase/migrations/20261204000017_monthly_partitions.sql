@@ -224,9 +224,7 @@ begin
     loop
       perform private.create_month_partition(parent, month);
     end loop;
-    if parent <> 'archive.responses'::regclass then
-      perform private.create_default_partition(parent);
-    end if;
+    perform private.create_default_partition(parent);
   end loop;
 end
 $$;
@@ -356,11 +354,19 @@ set search_path = ''
 as $$
 declare
   served record;
+  started timestamptz := (select s.started_at from public.practice_sessions s where s.id = new.session_id);
 begin
   select q.category, sq.user_id, sq.question_id into served
   from public.session_questions sq
   join public.questions q on q.id = sq.question_id
-  where sq.id = new.session_question_id and sq.session_id = new.session_id;
+  where sq.id = new.session_question_id and sq.session_id = new.session_id and sq.served_at >= started;
+  if not found then
+    -- Rows loaded with a served_at before their session started (imports, fixtures): every month, once.
+    select q.category, sq.user_id, sq.question_id into served
+    from public.session_questions sq
+    join public.questions q on q.id = sq.question_id
+    where sq.id = new.session_question_id and sq.session_id = new.session_id;
+  end if;
   if not found then
     raise foreign_key_violation using
       message = format('question %s was not served in session %s', new.session_question_id, new.session_id),
@@ -372,6 +378,12 @@ begin
     update public.served_questions s set response_id = new.id
     where s.user_id = served.user_id and s.question_id = served.question_id
       and s.session_question_id = new.session_question_id and s.response_id is null;
+    if not found then
+      -- A served question bulk-loaded without its ledger row (triggers off) is claimed now.
+      insert into public.served_questions (user_id, question_id, session_question_id, response_id)
+      values (served.user_id, served.question_id, new.session_question_id, new.id)
+      on conflict on constraint served_questions_pkey do nothing;
+    end if;
     if not found then
       raise unique_violation using
         message = format('question %s of session %s is already answered', new.session_question_id, new.session_id),
@@ -573,7 +585,31 @@ end
 $$;
 
 -- As in 9.: positions are given under the session's row lock, so they stay unique per session without a unique
--- index (which would have to contain served_at).
+-- index (which would have to contain served_at). A session's questions are served once it started, so its
+-- lookups read only the months since (`served_at >= started_at`: the partitions before are pruned).
+create or replace function private.session_question_list(session_id uuid, after_position integer) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  started timestamptz := (select s.started_at from public.practice_sessions s
+                          where s.id = session_question_list.session_id);
+begin
+  return (
+    select coalesce(jsonb_agg(jsonb_build_object(
+        'session_question_id', sq.id, 'position', sq.position, 'widening', sq.widening, 'id', q.id,
+        'content', q.content, 'category', q.category, 'difficulty', q.difficulty,
+        'experience_level', q.experience_level, 'target_role', q.target_role, 'tags', q.tags,
+        'source', q.source
+      ) order by sq.position), '[]')
+    from public.session_questions sq
+    join public.questions q on q.id = sq.question_id
+    where sq.session_id = session_question_list.session_id and sq.served_at >= started
+      and sq.position > after_position
+  );
+end
+$$;
+
 create or replace function private.serve_questions(user_id uuid, session_id uuid, request jsonb, wanted integer)
 returns jsonb
 language plpgsql
@@ -581,11 +617,13 @@ set search_path = ''
 as $$
 declare
   last_position integer;
+  started timestamptz;
 begin
   perform set_config('synchronous_commit', 'off', true);
-  perform from public.practice_sessions s where s.id = serve_questions.session_id for update;
+  select s.started_at into started from public.practice_sessions s where s.id = serve_questions.session_id for update;
   select coalesce(max(sq.position), 0) into last_position
-  from public.session_questions sq where sq.session_id = serve_questions.session_id;
+  from public.session_questions sq
+  where sq.session_id = serve_questions.session_id and sq.served_at >= started;
 
   with candidates as (
     select c.question_id, c.widening, gen_random_uuid() as id, row_number() over () as ordinal
@@ -614,15 +652,18 @@ as $$
 declare
   last_position integer;
   taken integer;
+  started timestamptz;
 begin
   if not exists (select from public.practice_sessions s
                  where s.id = serve_more_questions.session_id and s.user_id = serve_more_questions.user_id) then
     raise sqlstate 'PT404' using message = format('no session %s of yours', serve_more_questions.session_id);
   end if;
   perform set_config('synchronous_commit', 'off', true);  -- as private.serve_questions explains
-  perform from public.practice_sessions s where s.id = serve_more_questions.session_id for update;
+  select s.started_at into started from public.practice_sessions s
+  where s.id = serve_more_questions.session_id for update;
   select coalesce(max(sq.position), 0) into last_position
-  from public.session_questions sq where sq.session_id = serve_more_questions.session_id;
+  from public.session_questions sq
+  where sq.session_id = serve_more_questions.session_id and sq.served_at >= started;
 
   with candidates as (
     select g.id::uuid as question_id, gen_random_uuid() as id, g.ordinal
@@ -782,7 +823,8 @@ $$;
 
 -- A month detached from public.responses joins archive.responses: moved to the `archive` schema and attached
 -- (its key and the archive's indexes are already there, so nothing is built; its other indexes are dropped).
--- If the archive already holds that month (answers archived row by row before 17.), the rows are added to it.
+-- If the archive already holds that month (answers archived row by row before 17.), the rows are added to it;
+-- rows of that month in the archive's default partition move into it.
 -- Idempotent: a month already archived is left alone.
 create function private.archive_response_partition(detached regclass) returns text
 language plpgsql
@@ -804,6 +846,10 @@ begin
   end if;
   month := to_date(right(detached::text, 6), 'YYYYMM');
   archived_table := private.partition_name('archive.responses', month);
+  -- Rows written straight into the archive for that month (it takes inserts from the service) join it.
+  execute format('with moved as (delete from archive.responses_default where created_at >= $1 and created_at < $2 '
+                 'returning *) insert into %s select * from moved', detached)
+    using month::timestamp at time zone 'UTC', (month + interval '1 month')::timestamp at time zone 'UTC';
   if to_regclass(archived_table) is not null then
     execute format('insert into %s select * from %s', archived_table, detached);
     execute format('drop table %s', detached);

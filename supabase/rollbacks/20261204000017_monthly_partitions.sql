@@ -434,6 +434,25 @@ end
 $$;
 
 
+create or replace function private.session_question_list(session_id uuid, after_position integer) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  return (
+    select coalesce(jsonb_agg(jsonb_build_object(
+        'session_question_id', sq.id, 'position', sq.position, 'widening', sq.widening, 'id', q.id,
+        'content', q.content, 'category', q.category, 'difficulty', q.difficulty,
+        'experience_level', q.experience_level, 'target_role', q.target_role, 'tags', q.tags,
+        'source', q.source
+      ) order by sq.position), '[]')
+    from public.session_questions sq
+    join public.questions q on q.id = sq.question_id
+    where sq.session_id = session_question_list.session_id and sq.position > after_position
+  );
+end
+$$;
+
 drop function private.ensure_month_partitions(timestamptz, integer);
 drop function private.partitioned_parents();
 drop function private.create_default_partition(regclass);
