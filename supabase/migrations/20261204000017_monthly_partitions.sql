@@ -7,9 +7,9 @@
 -- `user_progress`/`progress_totals` (rewritten in place, bounded by active users), `analytics_daily`,
 -- `subscription_changes` and the Stripe tables (small).
 --
--- Keys. A unique constraint on a partitioned table must contain the partition key, so the two guarantees that
--- did not move to a narrow unpartitioned ledger, `served_questions (user_id, question_id)`, written in the
--- serving transaction:
+-- Keys. A unique constraint on a partitioned table must contain the partition key, so the two guarantees the
+-- platform relies on, unique constraints of the unpartitioned tables until now, move to a narrow unpartitioned
+-- ledger, `served_questions (user_id, question_id)`, written in the serving transaction:
 --   * a question is never served twice to a user: its primary key (serving claims the pair first, `on conflict
 --     do nothing` skips a question a concurrent serve took; any other insert into session_questions claims it in
 --     a trigger and fails on a repeat);
@@ -17,8 +17,10 @@
 --     still null; a second answer (or a concurrent one, once the first commits) finds none and is refused.
 -- Co-partitioning answers on the served question's month (copying its served_at into the answer) would keep a
 -- foreign key into session_questions, but the answer's trigger cannot set a partition key: a row is routed to
--- its partition before its BEFORE triggers run. So the answer's question is checked by that trigger (it was
--- already), and `ai_usage.response_id` is a plain reference (account deletion clears it explicitly).
+-- its partition before its BEFORE triggers run. So the foreign key from an answer to its served question is
+-- replaced by that trigger's check (it made it already, with a clearer error), and `ai_usage.response_id` is a
+-- plain reference (account deletion clears it explicitly). Positions stay unique per session because serving
+-- gives them under the session's row lock (a unique index would have to contain served_at).
 --
 -- Partitions live in `private` (archive partitions in `archive`), have RLS enabled and no grants: PostgREST
 -- never exposes them and reads go through the parents' policies. A default partition catches a row for a month
