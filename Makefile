@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.analytics_day
 	$(BIN)/python -m bench.abuse
 	$(BIN)/python -m bench.account_deletion
+	$(BIN)/python -m bench.partitioning
 	$(BIN)/python -m bench.results
 
 db-stop: $(STAMP)
