@@ -4,6 +4,8 @@ interrupted run is finished by the next one."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,7 +26,7 @@ NOW = datetime(2026, 12, 4, 12, tzinfo=UTC)
 def conn(database_url: str) -> Iterator[psycopg.Connection]:
     """Committed as it goes: detaching concurrently needs data other transactions can see."""
     with psycopg.connect(database_url, autocommit=True) as connection:
-        for month in ("2025-01-01", "2025-02-01", "2025-03-01", "2026-12-01", "2027-01-01"):
+        for month in ("2025-01-01", "2025-02-01", "2025-03-01", "2025-04-01", "2026-12-01", "2027-01-01"):
             connection.execute("select private.create_month_partition('public.responses', %s)", (month,))
         yield connection
 
@@ -99,6 +101,37 @@ def test_an_interrupted_run_is_finished_by_the_next(database_url: str, conn: psy
 
     assert result["archived_months"] == ["archive.responses_p202503"]
     assert {where(conn, r) for r in answers(conn, session)} == {"archive.responses_p202503"}
+    assert is_partition_of(conn, "private.responses_default", "public.responses")
+
+
+def test_a_detach_cancelled_half_way_is_finalized(database_url: str, conn: psycopg.Connection) -> None:
+    user = practitioner(conn)
+    session = practise(conn, user, "2025-04-20 10:00+00", [75])
+    conn.execute("alter table public.responses detach partition private.responses_default")
+    with psycopg.connect(database_url) as reader, psycopg.connect(database_url, autocommit=True) as detacher:
+        reader.execute("select count(*) from public.responses")  # an open transaction the detach must wait for
+        pid = detacher.info.backend_pid
+
+        def detach() -> None:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                detacher.execute("alter table public.responses detach partition private.responses_p202504 concurrently")
+
+        thread = threading.Thread(target=detach)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not conn.execute(
+            "select inhdetachpending from pg_inherits where inhrelid = 'private.responses_p202504'::regclass"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the detach never reached its second phase"
+            time.sleep(0.05)
+        conn.execute("select pg_cancel_backend(%s)", (pid,))
+        thread.join(10)
+        reader.rollback()
+
+    result = run_retention(database_url, as_of=NOW, keep_months=19)
+
+    assert result["archived_months"] == ["archive.responses_p202504"]
+    assert {where(conn, r) for r in answers(conn, session)} == {"archive.responses_p202504"}
     assert is_partition_of(conn, "private.responses_default", "public.responses")
 
 
