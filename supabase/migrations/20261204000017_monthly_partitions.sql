@@ -255,11 +255,12 @@ begin
 end
 $$;
 
+-- Joined, not looked up per row: the old archive has no index on session_question_id.
 insert into public.served_questions (user_id, question_id, session_question_id, response_id)
-select sq.user_id, sq.question_id, sq.id,
-       coalesce((select r.id from conversion.responses r where r.session_question_id = sq.id),
-                (select a.id from conversion.archived_responses a where a.session_question_id = sq.id))
-from conversion.session_questions sq;
+select sq.user_id, sq.question_id, sq.id, coalesce(r.id, a.id)
+from conversion.session_questions sq
+left join conversion.responses r on r.session_question_id = sq.id
+left join conversion.archived_responses a on a.session_question_id = sq.id;
 
 -- Every row arrived, unchanged: counts and checksums of each old table against its new one.
 create function conversion.compare(old_table regclass, new_table regclass) returns void
