@@ -149,6 +149,14 @@ def load(url: str, users: int, first_day: date, busy: int) -> dict[str, int]:
         with console.status("loading 30 days of practice"):
             for statement in PLAN_SQL:
                 conn.execute(statement, params)
+            # The history's months get their partitions first (migration 17), or its rows would sit in the defaults.
+            conn.execute(
+                "select private.create_month_partition(parent, m::date)"
+                " from unnest(private.partitioned_parents()) parent,"
+                " generate_series(date_trunc('month', %(first_day)s, 'UTC'), %(first_day)s + interval '40 days',"
+                " interval '1 month') m",
+                params,
+            )
             # Rows as history, not live requests: the serving and guard triggers would re-serve and refuse.
             conn.execute("set session_replication_role = replica")
             for statement in LOAD_SQL:

@@ -471,16 +471,35 @@ def generate(conn: psycopg.Connection, volume: Volume) -> list[tuple[str, int, f
         # when a session starts, answers only into an open session) do not apply to it, and the foreign key
         # checks cost as much as the inserts. Replica mode skips them all, as pg_dump --disable-triggers does;
         # verify_references then checks the same foreign keys set-based.
+        step.once("month partitions", PARTITIONS_SQL, 3)
         conn.execute("set session_replication_role = replica")
         step.chunks("practice_sessions", SESSIONS_SQL, volume.sessions, 100_000)
         step.chunks("session_questions", SESSION_QUESTIONS_SQL, volume.sessions, 50_000, QUESTIONS_PER_SESSION)
         step.chunks("responses", RESPONSES_SQL, volume.sessions, 50_000, QUESTIONS_PER_SESSION)
+        step.once("served_questions", SERVED_QUESTIONS_SQL, volume.sessions * QUESTIONS_PER_SESSION)
         conn.execute("reset session_replication_role")
         step.verify_references(["public.practice_sessions", "public.session_questions", "public.responses"])
         step.progress_periods(anchor, volume.users)
         step.vacuum()
     return step.timings
 
+
+# The months of the history get their partitions before the load (migration 17), or its rows would all land in
+# the default partitions; the maintenance makes the months ahead.
+PARTITIONS_SQL: LiteralString = """
+select private.create_month_partition(parent, m::date)
+from unnest(private.partitioned_parents()) parent,
+     generate_series(date_trunc('month', %(anchor)s - %(history)s, 'UTC'), %(anchor)s, interval '1 month') m
+"""
+
+# The ledger of served questions and their answers (migration 17), which the insert triggers fill live.
+SERVED_QUESTIONS_SQL: LiteralString = """
+insert into public.served_questions (user_id, question_id, session_question_id, response_id, created_at,
+                                     updated_at)
+select sq.user_id, sq.question_id, sq.id, r.id, sq.served_at, sq.served_at
+from public.session_questions sq
+left join public.responses r on r.session_question_id = sq.id
+"""
 
 FOREIGN_KEYS_SQL: LiteralString = """
 select c.conname, c.conrelid::regclass::text, c.confrelid::regclass::text,
@@ -579,7 +598,11 @@ def report(conn: psycopg.Connection, timings: list[tuple[str, int, float]], seco
     tables.add_column("size with indexes", justify="right")
     for name in COUNTED_TABLES:
         count = conn.execute(sql.SQL("select count(*) from {}").format(sql.SQL(name))).fetchone()
-        size = conn.execute("select pg_size_pretty(pg_total_relation_size(%s::regclass))", (name,)).fetchone()
+        size = conn.execute(  # a partitioned table's size is its partitions' (its own is 0)
+            "select pg_size_pretty(coalesce((select sum(pg_total_relation_size(relid))"
+            " from pg_partition_tree(%s::regclass)), pg_total_relation_size(%s::regclass)))",
+            (name, name),
+        ).fetchone()
         tables.add_row(name, f"{count[0] if count else 0:,}", size[0] if size else "?")
     database_size = conn.execute("select pg_size_pretty(pg_database_size(current_database()))").fetchone()
     tables.caption = f"database size: {database_size[0] if database_size else '?'}"

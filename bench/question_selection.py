@@ -246,7 +246,7 @@ def add_history(conn: psycopg.Connection, users: list[uuid.UUID], heavy: int) ->
                 {**BUCKET, "user": user},
             ).fetchone()
             in_bucket_counts.append(counted[0] if counted else 0)
-    conn.execute("analyze public.session_questions")
+    conn.execute("analyze public.session_questions, public.served_questions")
     served = conn.execute("select count(*) from public.session_questions where user_id = any(%s)", (users,)).fetchone()
     return {
         "users": len(users),
@@ -329,7 +329,7 @@ def explain_selection(conn: psycopg.Connection, user: uuid.UUID, shape: str) -> 
     finally:
         conn.remove_notice_handler(collect)
     # The widening steps' query; the other statements are the function's bookkeeping.
-    return [n for n in notices if "public.questions q" in n and "session_questions s" in n]
+    return [n for n in notices if "public.questions q" in n and "served_questions s" in n]
 
 
 PLAN_NODE = re.compile(
@@ -337,7 +337,7 @@ PLAN_NODE = re.compile(
     r"\s+\(cost=[^)]*\) \(actual time=[\d.]+\.\.(?P<ms>[\d.]+) rows=(?P<rows>[\d.]+) loops=(?P<loops>\d+)\)"
 )
 REMOVED = re.compile(r"^\s*Rows Removed by Filter: (\d+)")
-SCANNED_TABLES = {"questions", "session_questions"}
+SCANNED_TABLES = {"questions", "served_questions"}  # the never-served probe reads the ledger (migration 17)
 
 
 def plan_nodes(plan: str) -> list[dict[str, Any]]:
@@ -396,7 +396,13 @@ class Worker:
     def forget_served(self) -> None:
         """Deletes what this worker served (its sessions stay open, filling from position 1 again): every phase
         starts from the same history, so later phases' selections do not walk further than earlier ones'."""
-        self.conn.execute("delete from public.session_questions where session_id = any(%s)", (self.opened,))
+        self.conn.execute(
+            "with forgotten as (delete from public.session_questions where session_id = any(%s)"
+            " returning user_id, question_id)"
+            " delete from public.served_questions s using forgotten f"
+            " where s.user_id = f.user_id and s.question_id = f.question_id",
+            (self.opened,),
+        )
         self.sessions = {user: (session, 0) for user, (session, _) in self.sessions.items()}
         self.opened = [session for session, _ in self.sessions.values()]
 
@@ -962,7 +968,9 @@ def main(argv: list[str] | None = None) -> int:
             restored = restore_question_stats(conn)
             # Leaves the tables as generated for the next benchmark: the deleted and rewritten rows' index entries
             # would otherwise linger (far below autovacuum's thresholds at this volume) and slow later scans.
-            conn.execute("vacuum public.session_questions, public.practice_sessions, public.questions")
+            conn.execute(
+                "vacuum public.session_questions, public.served_questions, public.practice_sessions, public.questions"
+            )
         report = {
             "benchmark": "question_selection",
             "date": now_iso(),
@@ -1000,7 +1008,7 @@ def print_report(report: dict[str, Any]) -> None:
                 )  # fmt: skip
     console.print(nodes)
     console.print(
-        f"indexes used: {', '.join(explained['indexes_used'])}; scans of questions/session_questions without an"
+        f"indexes used: {', '.join(explained['indexes_used'])}; scans of questions/served_questions without an"
         f" index: {', '.join(explained['scans_without_index']) or 'none'}; engine functions identical to the"
         f" checkout's: {report['engine_functions_match_checkout']}"
     )

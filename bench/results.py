@@ -278,6 +278,52 @@ def backup(data: dict[str, Any]) -> list[Figure]:
     ]
 
 
+def partitioning(data: dict[str, Any]) -> list[Figure]:
+    busy, retention, year = data["busy_day_analytics"], data["retention"], data["simulated_year"]
+    inserts = 1 / data["answer_inserts"]["ratio_median"]
+    return [
+        Figure(
+            "busy-day platform analytics, 12 months of history / 1 month",
+            f"{busy['ratio_median']:.2f}",
+            "<= 1.2",
+            busy["ratio_median"] <= 1.2,
+        ),
+        Figure(
+            "question selection, partitioned / unpartitioned",
+            f"{data['selection']['ratio_median']:.2f}",
+            "<= 1.1",
+            data["selection"]["ratio_median"] <= 1.1,
+        ),
+        Figure(
+            "RLS reads (latest answers, session summaries), partitioned / unpartitioned",
+            f"{data['rls_read']['ratio_median']:.2f}",
+            "<= 1.1",
+            data["rls_read"]["ratio_median"] <= 1.1,
+        ),
+        Figure("answer insert throughput, partitioned / unpartitioned", f"{inserts:.2f}", ">= 0.9", inserts >= 0.9),
+        Figure(
+            f"retention of a month ({retention['rows_per_month'][0]:,} answers): row moves / by partition",
+            f"{retention['speedup_median']:.0f}x",
+            ">= 50x",
+            retention["speedup_median"] >= 50,
+        ),
+        Figure(
+            f"live public.responses over a simulated year (keeping {year['keep_months']} months)",
+            f"{year['live_bytes_by_month'][year['keep_months']] / 1e6:.1f} MB after month "
+            f"{year['keep_months'] + 1}, {year['live_bytes_by_month'][-1] / 1e6:.1f} MB after month "
+            f"{len(year['live_bytes_by_month'])}",
+            "flat",
+            year["live_bytes_by_month"][-1] <= 1.1 * year["live_bytes_by_month"][year["keep_months"]],
+        ),
+        Figure(
+            f"converting migration ({data['conversion']['rows']:,} rows, counts and checksums compared)",
+            f"{data['conversion']['seconds']:.1f} s",
+            "",
+            None,
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, Extract] = {
     "rls_reads": rls_reads,
     "webhook_throughput": webhook_throughput,
@@ -291,6 +337,7 @@ BENCHMARKS: dict[str, Extract] = {
     "replica": replica,
     "replica_pinned": replica,
     "backup": backup,
+    "partitioning": partitioning,
 }
 
 

@@ -4,7 +4,8 @@
         service.aggregate_platform_day(day)                                         -> analytics_daily
         service.aggregate_user_day(day, shard, shards) for each shard               -> user_progress, achievements
     service.rollup_question_stats()                                                  -> questions' usage and ratings
-    service.run_maintenance()                                                        -> housekeeping
+    service.run_maintenance()                                                        -> housekeeping, months ahead
+    retention.run_retention() (statements outside a transaction)                     -> old months archived
 
 Each step is one SQL function in its own transaction: a slow or failing step neither holds the others' locks
 nor undoes their work. Every step is idempotent, so a run that had a failing step still runs the rest, then
@@ -23,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from functions.analytics.retention import run_retention
 from functions.analytics.settings import AnalyticsSettings
 from shared.config import load_settings
 from shared.db import Database, DatabaseError, connect
@@ -146,6 +148,14 @@ def run_schedule(
             ),
         )
     )
+    if settings.database_url is not None:  # the postgrest transport cannot detach partitions: no retention
+        url = settings.database_url.get_secret_value()
+        steps.append(
+            run_step(
+                "response_retention",
+                lambda: run_retention(url, as_of=as_of, keep_months=settings.response_retention_months),
+            )
+        )
     return ScheduleReport(as_of=as_of, steps=steps)
 
 

@@ -18,3 +18,6 @@ class AnalyticsSettings(DatabaseSettings):
     db_pool_size: int = Field(default=3, ge=1, le=50)
     # Housekeeping limits, passed to service.run_maintenance (its defaults apply to those left unset).
     maintenance_policy: dict[str, int] = Field(default_factory=dict)
+    # Answers are archived a whole UTC month at a time once the month is this many months old (retention by
+    # partition, functions/analytics/retention.py); the owner still reads them (public.response_history).
+    response_retention_months: int = Field(default=12, ge=1, le=120)

@@ -1,13 +1,12 @@
-"""service.run_maintenance: stale sessions, stuck evaluations, archiving, purges, materialized views."""
+"""service.run_maintenance: stale sessions, stuck evaluations, purges, materialized views (its months ahead:
+tests/database/test_partitions.py; archiving answers: test_retention.py)."""
 
 from __future__ import annotations
 
 import psycopg
 
-from shared.db.rls import acting_as
 from tests.analytics.history import practise, practitioner
 from tests.support.dataset import add_question
-from tests.support.identities import user_claims
 
 NOW = "2026-06-01 12:00+00"
 
@@ -80,35 +79,6 @@ def test_evaluations_stuck_for_two_hours_fail_with_a_reason_and_a_refund(db: psy
         ).fetchone()[0]
         == 1
     )
-
-
-def test_answers_past_retention_are_archived_and_still_readable_by_their_owner(db: psycopg.Connection) -> None:
-    user, stranger = practitioner(db), practitioner(db)
-    old = practise(db, user, "2025-04-01 10:00+00", [80, 60])
-    kept = practise(db, user, "2026-05-01 10:00+00", [90], category="technical")
-    before = db.execute("select * from public.response_history where user_id = %s order by id", (user,)).fetchall()
-
-    result = maintain(db, response_retention_days=365)
-
-    assert result["responses_archived"] == 2
-    assert db.execute("select count(*) from public.responses where session_id = %s", (old,)).fetchone()[0] == 0
-    assert db.execute("select count(*) from archive.responses where session_id = %s", (old,)).fetchone()[0] == 2
-    assert db.execute("select count(*) from public.responses where session_id = %s", (kept,)).fetchone()[0] == 1
-    with acting_as(db, user_claims(user)):
-        assert db.execute("select * from public.response_history order by id").fetchall() == before
-        summary = db.execute("select answered_count from public.session_summaries where id = %s", (old,)).fetchone()
-        assert summary == (2,)
-    with acting_as(db, user_claims(stranger)):
-        assert db.execute("select count(*) from public.response_history").fetchone()[0] == 0
-        assert db.execute("select count(*) from archive.responses").fetchone()[0] == 0
-    assert maintain(db, response_retention_days=365)["responses_archived"] == 0
-
-
-def test_archiving_goes_in_batches(db: psycopg.Connection) -> None:
-    user = practitioner(db)
-    practise(db, user, "2025-01-01 10:00+00", [50, 50, 50])
-    assert maintain(db, archive_batch=2)["responses_archived"] == 2
-    assert maintain(db, archive_batch=2)["responses_archived"] == 1
 
 
 def test_old_stripe_events_counters_and_leases_are_purged(db: psycopg.Connection) -> None:

@@ -78,6 +78,7 @@ EXPECTATIONS: dict[str, Rules] = {
         update_column="status",
     ),
     "public.session_questions": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.served_questions": Rules(**SERVICE_WRITES_OWNER_READS),
     "public.responses": Rules(
         select=(D, Y, H, Y),
         insert=(D, Y, R, Y),
@@ -187,6 +188,7 @@ def world(database_url: str) -> World:
         "public.vocabulary": {"kind": "role", "term": "developer"},
         "public.practice_sessions": {"id": owner.session_id},
         "public.session_questions": {"id": owner.session_question_id},
+        "public.served_questions": {"user_id": u, "question_id": owner.question_id},
         "public.responses": {"id": owner.response_id},
         "public.question_ratings": {"user_id": u, "question_id": owner.question_id},
         "public.achievements": {"id": owner_achievement},
@@ -240,6 +242,7 @@ def world(database_url: str) -> World:
             "question_id": spare_question,
             "position": 1000,
         },
+        "public.served_questions": {"user_id": n, "question_id": spare_question, "session_question_id": uuid.uuid4()},
         "public.responses": {
             "session_id": n_session,
             "session_question_id": n_served,
