@@ -140,12 +140,6 @@ export type Database = {
         }
         Relationships: [
           {
-            foreignKeyName: "ai_usage_response_id_fkey"
-            columns: ["response_id"]
-            referencedRelation: "responses"
-            referencedColumns: ["id"]
-          },
-          {
             foreignKeyName: "ai_usage_user_id_fkey"
             columns: ["user_id"]
             referencedRelation: "users"
@@ -615,13 +609,41 @@ export type Database = {
             referencedColumns: ["id"]
           },
           {
-            foreignKeyName: "responses_session_question_id_session_id_fkey"
-            columns: ["session_question_id", "session_id"]
-            referencedRelation: "session_questions"
-            referencedColumns: ["id", "session_id"]
-          },
-          {
             foreignKeyName: "responses_user_id_fkey"
+            columns: ["user_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      served_questions: {
+        Row: {
+          created_at: string
+          question_id: string
+          response_id: string | null
+          session_question_id: string
+          updated_at: string
+          user_id: string
+        }
+        Insert: {
+          created_at?: string
+          question_id: string
+          response_id?: string | null
+          session_question_id: string
+          updated_at?: string
+          user_id: string
+        }
+        Update: {
+          created_at?: string
+          question_id?: string
+          response_id?: string | null
+          session_question_id?: string
+          updated_at?: string
+          user_id?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "served_questions_user_id_fkey"
             columns: ["user_id"]
             referencedRelation: "users"
             referencedColumns: ["id"]

@@ -512,6 +512,30 @@ class PublicResponsesUpdate(TypedDict):
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
 
+class PublicServedQuestions(BaseModel):
+    created_at: datetime.datetime = Field(alias="created_at")
+    question_id: uuid.UUID = Field(alias="question_id")
+    response_id: Optional[uuid.UUID] = Field(alias="response_id")
+    session_question_id: uuid.UUID = Field(alias="session_question_id")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    user_id: uuid.UUID = Field(alias="user_id")
+
+class PublicServedQuestionsInsert(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    question_id: Annotated[uuid.UUID, Field(alias="question_id")]
+    response_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="response_id")]]
+    session_question_id: Annotated[uuid.UUID, Field(alias="session_question_id")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: Annotated[uuid.UUID, Field(alias="user_id")]
+
+class PublicServedQuestionsUpdate(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
+    response_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="response_id")]]
+    session_question_id: NotRequired[Annotated[uuid.UUID, Field(alias="session_question_id")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
 class PublicSessionQuestions(BaseModel):
     created_at: datetime.datetime = Field(alias="created_at")
     id: uuid.UUID = Field(alias="id")
