@@ -438,7 +438,9 @@ def _prologue(conn: psycopg.Connection, manifest: Manifest, roles_sql: str, tabl
         )
     if tables:
         # Rows the migrations themselves inserted (plans, buckets...) are in the data too.
-        parts.append(f"truncate {', '.join(tables)};")
+        # cascade: a partition of a referenced partitioned table can only be emptied with what references it, and
+        # everything here is the fresh database's own (checked empty of app objects above).
+        parts.append(f"truncate {', '.join(tables)} cascade;")
     parts.append("set session_replication_role = replica;")  # triggers off: the rows are restored as they were
     return "\n".join(parts) + "\n"
 
