@@ -19,6 +19,7 @@ Measured (medians of ROUNDS alternating rounds, A and B, or B and C, interleaved
 5. EXPLAIN of the hot queries on B: which partitions each one reads.
 
 Run: .venv/bin/python -m bench.partitioning [--users 2000] [--sessions 60000] [--busy-day 50000] [--rounds 5]
+     [--db-prefix prep_bench_part]
 Figures go to bench/out/partitioning.json.
 """
 
