@@ -19,6 +19,7 @@ Measured (medians of ROUNDS alternating rounds, A and B, or B and C, interleaved
 5. EXPLAIN of the hot queries on B: which partitions each one reads.
 
 Run: .venv/bin/python -m bench.partitioning [--users 2000] [--sessions 60000] [--busy-day 50000] [--rounds 5]
+     [--db-prefix prep_bench_part]
 Figures go to bench/out/partitioning.json.
 """
 
@@ -343,9 +344,9 @@ def _months_between(start: datetime, now: datetime) -> int:
     return (now.year - start.year) * 12 + now.month - start.month
 
 
-def simulated_year(admin: psycopg.Connection, per_month: int, keep: int) -> dict[str, Any]:
+def simulated_year(admin: psycopg.Connection, prefix: str, per_month: int, keep: int) -> dict[str, Any]:
     """Month by month: the month's answers arrive, months ahead are made, retention keeps `keep` months."""
-    url = recreate(admin, "prep_bench_part_year")
+    url = recreate(admin, f"{prefix}_year")
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             migrations.build(conn)
@@ -380,7 +381,7 @@ def simulated_year(admin: psycopg.Connection, per_month: int, keep: int) -> dict
                 sizes.append(size)
                 console.print(f"month {month + 1}: live public.responses {size / 1e6:.1f} MB")
     finally:
-        drop(admin, "prep_bench_part_year")
+        drop(admin, f"{prefix}_year")
     return {"answers_per_month": per_month, "keep_months": keep, "live_bytes_by_month": sizes}
 
 
@@ -393,11 +394,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-round", type=int, default=40)
     parser.add_argument("--year-per-month", type=int, default=20_000)
+    parser.add_argument("--db-prefix", default="prep_bench_part", help="names of the scratch databases")
     args = parser.parse_args()
+    a_name, b_name, c_name = (f"{args.db_prefix}_{letter}" for letter in "abc")
     result: dict[str, Any] = {"users": args.users, "answers": (args.sessions + args.busy_day) * 10}
 
     with psycopg.connect(server(), autocommit=True) as admin:
-        a = recreate(admin, "prep_bench_part_a")
+        a = recreate(admin, a_name)
         try:
             with psycopg.connect(a, autocommit=True) as conn:
                 migrations.apply_stand_in(conn)
@@ -416,7 +419,7 @@ def main() -> None:
                     conn.execute(statement)  # type: ignore[arg-type]
                 conn.execute("vacuum analyze")
                 console.print(f"loaded A (unpartitioned) in {time.perf_counter() - started:.0f} s")
-            b = recreate(admin, "prep_bench_part_b", template="prep_bench_part_a")
+            b = recreate(admin, b_name, template=a_name)
             with psycopg.connect(b, autocommit=True) as conn:
                 started = time.perf_counter()
                 list(migrations.migrate(conn))
@@ -428,7 +431,7 @@ def main() -> None:
                 ).fetchone()
             result["conversion"] = {"seconds": round(converted, 1), "rows": sum(counts), "tables": counts}
             console.print(f"converted B in {converted:.1f} s ({sum(counts)} rows; counts and checksums compared)")
-            c = recreate(admin, "prep_bench_part_c", template="prep_bench_part_b")
+            c = recreate(admin, c_name, template=b_name)
             keep_last_month(c)
 
             busy_day = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
@@ -444,7 +447,7 @@ def main() -> None:
                 "target": 1.2,
             }
             console.print(f"busy-day analytics: {result['busy_day_analytics']}")
-            drop(admin, "prep_bench_part_c")
+            drop(admin, c_name)
 
             old, new = Probe(a, args.users), Probe(b, args.users)
             for name in ("selection", "rls_read", "answer_inserts"):
@@ -454,9 +457,9 @@ def main() -> None:
             result["retention"] = retention_against_row_moves(a, b, min(args.rounds, 3))
             console.print(f"retention: {result['retention']}")
         finally:
-            for name in ("prep_bench_part_a", "prep_bench_part_b", "prep_bench_part_c"):
+            for name in (a_name, b_name, c_name):
                 drop(admin, name)
-        result["simulated_year"] = simulated_year(admin, args.year_per_month, keep=3)
+        result["simulated_year"] = simulated_year(admin, args.db_prefix, args.year_per_month, keep=3)
 
     result["targets"] = {
         "busy_day_ratio": "<= 1.2",

@@ -134,6 +134,21 @@ def test_months_ahead_are_bounded(db: psycopg.Connection) -> None:
     assert refused.value.sqlstate == "PT422"
 
 
+def test_lookups_bounded_by_a_sessions_start_keep_a_generic_plan(db: psycopg.Connection) -> None:
+    """Migration 20: a function that bounds served_at by a variable would otherwise be planned again on every call."""
+    bounded = db.execute(
+        """select p.oid::regprocedure::text, coalesce('plan_cache_mode=force_generic_plan' = any(p.proconfig), false)
+           from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+           where n.nspname in ('private', 'service') and p.prosrc ~ 'served_at >= started'"""
+    ).fetchall()
+    assert {name for name, _ in bounded} >= {
+        "private.set_response_category()",
+        "private.session_question_list(uuid,integer)",
+        "private.serve_questions(uuid,uuid,jsonb,integer)",
+    }
+    assert [name for name, generic in bounded if not generic] == []
+
+
 # Concurrency: two real connections; the second statement is started while the first transaction is open, is
 # seen waiting on a lock, then the first commits.
 
