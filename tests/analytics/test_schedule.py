@@ -53,7 +53,7 @@ def test_a_run_aggregates_the_trailing_window_then_rolls_up_and_maintains(databa
         "aggregate_user_day 2026-06-02 1/2",
         "rollup_question_stats",
         "run_maintenance",
-        "response_retention",
+        "partition_retention",
     ]
     assert report.failed == []
     # The user is in exactly one of the two shards.
