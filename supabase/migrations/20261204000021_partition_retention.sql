@@ -321,7 +321,7 @@ declare
   extra_index regclass;
 begin
   if detached::text !~ '^private\.[a-z_]+_p[0-9]{6}$'
-     or not (to_regclass(live_name) = any(private.partitioned_parents())) then
+     or not coalesce(to_regclass(live_name) = any(private.partitioned_parents()), false) then
     raise sqlstate 'PT422' using message = format('%s is not a month of a partitioned table', detached);
   end if;
   if exists (select from pg_catalog.pg_inherits i where i.inhrelid = detached) then

@@ -249,3 +249,12 @@ def test_the_windows_are_bounded(database_url: str, windows: dict[str, int]) -> 
     with pytest.raises(DatabaseError) as refused:
         run_retention(database_url, as_of=NOW, **windows)
     assert refused.value.status == 422
+
+
+@pytest.mark.parametrize("table", ["private.stray_p202501", "private.stripe_events"])
+def test_only_a_month_of_a_partitioned_table_can_be_retired(conn: psycopg.Connection, table: str) -> None:
+    conn.execute("create table if not exists private.stray_p202501 (id int)")
+    with pytest.raises(psycopg.Error) as refused:
+        conn.execute("select private.retire_partition(%s::regclass)", (table,))
+    assert refused.value.sqlstate == "PT422"
+    assert conn.execute("select to_regclass(%s) is not null", (table,)).fetchone() == (True,)
