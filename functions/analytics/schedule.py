@@ -5,7 +5,7 @@
         service.aggregate_user_day(day, shard, shards) for each shard               -> user_progress, achievements
     service.rollup_question_stats()                                                  -> questions' usage and ratings
     service.run_maintenance()                                                        -> housekeeping, months ahead
-    retention.run_retention() (statements outside a transaction)                     -> old months archived
+    retention.run_retention() (statements outside a transaction)                     -> old months archived/dropped
 
 Each step is one SQL function in its own transaction: a slow or failing step neither holds the others' locks
 nor undoes their work. Every step is idempotent, so a run that had a failing step still runs the rest, then
@@ -55,10 +55,11 @@ WORK_DONE = (
     "questions_promoted",
     "sessions_abandoned",
     "evaluations_failed",
-    "responses_archived",
     "stripe_events_purged",
     "usage_counters_purged",
     "generation_leases_purged",
+    "partitions_archived",
+    "partitions_dropped",
 )
 
 
@@ -144,7 +145,8 @@ def run_schedule(
         run_step(
             "run_maintenance",
             lambda: database.call(
-                "service.run_maintenance", {"as_of": as_of.isoformat(), "policy": settings.maintenance_policy}
+                "service.run_maintenance",
+                {"as_of": as_of.isoformat(), "policy": settings.maintenance_policy.model_dump(exclude_none=True)},
             ),
         )
     )
@@ -152,8 +154,13 @@ def run_schedule(
         url = settings.database_url.get_secret_value()
         steps.append(
             run_step(
-                "response_retention",
-                lambda: run_retention(url, as_of=as_of, keep_months=settings.response_retention_months),
+                "partition_retention",
+                lambda: run_retention(
+                    url,
+                    as_of=as_of,
+                    keep_months=settings.response_retention_months,
+                    ai_usage_months=settings.ai_usage_retention_months,
+                ),
             )
         )
     return ScheduleReport(as_of=as_of, steps=steps)

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import DatabaseSettings
+
+# Raw AI calls kept (months): the same month of last year stays whole; the daily figures live on in analytics_daily.
+AI_USAGE_RETENTION_MONTHS = 13
+
+
+class MaintenancePolicy(BaseModel):
+    """The housekeeping limits service.run_maintenance reads; an unset one keeps its default there. Any other key
+    is refused: it would be ignored (retention by age in days went with migration 17: see the *_RETENTION_MONTHS
+    settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    abandon_after_hours: int | None = None
+    stuck_evaluation_minutes: int | None = None
+    partition_months_ahead: int | None = None
+    stripe_event_retention_days: int | None = None
+    usage_counter_retention_days: int | None = None
 
 
 class AnalyticsSettings(DatabaseSettings):
@@ -17,7 +34,10 @@ class AnalyticsSettings(DatabaseSettings):
     # Connections: the shards plus the platform metrics run at once (fewer connections run them in turn).
     db_pool_size: int = Field(default=3, ge=1, le=50)
     # Housekeeping limits, passed to service.run_maintenance (its defaults apply to those left unset).
-    maintenance_policy: dict[str, int] = Field(default_factory=dict)
-    # Answers are archived a whole UTC month at a time once the month is this many months old (retention by
-    # partition, functions/analytics/retention.py); the owner still reads them (public.response_history).
+    maintenance_policy: MaintenancePolicy = Field(default_factory=MaintenancePolicy)
+    # Served questions and answers are archived a whole UTC month at a time once the month is this many months old
+    # (retention by partition, functions/analytics/retention.py); the owner still reads them (response_history,
+    # session_summaries, the export).
     response_retention_months: int = Field(default=12, ge=1, le=120)
+    # AI calls (public.ai_usage) are dropped a whole UTC month at a time once the month is this many months old.
+    ai_usage_retention_months: int = Field(default=AI_USAGE_RETENTION_MONTHS, ge=1, le=120)

@@ -8,20 +8,28 @@ served from the bank. The response says which questions came from the bank and w
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field, StringConstraints
 
 from functions.questions import generation
 from functions.questions.settings import QuestionsSettings
-from shared.ai import AiBudgetExceededError, AiClient, AiError, database_budget, database_usage_sink
+from shared.ai import (
+    AiBudgetExceededError,
+    AiClient,
+    AiError,
+    AiUnavailableError,
+    database_budget,
+    database_usage_sink,
+)
 from shared.auth import AuthenticatedUser, CurrentUser, TokenVerifier
 from shared.config import load_settings
 from shared.db import Database, connect
-from shared.http import RequestModel, Uuid, create_app, lambda_entrypoint
+from shared.http import ProblemError, RequestModel, Uuid, create_app, lambda_entrypoint
 from shared.metrics import Metric, emit
 
 Category = Literal["behavioral", "technical", "situational", "leadership", "problem_solving", "culture_fit"]
@@ -31,6 +39,11 @@ Tag = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, pat
 # No role name has control characters, and PostgreSQL cannot store a NUL: refused with a 422 naming the field
 # (a pattern, so the OpenAPI document says so too), not by the database.
 RoleName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=80, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+# API Gateway (HTTP API) answers 503 itself after 30 s; the function's timeout is 29 s (serverless.yml).
+API_TIMEOUT_SECONDS = 29.0
+# Of that, what an AI call leaves for the database calls after it (the bank fallback, the lease's release).
+AFTER_AI_RESERVE_SECONDS = 3.0
 
 
 class QuestionRequest(RequestModel):
@@ -160,6 +173,20 @@ class QuestionEngine:
         except AiBudgetExceededError as error:
             report = GenerationReport(status="spend_cap_reached", detail=f"{error}; serving the bank only")
             return report, self._serve_more(user, session_id, request, deficit)
+        except AiUnavailableError as error:
+            more = self._serve_more(user, session_id, request, deficit)
+            if error.retry_after is not None and not served and not more:
+                # The AI asked for a wait this request has no time for, and nothing else could be served: the
+                # client waits instead (nothing was served, so nothing is lost; session_id continues the session).
+                raise ProblemError(
+                    503,
+                    "Questions unavailable",
+                    f"the AI service is busy and the bank has no more questions for this request; "
+                    f"ask again in {math.ceil(error.retry_after)} s",
+                    headers={"retry-after": str(math.ceil(error.retry_after))},
+                    session_id=session_id,
+                ) from None
+            return GenerationReport(status="failed", detail=str(error), ai_calls=1), more
         except AiError as error:
             return GenerationReport(status="failed", detail=str(error), ai_calls=1), self._serve_more(
                 user, session_id, request, deficit
@@ -207,6 +234,14 @@ def count_served(answer: QuestionsServed) -> None:
     emit(metrics, {"Generation": answer.generation.status}, aggregate=[()])
 
 
+def ai_deadline(lambda_context: Any) -> float:
+    """When this request's AI calls must end (a time.monotonic() value): a Retry-After that outlasts it is not
+    waited out (AiClient.set_deadline). The invocation's remaining time when Lambda says it, else the API's."""
+    remaining_ms = getattr(lambda_context, "get_remaining_time_in_millis", None)
+    left = min(API_TIMEOUT_SECONDS, remaining_ms() / 1000) if remaining_ms is not None else API_TIMEOUT_SECONDS
+    return time.monotonic() + left - AFTER_AI_RESERVE_SECONDS
+
+
 def _bucket_fields(request: dict[str, Any]) -> dict[str, Any]:
     """The bucket comes from the request, never from the model's answer."""
     return {k: request.get(k) for k in ("category", "difficulty", "experience_level", "target_role")}
@@ -220,7 +255,8 @@ def build_app(settings: QuestionsSettings, *, database: Database | None = None, 
     engine = QuestionEngine(settings, db, ai)
 
     @app.post("/questions", response_model=QuestionsServed, summary="Get questions to practise")
-    def questions(request: QuestionRequest, user: CurrentUser) -> QuestionsServed:
+    def questions(request: QuestionRequest, user: CurrentUser, http: Request) -> QuestionsServed:
+        ai.set_deadline(ai_deadline(http.scope.get("aws.context")))
         return engine.serve(user, request)
 
     return app

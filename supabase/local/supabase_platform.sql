@@ -37,10 +37,18 @@ grant usage on schema auth to anon, authenticated, service_role;
 
 -- Supabase's default grants on public: every new table, function and sequence is open to the API roles,
 -- and RLS is what protects rows. Our migrations revoke these and grant back only what each table needs.
+-- Made once, when the project is created (as Supabase does): re-applying the stand-in to a migrated database
+-- (every `prep db up`) must not undo migration 1's revokes. The stand-in's first run is the one without auth.users.
 grant usage on schema public to anon, authenticated, service_role;
-alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
-alter default privileges in schema public grant all on functions to anon, authenticated, service_role;
-alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
+do $$
+begin
+  if to_regclass('auth.users') is null then
+    alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
+    alter default privileges in schema public grant all on functions to anon, authenticated, service_role;
+    alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
+  end if;
+end
+$$;
 
 -- auth.users, as GoTrue defines it (the columns our schema and tests use, with GoTrue's names and types).
 create table if not exists auth.users (

@@ -19,6 +19,7 @@ EXPORTED = {
     "public.session_questions": "session_questions",
     "public.responses": "answers",
     "archive.responses": "answers",
+    "archive.session_questions": "session_questions",
     "public.question_ratings": "ratings",
     "public.achievements": "achievements",
     "public.user_progress": "progress",

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from functions.analytics import schedule
 from functions.analytics.settings import AnalyticsSettings
 from prep.cli import app
-from shared.config import DatabaseSettings, load_settings
+from shared.config import ConfigurationError, DatabaseSettings, load_settings
 from shared.db import Caller, Database, DatabaseError, connect
 from shared.db.psycopg_transport import PsycopgDatabase
 from tests.analytics.history import practise, practitioner
@@ -53,7 +53,7 @@ def test_a_run_aggregates_the_trailing_window_then_rolls_up_and_maintains(databa
         "aggregate_user_day 2026-06-02 1/2",
         "rollup_question_stats",
         "run_maintenance",
-        "response_retention",
+        "partition_retention",
     ]
     assert report.failed == []
     # The user is in exactly one of the two shards.
@@ -190,3 +190,15 @@ def test_the_local_schedule_says_one_short_line_a_tick_and_nothing_when_idle(
     assert line.getMessage().startswith("schedule: analytics rows updated ")
     assert len(line.getMessage()) < 160
     assert second == []
+
+
+def test_a_maintenance_policy_key_nothing_reads_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retention by age in days went with migration 17: a policy still naming it would be silently ignored."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://localhost/unused")
+    monkeypatch.setenv("MAINTENANCE_POLICY", '{"partition_months_ahead": 2, "response_retention_days": 365}')
+    with pytest.raises(ConfigurationError, match="MAINTENANCE_POLICY_RESPONSE_RETENTION_DAYS"):
+        load_settings(AnalyticsSettings)
+    monkeypatch.setenv("MAINTENANCE_POLICY", '{"partition_months_ahead": 2}')
+    assert load_settings(AnalyticsSettings).maintenance_policy.model_dump(exclude_none=True) == {
+        "partition_months_ahead": 2
+    }

@@ -76,6 +76,27 @@ def test_stand_in_is_idempotent_and_not_applied_to_supabase(fresh_db: str) -> No
         assert migrations.apply_stand_in(conn) is False
 
 
+def api_role_default_grants(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """Default privileges in `public` that open new objects to the API roles (migration 1 revokes them all)."""
+    return conn.execute(
+        "select d.defaclobjtype::text, a.grantee::regrole::text"
+        " from pg_default_acl d cross join aclexplode(d.defaclacl) a"
+        " where d.defaclnamespace = 'public'::regnamespace"
+        " and a.grantee in ('anon'::regrole, 'authenticated'::regrole) order by 1, 2"
+    ).fetchall()
+
+
+def test_a_second_up_leaves_the_grants_of_the_first(fresh_db: str) -> None:
+    """Re-applying the stand-in on every `prep db up` must not undo what migrations revoked."""
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        migrations.build(conn, with_seed=False)
+        once = schema_dump(fresh_db)  # every GRANT and ALTER DEFAULT PRIVILEGES of the database
+        assert api_role_default_grants(conn) == []
+        migrations.build(conn, with_seed=False)
+        assert api_role_default_grants(conn) == []
+    assert schema_dump(fresh_db) == once
+
+
 @pytest.fixture
 def broken_migrations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "migrations"
