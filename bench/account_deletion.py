@@ -43,7 +43,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from bench.database import fresh_scratch_database, maintenance_url
+from bench.database import answer_and_rate, fresh_scratch_database, maintenance_url
 from functions.account.deletion import Deleter
 from functions.account.storage import LocalRecordings
 from prep.stripe_stand_in import MONTHLY_PRICE_ID, StripeStandIn
@@ -257,22 +257,7 @@ class Writers:
                 served_id, question = served.pop(), questions.pop()
                 started = time.perf_counter()
                 try:
-                    with conn.transaction():
-                        conn.execute(
-                            "select set_config('role', 'authenticated', true),"
-                            " set_config('request.jwt.claims', %s, true)",
-                            (claims,),
-                        )
-                        conn.execute(
-                            "insert into public.responses (session_id, session_question_id, user_id, answer_text)"
-                            " values (%s, %s, %s, 'A concise answer with one example.')",
-                            (session, served_id, user),
-                        )
-                        conn.execute(
-                            "insert into public.question_ratings (user_id, question_id, rating) values (%s, %s, 5)"
-                            " on conflict (user_id, question_id) do update set rating = excluded.rating",
-                            (user, question),
-                        )
+                    answer_and_rate(conn, claims, session, served_id, user, question)
                 except psycopg.Error as error:
                     self.errors.append(str(error).splitlines()[0])
                     continue

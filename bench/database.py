@@ -102,3 +102,24 @@ def fresh_scratch_database(name: str, benchmark: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         migrations.build(conn)
     return url
+
+
+def answer_and_rate(
+    conn: psycopg.Connection, claims: str, session: str, served_id: str, user: str, question: str
+) -> None:
+    """One user's ordinary write, as PostgREST runs it (role and claims in one transaction): answer a served
+    question and rate it. The load whose latency the benchmarks watch while something else runs."""
+    with conn.transaction():
+        conn.execute(
+            "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)", (claims,)
+        )
+        conn.execute(
+            "insert into public.responses (session_id, session_question_id, user_id, answer_text)"
+            " values (%s, %s, %s, 'A concise answer with one example.')",
+            (session, served_id, user),
+        )
+        conn.execute(
+            "insert into public.question_ratings (user_id, question_id, rating) values (%s, %s, 5)"
+            " on conflict (user_id, question_id) do update set rating = excluded.rating",
+            (user, question),
+        )

@@ -56,6 +56,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.account_deletion import VICTIM_SQL, add_questions, make_writer, sign_up
+from bench.database import answer_and_rate
 from bench.webhook_throughput import SECRET, subscription_events
 from functions.billing.settings import WebhookSettings
 from functions.billing.webhook import build_app
@@ -127,21 +128,7 @@ def answer_writer(url: str, writer: tuple[str, str, list[str], list[str]]) -> Ca
 
     def write() -> None:
         served_id, question = served.pop(), questions.pop()
-        with conn.transaction():
-            conn.execute(
-                "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
-                (claims,),
-            )
-            conn.execute(
-                "insert into public.responses (session_id, session_question_id, user_id, answer_text)"
-                " values (%s, %s, %s, 'A concise answer with one example.')",
-                (session, served_id, user),
-            )
-            conn.execute(
-                "insert into public.question_ratings (user_id, question_id, rating) values (%s, %s, 5)"
-                " on conflict (user_id, question_id) do update set rating = excluded.rating",
-                (user, question),
-            )
+        answer_and_rate(conn, claims, session, served_id, user, question)
 
     return write
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import boto3
 import psycopg
 import pytest
-from moto import mock_aws
 from rich.console import Console
 
 from functions.backup import offsite
 from functions.backup.logical import BackupError
 from prep import backup as backups
 from tests.backup.conftest import content
+from tests.support.aws import fake_aws
 
 BUCKET = "interview-prep-test-backups"
 REGION = "eu-west-1"  # another region than the functions' (us-east-1)
@@ -23,14 +23,7 @@ REGION = "eu-west-1"  # another region than the functions' (us-east-1)
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
+    with fake_aws(monkeypatch, REGION):
         client = boto3.client("s3", region_name=REGION)
         client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         yield client

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from tests.evaluation.harness import REGION, Harness, Queues
+from tests.support.aws import fake_aws
 
 
 @pytest.fixture
@@ -27,14 +27,7 @@ def _quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
+    with fake_aws(monkeypatch, REGION):
         yield
 
 
