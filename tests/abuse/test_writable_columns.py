@@ -37,6 +37,39 @@ def serve(db: psycopg.Connection, user: UserData, question: uuid.UUID) -> uuid.U
     ).fetchone()[0]
 
 
+# Answers ------------------------------------------------------------------------------------------------------
+
+
+def test_answering_someone_elses_served_question_is_refused_and_leaves_their_answer_free(
+    db: psycopg.Connection, me: UserData, free_user: uuid.UUID
+) -> None:
+    """The one-answer ledger (public.served_questions) is claimed by the answer's insert trigger: a stranger who
+    names my served question must be refused without using up the one answer it allows."""
+    served = serve(db, me, add_question(db))
+    # In my session: row security refuses. In their own session: my served question is not theirs to answer there.
+    for session, refused_by in (
+        (me.session_id, psycopg.errors.InsufficientPrivilege),
+        (open_session(db, free_user).session_id, psycopg.errors.ForeignKeyViolation),
+    ):
+        error = refusal(
+            db, free_user,
+            "insert into public.responses (session_id, session_question_id, user_id, answer_text)"
+            " values (%s, %s, %s, 'x')",
+            session, served, free_user,
+        )  # fmt: skip
+        assert isinstance(error, refused_by), error
+    assert db.execute(
+        "select response_id from public.served_questions where session_question_id = %s", (served,)
+    ).fetchone() == (None,)
+    answered = as_user(
+        db, me.user_id,
+        "insert into public.responses (session_id, session_question_id, user_id, answer_text)"
+        " values (%s, %s, %s, 'mine') returning id",
+        me.session_id, served, me.user_id,
+    )  # fmt: skip
+    assert answered is not None
+
+
 # Ratings -----------------------------------------------------------------------------------------------------
 
 
