@@ -1,14 +1,22 @@
 """Cold-start cost of each function module: `python -X importtime`, median of repeated fresh interpreters.
 
-Each module is measured twice: as imported (what `-X importtime` of the handler module shows) and as its
-Lambda cold start really runs (AWS_LAMBDA_FUNCTION_NAME set, so the app, settings, database gateway and
-clients are built during import). The reference is importing fastapi, stripe, openai and supabase together,
-measured in the same run. Run: .venv/bin/python -m bench.import_time [--runs 7]
+Measured where the Lambda really runs: each side is imported from a lean site holding only what is deployed
+(`pip install --target` of the function's pinned requirements file, the same pins scripts/package.py puts in
+its zip), never from the development venv. The dev venv matters: it has httpx's `cli` extra (the prep console
+needs rich and click), and `import httpx` then imports click, rich and pygments -- about 0.2 s no Lambda pays.
+The reference is importing fastapi, stripe, openai and supabase together from a lean site of their own
+(every package at the dev venv's version), measured in the same run, interleaved.
+
+Each module is measured twice: as imported, and as its Lambda cold start runs (AWS_LAMBDA_FUNCTION_NAME set,
+so the app, settings, database gateway and clients are built during import).
+Run: .venv/bin/python -m bench.import_time [--runs 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.metadata
 import json
 import os
 import statistics
@@ -19,11 +27,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-REFERENCE = "fastapi, stripe, openai, supabase"
+ROOT = Path(__file__).resolve().parent.parent
+SITES = ROOT / ".local" / "bench-import"
+REFERENCE_PACKAGES = ("fastapi", "stripe", "openai", "supabase")
+REFERENCE = ", ".join(REFERENCE_PACKAGES)
 MODULES = {
     "billing webhook": "functions.billing.webhook",
     "billing api": "functions.billing.api",
 }
+FUNCTION_REQUIREMENTS = ROOT / "functions" / "billing" / "requirements.txt"
 # Settings a cold start needs to build the apps; values are placeholders, nothing is contacted.
 LAMBDA_ENV = {
     "AWS_LAMBDA_FUNCTION_NAME": "bench",
@@ -38,10 +50,28 @@ LAMBDA_ENV = {
 OUT = Path(__file__).parent / "out" / "import_time.json"
 
 
-def import_seconds(statement: str, env: dict[str, str] | None = None) -> float:
-    """Total self time of every import `python -X importtime -c statement` performed."""
+def lean_site(name: str, pip_arguments: list[str]) -> Path:
+    """A `pip install --target` directory for these arguments, reused while they stay the same."""
+    site = SITES / name
+    stamp = site / ".installed"
+    wanted = hashlib.sha256("\n".join(pip_arguments).encode()).hexdigest()
+    if not (stamp.exists() and stamp.read_text() == wanted):
+        installed = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--upgrade", "--target", str(site), *pip_arguments],
+            capture_output=True,
+            text=True,
+        )
+        if installed.returncode:
+            sys.exit(f"pip could not build the lean site {site}:\n{installed.stderr}")
+        stamp.write_text(wanted)
+    return site
+
+
+def import_seconds(site: Path, statement: str, env: dict[str, str] | None = None) -> float:
+    """Total self time of every import `statement` performed in a fresh interpreter seeing only `site` and the repo."""
+    path_setup = f"import sys; sys.path[:0] = [{str(site)!r}, {str(ROOT)!r}]; "
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", statement],
+        [sys.executable, "-S", "-X", "importtime", "-c", path_setup + statement],  # -S: no venv site-packages
         capture_output=True,
         text=True,
         check=True,
@@ -58,18 +88,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7)
     runs = parser.parse_args().runs
-    cases = {"reference: " + REFERENCE: ("import " + REFERENCE, None)}
+    deployed = lean_site("billing", ["--no-deps", "-r", str(FUNCTION_REQUIREMENTS)])
+    # The dev venv's versions of everything (constraints pin without installing), so both sides import the same code.
+    constraints = SITES / "dev-versions.txt"
+    constraints.parent.mkdir(parents=True, exist_ok=True)
+    constraints.write_text(
+        "".join(
+            f"{dist.metadata['Name']}=={dist.version}\n"
+            for dist in importlib.metadata.distributions()
+            if dist.metadata["Name"] != "interview-prep-backend"
+        )
+    )
+    reference_site = lean_site("reference", ["-c", str(constraints), *REFERENCE_PACKAGES])
+    cases = {"reference: " + REFERENCE: (reference_site, "import " + REFERENCE, None)}
     for label, module in MODULES.items():
-        cases[f"{label} (import)"] = (f"import {module}", None)
-        cases[f"{label} (Lambda cold start)"] = (f"import {module}", LAMBDA_ENV)
+        cases[f"{label} (import)"] = (deployed, f"import {module}", None)
+        cases[f"{label} (Lambda cold start)"] = (deployed, f"import {module}", LAMBDA_ENV)
     samples: dict[str, list[float]] = {label: [] for label in cases}
     for _ in range(runs):  # interleaved, so machine noise hits every case alike
-        for label, (statement, env) in cases.items():
-            samples[label].append(import_seconds(statement, env))
+        for label, (site, statement, env) in cases.items():
+            samples[label].append(import_seconds(site, statement, env))
     medians = {label: statistics.median(values) for label, values in samples.items()}
     reference = medians["reference: " + REFERENCE]
 
-    table = Table(title=f"Import time, median of {runs} fresh interpreters")
+    table = Table(title=f"Import time from lean sites of what is deployed, median of {runs} fresh interpreters")
     for column in ("what", "median s", "vs reference", "target"):
         table.add_column(column)
     for label, median in medians.items():
