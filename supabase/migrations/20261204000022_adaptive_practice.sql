@@ -203,7 +203,11 @@ begin
     order by abs(near.difficulty_estimate - (ch.ability - ln(target_success / (1 - target_success)))), near.id
     limit s.n
   ) pick
-  order by ch.place, abs(pick.difficulty_estimate - (ch.ability - ln(target_success / (1 - target_success))));
+  -- The categories take turns: each one's nearest pick, then each one's second...
+  order by row_number() over (partition by ch.category
+                              order by abs(pick.difficulty_estimate
+                                           - (ch.ability - ln(target_success / (1 - target_success))))),
+           ch.place;
 end
 $$;
 comment on function public.recommend_next(integer, public.question_category) is
