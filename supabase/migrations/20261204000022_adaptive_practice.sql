@@ -111,11 +111,13 @@ comment on type public.recommendation is
 -- need it most (weakest ability first, then those due for review by their SM-2 interval, then the untried),
 -- three categories taking turns, each pick the unserved question of the user's level whose estimated difficulty
 -- gives the caller a 70% chance of success (difficulty = ability - ln(0.7 / 0.3)). `category` narrows it to one.
--- Security invoker: it reads the caller's rows through RLS; no user id is taken from the client.
+-- Security invoker: it reads the caller's rows through RLS; no user id is taken from the client. Its one query is
+-- planned once per connection (as in 20.): planning it anew for each call's values cost more than running it.
 create function public.recommend_next(count integer default 5, category public.question_category default null)
 returns setof public.recommendation
 language plpgsql stable
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   me uuid := auth.uid();
