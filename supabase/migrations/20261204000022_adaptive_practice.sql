@@ -418,6 +418,114 @@ begin
 end
 $$;
 
+-- 4b. Generating ahead where the bank keeps widening. --------------------------------------------------------
+
+-- What selection had to widen for, per bucket and requested tag ('' for a request without tags): the serves that
+-- were not an exact match since the last generation ahead. Role-free on purpose: a question without a role
+-- matches every request of its bucket, so what is generated ahead for a key serves every role asking for it.
+create table private.widening_demand (
+  category public.question_category not null,
+  difficulty public.difficulty not null,
+  experience_level public.experience_level not null,
+  tag text not null check (octet_length(tag) <= 40),
+  widened bigint not null default 0 check (widened >= 0),
+  generations integer not null default 0,
+  last_generated_at timestamptz,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  primary key (category, difficulty, experience_level, tag)
+);
+create trigger set_updated_at before update on private.widening_demand
+  for each row execute function private.set_updated_at();
+alter table private.widening_demand enable row level security;
+grant select, insert, update, delete on private.widening_demand to service_role;
+
+-- As in 13., and: the questions served on a widened step count against their keys; a key that reaches
+-- `ahead_after` (150) such serves is reset and the response asks the handler to generate `ahead_batch` (20)
+-- questions for it ahead (`generate_ahead`: the request to generate for, or null), into the shared bank: the
+-- prompt holds only vocabulary terms and enum values, nothing a user wrote.
+create or replace function service.request_questions(user_id uuid, request jsonb) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  ahead_after constant integer := 150;
+  ahead_batch constant integer := 20;
+  wanted integer;
+  session uuid;
+  session_owner uuid;
+  session_status public.session_status;
+  served jsonb;
+  widened integer;
+  ahead jsonb;
+begin
+  request := private.checked_request(request);
+  wanted := (request ->> 'count')::integer;
+  session := (request ->> 'session_id')::uuid;
+  if wanted is null then
+    raise sqlstate 'PT422' using message = 'count must be between 1 and 20';
+  end if;
+  perform private.consume_quota(request_questions.user_id, 'question_requests');
+
+  if session is null then
+    -- Starting the session serves its first questions (private.on_session_started).
+    insert into public.practice_sessions (user_id, session_type, config)
+    values (request_questions.user_id, 'custom', request - 'session_id')
+    returning id into session;
+    served := private.session_question_list(session, 0);
+  else
+    select s.user_id, s.status into session_owner, session_status
+    from public.practice_sessions s where s.id = session;
+    if session_owner is distinct from request_questions.user_id then
+      raise sqlstate 'PT404' using message = format('no session %s of yours', session);
+    elsif session_status <> 'in_progress' then
+      raise sqlstate 'PT409' using
+        message = format('session %s is %s', session, session_status), hint = 'Start a new session.';
+    end if;
+    served := private.serve_questions(request_questions.user_id, session, request, wanted);
+  end if;
+
+  select count(*) into widened from jsonb_array_elements(served) q
+  where q ->> 'widening' not in ('exact', 'generated', 'recommended');
+  if widened > 0 and request ? 'category' and request ? 'difficulty' and request ? 'experience_level' then
+    with keys as (
+      select coalesce(t, '') as tag
+      from (select jsonb_array_elements_text(coalesce(nullif(request -> 'tags', '[]'), '[null]')) t) k
+    ), counted as (
+      insert into private.widening_demand as d (category, difficulty, experience_level, tag, widened)
+      select (request ->> 'category')::public.question_category, (request ->> 'difficulty')::public.difficulty,
+             (request ->> 'experience_level')::public.experience_level, k.tag, widened
+      from keys k
+      order by k.tag  -- the same lock order in every request
+      on conflict (category, difficulty, experience_level, tag) do update
+        set widened = case when d.widened + excluded.widened >= ahead_after then 0
+                           else d.widened + excluded.widened end,
+            generations = d.generations + (d.widened + excluded.widened >= ahead_after)::integer,
+            last_generated_at = case when d.widened + excluded.widened >= ahead_after then now()
+                                     else d.last_generated_at end
+      returning d.tag, d.widened = 0 and d.last_generated_at = now() as due
+    )
+    select jsonb_build_object('category', request -> 'category', 'difficulty', request -> 'difficulty',
+                              'experience_level', request -> 'experience_level',
+                              'tags', case when c.tag = '' then '[]'::jsonb else jsonb_build_array(c.tag) end,
+                              'count', ahead_batch)
+    into ahead
+    from counted c where c.due order by c.tag limit 1;
+  end if;
+
+  return jsonb_build_object(
+    'session_id', session,
+    'request', request - 'session_id',
+    'questions', served,
+    'deficit', wanted - jsonb_array_length(served),
+    'generate_ahead', ahead,
+    'ai_generation_included',
+      coalesce((select (e.features ->> 'ai_generated_questions')::boolean
+                from public.entitlements(request_questions.user_id) e), false)
+  );
+end
+$$;
+
 -- 5. The scheduled calibration. --------------------------------------------------------------------------------
 
 -- Answers scored in (watermark, as_of - 5 minutes]: the lag lets transactions that scored an answer a moment

@@ -66,6 +66,58 @@ end
 $$;
 drop function private.serve_recommended(uuid, integer, public.question_category);
 
+-- request_questions as in 13. (no generation ahead).
+create or replace function service.request_questions(user_id uuid, request jsonb) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  wanted integer;
+  session uuid;
+  session_owner uuid;
+  session_status public.session_status;
+  served jsonb;
+begin
+  request := private.checked_request(request);
+  wanted := (request ->> 'count')::integer;
+  session := (request ->> 'session_id')::uuid;
+  if wanted is null then
+    raise sqlstate 'PT422' using message = 'count must be between 1 and 20';
+  end if;
+  perform private.consume_quota(request_questions.user_id, 'question_requests');
+
+  if session is null then
+    -- Starting the session serves its first questions (private.on_session_started).
+    insert into public.practice_sessions (user_id, session_type, config)
+    values (request_questions.user_id, 'custom', request - 'session_id')
+    returning id into session;
+    served := private.session_question_list(session, 0);
+  else
+    select s.user_id, s.status into session_owner, session_status
+    from public.practice_sessions s where s.id = session;
+    if session_owner is distinct from request_questions.user_id then
+      raise sqlstate 'PT404' using message = format('no session %s of yours', session);
+    elsif session_status <> 'in_progress' then
+      raise sqlstate 'PT409' using
+        message = format('session %s is %s', session, session_status), hint = 'Start a new session.';
+    end if;
+    served := private.serve_questions(request_questions.user_id, session, request, wanted);
+  end if;
+
+  return jsonb_build_object(
+    'session_id', session,
+    'request', request - 'session_id',
+    'questions', served,
+    'deficit', wanted - jsonb_array_length(served),
+    'ai_generation_included',
+      coalesce((select (e.features ->> 'ai_generated_questions')::boolean
+                from public.entitlements(request_questions.user_id) e), false)
+  );
+end
+$$;
+drop table private.widening_demand;
+
+
 -- checked_request as in 13. (a session config with `mode` is refused again; stored configs keep theirs).
 create or replace function private.checked_request(request jsonb) returns jsonb
 language plpgsql stable
