@@ -554,6 +554,7 @@ export type Database = {
           rank_score: number
           rating_avg: number | null
           rating_count: number
+          selection_cell: number | null
           source: Database["public"]["Enums"]["question_source"]
           tags: string[]
           target_role: string | null
@@ -579,6 +580,7 @@ export type Database = {
           rank_score?: number
           rating_avg?: number | null
           rating_count?: number
+          selection_cell?: never
           source: Database["public"]["Enums"]["question_source"]
           tags?: string[]
           target_role?: string | null
@@ -604,6 +606,7 @@ export type Database = {
           rank_score?: number
           rating_avg?: number | null
           rating_count?: number
+          selection_cell?: never
           source?: Database["public"]["Enums"]["question_source"]
           tags?: string[]
           target_role?: string | null

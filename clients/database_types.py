@@ -471,6 +471,7 @@ class PublicQuestions(BaseModel):
     rank_score: float = Field(alias="rank_score")
     rating_avg: Optional[float] = Field(alias="rating_avg")
     rating_count: int = Field(alias="rating_count")
+    selection_cell: Optional[int] = Field(alias="selection_cell")
     source: PublicQuestionSource = Field(alias="source")
     tags: List[str] = Field(alias="tags")
     target_role: Optional[str] = Field(alias="target_role")
@@ -496,6 +497,7 @@ class PublicQuestionsInsert(TypedDict):
     rank_score: NotRequired[Annotated[float, Field(alias="rank_score")]]
     rating_avg: NotRequired[Annotated[Optional[float], Field(alias="rating_avg")]]
     rating_count: NotRequired[Annotated[int, Field(alias="rating_count")]]
+    selection_cell: NotRequired[Annotated[Optional[int], Field(alias="selection_cell")]]
     source: Annotated[PublicQuestionSource, Field(alias="source")]
     tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
     target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
@@ -521,6 +523,7 @@ class PublicQuestionsUpdate(TypedDict):
     rank_score: NotRequired[Annotated[float, Field(alias="rank_score")]]
     rating_avg: NotRequired[Annotated[Optional[float], Field(alias="rating_avg")]]
     rating_count: NotRequired[Annotated[int, Field(alias="rating_count")]]
+    selection_cell: NotRequired[Annotated[Optional[int], Field(alias="selection_cell")]]
     source: NotRequired[Annotated[PublicQuestionSource, Field(alias="source")]]
     tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
     target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]

@@ -226,7 +226,11 @@ class QuestionEngine:
             added = self.db.call(
                 "service.add_generated_questions",
                 {
-                    "questions": [{**q.model_dump(), **_bucket_fields(request)} for q in output.questions],
+                    # Tagged with the key's tag whatever the model answered: that demand is what they are for.
+                    "questions": [
+                        {**q.model_dump(), **_bucket_fields(request), "tags": sorted({*q.tags, *request["tags"]})}
+                        for q in output.questions
+                    ],
                     "generation": {
                         "model": self.settings.ai_model,
                         "prompt_version": generation.PROMPT_VERSION,

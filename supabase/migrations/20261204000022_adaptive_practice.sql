@@ -29,7 +29,16 @@ alter table public.questions
   ) stored,
   -- The data says the label is wrong: the estimate's 95% interval lies wholly outside the label's band
   -- (easy below -0.5, medium -0.5 to 0.5, hard above 0.5), after at least 10 scored answers.
-  add column label_disagrees boolean not null default false;
+  add column label_disagrees boolean not null default false,
+  -- Category and level as one number, for recommend_next's index walk: it reads questions under RLS, where
+  -- PostgreSQL keeps comparisons that are not leakproof (enums' are not) out of index conditions; an integer's
+  -- are. Categories 1-6 in tens, levels 1-5 in units, in their enums' order.
+  add column selection_cell smallint generated always as (
+    10 * case category when 'behavioral' then 1 when 'technical' then 2 when 'situational' then 3
+                       when 'leadership' then 4 when 'problem_solving' then 5 when 'culture_fit' then 6 end
+    + case experience_level when 'entry' then 1 when 'mid' then 2 when 'senior' then 3 when 'lead' then 4
+                            when 'executive' then 5 end
+  ) stored;
 comment on column public.questions.calibrated_difficulty is
   'Rasch difficulty in logits fitted from scored answers (null until answered); higher is harder.';
 comment on column public.questions.difficulty_uncertainty is
@@ -40,11 +49,10 @@ comment on column public.questions.label_disagrees is
 -- Clients read the calibration beside the label, and which questions are their own provisional ones (the policy
 -- on questions shows them no one else's): recommend_next filters on it as the definer-run serving must.
 grant select (calibrated_difficulty, difficulty_uncertainty, calibration_answers, difficulty_estimate,
-              label_disagrees, provisional_for) on public.questions to authenticated;
+              label_disagrees, selection_cell, provisional_for) on public.questions to authenticated;
 
 -- Recommendation walks a category and level by estimated difficulty, both ways from its target.
-create index idx_questions_category_level_estimate on public.questions (category, experience_level, difficulty_estimate)
-  where is_active;
+create index idx_questions_cell_estimate on public.questions (selection_cell, difficulty_estimate) where is_active;
 
 -- 2. Per user and category: ability, spacing, peers, projection. -----------------------------------------------
 
@@ -132,7 +140,9 @@ begin
   end if;
   return query
   with profile as (
-    select coalesce(p.experience_level, 'mid') as level, p.target_role as role
+    select p.target_role as role,
+           case coalesce(p.experience_level, 'mid') when 'entry' then 1 when 'mid' then 2 when 'senior' then 3
+                                                    when 'lead' then 4 when 'executive' then 5 end as level_cell
     from (select) one left join public.user_profiles p on p.user_id = me
   ), this_month as (
     select r.category, avg(r.ai_score) as score
@@ -153,7 +163,10 @@ begin
     left join public.category_abilities a on a.user_id = me and a.category = c.category
     left join this_month m on m.category = c.category
   ), chosen as (
-    select c.*, row_number() over (order by c.priority desc, c.category) as place
+    select c.*, row_number() over (order by c.priority desc, c.category) as place,
+           10 * case c.category when 'behavioral' then 1 when 'technical' then 2 when 'situational' then 3
+                                when 'leadership' then 4 when 'problem_solving' then 5 when 'culture_fit' then 6 end
+             + (select pr.level_cell from profile pr) as cell
     from categories c
     where recommend_next.category is null or c.category = recommend_next.category
   ), slots as (
@@ -185,22 +198,22 @@ begin
     select near.id, near.difficulty, near.difficulty_estimate
     from (
       (select q.id, q.difficulty, q.difficulty_estimate from public.questions q
-       where q.is_active and q.category = ch.category and q.experience_level = pr.level
+       where q.is_active and q.selection_cell = ch.cell
          and q.difficulty_estimate >= ch.ability - ln(target_success / (1 - target_success))
          and (q.provisional_for is null or q.provisional_for = me)
          and (pr.role is null or q.target_role is null or lower(q.target_role) = lower(pr.role))
          and not exists (select from public.served_questions sv where sv.user_id = me and sv.question_id = q.id
                          offset 0)
-       order by q.difficulty_estimate limit s.n)
+       order by q.difficulty_estimate limit 20)
       union all
       (select q.id, q.difficulty, q.difficulty_estimate from public.questions q
-       where q.is_active and q.category = ch.category and q.experience_level = pr.level
+       where q.is_active and q.selection_cell = ch.cell
          and q.difficulty_estimate < ch.ability - ln(target_success / (1 - target_success))
          and (q.provisional_for is null or q.provisional_for = me)
          and (pr.role is null or q.target_role is null or lower(q.target_role) = lower(pr.role))
          and not exists (select from public.served_questions sv where sv.user_id = me and sv.question_id = q.id
                          offset 0)
-       order by q.difficulty_estimate desc limit s.n)
+       order by q.difficulty_estimate desc limit 20)
     ) near
     order by abs(near.difficulty_estimate - (ch.ability - ln(target_success / (1 - target_success)))), near.id
     limit s.n

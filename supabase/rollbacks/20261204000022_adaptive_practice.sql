@@ -206,9 +206,10 @@ alter table archive.session_questions drop column pick_reason;
 alter table public.session_questions drop column pick_reason;
 drop table public.category_abilities;
 
-drop index public.idx_questions_category_level_estimate;
+drop index public.idx_questions_cell_estimate;
 revoke select (provisional_for) on public.questions from authenticated;
 alter table public.questions
+  drop column selection_cell,
   drop column label_disagrees,
   drop column difficulty_estimate,
   drop column calibration_information,
