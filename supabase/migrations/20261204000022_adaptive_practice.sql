@@ -454,7 +454,7 @@ alter table private.widening_demand enable row level security;
 grant select, insert, update, delete on private.widening_demand to service_role;
 
 -- As in 13., and: the questions served on a widened step count against their keys; a key that reaches
--- `ahead_after` (150) such serves is reset and the response asks the handler to generate `ahead_batch` (20)
+-- `ahead_after` (40) such serves is reset and the response asks the handler to generate `ahead_batch` (30)
 -- questions for it ahead (`generate_ahead`: the request to generate for, or null), into the shared bank: the
 -- prompt holds only vocabulary terms and enum values, nothing a user wrote.
 create or replace function service.request_questions(user_id uuid, request jsonb) returns jsonb
@@ -462,8 +462,8 @@ language plpgsql
 set search_path = ''
 as $$
 declare
-  ahead_after constant integer := 150;
-  ahead_batch constant integer := 20;
+  ahead_after constant integer := 40;
+  ahead_batch constant integer := 30;
   wanted integer;
   session uuid;
   session_owner uuid;

@@ -1,5 +1,5 @@
 """Generating ahead where the bank keeps widening: request_questions counts the widened serves per bucket and
-requested tag, and every 150 the handler adds 20 questions for that key to the shared bank, serving none now."""
+requested tag, and every 40 the handler adds 30 questions for that key to the shared bank, serving none now."""
 
 from __future__ import annotations
 
@@ -46,30 +46,30 @@ def test_widened_serves_are_counted_per_bucket_and_tag(harness: Harness, missing
     assert harness.fake.calls == 0
 
 
-def test_the_150th_widened_serve_generates_20_ahead_into_the_shared_bank(harness: Harness, missing_tag: str) -> None:
+def test_the_40th_widened_serve_generates_30_ahead_into_the_shared_bank(harness: Harness, missing_tag: str) -> None:
     harness.conn.execute(
         "insert into private.widening_demand (category, difficulty, experience_level, tag, widened)"
-        " values ('problem_solving', 'hard', 'executive', %s, 149)"
-        " on conflict (category, difficulty, experience_level, tag) do update set widened = 149",
+        " values ('problem_solving', 'hard', 'executive', %s, 39)"
+        " on conflict (category, difficulty, experience_level, tag) do update set widened = 39",
         (missing_tag,),
     )
-    harness.fake.chat.script(reply(generated(20)))
+    harness.fake.chat.script(reply(generated(30)))
     user = harness.user(exhausted=False)
 
     body = harness.ask(user, count=2, tags=[missing_tag]).json()
 
     assert (body["from_bank"], body["generated"]) == (2, 0)  # served from the bank as before
     assert body["generation"]["ai_calls"] == 1
-    assert body["generation"]["generated_ahead"] == 20
+    assert body["generation"]["generated_ahead"] == 30
     prompt = harness.fake.chat.last.text_of("user")
-    assert "Write 20 new interview questions" in prompt
+    assert "Write 30 new interview questions" in prompt
     assert f'"tags": ["{missing_tag}"]' in prompt
     assert '"target_role": null' in prompt
     shared = harness.conn.execute(
         "select count(*) from public.questions where provisional_for is null and target_role is null"
         " and generation_metadata ->> 'ahead' = 'true' and " + KEY
     ).fetchone()[0]
-    assert shared == 20
+    assert shared == 30
     widened, generations = demand(harness, missing_tag)
     assert widened == 0
     assert generations >= 1
