@@ -116,7 +116,7 @@ comment on type public.recommendation is
   'recommend_next(): a question to practise next, its chance of success for the caller, and one line of why.';
 
 -- What the caller should practise next: `count` questions (1-20) never served to them, from the categories that
--- need it most (weakest ability first, then those due for review by their SM-2 interval, then the untried),
+-- need it most (weakness plus how due their review is by its SM-2 interval; one never practised is due),
 -- three categories taking turns, each pick the unserved question of the user's level whose estimated difficulty
 -- gives the caller a 70% chance of success (difficulty = ability - ln(0.7 / 0.3)). `category` narrows it to one.
 -- Security invoker: it reads the caller's rows through RLS; no user id is taken from the client. Its one query is
@@ -154,9 +154,9 @@ begin
            m.score as month_score,
            rank() over (order by m.score nulls last) as month_rank, count(m.score) over () as month_scored,
            -- Weakness (the chance of failing a question of average difficulty), plus up to 0.5 as the review
-           -- falls due and overdue, or 0.35 for a category never practised.
+           -- falls due; a category never practised is due (as a new card is in SM-2).
            1 - 1 / (1 + exp(-coalesce(a.ability, 0)))
-             + case when a.last_practised_at is null then 0.35
+             + case when a.last_practised_at is null then 0.5
                     else 0.5 * least(greatest(extract(epoch from now() - a.due_at) / 86400.0
                                               / a.review_interval_days + 1, 0), 1) end as priority
     from unnest(enum_range(null::public.question_category)) c (category)
