@@ -538,6 +538,8 @@ def window(outcomes: list[Outcome]) -> dict[str, Any]:
     served = sum(len(o.ids) for o in outcomes)
     bank = sum(o.bank for o in outcomes)
     ai_calls = sum(o.ai_calls for o in outcomes)
+    # On the requested role, level and tags: the first step of selection, or generated for this very request.
+    exact = sum(w in ("exact", "generated") for o in outcomes for w in o.widenings)
     return {
         "requests": len(outcomes),
         "asked": sum(o.asked for o in outcomes),
@@ -545,6 +547,7 @@ def window(outcomes: list[Outcome]) -> dict[str, Any]:
         "from_bank": bank,
         "generated": sum(o.generated for o in outcomes),
         "bank_share": share(bank, served),
+        "exact_share": share(exact, served),
         "ai_calls": ai_calls,
         "ai_calls_per_1000_served": 1000 * share(ai_calls, served),
         "short": sum(o.asked - len(o.ids) for o in outcomes),
@@ -703,7 +706,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_report(report: dict[str, Any]) -> None:
     table = Table(title="Question cache: served from the bank vs generated", caption=caption(report))
-    for column in ("window", "requests", "served", "bank %", "generated", "AI calls", "AI / 1k served", "short"):
+    columns = ("window", "requests", "served", "bank %", "exact %", "generated", "AI calls", "AI / 1k served", "short")
+    for column in columns:
         table.add_column(column, justify="left" if column == "window" else "right")
     rows = [("all", report["overall"]), ("after warm-up", report["after_warmup"])]
     rows += [(f"tenth {i + 1}", w) for i, w in enumerate(report["by_tenth"])]
@@ -714,6 +718,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"{w['requests']:,}",
             f"{w['served']:,}",
             f"[{colour}]{100 * w['bank_share']:.2f}[/{colour}]",
+            f"{100 * w['exact_share']:.2f}",
             f"{w['generated']:,}",
             f"{w['ai_calls']:,}",
             f"{w['ai_calls_per_1000_served']:.2f}",

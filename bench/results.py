@@ -87,6 +87,12 @@ def question_cache(data: dict[str, Any]) -> list[Figure]:
         ),
         Figure("AI calls per 1,000 questions served", f"{warm['ai_calls_per_1000_served']:.2f}", "", None),
         Figure(
+            "served on an exact profile match (role, level, tags) after warm-up",
+            f"{warm['exact_share']:.2%}" if "exact_share" in warm else "not measured",
+            "",
+            None,
+        ),
+        Figure(
             "repeats per user",
             str(checks["repeats_in_session_questions"]),
             "0",
@@ -324,6 +330,37 @@ def partitioning(data: dict[str, Any]) -> list[Figure]:
     ]
 
 
+def adaptive(data: dict[str, Any]) -> list[Figure]:
+    targets, calibration, learners = data["targets"], data["calibration"], data["learners"]
+    volume, p95, day = data["volume"], data["recommend_next"]["p95_ms"], data["incremental_day"]
+    return [
+        Figure(
+            f"mean ability gain, recommended / random ({learners['per_arm']} simulated learners each)",
+            f"{learners['gain_ratio']:.2f}x",
+            f">= {targets['gain_ratio']}x",
+            learners["gain_ratio"] >= targets["gain_ratio"],
+        ),
+        Figure(
+            f"Spearman fitted vs true difficulty after {calibration['answers']:,} answers",
+            f"{calibration['spearman_fitted_vs_true']:.3f}",
+            f">= {targets['spearman']}",
+            calibration["spearman_fitted_vs_true"] >= targets["spearman"],
+        ),
+        Figure(
+            f"recommend_next p95 ({volume['users']:,} users, {volume['answers']:,} answers)",
+            f"{p95:.1f} ms",
+            f"<= {targets['recommend_p95_ms']:.0f} ms",
+            p95 <= targets["recommend_p95_ms"],
+        ),
+        Figure(
+            f"incremental calibration of a day ({day['answers_calibrated']:,} answers)",
+            f"{day['seconds']:.1f} s",
+            f"<= {targets['incremental_seconds']:.0f} s",
+            day["seconds"] <= targets["incremental_seconds"],
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, Extract] = {
     "rls_reads": rls_reads,
     "webhook_throughput": webhook_throughput,
@@ -338,6 +375,7 @@ BENCHMARKS: dict[str, Extract] = {
     "replica_pinned": replica,
     "backup": backup,
     "partitioning": partitioning,
+    "adaptive": adaptive,
 }
 
 

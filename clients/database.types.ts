@@ -208,6 +208,85 @@ export type Database = {
           },
         ]
       }
+      category_abilities: {
+        Row: {
+          ability: number
+          ability_precision: number
+          ability_uncertainty: number | null
+          answers: number
+          category: Database["public"]["Enums"]["question_category"]
+          cohort: string | null
+          cohort_size: number | null
+          created_at: string
+          due_at: string | null
+          ease: number
+          last_practised_at: string | null
+          percentile: number | null
+          percentile_at: string | null
+          projected_for: string | null
+          projected_high: number | null
+          projected_low: number | null
+          projected_score: number | null
+          repetitions: number
+          review_interval_days: number
+          updated_at: string
+          user_id: string
+        }
+        Insert: {
+          ability?: number
+          ability_precision?: number
+          ability_uncertainty?: never
+          answers?: number
+          category: Database["public"]["Enums"]["question_category"]
+          cohort?: string | null
+          cohort_size?: number | null
+          created_at?: string
+          due_at?: string | null
+          ease?: number
+          last_practised_at?: string | null
+          percentile?: number | null
+          percentile_at?: string | null
+          projected_for?: string | null
+          projected_high?: number | null
+          projected_low?: number | null
+          projected_score?: number | null
+          repetitions?: number
+          review_interval_days?: number
+          updated_at?: string
+          user_id: string
+        }
+        Update: {
+          ability?: number
+          ability_precision?: number
+          ability_uncertainty?: never
+          answers?: number
+          category?: Database["public"]["Enums"]["question_category"]
+          cohort?: string | null
+          cohort_size?: number | null
+          created_at?: string
+          due_at?: string | null
+          ease?: number
+          last_practised_at?: string | null
+          percentile?: number | null
+          percentile_at?: string | null
+          projected_for?: string | null
+          projected_high?: number | null
+          projected_low?: number | null
+          projected_score?: number | null
+          repetitions?: number
+          review_interval_days?: number
+          updated_at?: string
+          user_id?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "category_abilities_user_id_fkey"
+            columns: ["user_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
       plans: {
         Row: {
           billing_interval:
@@ -457,18 +536,25 @@ export type Database = {
       }
       questions: {
         Row: {
+          calibrated_difficulty: number | null
+          calibration_answers: number
+          calibration_information: number
           category: Database["public"]["Enums"]["question_category"]
           content: string
           created_at: string
           difficulty: Database["public"]["Enums"]["difficulty"]
+          difficulty_estimate: number | null
+          difficulty_uncertainty: number
           experience_level: Database["public"]["Enums"]["experience_level"]
           generation_metadata: NonNullable<Json>
           id: string
           is_active: boolean
+          label_disagrees: boolean
           provisional_for: string | null
           rank_score: number
           rating_avg: number | null
           rating_count: number
+          selection_cell: number | null
           source: Database["public"]["Enums"]["question_source"]
           tags: string[]
           target_role: string | null
@@ -476,18 +562,25 @@ export type Database = {
           usage_count: number
         }
         Insert: {
+          calibrated_difficulty?: number | null
+          calibration_answers?: number
+          calibration_information?: number
           category: Database["public"]["Enums"]["question_category"]
           content: string
           created_at?: string
           difficulty: Database["public"]["Enums"]["difficulty"]
+          difficulty_estimate?: never
+          difficulty_uncertainty?: number
           experience_level: Database["public"]["Enums"]["experience_level"]
           generation_metadata?: NonNullable<Json>
           id?: string
           is_active?: boolean
+          label_disagrees?: boolean
           provisional_for?: string | null
           rank_score?: number
           rating_avg?: number | null
           rating_count?: number
+          selection_cell?: never
           source: Database["public"]["Enums"]["question_source"]
           tags?: string[]
           target_role?: string | null
@@ -495,18 +588,25 @@ export type Database = {
           usage_count?: number
         }
         Update: {
+          calibrated_difficulty?: number | null
+          calibration_answers?: number
+          calibration_information?: number
           category?: Database["public"]["Enums"]["question_category"]
           content?: string
           created_at?: string
           difficulty?: Database["public"]["Enums"]["difficulty"]
+          difficulty_estimate?: never
+          difficulty_uncertainty?: number
           experience_level?: Database["public"]["Enums"]["experience_level"]
           generation_metadata?: NonNullable<Json>
           id?: string
           is_active?: boolean
+          label_disagrees?: boolean
           provisional_for?: string | null
           rank_score?: number
           rating_avg?: number | null
           rating_count?: number
+          selection_cell?: never
           source?: Database["public"]["Enums"]["question_source"]
           tags?: string[]
           target_role?: string | null
@@ -654,6 +754,7 @@ export type Database = {
         Row: {
           created_at: string
           id: string
+          pick_reason: string | null
           position: number
           question_id: string
           served_at: string
@@ -665,6 +766,7 @@ export type Database = {
         Insert: {
           created_at?: string
           id?: string
+          pick_reason?: string | null
           position: number
           question_id: string
           served_at?: string
@@ -676,6 +778,7 @@ export type Database = {
         Update: {
           created_at?: string
           id?: string
+          pick_reason?: string | null
           position?: number
           question_id?: string
           served_at?: string
@@ -1171,6 +1274,19 @@ export type Database = {
           isSetofReturn: false
         }
       }
+      recommend_next: {
+        Args: {
+          category?: Database["public"]["Enums"]["question_category"]
+          count?: number
+        }
+        Returns: Database["public"]["CompositeTypes"]["recommendation"][]
+        SetofOptions: {
+          from: "*"
+          to: "recommendation"
+          isOneToOne: false
+          isSetofReturn: true
+        }
+      }
       start_session: {
         Args: {
           config?: Json
@@ -1241,6 +1357,14 @@ export type Database = {
         ai_spend_cents: number | null
         evaluations_per_answer: number | null
       }
+      recommendation: {
+        question_id: string | null
+        category: Database["public"]["Enums"]["question_category"] | null
+        difficulty: Database["public"]["Enums"]["difficulty"] | null
+        difficulty_estimate: number | null
+        success_probability: number | null
+        reason: string | null
+      }
       served_question: {
         session_question_id: string | null
         position: number | null
@@ -1249,6 +1373,7 @@ export type Database = {
         category: Database["public"]["Enums"]["question_category"] | null
         difficulty: Database["public"]["Enums"]["difficulty"] | null
         experience_level: Database["public"]["Enums"]["experience_level"] | null
+        reason: string | null
       }
       started_session: {
         session_id: string | null

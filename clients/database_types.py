@@ -191,6 +191,75 @@ class PublicBillingCustomersUpdate(TypedDict):
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
 
+class PublicCategoryAbilities(BaseModel):
+    ability: float = Field(alias="ability")
+    ability_precision: float = Field(alias="ability_precision")
+    ability_uncertainty: Optional[float] = Field(alias="ability_uncertainty")
+    answers: int = Field(alias="answers")
+    category: PublicQuestionCategory = Field(alias="category")
+    cohort: Optional[str] = Field(alias="cohort")
+    cohort_size: Optional[int] = Field(alias="cohort_size")
+    created_at: datetime.datetime = Field(alias="created_at")
+    due_at: Optional[datetime.datetime] = Field(alias="due_at")
+    ease: float = Field(alias="ease")
+    last_practised_at: Optional[datetime.datetime] = Field(alias="last_practised_at")
+    percentile: Optional[float] = Field(alias="percentile")
+    percentile_at: Optional[datetime.datetime] = Field(alias="percentile_at")
+    projected_for: Optional[datetime.date] = Field(alias="projected_for")
+    projected_high: Optional[float] = Field(alias="projected_high")
+    projected_low: Optional[float] = Field(alias="projected_low")
+    projected_score: Optional[float] = Field(alias="projected_score")
+    repetitions: int = Field(alias="repetitions")
+    review_interval_days: float = Field(alias="review_interval_days")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    user_id: uuid.UUID = Field(alias="user_id")
+
+class PublicCategoryAbilitiesInsert(TypedDict):
+    ability: NotRequired[Annotated[float, Field(alias="ability")]]
+    ability_precision: NotRequired[Annotated[float, Field(alias="ability_precision")]]
+    ability_uncertainty: NotRequired[Annotated[Optional[float], Field(alias="ability_uncertainty")]]
+    answers: NotRequired[Annotated[int, Field(alias="answers")]]
+    category: Annotated[PublicQuestionCategory, Field(alias="category")]
+    cohort: NotRequired[Annotated[Optional[str], Field(alias="cohort")]]
+    cohort_size: NotRequired[Annotated[Optional[int], Field(alias="cohort_size")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    due_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="due_at")]]
+    ease: NotRequired[Annotated[float, Field(alias="ease")]]
+    last_practised_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="last_practised_at")]]
+    percentile: NotRequired[Annotated[Optional[float], Field(alias="percentile")]]
+    percentile_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="percentile_at")]]
+    projected_for: NotRequired[Annotated[Optional[datetime.date], Field(alias="projected_for")]]
+    projected_high: NotRequired[Annotated[Optional[float], Field(alias="projected_high")]]
+    projected_low: NotRequired[Annotated[Optional[float], Field(alias="projected_low")]]
+    projected_score: NotRequired[Annotated[Optional[float], Field(alias="projected_score")]]
+    repetitions: NotRequired[Annotated[int, Field(alias="repetitions")]]
+    review_interval_days: NotRequired[Annotated[float, Field(alias="review_interval_days")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: Annotated[uuid.UUID, Field(alias="user_id")]
+
+class PublicCategoryAbilitiesUpdate(TypedDict):
+    ability: NotRequired[Annotated[float, Field(alias="ability")]]
+    ability_precision: NotRequired[Annotated[float, Field(alias="ability_precision")]]
+    ability_uncertainty: NotRequired[Annotated[Optional[float], Field(alias="ability_uncertainty")]]
+    answers: NotRequired[Annotated[int, Field(alias="answers")]]
+    category: NotRequired[Annotated[PublicQuestionCategory, Field(alias="category")]]
+    cohort: NotRequired[Annotated[Optional[str], Field(alias="cohort")]]
+    cohort_size: NotRequired[Annotated[Optional[int], Field(alias="cohort_size")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    due_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="due_at")]]
+    ease: NotRequired[Annotated[float, Field(alias="ease")]]
+    last_practised_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="last_practised_at")]]
+    percentile: NotRequired[Annotated[Optional[float], Field(alias="percentile")]]
+    percentile_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="percentile_at")]]
+    projected_for: NotRequired[Annotated[Optional[datetime.date], Field(alias="projected_for")]]
+    projected_high: NotRequired[Annotated[Optional[float], Field(alias="projected_high")]]
+    projected_low: NotRequired[Annotated[Optional[float], Field(alias="projected_low")]]
+    projected_score: NotRequired[Annotated[Optional[float], Field(alias="projected_score")]]
+    repetitions: NotRequired[Annotated[int, Field(alias="repetitions")]]
+    review_interval_days: NotRequired[Annotated[float, Field(alias="review_interval_days")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
 class PublicPlans(BaseModel):
     billing_interval: Optional[PublicBillingInterval] = Field(alias="billing_interval")
     code: str = Field(alias="code")
@@ -384,18 +453,25 @@ class PublicQuestionRatingsUpdate(TypedDict):
     user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
 
 class PublicQuestions(BaseModel):
+    calibrated_difficulty: Optional[float] = Field(alias="calibrated_difficulty")
+    calibration_answers: int = Field(alias="calibration_answers")
+    calibration_information: float = Field(alias="calibration_information")
     category: PublicQuestionCategory = Field(alias="category")
     content: str = Field(alias="content")
     created_at: datetime.datetime = Field(alias="created_at")
     difficulty: PublicDifficulty = Field(alias="difficulty")
+    difficulty_estimate: Optional[float] = Field(alias="difficulty_estimate")
+    difficulty_uncertainty: float = Field(alias="difficulty_uncertainty")
     experience_level: PublicExperienceLevel = Field(alias="experience_level")
     generation_metadata: JsonValue = Field(alias="generation_metadata")
     id: uuid.UUID = Field(alias="id")
     is_active: bool = Field(alias="is_active")
+    label_disagrees: bool = Field(alias="label_disagrees")
     provisional_for: Optional[uuid.UUID] = Field(alias="provisional_for")
     rank_score: float = Field(alias="rank_score")
     rating_avg: Optional[float] = Field(alias="rating_avg")
     rating_count: int = Field(alias="rating_count")
+    selection_cell: Optional[int] = Field(alias="selection_cell")
     source: PublicQuestionSource = Field(alias="source")
     tags: List[str] = Field(alias="tags")
     target_role: Optional[str] = Field(alias="target_role")
@@ -403,18 +479,25 @@ class PublicQuestions(BaseModel):
     usage_count: int = Field(alias="usage_count")
 
 class PublicQuestionsInsert(TypedDict):
+    calibrated_difficulty: NotRequired[Annotated[Optional[float], Field(alias="calibrated_difficulty")]]
+    calibration_answers: NotRequired[Annotated[int, Field(alias="calibration_answers")]]
+    calibration_information: NotRequired[Annotated[float, Field(alias="calibration_information")]]
     category: Annotated[PublicQuestionCategory, Field(alias="category")]
     content: Annotated[str, Field(alias="content")]
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     difficulty: Annotated[PublicDifficulty, Field(alias="difficulty")]
+    difficulty_estimate: NotRequired[Annotated[Optional[float], Field(alias="difficulty_estimate")]]
+    difficulty_uncertainty: NotRequired[Annotated[float, Field(alias="difficulty_uncertainty")]]
     experience_level: Annotated[PublicExperienceLevel, Field(alias="experience_level")]
     generation_metadata: NotRequired[Annotated[JsonValue, Field(alias="generation_metadata")]]
     id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
     is_active: NotRequired[Annotated[bool, Field(alias="is_active")]]
+    label_disagrees: NotRequired[Annotated[bool, Field(alias="label_disagrees")]]
     provisional_for: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="provisional_for")]]
     rank_score: NotRequired[Annotated[float, Field(alias="rank_score")]]
     rating_avg: NotRequired[Annotated[Optional[float], Field(alias="rating_avg")]]
     rating_count: NotRequired[Annotated[int, Field(alias="rating_count")]]
+    selection_cell: NotRequired[Annotated[Optional[int], Field(alias="selection_cell")]]
     source: Annotated[PublicQuestionSource, Field(alias="source")]
     tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
     target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
@@ -422,18 +505,25 @@ class PublicQuestionsInsert(TypedDict):
     usage_count: NotRequired[Annotated[int, Field(alias="usage_count")]]
 
 class PublicQuestionsUpdate(TypedDict):
+    calibrated_difficulty: NotRequired[Annotated[Optional[float], Field(alias="calibrated_difficulty")]]
+    calibration_answers: NotRequired[Annotated[int, Field(alias="calibration_answers")]]
+    calibration_information: NotRequired[Annotated[float, Field(alias="calibration_information")]]
     category: NotRequired[Annotated[PublicQuestionCategory, Field(alias="category")]]
     content: NotRequired[Annotated[str, Field(alias="content")]]
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     difficulty: NotRequired[Annotated[PublicDifficulty, Field(alias="difficulty")]]
+    difficulty_estimate: NotRequired[Annotated[Optional[float], Field(alias="difficulty_estimate")]]
+    difficulty_uncertainty: NotRequired[Annotated[float, Field(alias="difficulty_uncertainty")]]
     experience_level: NotRequired[Annotated[PublicExperienceLevel, Field(alias="experience_level")]]
     generation_metadata: NotRequired[Annotated[JsonValue, Field(alias="generation_metadata")]]
     id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
     is_active: NotRequired[Annotated[bool, Field(alias="is_active")]]
+    label_disagrees: NotRequired[Annotated[bool, Field(alias="label_disagrees")]]
     provisional_for: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="provisional_for")]]
     rank_score: NotRequired[Annotated[float, Field(alias="rank_score")]]
     rating_avg: NotRequired[Annotated[Optional[float], Field(alias="rating_avg")]]
     rating_count: NotRequired[Annotated[int, Field(alias="rating_count")]]
+    selection_cell: NotRequired[Annotated[Optional[int], Field(alias="selection_cell")]]
     source: NotRequired[Annotated[PublicQuestionSource, Field(alias="source")]]
     tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
     target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
@@ -539,6 +629,7 @@ class PublicServedQuestionsUpdate(TypedDict):
 class PublicSessionQuestions(BaseModel):
     created_at: datetime.datetime = Field(alias="created_at")
     id: uuid.UUID = Field(alias="id")
+    pick_reason: Optional[str] = Field(alias="pick_reason")
     position: int = Field(alias="position")
     question_id: uuid.UUID = Field(alias="question_id")
     served_at: datetime.datetime = Field(alias="served_at")
@@ -550,6 +641,7 @@ class PublicSessionQuestions(BaseModel):
 class PublicSessionQuestionsInsert(TypedDict):
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    pick_reason: NotRequired[Annotated[Optional[str], Field(alias="pick_reason")]]
     position: Annotated[int, Field(alias="position")]
     question_id: Annotated[uuid.UUID, Field(alias="question_id")]
     served_at: NotRequired[Annotated[datetime.datetime, Field(alias="served_at")]]
@@ -561,6 +653,7 @@ class PublicSessionQuestionsInsert(TypedDict):
 class PublicSessionQuestionsUpdate(TypedDict):
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    pick_reason: NotRequired[Annotated[Optional[str], Field(alias="pick_reason")]]
     position: NotRequired[Annotated[int, Field(alias="position")]]
     question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
     served_at: NotRequired[Annotated[datetime.datetime, Field(alias="served_at")]]
@@ -886,6 +979,14 @@ class PublicPlanUsageLimits(BaseModel):
     ai_spend_cents: Optional[int] = Field(alias="ai_spend_cents")
     evaluations_per_answer: Optional[int] = Field(alias="evaluations_per_answer")
 
+class PublicRecommendation(BaseModel):
+    question_id: Optional[uuid.UUID] = Field(alias="question_id")
+    category: Optional[PublicQuestionCategory] = Field(alias="category")
+    difficulty: Optional[PublicDifficulty] = Field(alias="difficulty")
+    difficulty_estimate: Optional[float] = Field(alias="difficulty_estimate")
+    success_probability: Optional[float] = Field(alias="success_probability")
+    reason: Optional[str] = Field(alias="reason")
+
 class PublicServedQuestion(BaseModel):
     session_question_id: Optional[uuid.UUID] = Field(alias="session_question_id")
     position: Optional[int] = Field(alias="position")
@@ -894,6 +995,7 @@ class PublicServedQuestion(BaseModel):
     category: Optional[PublicQuestionCategory] = Field(alias="category")
     difficulty: Optional[PublicDifficulty] = Field(alias="difficulty")
     experience_level: Optional[PublicExperienceLevel] = Field(alias="experience_level")
+    reason: Optional[str] = Field(alias="reason")
 
 class PublicStartedSession(BaseModel):
     session_id: Optional[uuid.UUID] = Field(alias="session_id")

@@ -4,6 +4,9 @@
         service.aggregate_platform_day(day)                                         -> analytics_daily
         service.aggregate_user_day(day, shard, shards) for each shard               -> user_progress, achievements
     service.rollup_question_stats()                                                  -> questions' usage and ratings
+    service.calibrate_answers(as_of)       (answers scored since its watermark)     -> questions' calibrated
+                                                                                       difficulty, category_abilities
+    service.refresh_peer_percentiles(as_of)  (once a day)                           -> category_abilities' percentiles
     service.run_maintenance()                                                        -> housekeeping, months ahead
     retention.run_retention() (statements outside a transaction)                     -> old months archived/dropped
 
@@ -53,6 +56,8 @@ WORK_DONE = (
     "achievements_awarded",
     "questions_updated",
     "questions_promoted",
+    "answers_calibrated",
+    "percentiles_updated",
     "sessions_abandoned",
     "evaluations_failed",
     "stripe_events_purged",
@@ -141,6 +146,15 @@ def run_schedule(
         )
     ]
     steps.append(run_step("rollup_question_stats", lambda: database.call("service.rollup_question_stats")))
+    steps.append(
+        run_step("calibrate_answers", lambda: database.call("service.calibrate_answers", {"as_of": as_of.isoformat()}))
+    )
+    steps.append(
+        run_step(
+            "refresh_peer_percentiles",
+            lambda: database.call("service.refresh_peer_percentiles", {"as_of": as_of.isoformat()}),
+        )
+    )
     steps.append(
         run_step(
             "run_maintenance",

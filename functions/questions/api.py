@@ -83,6 +83,9 @@ class GenerationReport(BaseModel):
     status: Literal["not_needed", "generated", "off", "not_in_plan", "spend_cap_reached", "busy", "failed"]
     detail: str
     ai_calls: int = 0
+    generated_ahead: int = Field(
+        default=0, description="Questions added to the bank ahead of demand (none served now), for later requests"
+    )
 
 
 class QuestionsServed(BaseModel):
@@ -117,6 +120,9 @@ class QuestionEngine:
         else:
             report, more = self._generate(user, checked, result["session_id"], deficit, served)
             served += more
+        ahead = result.get("generate_ahead")
+        if ahead and self.settings.enabled and result["ai_generation_included"] and report.status != "failed":
+            report = self._generate_ahead(user, ahead, report)
         # The database marks what was generated for this request; everything else came from the bank.
         questions = [
             ServedQuestion(**q, served_from="generated" if q["widening"] == "generated" else "bank") for q in served
@@ -198,6 +204,55 @@ class QuestionEngine:
             detail += f"; dropped {added['duplicates']} duplicates and {added['paraphrases']} paraphrases of the bank"
         report = GenerationReport(status="generated", detail=detail, ai_calls=1)
         return report, self._serve_more(user, session_id, request, deficit, added["inserted"])
+
+    def _generate_ahead(
+        self, user: AuthenticatedUser, request: dict[str, Any], report: GenerationReport
+    ) -> GenerationReport:
+        """Questions for a bucket and tag the bank keeps widening for (service.request_questions counts them and
+        says when), added to the shared bank for the requests to come; none is served now. Skipped while another
+        request generates for the bucket; charged to this user's AI budget like any generation."""
+        bucket = "/".join(str(request[k]) for k in ("category", "difficulty", "experience_level")) + "/*"
+        lease_seconds = int(self.settings.ai_timeout_seconds * (self.settings.ai_max_retries + 1)) + 10
+        holder = self.db.call("service.acquire_generation_lease", {"bucket_key": bucket, "ttl_seconds": lease_seconds})
+        if holder is None:
+            return report
+        try:
+            output = self.ai.structured(
+                "question_generation",
+                generation.messages(request, request["count"], []),
+                generation.GeneratedQuestions,
+                user_id=str(user.id),
+            )
+            added = self.db.call(
+                "service.add_generated_questions",
+                {
+                    # Tagged with the key's tag whatever the model answered: that demand is what they are for.
+                    "questions": [
+                        {**q.model_dump(), **_bucket_fields(request), "tags": sorted({*q.tags, *request["tags"]})}
+                        for q in output.questions
+                    ],
+                    "generation": {
+                        "model": self.settings.ai_model,
+                        "prompt_version": generation.PROMPT_VERSION,
+                        "request": request,
+                        "ahead": True,
+                    },
+                    "generated_for": None,
+                },
+            )
+        except AiBudgetExceededError:
+            return report
+        except AiError:
+            return report.model_copy(update={"ai_calls": report.ai_calls + 1})
+        finally:
+            self.db.call("service.release_generation_lease", {"bucket_key": bucket, "holder": holder})
+        return report.model_copy(
+            update={
+                "ai_calls": report.ai_calls + 1,
+                "generated_ahead": len(added["inserted"]),
+                "detail": f"{report.detail}; {len(added['inserted'])} more generated ahead for this bucket",
+            }
+        )
 
     def _serve_more(
         self,

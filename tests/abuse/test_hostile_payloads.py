@@ -237,6 +237,51 @@ def test_audio_path_in_the_users_folder_is_accepted(db: psycopg.Connection, user
     assert response is not None
 
 
+# Recommendations ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["recommended ", "RECOMMENDED", {"recommended": True}, ["recommended"], True, None, "x" * 1500],
+)
+def test_session_mode_other_than_recommended_is_refused(db: psycopg.Connection, user: uuid.UUID, mode: object) -> None:
+    error = start_session_refusal(db, user, {"mode": mode})
+    assert error.sqlstate == "PT422", error
+    assert 'mode must be "recommended"' in error.diag.message_primary
+
+
+def test_a_nested_mode_is_refused_by_size_before_its_shape(db: psycopg.Connection, user: uuid.UUID) -> None:
+    nested = '{"mode": ' + "[" * 5000 + "]" * 5000 + "}"
+    error, seconds = timed_refusal(db, user, "select public.start_session('quick', %s::jsonb)", nested)
+    assert error.sqlstate == "PT413", error
+    assert seconds < REFUSED_WITHIN_SECONDS
+
+
+def test_a_recommended_session_refuses_a_chosen_difficulty(db: psycopg.Connection, user: uuid.UUID) -> None:
+    error = start_session_refusal(db, user, {"mode": "recommended", "difficulty": "easy"})
+    assert error.sqlstate == "PT422", error
+    assert "picks difficulty from your answers" in error.diag.message_primary
+
+
+@pytest.mark.parametrize("count", [0, -1, 21, 2_147_483_647, None])
+def test_recommend_next_refuses_a_count_outside_1_to_20_before_any_work(
+    db: psycopg.Connection, user: uuid.UUID, count: int | None
+) -> None:
+    error, seconds = timed_refusal(db, user, "select * from public.recommend_next(%s)", count)
+    assert error.sqlstate == "PT422", error
+    assert "count must be a whole number from 1 to 20" in error.diag.message_primary
+    assert seconds < REFUSED_WITHIN_SECONDS
+
+
+def test_recommend_next_takes_no_user_id_from_the_client(db: psycopg.Connection, user: uuid.UUID) -> None:
+    """The user is the token's: there is no argument to name someone else (PostgREST would pass it through)."""
+    arguments = db.execute(
+        "select proargnames from pg_proc where oid = 'public.recommend_next(integer, public.question_category)'"
+        "::regprocedure"
+    ).fetchone()[0]
+    assert arguments == ["count", "category"]
+
+
 # Statement timeouts ------------------------------------------------------------------------------------------
 
 

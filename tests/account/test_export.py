@@ -24,6 +24,7 @@ EXPORTED = {
     "public.achievements": "achievements",
     "public.user_progress": "progress",
     "public.progress_totals": "progress_totals",
+    "public.category_abilities": "abilities",
     "public.ai_usage": "ai_usage",
     "public.questions": "provisional_questions",
     "storage.objects": "recordings",

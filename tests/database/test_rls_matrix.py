@@ -96,6 +96,7 @@ EXPECTATIONS: dict[str, Rules] = {
     "public.achievements": Rules(**SERVICE_WRITES_OWNER_READS),
     "public.user_progress": Rules(**SERVICE_WRITES_OWNER_READS),
     "public.progress_totals": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.category_abilities": Rules(**SERVICE_WRITES_OWNER_READS),
     "public.analytics_daily": Rules(**SERVICE_ONLY_ADMIN_READS),
     "public.ai_usage": Rules(**SERVICE_ONLY_ADMIN_READS),
 }
@@ -194,6 +195,7 @@ def world(database_url: str) -> World:
         "public.achievements": {"id": owner_achievement},
         "public.user_progress": {"id": owner_progress},
         "public.progress_totals": {"user_id": u},
+        "public.category_abilities": {"user_id": u, "category": "behavioral"},
         "public.analytics_daily": {"id": daily},
         "public.ai_usage": {"id": owner_ai},
     }
@@ -259,6 +261,7 @@ def world(database_url: str) -> World:
             "metric_value": 1,
         },
         "public.progress_totals": {"user_id": n, "questions_answered": 1},
+        "public.category_abilities": {"user_id": n, "category": "technical"},
         "public.analytics_daily": {"metric_date": "2026-01-02", "metric_name": "signups", "metric_value": 1},
         "public.ai_usage": {
             "user_id": n,

@@ -97,6 +97,13 @@ def populate_user(conn: psycopg.Connection, *, email: str | None = None) -> User
         (user_id,),
     )
     conn.execute("insert into public.progress_totals (user_id, questions_answered) values (%s, 1)", (user_id,))
+    # test_partitions populates a database migrated only up to 17: no abilities table there.
+    if conn.execute("select to_regclass('public.category_abilities')").fetchone()[0] is not None:
+        conn.execute(
+            "insert into public.category_abilities (user_id, category, ability, answers)"
+            " values (%s, 'behavioral', 0.4, 1)",
+            (user_id,),
+        )
     conn.execute(
         """insert into public.ai_usage (user_id, purpose, model, latency_ms, succeeded)
            values (%s, 'evaluation', 'gpt-4o-mini', 900, true)""",
