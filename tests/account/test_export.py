@@ -26,6 +26,8 @@ EXPORTED = {
     "public.progress_totals": "progress_totals",
     "public.ai_usage": "ai_usage",
     "public.questions": "provisional_questions",
+    "public.question_reports": "question_reports",
+    "public.question_transitions": "moderation",
     "storage.objects": "recordings",
     "private.account_deletions": "deletion",
 }
