@@ -4,6 +4,7 @@
         service.aggregate_platform_day(day)                                         -> analytics_daily
         service.aggregate_user_day(day, shard, shards) for each shard               -> user_progress, achievements
     service.rollup_question_stats()                                                  -> questions' usage and ratings
+    service.curate_questions(as_of)                                                  -> questions' lifecycle
     service.run_maintenance()                                                        -> housekeeping, months ahead
     retention.run_retention() (statements outside a transaction)                     -> old months archived/dropped
 
@@ -53,6 +54,9 @@ WORK_DONE = (
     "achievements_awarded",
     "questions_updated",
     "questions_promoted",
+    "questions_sent_to_review",
+    "questions_retired",
+    "answers_calibrated",
     "sessions_abandoned",
     "evaluations_failed",
     "stripe_events_purged",
@@ -141,6 +145,9 @@ def run_schedule(
         )
     ]
     steps.append(run_step("rollup_question_stats", lambda: database.call("service.rollup_question_stats")))
+    steps.append(
+        run_step("curate_questions", lambda: database.call("service.curate_questions", {"as_of": as_of.isoformat()}))
+    )
     steps.append(
         run_step(
             "run_maintenance",
