@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from prep.localdb import database_url
+from prep.tables import rows_display
 from shared.config import DatabaseSettings
 from shared.db import Database, DatabaseError, connect
 
@@ -55,18 +55,13 @@ def queue(limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this
     if not rows:
         console.print("The review queue is empty.")
         return
-    table = Table("id", "category", "difficulty", "reason", "open reports", "flagged at", "question")
-    for row in rows:
-        table.add_row(
-            row["id"],
-            row["category"],
-            row["difficulty"],
-            row["reason"] or "",
-            str(row["open_reports"]),
-            (row["flagged_at"] or "")[:16],
-            row["content"][:80],
-        )
-    console.print(table)
+    columns = ["id", "category", "difficulty", "reason", "open reports", "flagged at", "question"]
+    cells = [
+        [row["id"], row["category"], row["difficulty"], row["reason"], row["open_reports"],
+         (row["flagged_at"] or "")[:16], row["content"]]
+        for row in rows
+    ]  # fmt: skip
+    console.print(rows_display(columns, cells, console.width, title=f"{len(rows)} question(s) under review"))
 
 
 @app.command()
