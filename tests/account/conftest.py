@@ -84,8 +84,8 @@ class Accounts:
 
     def full_user(self) -> tuple[UserData, str, list[str]]:
         """A user with a row in every table, archived answers, two live Stripe subscriptions of one customer,
-        recordings in three folder levels, Stripe events naming them, a provisional question, and a decision as a
-        moderator."""
+        recordings in three folder levels, Stripe events naming them, a provisional question, a report, and a
+        decision as a moderator."""
         data = populate_user(self.conn)
         uid = data.user_id
         customer = self.stripe.v1.customers.create({"email": self.email(uid), "metadata": {"user_id": str(uid)}}).id
@@ -122,6 +122,11 @@ class Accounts:
             """insert into public.questions (content, category, difficulty, experience_level, source, provisional_for)
                values (%s, 'behavioral', 'easy', 'entry', 'ai', %s)""",
             (f"A question generated for one user ({uid.hex[:8]})?", uid),
+        )
+        self.conn.execute(
+            "insert into public.question_reports (user_id, question_id, reason, details)"
+            " values (%s, %s, 'unclear', 'Which system?')",
+            (uid, data.question_id),
         )
         # As a moderator, the user approved the question they were served (question_transitions.moderator_id).
         with acting_as(self.conn, user_claims(uid, app_metadata={"role": "moderator"})):

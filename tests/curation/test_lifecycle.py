@@ -142,6 +142,7 @@ def test_a_poorly_rated_question_is_retired_by_its_bayesian_average(db: psycopg.
 
 def test_a_near_duplicate_of_an_older_question_is_retired(db: psycopg.Connection) -> None:
     original = add_question(db, content="How would you design a rate limiter for a public API?")
+    db.execute("update public.questions set created_at = now() - interval '1 day' where id = %s", (original,))
     copy = add_question(db, content="How would you design a rate limiter for a public API service?")
     unrelated = add_question(db, content="Tell me about a time you disagreed with your manager.")
 

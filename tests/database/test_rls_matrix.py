@@ -176,7 +176,12 @@ def world(database_url: str) -> World:
         owner_progress = one("select id from public.user_progress where user_id = %s", owner.user_id)
         owner_change = one("select id from public.subscription_changes where user_id = %s", owner.user_id)
         owner_ai = one("select id from public.ai_usage where user_id = %s", owner.user_id)
-        owner_report = one("select id from public.question_reports where user_id = %s", owner.user_id)
+        owner_report = one(
+            "insert into public.question_reports (user_id, question_id, reason)"
+            " values (%s, %s, 'unclear') returning id",
+            owner.user_id,
+            owner.question_id,
+        )
         approval = one(
             "insert into public.question_transitions (question_id, to_status, reason, actor)"
             " values (%s, 'active', 'Reviewed', 'operator') returning id",

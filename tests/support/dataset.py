@@ -90,11 +90,6 @@ def populate_user(conn: psycopg.Connection, *, email: str | None = None) -> User
         "insert into public.question_ratings (user_id, question_id, rating) values (%s, %s, 4)",
         (user_id, question_id),
     )
-    conn.execute(
-        "insert into public.question_reports (user_id, question_id, reason, details)"
-        " values (%s, %s, 'unclear', 'Which?')",
-        (user_id, question_id),
-    )
     conn.execute("insert into public.achievements (user_id, achievement_type) values (%s, 'first_session')", (user_id,))
     conn.execute(
         """insert into public.user_progress (user_id, metric_name, period, period_start, metric_value)
