@@ -10,7 +10,8 @@ Then REQUESTS requests go through the real engine, in process: QuestionEngine.se
 (PsycopgDatabase), WORKERS threads, with the AI client wired to the fake OpenAI transport. The fake writes as
 many distinct questions as each prompt asks for, from phrase lists whose lengths are pairwise coprime, so no
 two generated questions share more than three of their five phrases; what the near-duplicate check still drops
-is counted. service.rollup_question_stats runs every ROLLUP_EVERY completed requests, alongside the serving,
+is counted. service.rollup_question_stats, then service.curate_questions (which admits provisional questions),
+runs every ROLLUP_EVERY completed requests, alongside the serving,
 like the schedule. No AI latency is simulated: requests/s is the engine's and the database's own cost.
 
 Traffic, drawn with a fixed seed:
@@ -525,6 +526,8 @@ class Simulation:
         started = time.perf_counter()
         try:
             result = self.database.call("service.rollup_question_stats")
+            # As the schedule: the curation step after the rollup admits the provisional questions (migration 23).
+            result = {**(result or {}), **self.database.call("service.curate_questions")}
         except DatabaseError as error:  # counted: a failed rollup is a finding, not a reason to stop serving
             result = {"error": f"{error.status} {error.title}: {error.detail}"}
         self.rollups.append({"after_requests": after, "seconds": time.perf_counter() - started, **(result or {})})

@@ -361,6 +361,30 @@ def adaptive(data: dict[str, Any]) -> list[Figure]:
     ]
 
 
+def curation(data: dict[str, Any]) -> list[Figure]:
+    month, busy, targets = data["month"], data["busy_day"], data["targets"]
+    return [
+        Figure(
+            "planted bad questions out of the active bank after a simulated month",
+            f"{month['bad_left_share']:.0%}",
+            f">= {targets['bad_left_share']:.0%}",
+            month["bad_left_share"] >= targets["bad_left_share"],
+        ),
+        Figure(
+            "good questions out of the active bank after the month",
+            f"{month['good_left_share']:.1%}",
+            f"<= {targets['good_left_share']:.0%}",
+            month["good_left_share"] <= targets["good_left_share"],
+        ),
+        Figure(
+            f"curation step over a day of {busy['answers']:,} answers and {busy['ratings']:,} ratings",
+            f"{busy['curate_seconds']:.1f} s ({busy['curate_answers_per_second']:,} answers/s)",
+            f"<= {targets['curate_seconds']} s",
+            busy["curate_seconds"] <= targets["curate_seconds"],
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, Extract] = {
     "rls_reads": rls_reads,
     "webhook_throughput": webhook_throughput,
@@ -376,6 +400,7 @@ BENCHMARKS: dict[str, Extract] = {
     "backup": backup,
     "partitioning": partitioning,
     "adaptive": adaptive,
+    "curation": curation,
 }
 
 

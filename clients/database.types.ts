@@ -492,6 +492,12 @@ export type Database = {
           {
             foreignKeyName: "question_answer_keys_question_id_fkey"
             columns: ["question_id"]
+            referencedRelation: "question_review_queue"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_answer_keys_question_id_fkey"
+            columns: ["question_id"]
             referencedRelation: "questions"
             referencedColumns: ["id"]
           },
@@ -523,6 +529,12 @@ export type Database = {
           {
             foreignKeyName: "question_ratings_question_id_fkey"
             columns: ["question_id"]
+            referencedRelation: "question_review_queue"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_ratings_question_id_fkey"
+            columns: ["question_id"]
             referencedRelation: "questions"
             referencedColumns: ["id"]
           },
@@ -530,6 +542,177 @@ export type Database = {
             foreignKeyName: "question_ratings_user_id_fkey"
             columns: ["user_id"]
             referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      question_reports: {
+        Row: {
+          created_at: string
+          details: string | null
+          id: string
+          question_id: string
+          question_version: number
+          reason: Database["public"]["Enums"]["question_report_reason"]
+          resolved_at: string | null
+          updated_at: string
+          user_id: string
+        }
+        Insert: {
+          created_at?: string
+          details?: string | null
+          id?: string
+          question_id: string
+          question_version?: number
+          reason: Database["public"]["Enums"]["question_report_reason"]
+          resolved_at?: string | null
+          updated_at?: string
+          user_id?: string
+        }
+        Update: {
+          created_at?: string
+          details?: string | null
+          id?: string
+          question_id?: string
+          question_version?: number
+          reason?: Database["public"]["Enums"]["question_report_reason"]
+          resolved_at?: string | null
+          updated_at?: string
+          user_id?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "question_reports_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "question_review_queue"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_reports_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "questions"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_reports_user_id_fkey"
+            columns: ["user_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      question_transitions: {
+        Row: {
+          actor: string
+          content: string | null
+          created_at: string
+          figures: NonNullable<Json>
+          from_status: Database["public"]["Enums"]["question_status"] | null
+          id: number
+          moderator_id: string | null
+          question_id: string
+          reason: string
+          to_status: Database["public"]["Enums"]["question_status"]
+          updated_at: string
+          version: number | null
+        }
+        Insert: {
+          actor?: string
+          content?: string | null
+          created_at?: string
+          figures?: NonNullable<Json>
+          from_status?: Database["public"]["Enums"]["question_status"] | null
+          id?: never
+          moderator_id?: string | null
+          question_id: string
+          reason: string
+          to_status: Database["public"]["Enums"]["question_status"]
+          updated_at?: string
+          version?: number | null
+        }
+        Update: {
+          actor?: string
+          content?: string | null
+          created_at?: string
+          figures?: NonNullable<Json>
+          from_status?: Database["public"]["Enums"]["question_status"] | null
+          id?: never
+          moderator_id?: string | null
+          question_id?: string
+          reason?: string
+          to_status?: Database["public"]["Enums"]["question_status"]
+          updated_at?: string
+          version?: number | null
+        }
+        Relationships: [
+          {
+            foreignKeyName: "question_transitions_moderator_id_fkey"
+            columns: ["moderator_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_transitions_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "question_review_queue"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_transitions_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "questions"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      question_versions: {
+        Row: {
+          category: Database["public"]["Enums"]["question_category"]
+          content: string
+          created_at: string
+          difficulty: Database["public"]["Enums"]["difficulty"]
+          experience_level: Database["public"]["Enums"]["experience_level"]
+          question_id: string
+          tags: string[]
+          target_role: string | null
+          updated_at: string
+          version: number
+        }
+        Insert: {
+          category: Database["public"]["Enums"]["question_category"]
+          content: string
+          created_at?: string
+          difficulty: Database["public"]["Enums"]["difficulty"]
+          experience_level: Database["public"]["Enums"]["experience_level"]
+          question_id: string
+          tags?: string[]
+          target_role?: string | null
+          updated_at?: string
+          version: number
+        }
+        Update: {
+          category?: Database["public"]["Enums"]["question_category"]
+          content?: string
+          created_at?: string
+          difficulty?: Database["public"]["Enums"]["difficulty"]
+          experience_level?: Database["public"]["Enums"]["experience_level"]
+          question_id?: string
+          tags?: string[]
+          target_role?: string | null
+          updated_at?: string
+          version?: number
+        }
+        Relationships: [
+          {
+            foreignKeyName: "question_versions_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "question_review_queue"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_versions_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "questions"
             referencedColumns: ["id"]
           },
         ]
@@ -556,10 +739,12 @@ export type Database = {
           rating_count: number
           selection_cell: number | null
           source: Database["public"]["Enums"]["question_source"]
+          status: Database["public"]["Enums"]["question_status"]
           tags: string[]
           target_role: string | null
           updated_at: string
           usage_count: number
+          version: number
         }
         Insert: {
           calibrated_difficulty?: number | null
@@ -582,10 +767,12 @@ export type Database = {
           rating_count?: number
           selection_cell?: never
           source: Database["public"]["Enums"]["question_source"]
+          status?: Database["public"]["Enums"]["question_status"]
           tags?: string[]
           target_role?: string | null
           updated_at?: string
           usage_count?: number
+          version?: number
         }
         Update: {
           calibrated_difficulty?: number | null
@@ -608,10 +795,12 @@ export type Database = {
           rating_count?: number
           selection_cell?: never
           source?: Database["public"]["Enums"]["question_source"]
+          status?: Database["public"]["Enums"]["question_status"]
           tags?: string[]
           target_role?: string | null
           updated_at?: string
           usage_count?: number
+          version?: number
         }
         Relationships: [
           {
@@ -757,6 +946,7 @@ export type Database = {
           pick_reason: string | null
           position: number
           question_id: string
+          question_version: number
           served_at: string
           session_id: string
           updated_at: string
@@ -769,6 +959,7 @@ export type Database = {
           pick_reason?: string | null
           position: number
           question_id: string
+          question_version?: number
           served_at?: string
           session_id: string
           updated_at?: string
@@ -781,6 +972,7 @@ export type Database = {
           pick_reason?: string | null
           position?: number
           question_id?: string
+          question_version?: number
           served_at?: string
           session_id?: string
           updated_at?: string
@@ -788,6 +980,12 @@ export type Database = {
           widening?: string | null
         }
         Relationships: [
+          {
+            foreignKeyName: "session_questions_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "question_review_queue"
+            referencedColumns: ["id"]
+          },
           {
             foreignKeyName: "session_questions_question_id_fkey"
             columns: ["question_id"]
@@ -1155,6 +1353,28 @@ export type Database = {
       }
     }
     Views: {
+      question_review_queue: {
+        Row: {
+          category: Database["public"]["Enums"]["question_category"] | null
+          content: string | null
+          difficulty: Database["public"]["Enums"]["difficulty"] | null
+          experience_level:
+            | Database["public"]["Enums"]["experience_level"]
+            | null
+          figures: Json | null
+          flagged_at: string | null
+          id: string | null
+          open_reports: number | null
+          rating_avg: number | null
+          rating_count: number | null
+          reason: string | null
+          source: Database["public"]["Enums"]["question_source"] | null
+          status: Database["public"]["Enums"]["question_status"] | null
+          usage_count: number | null
+          version: number | null
+        }
+        Relationships: []
+      }
       response_history: {
         Row: {
           ai_score: number | null
@@ -1319,7 +1539,9 @@ export type Database = {
         | "leadership"
         | "problem_solving"
         | "culture_fit"
+      question_report_reason: "wrong" | "unclear" | "offensive" | "duplicate"
       question_source: "curated" | "ai"
+      question_status: "provisional" | "active" | "under_review" | "retired"
       session_status: "in_progress" | "completed" | "abandoned"
       session_type: "quick" | "full" | "custom" | "mock_interview"
       subscription_status:
@@ -1525,7 +1747,9 @@ export const Constants = {
         "problem_solving",
         "culture_fit",
       ],
+      question_report_reason: ["wrong", "unclear", "offensive", "duplicate"],
       question_source: ["curated", "ai"],
+      question_status: ["provisional", "active", "under_review", "retired"],
       session_status: ["in_progress", "completed", "abandoned"],
       session_type: ["quick", "full", "custom", "mock_interview"],
       subscription_status: [

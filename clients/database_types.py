@@ -25,7 +25,11 @@ PublicExperienceLevel: TypeAlias = Literal["entry", "mid", "senior", "lead", "ex
 
 PublicQuestionCategory: TypeAlias = Literal["behavioral", "technical", "situational", "leadership", "problem_solving", "culture_fit"]
 
+PublicQuestionReportReason: TypeAlias = Literal["wrong", "unclear", "offensive", "duplicate"]
+
 PublicQuestionSource: TypeAlias = Literal["curated", "ai"]
+
+PublicQuestionStatus: TypeAlias = Literal["provisional", "active", "under_review", "retired"]
 
 PublicSessionStatus: TypeAlias = Literal["in_progress", "completed", "abandoned"]
 
@@ -452,6 +456,117 @@ class PublicQuestionRatingsUpdate(TypedDict):
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
 
+class PublicQuestionReports(BaseModel):
+    created_at: datetime.datetime = Field(alias="created_at")
+    details: Optional[str] = Field(alias="details")
+    id: uuid.UUID = Field(alias="id")
+    question_id: uuid.UUID = Field(alias="question_id")
+    question_version: int = Field(alias="question_version")
+    reason: PublicQuestionReportReason = Field(alias="reason")
+    resolved_at: Optional[datetime.datetime] = Field(alias="resolved_at")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    user_id: uuid.UUID = Field(alias="user_id")
+
+class PublicQuestionReportsInsert(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    details: NotRequired[Annotated[Optional[str], Field(alias="details")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    question_id: Annotated[uuid.UUID, Field(alias="question_id")]
+    question_version: NotRequired[Annotated[int, Field(alias="question_version")]]
+    reason: Annotated[PublicQuestionReportReason, Field(alias="reason")]
+    resolved_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="resolved_at")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicQuestionReportsUpdate(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    details: NotRequired[Annotated[Optional[str], Field(alias="details")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
+    question_version: NotRequired[Annotated[int, Field(alias="question_version")]]
+    reason: NotRequired[Annotated[PublicQuestionReportReason, Field(alias="reason")]]
+    resolved_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="resolved_at")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicQuestionTransitions(BaseModel):
+    actor: str = Field(alias="actor")
+    content: Optional[str] = Field(alias="content")
+    created_at: datetime.datetime = Field(alias="created_at")
+    figures: JsonValue = Field(alias="figures")
+    from_status: Optional[PublicQuestionStatus] = Field(alias="from_status")
+    id: int = Field(alias="id")
+    moderator_id: Optional[uuid.UUID] = Field(alias="moderator_id")
+    question_id: uuid.UUID = Field(alias="question_id")
+    reason: str = Field(alias="reason")
+    to_status: PublicQuestionStatus = Field(alias="to_status")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    version: Optional[int] = Field(alias="version")
+
+class PublicQuestionTransitionsInsert(TypedDict):
+    actor: NotRequired[Annotated[str, Field(alias="actor")]]
+    content: NotRequired[Annotated[Optional[str], Field(alias="content")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    figures: NotRequired[Annotated[JsonValue, Field(alias="figures")]]
+    from_status: NotRequired[Annotated[Optional[PublicQuestionStatus], Field(alias="from_status")]]
+    id: NotRequired[Annotated[int, Field(alias="id")]]
+    moderator_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="moderator_id")]]
+    question_id: Annotated[uuid.UUID, Field(alias="question_id")]
+    reason: Annotated[str, Field(alias="reason")]
+    to_status: Annotated[PublicQuestionStatus, Field(alias="to_status")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    version: NotRequired[Annotated[Optional[int], Field(alias="version")]]
+
+class PublicQuestionTransitionsUpdate(TypedDict):
+    actor: NotRequired[Annotated[str, Field(alias="actor")]]
+    content: NotRequired[Annotated[Optional[str], Field(alias="content")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    figures: NotRequired[Annotated[JsonValue, Field(alias="figures")]]
+    from_status: NotRequired[Annotated[Optional[PublicQuestionStatus], Field(alias="from_status")]]
+    id: NotRequired[Annotated[int, Field(alias="id")]]
+    moderator_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="moderator_id")]]
+    question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
+    reason: NotRequired[Annotated[str, Field(alias="reason")]]
+    to_status: NotRequired[Annotated[PublicQuestionStatus, Field(alias="to_status")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    version: NotRequired[Annotated[Optional[int], Field(alias="version")]]
+
+class PublicQuestionVersions(BaseModel):
+    category: PublicQuestionCategory = Field(alias="category")
+    content: str = Field(alias="content")
+    created_at: datetime.datetime = Field(alias="created_at")
+    difficulty: PublicDifficulty = Field(alias="difficulty")
+    experience_level: PublicExperienceLevel = Field(alias="experience_level")
+    question_id: uuid.UUID = Field(alias="question_id")
+    tags: List[str] = Field(alias="tags")
+    target_role: Optional[str] = Field(alias="target_role")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    version: int = Field(alias="version")
+
+class PublicQuestionVersionsInsert(TypedDict):
+    category: Annotated[PublicQuestionCategory, Field(alias="category")]
+    content: Annotated[str, Field(alias="content")]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    difficulty: Annotated[PublicDifficulty, Field(alias="difficulty")]
+    experience_level: Annotated[PublicExperienceLevel, Field(alias="experience_level")]
+    question_id: Annotated[uuid.UUID, Field(alias="question_id")]
+    tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
+    target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    version: Annotated[int, Field(alias="version")]
+
+class PublicQuestionVersionsUpdate(TypedDict):
+    category: NotRequired[Annotated[PublicQuestionCategory, Field(alias="category")]]
+    content: NotRequired[Annotated[str, Field(alias="content")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    difficulty: NotRequired[Annotated[PublicDifficulty, Field(alias="difficulty")]]
+    experience_level: NotRequired[Annotated[PublicExperienceLevel, Field(alias="experience_level")]]
+    question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
+    tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
+    target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    version: NotRequired[Annotated[int, Field(alias="version")]]
+
 class PublicQuestions(BaseModel):
     calibrated_difficulty: Optional[float] = Field(alias="calibrated_difficulty")
     calibration_answers: int = Field(alias="calibration_answers")
@@ -473,10 +588,12 @@ class PublicQuestions(BaseModel):
     rating_count: int = Field(alias="rating_count")
     selection_cell: Optional[int] = Field(alias="selection_cell")
     source: PublicQuestionSource = Field(alias="source")
+    status: PublicQuestionStatus = Field(alias="status")
     tags: List[str] = Field(alias="tags")
     target_role: Optional[str] = Field(alias="target_role")
     updated_at: datetime.datetime = Field(alias="updated_at")
     usage_count: int = Field(alias="usage_count")
+    version: int = Field(alias="version")
 
 class PublicQuestionsInsert(TypedDict):
     calibrated_difficulty: NotRequired[Annotated[Optional[float], Field(alias="calibrated_difficulty")]]
@@ -499,10 +616,12 @@ class PublicQuestionsInsert(TypedDict):
     rating_count: NotRequired[Annotated[int, Field(alias="rating_count")]]
     selection_cell: NotRequired[Annotated[Optional[int], Field(alias="selection_cell")]]
     source: Annotated[PublicQuestionSource, Field(alias="source")]
+    status: NotRequired[Annotated[PublicQuestionStatus, Field(alias="status")]]
     tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
     target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     usage_count: NotRequired[Annotated[int, Field(alias="usage_count")]]
+    version: NotRequired[Annotated[int, Field(alias="version")]]
 
 class PublicQuestionsUpdate(TypedDict):
     calibrated_difficulty: NotRequired[Annotated[Optional[float], Field(alias="calibrated_difficulty")]]
@@ -525,10 +644,12 @@ class PublicQuestionsUpdate(TypedDict):
     rating_count: NotRequired[Annotated[int, Field(alias="rating_count")]]
     selection_cell: NotRequired[Annotated[Optional[int], Field(alias="selection_cell")]]
     source: NotRequired[Annotated[PublicQuestionSource, Field(alias="source")]]
+    status: NotRequired[Annotated[PublicQuestionStatus, Field(alias="status")]]
     tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
     target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     usage_count: NotRequired[Annotated[int, Field(alias="usage_count")]]
+    version: NotRequired[Annotated[int, Field(alias="version")]]
 
 class PublicResponses(BaseModel):
     ai_score: Optional[float] = Field(alias="ai_score")
@@ -632,6 +753,7 @@ class PublicSessionQuestions(BaseModel):
     pick_reason: Optional[str] = Field(alias="pick_reason")
     position: int = Field(alias="position")
     question_id: uuid.UUID = Field(alias="question_id")
+    question_version: int = Field(alias="question_version")
     served_at: datetime.datetime = Field(alias="served_at")
     session_id: uuid.UUID = Field(alias="session_id")
     updated_at: datetime.datetime = Field(alias="updated_at")
@@ -644,6 +766,7 @@ class PublicSessionQuestionsInsert(TypedDict):
     pick_reason: NotRequired[Annotated[Optional[str], Field(alias="pick_reason")]]
     position: Annotated[int, Field(alias="position")]
     question_id: Annotated[uuid.UUID, Field(alias="question_id")]
+    question_version: NotRequired[Annotated[int, Field(alias="question_version")]]
     served_at: NotRequired[Annotated[datetime.datetime, Field(alias="served_at")]]
     session_id: Annotated[uuid.UUID, Field(alias="session_id")]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
@@ -656,6 +779,7 @@ class PublicSessionQuestionsUpdate(TypedDict):
     pick_reason: NotRequired[Annotated[Optional[str], Field(alias="pick_reason")]]
     position: NotRequired[Annotated[int, Field(alias="position")]]
     question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
+    question_version: NotRequired[Annotated[int, Field(alias="question_version")]]
     served_at: NotRequired[Annotated[datetime.datetime, Field(alias="served_at")]]
     session_id: NotRequired[Annotated[uuid.UUID, Field(alias="session_id")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
@@ -907,6 +1031,23 @@ class PublicVocabularyUpdate(TypedDict):
     kind: NotRequired[Annotated[PublicVocabularyKind, Field(alias="kind")]]
     term: NotRequired[Annotated[str, Field(alias="term")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicQuestionReviewQueue(BaseModel):
+    category: Optional[PublicQuestionCategory] = Field(alias="category")
+    content: Optional[str] = Field(alias="content")
+    difficulty: Optional[PublicDifficulty] = Field(alias="difficulty")
+    experience_level: Optional[PublicExperienceLevel] = Field(alias="experience_level")
+    figures: Optional[JsonValue] = Field(alias="figures")
+    flagged_at: Optional[datetime.datetime] = Field(alias="flagged_at")
+    id: Optional[uuid.UUID] = Field(alias="id")
+    open_reports: Optional[int] = Field(alias="open_reports")
+    rating_avg: Optional[float] = Field(alias="rating_avg")
+    rating_count: Optional[int] = Field(alias="rating_count")
+    reason: Optional[str] = Field(alias="reason")
+    source: Optional[PublicQuestionSource] = Field(alias="source")
+    status: Optional[PublicQuestionStatus] = Field(alias="status")
+    usage_count: Optional[int] = Field(alias="usage_count")
+    version: Optional[int] = Field(alias="version")
 
 class PublicResponseHistory(BaseModel):
     ai_score: Optional[float] = Field(alias="ai_score")

@@ -19,6 +19,7 @@ from prep import migrations
 from prep.analytics import app as analytics_app
 from prep.billing import app as billing_app
 from prep.localdb import EmbeddedPostgres, EmbeddedReplica, LocalDatabaseError, database_read_url, database_url
+from prep.questions import app as questions_app
 from prep.tables import rows_display
 from prep.users import app as users_app
 from shared.config import ConfigurationError
@@ -31,6 +32,7 @@ db_app.add_typer(replica_app, name="replica")
 app.add_typer(billing_app, name="billing")
 app.add_typer(analytics_app, name="analytics")
 app.add_typer(users_app, name="users")
+app.add_typer(questions_app, name="questions")
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True)

@@ -7,6 +7,7 @@
     service.calibrate_answers(as_of)       (answers scored since its watermark)     -> questions' calibrated
                                                                                        difficulty, category_abilities
     service.refresh_peer_percentiles(as_of)  (once a day)                           -> category_abilities' percentiles
+    service.curate_questions(as_of)                                                  -> questions' lifecycle
     service.run_maintenance()                                                        -> housekeeping, months ahead
     retention.run_retention() (statements outside a transaction)                     -> old months archived/dropped
 
@@ -58,6 +59,8 @@ WORK_DONE = (
     "questions_promoted",
     "answers_calibrated",
     "percentiles_updated",
+    "questions_sent_to_review",
+    "questions_retired",
     "sessions_abandoned",
     "evaluations_failed",
     "stripe_events_purged",
@@ -154,6 +157,9 @@ def run_schedule(
             "refresh_peer_percentiles",
             lambda: database.call("service.refresh_peer_percentiles", {"as_of": as_of.isoformat()}),
         )
+    )
+    steps.append(
+        run_step("curate_questions", lambda: database.call("service.curate_questions", {"as_of": as_of.isoformat()}))
     )
     steps.append(
         run_step(

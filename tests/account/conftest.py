@@ -22,6 +22,7 @@ from functions.account.storage import SupabaseRecordings
 from prep.stripe_stand_in import MONTHLY_PRICE_ID, StripeStandIn
 from shared.config import DatabaseSettings
 from shared.db.psycopg_transport import PsycopgDatabase
+from shared.db.rls import acting_as
 from shared.stripe_client import StripeSettings, stripe_client
 from tests.support.dataset import UserData, populate_user
 from tests.support.fake_storage import SERVICE_KEY, FakeStorage
@@ -83,7 +84,8 @@ class Accounts:
 
     def full_user(self) -> tuple[UserData, str, list[str]]:
         """A user with a row in every table, archived answers, two live Stripe subscriptions of one customer,
-        recordings in three folder levels, Stripe events naming them, and a provisional question."""
+        recordings in three folder levels, Stripe events naming them, a provisional question, a report, and a
+        decision as a moderator."""
         data = populate_user(self.conn)
         uid = data.user_id
         customer = self.stripe.v1.customers.create({"email": self.email(uid), "metadata": {"user_id": str(uid)}}).id
@@ -121,6 +123,17 @@ class Accounts:
                values (%s, 'behavioral', 'easy', 'entry', 'ai', %s)""",
             (f"A question generated for one user ({uid.hex[:8]})?", uid),
         )
+        self.conn.execute(
+            "insert into public.question_reports (user_id, question_id, reason, details)"
+            " values (%s, %s, 'unclear', 'Which system?')",
+            (uid, data.question_id),
+        )
+        # As a moderator, the user approved the question they were served (question_transitions.moderator_id).
+        with acting_as(self.conn, user_claims(uid, app_metadata={"role": "moderator"})):
+            self.conn.execute(
+                "insert into public.question_transitions (question_id, to_status, reason) values (%s, 'active', 'ok')",
+                (data.question_id,),
+            )
         return data, customer, subscriptions
 
     def close(self) -> None:

@@ -27,6 +27,8 @@ EXPORTED = {
     "public.category_abilities": "abilities",
     "public.ai_usage": "ai_usage",
     "public.questions": "provisional_questions",
+    "public.question_reports": "question_reports",
+    "public.question_transitions": "moderation",
     "storage.objects": "recordings",
     "private.account_deletions": "deletion",
 }

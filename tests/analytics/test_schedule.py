@@ -54,6 +54,7 @@ def test_a_run_aggregates_the_trailing_window_then_rolls_up_and_maintains(databa
         "rollup_question_stats",
         "calibrate_answers",
         "refresh_peer_percentiles",
+        "curate_questions",
         "run_maintenance",
         "partition_retention",
     ]
@@ -112,7 +113,7 @@ def test_the_handler_returns_the_report(database_url: str, history: str, monkeyp
     monkeypatch.setenv("DATABASE_URL", database_url)
     report = schedule.handler(EVENT, None)
     assert report["as_of"] == "2026-06-02T10:00:00Z"
-    assert [s["error"] for s in report["steps"]] == [None] * 11  # 2 days of platform + 2 shards, then 5 steps
+    assert [s["error"] for s in report["steps"]] == [None] * 12  # 2 days of platform + 2 shards, then 6 steps
 
 
 def test_an_unreachable_database_fails_every_step_with_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,7 +122,7 @@ def test_an_unreachable_database_fails_every_step_with_what_to_check(monkeypatch
     database = connect(settings)
     report = schedule.run_schedule(now=NOW, settings=settings, database=database)
     database.close()
-    assert len(report.failed) == len(report.steps) == 11
+    assert len(report.failed) == len(report.steps) == 12
     assert all(s.error.startswith("Database unavailable") for s in report.failed)
 
 

@@ -99,6 +99,15 @@ EXPECTATIONS: dict[str, Rules] = {
     "public.category_abilities": Rules(**SERVICE_WRITES_OWNER_READS),
     "public.analytics_daily": Rules(**SERVICE_ONLY_ADMIN_READS),
     "public.ai_usage": Rules(**SERVICE_ONLY_ADMIN_READS),
+    # Moderators (app_metadata.role) read versions and every report and transition: tests/curation.
+    "public.question_versions": Rules(**SERVICE_ONLY_ADMIN_READS),
+    "public.question_reports": Rules(
+        select=(D, Y, H, Y), insert=(D, Y, R, Y), update=(D, D, D, Y), delete=(D, D, D, Y)
+    ),
+    # Append-only for everyone; a non-moderator's insert is refused by its trigger before any policy.
+    "public.question_transitions": Rules(
+        select=(D, H, H, Y), insert=(D, D, D, Y), update=(D, D, D, D), delete=(D, D, D, D)
+    ),
 }
 
 CONFIG = Path(__file__).resolve().parents[2] / "supabase" / "config.toml"
@@ -168,6 +177,17 @@ def world(database_url: str) -> World:
         owner_progress = one("select id from public.user_progress where user_id = %s", owner.user_id)
         owner_change = one("select id from public.subscription_changes where user_id = %s", owner.user_id)
         owner_ai = one("select id from public.ai_usage where user_id = %s", owner.user_id)
+        owner_report = one(
+            "insert into public.question_reports (user_id, question_id, reason)"
+            " values (%s, %s, 'unclear') returning id",
+            owner.user_id,
+            owner.question_id,
+        )
+        approval = one(
+            "insert into public.question_transitions (question_id, to_status, reason, actor)"
+            " values (%s, 'active', 'Reviewed', 'operator') returning id",
+            spare_question,
+        )
         daily = one(
             "insert into public.analytics_daily (metric_date, metric_name, metric_value)"
             " values ('2026-01-01', 'signups', 3) returning id"
@@ -198,6 +218,9 @@ def world(database_url: str) -> World:
         "public.category_abilities": {"user_id": u, "category": "behavioral"},
         "public.analytics_daily": {"id": daily},
         "public.ai_usage": {"id": owner_ai},
+        "public.question_versions": {"question_id": owner.question_id, "version": 1},
+        "public.question_reports": {"id": owner_report},
+        "public.question_transitions": {"id": approval},
     }
     n = newcomer
     w.new_rows = {
@@ -270,6 +293,16 @@ def world(database_url: str) -> World:
             "latency_ms": 1,
             "succeeded": True,
         },
+        "public.question_versions": {
+            "question_id": spare_question,
+            "version": 2,
+            "content": "A question nobody was served yet, reworded?",
+            "category": "technical",
+            "difficulty": "hard",
+            "experience_level": "senior",
+        },
+        "public.question_reports": {"user_id": n, "question_id": n_question, "reason": "unclear"},
+        "public.question_transitions": {"question_id": spare_question, "to_status": "active", "reason": "Fine"},
     }
     # public.users rows come from the signup trigger; make room for the insert being attempted.
     w.setup = {"public.users": f"delete from public.users where id = '{n}'"}

@@ -58,6 +58,11 @@ def test_deleting_the_auth_user_deletes_all_their_data(db: psycopg.Connection) -
     data = populate_user(db)
     keep = populate_user(db)
     db.execute("update public.subscriptions set status = 'canceled' where user_id = %s", (data.user_id,))
+    for user in (data, keep):
+        db.execute(
+            "insert into public.question_reports (user_id, question_id, reason) values (%s, %s, 'wrong')",
+            (user.user_id, user.question_id),
+        )
     tables = db.execute(
         """select format('%I.%I', c.table_schema, c.table_name)
            from information_schema.columns c join information_schema.tables t using (table_schema, table_name)

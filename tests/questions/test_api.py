@@ -155,9 +155,9 @@ def test_only_the_deficit_is_generated_and_the_rest_is_banked(harness: Harness) 
         harness.conn.execute("select count(*) from public.questions where provisional_for = %s", (user,)).fetchone()[0]
         == new[0]
     )
-    # ...until the scheduled rollup admits them (served to their user, nobody rated them low); then the
+    # ...until the scheduled curation admits them (served to their user, nobody rated them low); then the
     # prefetched three serve the next user without another call.
-    promoted = harness.conn.execute("select service.rollup_question_stats() ->> 'questions_promoted'").fetchone()[0]
+    promoted = harness.conn.execute("select service.curate_questions() ->> 'questions_promoted'").fetchone()[0]
     assert int(promoted) == 2  # the two served; the three prefetched wait until their user is served them
     harness.conn.execute("update public.questions set provisional_for = null where provisional_for = %s", (user,))
     other = harness.ask(next_user, count=3).json()
