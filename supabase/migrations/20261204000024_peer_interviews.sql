@@ -53,7 +53,7 @@ insert into private.rubric_criteria (category, name, weight) values
 
 -- Tables --------------------------------------------------------------------------------------------------------
 
-create type public.peer_request_status as enum ('waiting', 'matched', 'expired');
+create type public.peer_request_status as enum ('waiting', 'matched', 'cancelled', 'expired');
 create type public.peer_room_status as enum ('scheduled', 'held', 'missed');
 create type public.peer_report_reason as enum ('no_show', 'harassment', 'inappropriate', 'spam', 'other');
 create type public.peer_report_status as enum ('open', 'actioned', 'dismissed');
@@ -97,7 +97,8 @@ create table public.peer_requests (
   check (available_until > available_from)
 );
 comment on table public.peer_requests is
-  'A request for a peer session; deleting a waiting one cancels it. The matcher sets status and room_id.';
+  'A request for a peer session; its user cancels it while waiting (status cancelled), the matcher sets '
+  'matched and room_id.';
 create unique index peer_requests_one_waiting on public.peer_requests (user_id) where status = 'waiting';
 create index idx_peer_requests_matching on public.peer_requests (target_role, experience_level, priority_at, id)
   where status = 'waiting';
@@ -469,9 +470,11 @@ as $$
                     where (k.blocker_id, k.blocked_id) in ((x.user_id, y.user_id), (y.user_id, x.user_id)))
 $$;
 
--- On request: the new request takes the first waiting request of its class in priority order that fits
--- (skipping those another request is taking right now). Concurrent newcomers that miss each other are paired
--- by the scheduled matcher.
+-- On request: the new request takes the first waiting request of its class in priority order that fits.
+-- Matching is serialized per class by advisory locks held to the end of the transaction (shared on the global
+-- key, which the scheduled matcher takes exclusively): a concurrent newcomer of the class waits for this one to
+-- commit and then sees it, so two newcomers never miss each other; a matcher run holds new requests for its
+-- duration (under a second for 10,000 waiting requests: bench/peer.py).
 create function private.match_new_peer_request() returns trigger
 language plpgsql
 security definer
@@ -480,12 +483,14 @@ as $$
 declare
   partner uuid;
 begin
+  perform pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtext('peer matching'));
+  perform pg_catalog.pg_advisory_xact_lock(
+    pg_catalog.hashtext('peer matching: ' || new.target_role || ' ' || new.experience_level::text));
   select r.id into partner from public.peer_requests r
   where r.status = 'waiting' and r.target_role = new.target_role and r.experience_level = new.experience_level
     and r.id <> new.id and private.peer_requests_fit(new, r)
   order by r.priority_at, r.id
-  limit 1
-  for update skip locked;
+  limit 1;
   if partner is not null then
     perform private.open_peer_rooms(array[partner], array[new.id]);
   end if;
@@ -495,11 +500,16 @@ $$;
 create trigger match_on_request after insert on public.peer_requests
   for each row execute function private.match_new_peer_request();
 
--- The scheduled matcher, set-based: within each class (role, level) the waiting requests in priority order are
--- paired with their neighbour (1st with 2nd, 3rd with 4th...); pairs that do not fit stay waiting, and the next
--- round pairs across the old pairs' boundaries (2nd with 3rd...). Rounds alternate until two in a row open
--- nothing or `rounds` have run. Oldest-first fairness holds within a class: a request is only passed over for
--- one that does not fit it.
+-- The scheduled matcher, set-based, for waiting requests the on-request match did not pair (written while the
+-- trigger was off, by a restore or a bulk load, or fitting since: a block cannot be undone, so in practice few). Rounds alternate two ways of pairing within each class (role, level), each pair
+-- checked by peer_requests_fit:
+--   even rounds: neighbours in priority order, 1st with 2nd, 3rd with 4th... (pairs a class that mostly fits in
+--                one statement);
+--   odd rounds:  each request proposes to the first later request of its class that fits it; a proposal is taken
+--                when it is the earliest one that request receives and its proposer received none (so the oldest
+--                request of a class left waiting is always paired if anything fits it).
+-- Until two rounds in a row open nothing, or `rounds` have run. It approximates the exact order of the on-request
+-- match (take the oldest that fits), which would be one statement per request.
 create function service.match_peer_requests(rounds integer default 6) returns jsonb
 language plpgsql
 set search_path = ''
@@ -513,22 +523,42 @@ begin
   if rounds is null or rounds not between 1 and 50 then
     raise sqlstate 'PT422' using message = 'rounds must be between 1 and 50';
   end if;
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('peer matching'));
   for round in 0..rounds - 1 loop
-    with waiting as (
-      select r.id, r.target_role, r.experience_level,
-             row_number() over (partition by r.target_role, r.experience_level order by r.priority_at, r.id)
-               - 1 + round % 2 as n
-      from (select * from public.peer_requests w where w.status = 'waiting' for update skip locked) r
-    ), candidates as (
-      select x.id as a, y.id as b
+    if round % 2 = 0 then
+      with waiting as (
+        select r.id, r.target_role, r.experience_level,
+               row_number() over (partition by r.target_role, r.experience_level order by r.priority_at, r.id) as n
+        from public.peer_requests r
+        where r.status = 'waiting'
+      )
+      select array_agg(x.id) as a, array_agg(y.id) as b into pairs
       from waiting x
       join waiting y on y.target_role = x.target_role and y.experience_level = x.experience_level and y.n = x.n + 1
       join public.peer_requests xr on xr.id = x.id
       join public.peer_requests yr on yr.id = y.id
-      where x.n % 2 = 0 and private.peer_requests_fit(xr, yr)
-    )
-    select array_agg(c.a) as a, array_agg(c.b) as b into pairs from candidates c;
-    opened := coalesce(private.open_peer_rooms(coalesce(pairs.a, '{}'), coalesce(pairs.b, '{}')), 0);
+      where x.n % 2 = 1 and private.peer_requests_fit(xr, yr);
+    else
+      with proposals as (
+        select x.id as a, first_fit.id as b, x.priority_at
+        from public.peer_requests x
+        cross join lateral (
+          select y.id from public.peer_requests y
+          where y.status = 'waiting' and y.target_role = x.target_role and y.experience_level = x.experience_level
+            and (y.priority_at, y.id) > (x.priority_at, x.id) and private.peer_requests_fit(x, y)
+          order by y.priority_at, y.id
+          limit 1
+        ) first_fit
+        where x.status = 'waiting'
+      ), taken as (
+        select distinct on (p.b) p.a, p.b from proposals p
+        where not exists (select from proposals q where q.b = p.a)
+        order by p.b, p.priority_at, p.a
+      )
+      -- A proposer received no proposal, so it is nobody's target: the pairs are disjoint.
+      select array_agg(t.a) as a, array_agg(t.b) as b into pairs from taken t;
+    end if;
+    opened := private.open_peer_rooms(coalesce(pairs.a, '{}'), coalesce(pairs.b, '{}'));
     total := total + opened;
     idle := case when opened = 0 then idle + 1 else 0 end;
     exit when idle >= 2;
@@ -597,7 +627,7 @@ create policy "peer_turns: participants read" on public.peer_turns
 create policy "peer_turn_keys: the interviewer reads" on public.peer_turn_keys
   for select to authenticated using (interviewer_id = (select auth.uid()));
 
-grant select, delete on public.peer_requests to authenticated;
+grant select, update (status) on public.peer_requests to authenticated;
 grant insert (user_id, target_role, experience_level, available_from, available_until, timezone)
   on public.peer_requests to authenticated;
 create policy "peer_requests: read own" on public.peer_requests
@@ -605,7 +635,8 @@ create policy "peer_requests: read own" on public.peer_requests
 create policy "peer_requests: ask for own" on public.peer_requests
   for insert to authenticated with check (user_id = (select auth.uid()));
 create policy "peer_requests: cancel own waiting" on public.peer_requests
-  for delete to authenticated using (user_id = (select auth.uid()) and status = 'waiting');
+  for update to authenticated using (user_id = (select auth.uid()) and status = 'waiting')
+  with check (user_id = (select auth.uid()) and status = 'cancelled');
 
 grant select, update (joined_at) on public.peer_seats to authenticated;
 create policy "peer_seats: read own" on public.peer_seats
