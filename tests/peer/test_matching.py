@@ -104,9 +104,7 @@ def test_concurrent_newcomers_of_a_class_meet(database_url: str) -> None:
         assert waiting.is_alive()  # blocked on the class's lock while the first transaction is open
         one.commit()
         waiting.join(timeout=10)
-        room = one.execute(
-            "select room_id from public.peer_requests where user_id = %s", (second,)
-        ).fetchone()[0]
+        room = one.execute("select room_id from public.peer_requests where user_id = %s", (second,)).fetchone()[0]
         assert room is not None  # both matched (committed in this module's database, in another class)
 
 

@@ -19,7 +19,6 @@ from tests.support.identities import user_claims
 from tests.support.peers import Room, matched_room, paid_user, under_way
 
 
-
 def rubric_scores(db: psycopg.Connection, turn: uuid.UUID) -> dict[str, int]:
     """A score for every criterion of the turn's category rubric (functions/evaluation/rubrics.py): 1, 2, 3..."""
     category = db.execute("select category from public.peer_turns where id = %s", (turn,)).fetchone()[0]
@@ -207,8 +206,8 @@ def test_feedback_is_revealed_to_its_subject_after_they_give_theirs(db: psycopg.
 def test_feedback_is_revealed_after_the_deadline(db: psycopg.Connection, room: Room) -> None:
     give_feedback(db, room.first, room.turn_ids[0], rubric_scores(db, room.turn_ids[0]))
     db.execute(
-        "update public.peer_rooms set starts_at = now() - interval '1 day 2 hours', ends_at = now() - interval '1 day 1 hour',"
-        " feedback_due_at = now() - interval '1 second' where id = %s",
+        "update public.peer_rooms set starts_at = now() - interval '1 day 2 hours',"
+        " ends_at = now() - interval '1 day 1 hour', feedback_due_at = now() - interval '1 second' where id = %s",
         (room.id,),
     )
     assert count(db, room.second, "public.peer_feedback", "room_id = %s", room.id) == 1
@@ -266,7 +265,9 @@ def test_reports_reach_the_reporter_and_moderators_only(
         "stranger": as_user(db, stranger, "select count(*) from public.peer_reports where id = %s", report),
     }
     with acting_as(db, user_claims(moderator, app_metadata={"role": "moderator"})):
-        reads["moderator"] = db.execute("select count(*) from public.peer_reports where id = %s", (report,)).fetchone()[0]
+        reads["moderator"] = db.execute("select count(*) from public.peer_reports where id = %s", (report,)).fetchone()[
+            0
+        ]
         db.execute("update public.peer_reports set status = 'actioned' where id = %s", (report,))
     with acting_as(db, user_claims(stranger, user_metadata={"role": "moderator"})):
         reads["self-declared moderator"] = db.execute(

@@ -84,7 +84,7 @@ def matched_room(conn: psycopg.Connection, first: uuid.UUID, second: uuid.UUID) 
 def under_way(conn: psycopg.Connection, room: Room) -> None:
     """Move the room's start 5 minutes into the past (as if it had been scheduled an hour earlier)."""
     conn.execute(
-        "update public.peer_rooms set starts_at = now() - interval '5 minutes', ends_at = now() + interval '55 minutes',"
-        " feedback_due_at = now() + interval '1 day' where id = %s",
+        "update public.peer_rooms set starts_at = now() - interval '5 minutes',"
+        " ends_at = now() + interval '55 minutes', feedback_due_at = now() + interval '1 day' where id = %s",
         (room.id,),
     )
