@@ -16,13 +16,7 @@ from functions.evaluation.rubrics import CATEGORY_CRITERIA
 from shared.db.rls import acting_as
 from tests.abuse.attempts import as_user, refusal
 from tests.support.identities import user_claims
-from tests.support.peers import Room, matched_room, paid_user, under_way
-
-
-def rubric_scores(db: psycopg.Connection, turn: uuid.UUID) -> dict[str, int]:
-    """A score for every criterion of the turn's category rubric (functions/evaluation/rubrics.py): 1, 2, 3..."""
-    category = db.execute("select category from public.peer_turns where id = %s", (turn,)).fetchone()[0]
-    return {c.name: 1 + n % 5 for n, c in enumerate(CATEGORY_CRITERIA[category])}
+from tests.support.peers import Room, matched_room, paid_user, rubric_scores, under_way
 
 
 def expected_score(db: psycopg.Connection, turn: uuid.UUID, scores: dict[str, int]) -> float:

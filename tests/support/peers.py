@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg.types.json import Jsonb
 
+from functions.evaluation.rubrics import CATEGORY_CRITERIA
 from tests.support.identities import give_paid_plan, sign_up
 
 CRITERIA = Jsonb(
@@ -88,3 +89,9 @@ def under_way(conn: psycopg.Connection, room: Room) -> None:
         " ends_at = now() + interval '55 minutes', feedback_due_at = now() + interval '1 day' where id = %s",
         (room.id,),
     )
+
+
+def rubric_scores(db: psycopg.Connection, turn: uuid.UUID) -> dict[str, int]:
+    """A score for every criterion of the turn's category rubric (functions/evaluation/rubrics.py): 1, 2, 3..."""
+    category = db.execute("select category from public.peer_turns where id = %s", (turn,)).fetchone()[0]
+    return {c.name: 1 + n % 5 for n, c in enumerate(CATEGORY_CRITERIA[category])}
