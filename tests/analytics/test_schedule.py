@@ -53,6 +53,8 @@ def test_a_run_aggregates_the_trailing_window_then_rolls_up_and_maintains(databa
         "aggregate_user_day 2026-06-02 1/2",
         "rollup_question_stats",
         "run_maintenance",
+        "settle_peer_rooms",
+        "match_peer_requests",
         "partition_retention",
     ]
     assert report.failed == []
@@ -110,7 +112,7 @@ def test_the_handler_returns_the_report(database_url: str, history: str, monkeyp
     monkeypatch.setenv("DATABASE_URL", database_url)
     report = schedule.handler(EVENT, None)
     assert report["as_of"] == "2026-06-02T10:00:00Z"
-    assert [s["error"] for s in report["steps"]] == [None] * 9  # 2 days of platform + 2 shards, then 3 steps
+    assert [s["error"] for s in report["steps"]] == [None] * 11  # 2 days of platform + 2 shards, then 5 steps
 
 
 def test_an_unreachable_database_fails_every_step_with_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,7 +121,7 @@ def test_an_unreachable_database_fails_every_step_with_what_to_check(monkeypatch
     database = connect(settings)
     report = schedule.run_schedule(now=NOW, settings=settings, database=database)
     database.close()
-    assert len(report.failed) == len(report.steps) == 9
+    assert len(report.failed) == len(report.steps) == 11
     assert all(s.error.startswith("Database unavailable") for s in report.failed)
 
 
