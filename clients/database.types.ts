@@ -208,6 +208,456 @@ export type Database = {
           },
         ]
       }
+      peer_blocks: {
+        Row: {
+          blocked_id: string
+          blocker_id: string
+          created_at: string
+          updated_at: string
+        }
+        Insert: {
+          blocked_id: string
+          blocker_id?: string
+          created_at?: string
+          updated_at?: string
+        }
+        Update: {
+          blocked_id?: string
+          blocker_id?: string
+          created_at?: string
+          updated_at?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_blocks_blocked_id_fkey"
+            columns: ["blocked_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_blocks_blocker_id_fkey"
+            columns: ["blocker_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_feedback: {
+        Row: {
+          author_id: string
+          comment: string | null
+          created_at: string
+          id: string
+          overall_score: number
+          room_id: string
+          rubric_version: string
+          scores: NonNullable<Json>
+          subject_id: string
+          turn_id: string
+          updated_at: string
+        }
+        Insert: {
+          author_id?: string
+          comment?: string | null
+          created_at?: string
+          id?: string
+          overall_score?: number
+          room_id?: string
+          rubric_version?: string
+          scores: NonNullable<Json>
+          subject_id?: string
+          turn_id: string
+          updated_at?: string
+        }
+        Update: {
+          author_id?: string
+          comment?: string | null
+          created_at?: string
+          id?: string
+          overall_score?: number
+          room_id?: string
+          rubric_version?: string
+          scores?: NonNullable<Json>
+          subject_id?: string
+          turn_id?: string
+          updated_at?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_feedback_author_id_fkey"
+            columns: ["author_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_feedback_room_id_fkey"
+            columns: ["room_id"]
+            referencedRelation: "peer_rooms"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_feedback_subject_id_fkey"
+            columns: ["subject_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_feedback_turn_id_fkey"
+            columns: ["turn_id"]
+            referencedRelation: "peer_turns"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_messages: {
+        Row: {
+          body: string
+          created_at: string
+          id: number
+          room_id: string
+          user_id: string
+        }
+        Insert: {
+          body: string
+          created_at?: string
+          id?: never
+          room_id: string
+          user_id?: string
+        }
+        Update: {
+          body?: string
+          created_at?: string
+          id?: never
+          room_id?: string
+          user_id?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_messages_room_id_fkey"
+            columns: ["room_id"]
+            referencedRelation: "peer_rooms"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_messages_user_id_fkey"
+            columns: ["user_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_reports: {
+        Row: {
+          created_at: string
+          details: string | null
+          id: string
+          reason: Database["public"]["Enums"]["peer_report_reason"]
+          reported_id: string | null
+          reporter_id: string
+          room_id: string | null
+          status: Database["public"]["Enums"]["peer_report_status"]
+          updated_at: string
+        }
+        Insert: {
+          created_at?: string
+          details?: string | null
+          id?: string
+          reason: Database["public"]["Enums"]["peer_report_reason"]
+          reported_id?: string | null
+          reporter_id?: string
+          room_id?: string | null
+          status?: Database["public"]["Enums"]["peer_report_status"]
+          updated_at?: string
+        }
+        Update: {
+          created_at?: string
+          details?: string | null
+          id?: string
+          reason?: Database["public"]["Enums"]["peer_report_reason"]
+          reported_id?: string | null
+          reporter_id?: string
+          room_id?: string | null
+          status?: Database["public"]["Enums"]["peer_report_status"]
+          updated_at?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_reports_reported_id_fkey"
+            columns: ["reported_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_reports_reporter_id_fkey"
+            columns: ["reporter_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_reports_room_id_fkey"
+            columns: ["room_id"]
+            referencedRelation: "peer_rooms"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_requests: {
+        Row: {
+          available_from: string
+          available_until: string
+          created_at: string
+          experience_level: Database["public"]["Enums"]["experience_level"]
+          id: string
+          priority_at: string
+          room_id: string | null
+          status: Database["public"]["Enums"]["peer_request_status"]
+          target_role: string
+          timezone: string
+          updated_at: string
+          user_id: string
+        }
+        Insert: {
+          available_from: string
+          available_until: string
+          created_at?: string
+          experience_level: Database["public"]["Enums"]["experience_level"]
+          id?: string
+          priority_at?: string
+          room_id?: string | null
+          status?: Database["public"]["Enums"]["peer_request_status"]
+          target_role: string
+          timezone: string
+          updated_at?: string
+          user_id?: string
+        }
+        Update: {
+          available_from?: string
+          available_until?: string
+          created_at?: string
+          experience_level?: Database["public"]["Enums"]["experience_level"]
+          id?: string
+          priority_at?: string
+          room_id?: string | null
+          status?: Database["public"]["Enums"]["peer_request_status"]
+          target_role?: string
+          timezone?: string
+          updated_at?: string
+          user_id?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_requests_room_id_fkey"
+            columns: ["room_id"]
+            referencedRelation: "peer_rooms"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_requests_user_id_fkey"
+            columns: ["user_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_rooms: {
+        Row: {
+          created_at: string
+          ends_at: string
+          experience_level: Database["public"]["Enums"]["experience_level"]
+          feedback_due_at: string
+          id: string
+          starts_at: string
+          status: Database["public"]["Enums"]["peer_room_status"]
+          target_role: string
+          updated_at: string
+          user_a: string | null
+          user_b: string | null
+        }
+        Insert: {
+          created_at?: string
+          ends_at: string
+          experience_level: Database["public"]["Enums"]["experience_level"]
+          feedback_due_at: string
+          id?: string
+          starts_at: string
+          status?: Database["public"]["Enums"]["peer_room_status"]
+          target_role: string
+          updated_at?: string
+          user_a?: string | null
+          user_b?: string | null
+        }
+        Update: {
+          created_at?: string
+          ends_at?: string
+          experience_level?: Database["public"]["Enums"]["experience_level"]
+          feedback_due_at?: string
+          id?: string
+          starts_at?: string
+          status?: Database["public"]["Enums"]["peer_room_status"]
+          target_role?: string
+          updated_at?: string
+          user_a?: string | null
+          user_b?: string | null
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_rooms_user_a_fkey"
+            columns: ["user_a"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_rooms_user_b_fkey"
+            columns: ["user_b"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_seats: {
+        Row: {
+          created_at: string
+          joined_at: string | null
+          no_show: boolean
+          room_id: string
+          updated_at: string
+          user_id: string
+        }
+        Insert: {
+          created_at?: string
+          joined_at?: string | null
+          no_show?: boolean
+          room_id: string
+          updated_at?: string
+          user_id: string
+        }
+        Update: {
+          created_at?: string
+          joined_at?: string | null
+          no_show?: boolean
+          room_id?: string
+          updated_at?: string
+          user_id?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_seats_room_id_fkey"
+            columns: ["room_id"]
+            referencedRelation: "peer_rooms"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_seats_user_id_fkey"
+            columns: ["user_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_turn_keys: {
+        Row: {
+          created_at: string
+          evaluation_criteria: NonNullable<Json>
+          interviewer_id: string
+          key_points: string[]
+          turn_id: string
+          updated_at: string
+        }
+        Insert: {
+          created_at?: string
+          evaluation_criteria?: NonNullable<Json>
+          interviewer_id: string
+          key_points?: string[]
+          turn_id: string
+          updated_at?: string
+        }
+        Update: {
+          created_at?: string
+          evaluation_criteria?: NonNullable<Json>
+          interviewer_id?: string
+          key_points?: string[]
+          turn_id?: string
+          updated_at?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_turn_keys_interviewer_id_fkey"
+            columns: ["interviewer_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_turn_keys_turn_id_fkey"
+            columns: ["turn_id"]
+            referencedRelation: "peer_turns"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_turns: {
+        Row: {
+          candidate_id: string | null
+          category: Database["public"]["Enums"]["question_category"]
+          created_at: string
+          feedback_at: string | null
+          id: string
+          interviewer_id: string | null
+          question_id: string | null
+          room_id: string
+          turn: number
+          updated_at: string
+        }
+        Insert: {
+          candidate_id?: string | null
+          category: Database["public"]["Enums"]["question_category"]
+          created_at?: string
+          feedback_at?: string | null
+          id?: string
+          interviewer_id?: string | null
+          question_id?: string | null
+          room_id: string
+          turn: number
+          updated_at?: string
+        }
+        Update: {
+          candidate_id?: string | null
+          category?: Database["public"]["Enums"]["question_category"]
+          created_at?: string
+          feedback_at?: string | null
+          id?: string
+          interviewer_id?: string | null
+          question_id?: string | null
+          room_id?: string
+          turn?: number
+          updated_at?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_turns_candidate_id_fkey"
+            columns: ["candidate_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_turns_interviewer_id_fkey"
+            columns: ["interviewer_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_turns_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "questions"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_turns_room_id_fkey"
+            columns: ["room_id"]
+            referencedRelation: "peer_rooms"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
       plans: {
         Row: {
           billing_interval:
@@ -1196,6 +1646,15 @@ export type Database = {
         | "completed"
         | "failed"
       experience_level: "entry" | "mid" | "senior" | "lead" | "executive"
+      peer_report_reason:
+        | "no_show"
+        | "harassment"
+        | "inappropriate"
+        | "spam"
+        | "other"
+      peer_report_status: "open" | "actioned" | "dismissed"
+      peer_request_status: "waiting" | "matched" | "cancelled" | "expired"
+      peer_room_status: "scheduled" | "held" | "missed"
       question_category:
         | "behavioral"
         | "technical"
@@ -1233,6 +1692,7 @@ export type Database = {
         voice_answers: boolean | null
         mock_interviews: boolean | null
         ai_generated_questions: boolean | null
+        peer_sessions: boolean | null
       }
       plan_usage_limits: {
         practice_sessions: number | null
@@ -1392,6 +1852,16 @@ export const Constants = {
         "failed",
       ],
       experience_level: ["entry", "mid", "senior", "lead", "executive"],
+      peer_report_reason: [
+        "no_show",
+        "harassment",
+        "inappropriate",
+        "spam",
+        "other",
+      ],
+      peer_report_status: ["open", "actioned", "dismissed"],
+      peer_request_status: ["waiting", "matched", "cancelled", "expired"],
+      peer_room_status: ["scheduled", "held", "missed"],
       question_category: [
         "behavioral",
         "technical",

@@ -23,6 +23,14 @@ PublicEvaluationStatus: TypeAlias = Literal["not_requested", "queued", "processi
 
 PublicExperienceLevel: TypeAlias = Literal["entry", "mid", "senior", "lead", "executive"]
 
+PublicPeerReportReason: TypeAlias = Literal["no_show", "harassment", "inappropriate", "spam", "other"]
+
+PublicPeerReportStatus: TypeAlias = Literal["open", "actioned", "dismissed"]
+
+PublicPeerRequestStatus: TypeAlias = Literal["waiting", "matched", "cancelled", "expired"]
+
+PublicPeerRoomStatus: TypeAlias = Literal["scheduled", "held", "missed"]
+
 PublicQuestionCategory: TypeAlias = Literal["behavioral", "technical", "situational", "leadership", "problem_solving", "culture_fit"]
 
 PublicQuestionSource: TypeAlias = Literal["curated", "ai"]
@@ -190,6 +198,282 @@ class PublicBillingCustomersUpdate(TypedDict):
     stripe_customer_id: NotRequired[Annotated[str, Field(alias="stripe_customer_id")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicPeerBlocks(BaseModel):
+    blocked_id: uuid.UUID = Field(alias="blocked_id")
+    blocker_id: uuid.UUID = Field(alias="blocker_id")
+    created_at: datetime.datetime = Field(alias="created_at")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+
+class PublicPeerBlocksInsert(TypedDict):
+    blocked_id: Annotated[uuid.UUID, Field(alias="blocked_id")]
+    blocker_id: NotRequired[Annotated[uuid.UUID, Field(alias="blocker_id")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerBlocksUpdate(TypedDict):
+    blocked_id: NotRequired[Annotated[uuid.UUID, Field(alias="blocked_id")]]
+    blocker_id: NotRequired[Annotated[uuid.UUID, Field(alias="blocker_id")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerFeedback(BaseModel):
+    author_id: uuid.UUID = Field(alias="author_id")
+    comment: Optional[str] = Field(alias="comment")
+    created_at: datetime.datetime = Field(alias="created_at")
+    id: uuid.UUID = Field(alias="id")
+    overall_score: float = Field(alias="overall_score")
+    room_id: uuid.UUID = Field(alias="room_id")
+    rubric_version: str = Field(alias="rubric_version")
+    scores: JsonValue = Field(alias="scores")
+    subject_id: uuid.UUID = Field(alias="subject_id")
+    turn_id: uuid.UUID = Field(alias="turn_id")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+
+class PublicPeerFeedbackInsert(TypedDict):
+    author_id: NotRequired[Annotated[uuid.UUID, Field(alias="author_id")]]
+    comment: NotRequired[Annotated[Optional[str], Field(alias="comment")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    overall_score: NotRequired[Annotated[float, Field(alias="overall_score")]]
+    room_id: NotRequired[Annotated[uuid.UUID, Field(alias="room_id")]]
+    rubric_version: NotRequired[Annotated[str, Field(alias="rubric_version")]]
+    scores: Annotated[JsonValue, Field(alias="scores")]
+    subject_id: NotRequired[Annotated[uuid.UUID, Field(alias="subject_id")]]
+    turn_id: Annotated[uuid.UUID, Field(alias="turn_id")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerFeedbackUpdate(TypedDict):
+    author_id: NotRequired[Annotated[uuid.UUID, Field(alias="author_id")]]
+    comment: NotRequired[Annotated[Optional[str], Field(alias="comment")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    overall_score: NotRequired[Annotated[float, Field(alias="overall_score")]]
+    room_id: NotRequired[Annotated[uuid.UUID, Field(alias="room_id")]]
+    rubric_version: NotRequired[Annotated[str, Field(alias="rubric_version")]]
+    scores: NotRequired[Annotated[JsonValue, Field(alias="scores")]]
+    subject_id: NotRequired[Annotated[uuid.UUID, Field(alias="subject_id")]]
+    turn_id: NotRequired[Annotated[uuid.UUID, Field(alias="turn_id")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerMessages(BaseModel):
+    body: str = Field(alias="body")
+    created_at: datetime.datetime = Field(alias="created_at")
+    id: int = Field(alias="id")
+    room_id: uuid.UUID = Field(alias="room_id")
+    user_id: uuid.UUID = Field(alias="user_id")
+
+class PublicPeerMessagesInsert(TypedDict):
+    body: Annotated[str, Field(alias="body")]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    id: NotRequired[Annotated[int, Field(alias="id")]]
+    room_id: Annotated[uuid.UUID, Field(alias="room_id")]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicPeerMessagesUpdate(TypedDict):
+    body: NotRequired[Annotated[str, Field(alias="body")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    id: NotRequired[Annotated[int, Field(alias="id")]]
+    room_id: NotRequired[Annotated[uuid.UUID, Field(alias="room_id")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicPeerReports(BaseModel):
+    created_at: datetime.datetime = Field(alias="created_at")
+    details: Optional[str] = Field(alias="details")
+    id: uuid.UUID = Field(alias="id")
+    reason: PublicPeerReportReason = Field(alias="reason")
+    reported_id: Optional[uuid.UUID] = Field(alias="reported_id")
+    reporter_id: uuid.UUID = Field(alias="reporter_id")
+    room_id: Optional[uuid.UUID] = Field(alias="room_id")
+    status: PublicPeerReportStatus = Field(alias="status")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+
+class PublicPeerReportsInsert(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    details: NotRequired[Annotated[Optional[str], Field(alias="details")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    reason: Annotated[PublicPeerReportReason, Field(alias="reason")]
+    reported_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="reported_id")]]
+    reporter_id: NotRequired[Annotated[uuid.UUID, Field(alias="reporter_id")]]
+    room_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="room_id")]]
+    status: NotRequired[Annotated[PublicPeerReportStatus, Field(alias="status")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerReportsUpdate(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    details: NotRequired[Annotated[Optional[str], Field(alias="details")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    reason: NotRequired[Annotated[PublicPeerReportReason, Field(alias="reason")]]
+    reported_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="reported_id")]]
+    reporter_id: NotRequired[Annotated[uuid.UUID, Field(alias="reporter_id")]]
+    room_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="room_id")]]
+    status: NotRequired[Annotated[PublicPeerReportStatus, Field(alias="status")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerRequests(BaseModel):
+    available_from: datetime.datetime = Field(alias="available_from")
+    available_until: datetime.datetime = Field(alias="available_until")
+    created_at: datetime.datetime = Field(alias="created_at")
+    experience_level: PublicExperienceLevel = Field(alias="experience_level")
+    id: uuid.UUID = Field(alias="id")
+    priority_at: datetime.datetime = Field(alias="priority_at")
+    room_id: Optional[uuid.UUID] = Field(alias="room_id")
+    status: PublicPeerRequestStatus = Field(alias="status")
+    target_role: str = Field(alias="target_role")
+    timezone: str = Field(alias="timezone")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    user_id: uuid.UUID = Field(alias="user_id")
+
+class PublicPeerRequestsInsert(TypedDict):
+    available_from: Annotated[datetime.datetime, Field(alias="available_from")]
+    available_until: Annotated[datetime.datetime, Field(alias="available_until")]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    experience_level: Annotated[PublicExperienceLevel, Field(alias="experience_level")]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    priority_at: NotRequired[Annotated[datetime.datetime, Field(alias="priority_at")]]
+    room_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="room_id")]]
+    status: NotRequired[Annotated[PublicPeerRequestStatus, Field(alias="status")]]
+    target_role: Annotated[str, Field(alias="target_role")]
+    timezone: Annotated[str, Field(alias="timezone")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicPeerRequestsUpdate(TypedDict):
+    available_from: NotRequired[Annotated[datetime.datetime, Field(alias="available_from")]]
+    available_until: NotRequired[Annotated[datetime.datetime, Field(alias="available_until")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    experience_level: NotRequired[Annotated[PublicExperienceLevel, Field(alias="experience_level")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    priority_at: NotRequired[Annotated[datetime.datetime, Field(alias="priority_at")]]
+    room_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="room_id")]]
+    status: NotRequired[Annotated[PublicPeerRequestStatus, Field(alias="status")]]
+    target_role: NotRequired[Annotated[str, Field(alias="target_role")]]
+    timezone: NotRequired[Annotated[str, Field(alias="timezone")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicPeerRooms(BaseModel):
+    created_at: datetime.datetime = Field(alias="created_at")
+    ends_at: datetime.datetime = Field(alias="ends_at")
+    experience_level: PublicExperienceLevel = Field(alias="experience_level")
+    feedback_due_at: datetime.datetime = Field(alias="feedback_due_at")
+    id: uuid.UUID = Field(alias="id")
+    starts_at: datetime.datetime = Field(alias="starts_at")
+    status: PublicPeerRoomStatus = Field(alias="status")
+    target_role: str = Field(alias="target_role")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    user_a: Optional[uuid.UUID] = Field(alias="user_a")
+    user_b: Optional[uuid.UUID] = Field(alias="user_b")
+
+class PublicPeerRoomsInsert(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    ends_at: Annotated[datetime.datetime, Field(alias="ends_at")]
+    experience_level: Annotated[PublicExperienceLevel, Field(alias="experience_level")]
+    feedback_due_at: Annotated[datetime.datetime, Field(alias="feedback_due_at")]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    starts_at: Annotated[datetime.datetime, Field(alias="starts_at")]
+    status: NotRequired[Annotated[PublicPeerRoomStatus, Field(alias="status")]]
+    target_role: Annotated[str, Field(alias="target_role")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_a: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="user_a")]]
+    user_b: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="user_b")]]
+
+class PublicPeerRoomsUpdate(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    ends_at: NotRequired[Annotated[datetime.datetime, Field(alias="ends_at")]]
+    experience_level: NotRequired[Annotated[PublicExperienceLevel, Field(alias="experience_level")]]
+    feedback_due_at: NotRequired[Annotated[datetime.datetime, Field(alias="feedback_due_at")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    starts_at: NotRequired[Annotated[datetime.datetime, Field(alias="starts_at")]]
+    status: NotRequired[Annotated[PublicPeerRoomStatus, Field(alias="status")]]
+    target_role: NotRequired[Annotated[str, Field(alias="target_role")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_a: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="user_a")]]
+    user_b: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="user_b")]]
+
+class PublicPeerSeats(BaseModel):
+    created_at: datetime.datetime = Field(alias="created_at")
+    joined_at: Optional[datetime.datetime] = Field(alias="joined_at")
+    no_show: bool = Field(alias="no_show")
+    room_id: uuid.UUID = Field(alias="room_id")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    user_id: uuid.UUID = Field(alias="user_id")
+
+class PublicPeerSeatsInsert(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    joined_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="joined_at")]]
+    no_show: NotRequired[Annotated[bool, Field(alias="no_show")]]
+    room_id: Annotated[uuid.UUID, Field(alias="room_id")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: Annotated[uuid.UUID, Field(alias="user_id")]
+
+class PublicPeerSeatsUpdate(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    joined_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="joined_at")]]
+    no_show: NotRequired[Annotated[bool, Field(alias="no_show")]]
+    room_id: NotRequired[Annotated[uuid.UUID, Field(alias="room_id")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicPeerTurnKeys(BaseModel):
+    created_at: datetime.datetime = Field(alias="created_at")
+    evaluation_criteria: JsonValue = Field(alias="evaluation_criteria")
+    interviewer_id: uuid.UUID = Field(alias="interviewer_id")
+    key_points: List[str] = Field(alias="key_points")
+    turn_id: uuid.UUID = Field(alias="turn_id")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+
+class PublicPeerTurnKeysInsert(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    evaluation_criteria: NotRequired[Annotated[JsonValue, Field(alias="evaluation_criteria")]]
+    interviewer_id: Annotated[uuid.UUID, Field(alias="interviewer_id")]
+    key_points: NotRequired[Annotated[List[str], Field(alias="key_points")]]
+    turn_id: Annotated[uuid.UUID, Field(alias="turn_id")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerTurnKeysUpdate(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    evaluation_criteria: NotRequired[Annotated[JsonValue, Field(alias="evaluation_criteria")]]
+    interviewer_id: NotRequired[Annotated[uuid.UUID, Field(alias="interviewer_id")]]
+    key_points: NotRequired[Annotated[List[str], Field(alias="key_points")]]
+    turn_id: NotRequired[Annotated[uuid.UUID, Field(alias="turn_id")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerTurns(BaseModel):
+    candidate_id: Optional[uuid.UUID] = Field(alias="candidate_id")
+    category: PublicQuestionCategory = Field(alias="category")
+    created_at: datetime.datetime = Field(alias="created_at")
+    feedback_at: Optional[datetime.datetime] = Field(alias="feedback_at")
+    id: uuid.UUID = Field(alias="id")
+    interviewer_id: Optional[uuid.UUID] = Field(alias="interviewer_id")
+    question_id: Optional[uuid.UUID] = Field(alias="question_id")
+    room_id: uuid.UUID = Field(alias="room_id")
+    turn: int = Field(alias="turn")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+
+class PublicPeerTurnsInsert(TypedDict):
+    candidate_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="candidate_id")]]
+    category: Annotated[PublicQuestionCategory, Field(alias="category")]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    feedback_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="feedback_at")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    interviewer_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="interviewer_id")]]
+    question_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="question_id")]]
+    room_id: Annotated[uuid.UUID, Field(alias="room_id")]
+    turn: Annotated[int, Field(alias="turn")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerTurnsUpdate(TypedDict):
+    candidate_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="candidate_id")]]
+    category: NotRequired[Annotated[PublicQuestionCategory, Field(alias="category")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    feedback_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="feedback_at")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    interviewer_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="interviewer_id")]]
+    question_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="question_id")]]
+    room_id: NotRequired[Annotated[uuid.UUID, Field(alias="room_id")]]
+    turn: NotRequired[Annotated[int, Field(alias="turn")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
 
 class PublicPlans(BaseModel):
     billing_interval: Optional[PublicBillingInterval] = Field(alias="billing_interval")
@@ -878,6 +1162,7 @@ class PublicPlanFeatures(BaseModel):
     voice_answers: Optional[bool] = Field(alias="voice_answers")
     mock_interviews: Optional[bool] = Field(alias="mock_interviews")
     ai_generated_questions: Optional[bool] = Field(alias="ai_generated_questions")
+    peer_sessions: Optional[bool] = Field(alias="peer_sessions")
 
 class PublicPlanUsageLimits(BaseModel):
     practice_sessions: Optional[int] = Field(alias="practice_sessions")

@@ -183,6 +183,15 @@ create table public.peer_feedback (
 comment on table public.peer_feedback is
   'The interviewer''s feedback on the candidate of a turn; the candidate reads it after giving theirs or after '
   'the room''s feedback_due_at.';
+-- Filled by the insert trigger; null defaults (as nullif: PostgreSQL keeps no null literal default) so the generated
+-- client types do not ask a client to send them (as responses.category, migration 19).
+alter table public.peer_feedback
+  alter column room_id set default nullif('00000000-0000-0000-0000-000000000000'::uuid,
+                                          '00000000-0000-0000-0000-000000000000'::uuid),
+  alter column subject_id set default nullif('00000000-0000-0000-0000-000000000000'::uuid,
+                                             '00000000-0000-0000-0000-000000000000'::uuid),
+  alter column overall_score set default nullif(0::numeric, 0::numeric),
+  alter column rubric_version set default nullif(''::text, ''::text);
 create index idx_peer_feedback_room on public.peer_feedback (room_id);
 create index idx_peer_feedback_author on public.peer_feedback (author_id);
 create index idx_peer_feedback_subject on public.peer_feedback (subject_id);
