@@ -315,6 +315,7 @@ export type Database = {
           created_at: string
           id: number
           room_id: string
+          updated_at: string
           user_id: string
         }
         Insert: {
@@ -322,6 +323,7 @@ export type Database = {
           created_at?: string
           id?: never
           room_id: string
+          updated_at?: string
           user_id?: string
         }
         Update: {
@@ -329,6 +331,7 @@ export type Database = {
           created_at?: string
           id?: never
           room_id?: string
+          updated_at?: string
           user_id?: string
         }
         Relationships: [

@@ -261,6 +261,7 @@ class PublicPeerMessages(BaseModel):
     created_at: datetime.datetime = Field(alias="created_at")
     id: int = Field(alias="id")
     room_id: uuid.UUID = Field(alias="room_id")
+    updated_at: datetime.datetime = Field(alias="updated_at")
     user_id: uuid.UUID = Field(alias="user_id")
 
 class PublicPeerMessagesInsert(TypedDict):
@@ -268,6 +269,7 @@ class PublicPeerMessagesInsert(TypedDict):
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     id: NotRequired[Annotated[int, Field(alias="id")]]
     room_id: Annotated[uuid.UUID, Field(alias="room_id")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
 
 class PublicPeerMessagesUpdate(TypedDict):
@@ -275,6 +277,7 @@ class PublicPeerMessagesUpdate(TypedDict):
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     id: NotRequired[Annotated[int, Field(alias="id")]]
     room_id: NotRequired[Annotated[uuid.UUID, Field(alias="room_id")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
 
 class PublicPeerReports(BaseModel):

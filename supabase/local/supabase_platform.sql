@@ -165,6 +165,7 @@ create table if not exists realtime.messages (
   primary key (id, inserted_at)
 ) partition by range (inserted_at);
 create table if not exists realtime.messages_default partition of realtime.messages default;
+alter table realtime.messages_default enable row level security;
 create index if not exists messages_topic_index on realtime.messages (topic);
 alter table realtime.messages enable row level security;
 grant select, insert, update on realtime.messages to anon, authenticated, service_role;

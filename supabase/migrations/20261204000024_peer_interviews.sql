@@ -103,20 +103,22 @@ create unique index peer_requests_one_waiting on public.peer_requests (user_id) 
 create index idx_peer_requests_matching on public.peer_requests (target_role, experience_level, priority_at, id)
   where status = 'waiting';
 create index idx_peer_requests_user_created on public.peer_requests (user_id, created_at);
+create index idx_peer_requests_room on public.peer_requests (room_id);
 
--- A participant's place in a room: when they joined (server time) and whether they were a no-show.
+-- A participant's attendance: the row they write when they check in (joined_at is the server's time), or the
+-- no-show the scheduled run records for a participant who never did.
 create table public.peer_seats (
   room_id uuid not null references public.peer_rooms (id) on delete cascade,
   user_id uuid not null references public.users (id) on delete cascade,
-  joined_at timestamptz,
+  joined_at timestamptz default now(),
   no_show boolean not null default false,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   primary key (room_id, user_id)
 );
 comment on table public.peer_seats is
-  'A participant of a room: set joined_at (to anything: the server records now) to check in; no_show is the '
-  'server''s verdict 10 minutes after the start.';
+  'A participant''s check-in (insert room_id and user_id; the server records joined_at), or the no-show the '
+  'server records 10 minutes after the start.';
 create index idx_peer_seats_user on public.peer_seats (user_id, created_at);
 
 create table public.peer_turns (
@@ -138,6 +140,7 @@ comment on table public.peer_turns is
   'The two turns of a room: who interviews whom on which question, and the rubric category of its feedback.';
 create index idx_peer_turns_interviewer on public.peer_turns (interviewer_id, question_id);
 create index idx_peer_turns_candidate on public.peer_turns (candidate_id, question_id);
+create index idx_peer_turns_question on public.peer_turns (question_id);
 
 -- The answer key of a turn's question, for its interviewer only (copied when the room opens; the candidate's
 -- policy never matches). Kept apart from public.question_answer_keys, whose policy is the bank's.
@@ -157,7 +160,8 @@ create table public.peer_messages (
   room_id uuid not null references public.peer_rooms (id) on delete cascade,
   user_id uuid not null default auth.uid() references public.users (id) on delete cascade,
   body text not null check (char_length(body) between 1 and 2000),
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
 );
 comment on table public.peer_messages is
   'Chat of a room (Realtime publication): participants read and write; 2,000 characters, 30 a minute a user.';
@@ -232,7 +236,7 @@ declare
   t text;
 begin
   foreach t in array array['peer_rooms', 'peer_requests', 'peer_seats', 'peer_turns', 'peer_turn_keys',
-                           'peer_feedback', 'peer_blocks', 'peer_reports'] loop
+                           'peer_messages', 'peer_feedback', 'peer_blocks', 'peer_reports'] loop
     execute format('create trigger set_updated_at before update on public.%I
                     for each row execute function private.set_updated_at()', t);
   end loop;
@@ -290,29 +294,21 @@ create trigger check_peer_request before insert on public.peer_requests
 create trigger refuse_work_while_deleting before insert on public.peer_requests
   for each row execute function private.refuse_work_while_deleting();
 
--- A check-in records the server's time once, and only from 15 minutes before the start to the end.
-create function private.check_in_peer_seat() returns trigger
+-- The first check-in of a room opens its turns.
+create function private.on_peer_check_in() returns trigger
 language plpgsql
 security definer
 set search_path = ''
 as $$
 begin
-  if old.joined_at is not null then
-    new.joined_at := old.joined_at;
-    return new;
+  if not new.no_show then
+    perform private.open_peer_turns(new.room_id);
   end if;
-  if new.joined_at is not null then
-    if not exists (select from public.peer_rooms r where r.id = new.room_id
-                   and now() between r.starts_at - interval '15 minutes' and r.ends_at) then
-      raise sqlstate 'PT409' using message = 'a room is joined from 15 minutes before its start to its end';
-    end if;
-    new.joined_at := now();
-  end if;
-  return new;
+  return null;
 end
 $$;
-create trigger check_in before update of joined_at on public.peer_seats
-  for each row execute function private.check_in_peer_seat();
+create trigger open_turns after insert on public.peer_seats
+  for each row execute function private.on_peer_check_in();
 
 -- A chat message: bytes first, then 30 a minute a user.
 create function private.check_peer_message() returns trigger
@@ -404,10 +400,8 @@ create trigger check_peer_report before insert on public.peer_reports
 
 -- Rooms ---------------------------------------------------------------------------------------------------------
 
--- Open a room for each pair of waiting requests (a[i] with b[i]; the caller has checked and locked them):
--- times from the windows' overlap, seats, two turns with a question each, and the interviewers' keys.
--- A turn's question is the bank's best active, non-provisional question of the room's level and role that its
--- candidate has never been served nor met in a peer turn (so they cannot already hold its key).
+-- Open a room for each pair of waiting requests (a[i] with b[i]; the caller has checked them under the matching
+-- lock): its times from the windows' overlap. Seats and turns come at check-in (open_peer_turns).
 create function private.open_peer_rooms(a uuid[], b uuid[]) returns integer
 language plpgsql
 set search_path = ''
@@ -428,19 +422,33 @@ begin
   cross join lateral (select greatest(ra.available_from, rb.available_from, now()) as starts_at) s;
 
   update public.peer_requests r set status = 'matched', room_id = p.room_id
-  from unnest(rooms, a, b) as p(room_id, request_a, request_b)
-  where r.id in (p.request_a, p.request_b);
+  from unnest(rooms || rooms, a || b) as p(room_id, request_id)
+  where r.id = p.request_id;
 
-  insert into public.peer_seats (room_id, user_id)
-  select r.id, u from public.peer_rooms r, unnest(array[r.user_a, r.user_b]) u where r.id = any (rooms);
+  return cardinality(rooms);
+end
+$$;
 
-  -- Turn 1 (a interviews b), then turn 2 (b interviews a) on another question.
+-- A room's two turns, made when its first participant checks in (so the questions are picked against what the
+-- candidates have been served by then, and a missed room costs no keys): turn 1 (user_a interviews user_b), then
+-- turn 2 (user_b interviews user_a) on another question, and each interviewer's copy of the key. Once per room
+-- (the room's row is locked; both participants checking in at once make them once).
+create function private.open_peer_turns(room uuid) returns void
+language plpgsql
+set search_path = ''
+as $$
+declare
+  r public.peer_rooms;
+begin
+  select * into r from public.peer_rooms where id = room for update;
+  if exists (select from public.peer_turns t where t.room_id = room) then
+    return;
+  end if;
   for turn_number in 1..2 loop
     insert into public.peer_turns (room_id, turn, interviewer_id, candidate_id, question_id, category)
     select r.id, turn_number, who.interviewer, who.candidate, q.id, coalesce(q.category, 'behavioral')
-    from public.peer_rooms r
-    cross join lateral (select case turn_number when 1 then r.user_a else r.user_b end as interviewer,
-                               case turn_number when 1 then r.user_b else r.user_a end as candidate) who
+    from (select case turn_number when 1 then r.user_a else r.user_b end as interviewer,
+                 case turn_number when 1 then r.user_b else r.user_a end as candidate) who
     left join lateral (
       select q.id, q.category from public.questions q
       join public.question_answer_keys k on k.question_id = q.id
@@ -452,32 +460,27 @@ begin
         and not exists (select from public.peer_turns t where t.room_id = r.id and t.question_id = q.id)
       order by q.rank_score desc, q.id
       limit 1
-    ) q on true
-    where r.id = any (rooms);
+    ) q on true;
   end loop;
 
   insert into public.peer_turn_keys (turn_id, interviewer_id, evaluation_criteria, key_points)
   select t.id, t.interviewer_id, k.evaluation_criteria, k.key_points
   from public.peer_turns t
   join public.question_answer_keys k on k.question_id = t.question_id
-  where t.room_id = any (rooms);
-  return cardinality(rooms);
+  where t.room_id = room;
 end
 $$;
 
+-- A turn's question: the bank's best active, non-provisional question of the room's level and role that its
+-- candidate has never been served nor met in a peer turn (so they cannot already hold its key), read in rank
+-- order and stopping at the first that fits.
+create index idx_questions_peer_pick on public.questions (experience_level, rank_score desc, id)
+  where is_active and provisional_for is null;
+
 -- Two waiting requests fit when they are of one class (role, level), of two users neither of whom blocked the
--- other, and their windows share an hour from now on.
-create function private.peer_requests_fit(x public.peer_requests, y public.peer_requests) returns boolean
-language sql stable
-set search_path = ''
-as $$
-  select x.user_id <> y.user_id
-    and x.target_role = y.target_role and x.experience_level = y.experience_level
-    and least(x.available_until, y.available_until) - greatest(x.available_from, y.available_from, now())
-        >= interval '1 hour'
-    and not exists (select from public.peer_blocks k
-                    where (k.blocker_id, k.blocked_id) in ((x.user_id, y.user_id), (y.user_id, x.user_id)))
-$$;
+-- other, and their windows share an hour from now on. The condition is written out in each of the three
+-- matching queries below (a function would be called row by row: one with a pinned search_path is never
+-- inlined, and that made the scheduled run 5x slower); tests/peer checks each.
 
 -- On request: the new request takes the first waiting request of its class in priority order that fits.
 -- Matching is serialized per class by advisory locks held to the end of the transaction (shared on the global
@@ -497,7 +500,12 @@ begin
     pg_catalog.hashtext('peer matching: ' || new.target_role || ' ' || new.experience_level::text));
   select r.id into partner from public.peer_requests r
   where r.status = 'waiting' and r.target_role = new.target_role and r.experience_level = new.experience_level
-    and r.id <> new.id and private.peer_requests_fit(new, r)
+    and r.user_id <> new.user_id
+    and least(r.available_until, new.available_until) - greatest(r.available_from, new.available_from, now())
+        >= interval '1 hour'
+    and not exists (select from public.peer_blocks k
+                    where (k.blocker_id = r.user_id and k.blocked_id = new.user_id)
+                       or (k.blocker_id = new.user_id and k.blocked_id = r.user_id))
   order by r.priority_at, r.id
   limit 1;
   if partner is not null then
@@ -509,9 +517,10 @@ $$;
 create trigger match_on_request after insert on public.peer_requests
   for each row execute function private.match_new_peer_request();
 
--- The scheduled matcher, set-based, for waiting requests the on-request match did not pair (written while the
--- trigger was off, by a restore or a bulk load, or fitting since: a block cannot be undone, so in practice few). Rounds alternate two ways of pairing within each class (role, level), each pair
--- checked by peer_requests_fit:
+-- The scheduled matcher, set-based, for waiting requests the on-request match left unpaired (written while its
+-- trigger was off, as by a bulk load or a restore; in practice few, since a newcomer always meets the waiting
+-- requests of its class). Rounds alternate two ways of pairing within each class (role, level), each pair checked
+-- to fit:
 --   even rounds: neighbours in priority order, 1st with 2nd, 3rd with 4th... (pairs a class that mostly fits in
 --                one statement);
 --   odd rounds:  each request proposes to the first later request of its class that fits it; a proposal is taken
@@ -535,18 +544,22 @@ begin
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('peer matching'));
   for round in 0..rounds - 1 loop
     if round % 2 = 0 then
-      with waiting as (
-        select r.id, r.target_role, r.experience_level,
-               row_number() over (partition by r.target_role, r.experience_level order by r.priority_at, r.id) as n
+      with ordered as (
+        select r.id, lead(r.id) over w as next_id, row_number() over w as n
         from public.peer_requests r
         where r.status = 'waiting'
+        window w as (partition by r.target_role, r.experience_level order by r.priority_at, r.id)
       )
       select array_agg(x.id) as a, array_agg(y.id) as b into pairs
-      from waiting x
-      join waiting y on y.target_role = x.target_role and y.experience_level = x.experience_level and y.n = x.n + 1
-      join public.peer_requests xr on xr.id = x.id
-      join public.peer_requests yr on yr.id = y.id
-      where x.n % 2 = 1 and private.peer_requests_fit(xr, yr);
+      from ordered o
+      join public.peer_requests x on x.id = o.id
+      join public.peer_requests y on y.id = o.next_id
+      where o.n % 2 = 1 and x.user_id <> y.user_id
+        and least(x.available_until, y.available_until) - greatest(x.available_from, y.available_from, now())
+            >= interval '1 hour'
+        and not exists (select from public.peer_blocks k
+                        where (k.blocker_id = x.user_id and k.blocked_id = y.user_id)
+                           or (k.blocker_id = y.user_id and k.blocked_id = x.user_id));
     else
       with proposals as (
         select x.id as a, first_fit.id as b, x.priority_at
@@ -554,7 +567,12 @@ begin
         cross join lateral (
           select y.id from public.peer_requests y
           where y.status = 'waiting' and y.target_role = x.target_role and y.experience_level = x.experience_level
-            and (y.priority_at, y.id) > (x.priority_at, x.id) and private.peer_requests_fit(x, y)
+            and (y.priority_at, y.id) > (x.priority_at, x.id) and x.user_id <> y.user_id
+            and least(x.available_until, y.available_until) - greatest(x.available_from, y.available_from, now())
+                >= interval '1 hour'
+            and not exists (select from public.peer_blocks k
+                            where (k.blocker_id = x.user_id and k.blocked_id = y.user_id)
+                               or (k.blocker_id = y.user_id and k.blocked_id = x.user_id))
           order by y.priority_at, y.id
           limit 1
         ) first_fit
@@ -577,8 +595,8 @@ end
 $$;
 
 -- Housekeeping of the scheduled run: waiting requests whose window can no longer hold a session expire; a room
--- 10 minutes past its start is settled: a seat never checked in is a no-show (it lowers that user's priority
--- for 90 days), the room `missed` if it has one, else `held`.
+-- 10 minutes past its start is settled: a participant who never checked in gets a no-show seat (it lowers that
+-- user's priority for 90 days), the room `missed` if it has one, else `held`.
 create function service.settle_peer_rooms(as_of timestamptz default now()) returns jsonb
 language plpgsql
 set search_path = ''
@@ -597,7 +615,11 @@ begin
                 where r.status = 'scheduled' and r.starts_at + interval '10 minutes' <= as_of
                 for update);
 
-  update public.peer_seats s set no_show = true where s.room_id = any (due) and s.joined_at is null;
+  insert into public.peer_seats (room_id, user_id, joined_at, no_show)
+  select r.id, u, null, true
+  from public.peer_rooms r, unnest(array[r.user_a, r.user_b]) u
+  where r.id = any (due) and u is not null
+    and not exists (select from public.peer_seats s where s.room_id = r.id and s.user_id = u);
   get diagnostics no_shows = row_count;
 
   update public.peer_rooms r
@@ -647,11 +669,14 @@ create policy "peer_requests: cancel own waiting" on public.peer_requests
   for update to authenticated using (user_id = (select auth.uid()) and status = 'waiting')
   with check (user_id = (select auth.uid()) and status = 'cancelled');
 
-grant select, update (joined_at) on public.peer_seats to authenticated;
+grant select, insert (room_id, user_id) on public.peer_seats to authenticated;
 create policy "peer_seats: read own" on public.peer_seats
   for select to authenticated using (user_id = (select auth.uid()));
-create policy "peer_seats: check in" on public.peer_seats
-  for update to authenticated using (user_id = (select auth.uid())) with check (user_id = (select auth.uid()));
+create policy "peer_seats: check in from 15 minutes before the start to the end" on public.peer_seats
+  for insert to authenticated with check (
+    user_id = (select auth.uid())
+    and exists (select from public.peer_rooms r where r.id = room_id and (select auth.uid()) in (r.user_a, r.user_b)
+                and now() between r.starts_at - interval '15 minutes' and r.ends_at));
 
 grant select, insert (room_id, user_id, body) on public.peer_messages to authenticated;
 create policy "peer_messages: participants read" on public.peer_messages
@@ -846,6 +871,5 @@ begin
 end
 $$;
 
-grant execute on function private.open_peer_rooms(uuid[], uuid[]),
-  private.peer_requests_fit(public.peer_requests, public.peer_requests),
+grant execute on function private.open_peer_rooms(uuid[], uuid[]), private.open_peer_turns(uuid),
   service.match_peer_requests(integer), service.settle_peer_rooms(timestamptz) to service_role;

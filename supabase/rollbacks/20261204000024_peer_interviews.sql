@@ -8,12 +8,13 @@ drop function service.match_peer_requests(integer);
 drop table public.peer_reports, public.peer_blocks, public.peer_feedback, public.peer_messages,
   public.peer_turn_keys, public.peer_turns, public.peer_seats, public.peer_requests, public.peer_rooms;
 drop function private.match_new_peer_request();
-drop function private.peer_requests_fit(public.peer_requests, public.peer_requests);
+drop index public.idx_questions_peer_pick;
+drop function private.open_peer_turns(uuid);
 drop function private.open_peer_rooms(uuid[], uuid[]);
 drop function private.check_peer_report();
 drop function private.check_peer_feedback();
 drop function private.check_peer_message();
-drop function private.check_in_peer_seat();
+drop function private.on_peer_check_in();
 drop function private.check_peer_request();
 drop type public.peer_report_status, public.peer_report_reason, public.peer_room_status, public.peer_request_status;
 drop table private.rubric_criteria;

@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from tests.abuse.attempts import as_user, timed_refusal
 from tests.support.peers import Room, matched_room, paid_user, under_way
 
 REFUSED_WITHIN_SECONDS = 1.0
 MEGABYTES = 8 * 1024 * 1024
+# Serialized once here, as PostgREST hands the body to the database as text: the timing is the database's.
+TWO_HUNDRED_THOUSAND_SCORES = json.dumps({f"criterion_{i}": 5 for i in range(200_000)})
 
 REQUEST = (
     "insert into public.peer_requests (user_id, target_role, experience_level, available_from, available_until,"
@@ -104,8 +106,8 @@ def test_a_request_cannot_set_its_priority_status_or_room(db: psycopg.Connection
         ),
         (
             "insert into public.peer_feedback (turn_id, author_id, scores) values ((select id from public.peer_turns"
-            " where room_id = %s and turn = 1), %s, %s)",
-            Jsonb({f"criterion_{i}": 5 for i in range(200_000)}),
+            " where room_id = %s and turn = 1), %s, %s::jsonb)",
+            TWO_HUNDRED_THOUSAND_SCORES,
             "the limit is 1024",
         ),
         (
@@ -135,13 +137,35 @@ def test_megabyte_values_are_refused_fast_by_size(
     assert seconds < REFUSED_WITHIN_SECONDS
 
 
-def test_a_check_in_records_the_servers_time(db: psycopg.Connection, room: Room) -> None:
+def test_a_check_in_records_the_servers_time_and_never_a_verdict(db: psycopg.Connection, room: Room) -> None:
+    for column, value in (("joined_at", "2000-01-01"), ("no_show", False)):
+        error, _ = timed_refusal(
+            db, room.second, f"insert into public.peer_seats (room_id, user_id, {column}) values (%s, %s, %s)",
+            room.id, room.second, value,
+        )  # fmt: skip
+        assert isinstance(error, psycopg.errors.InsufficientPrivilege), column
     recorded = as_user(
-        db, room.first,
-        "update public.peer_seats set joined_at = '2000-01-01' where room_id = %s and user_id = %s"
-        " returning joined_at > now() - interval '1 minute'",
-        room.id, room.first,
+        db, room.second,
+        "insert into public.peer_seats (room_id, user_id) values (%s, %s)"
+        " returning joined_at > now() - interval '1 minute' and not no_show",
+        room.id, room.second,
     )  # fmt: skip
     assert recorded is True
-    error, _ = timed_refusal(db, room.first, "update public.peer_seats set no_show = false where room_id = %s", room.id)
-    assert isinstance(error, psycopg.errors.InsufficientPrivilege)  # the verdict is the server's
+
+
+def test_checking_in_outside_the_rooms_time_or_someone_elses_seat_is_refused(
+    db: psycopg.Connection, room: Room
+) -> None:
+    forged, _ = timed_refusal(
+        db, room.first, "insert into public.peer_seats (room_id, user_id) values (%s, %s)", room.id, room.second
+    )
+    assert isinstance(forged, psycopg.errors.InsufficientPrivilege)
+    db.execute(
+        "update public.peer_rooms set starts_at = now() + interval '1 hour', ends_at = now() + interval '2 hours'"
+        " where id = %s",
+        (room.id,),
+    )
+    early, _ = timed_refusal(
+        db, room.second, "insert into public.peer_seats (room_id, user_id) values (%s, %s)", room.id, room.second
+    )
+    assert isinstance(early, psycopg.errors.InsufficientPrivilege)

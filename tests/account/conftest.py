@@ -26,7 +26,7 @@ from shared.stripe_client import StripeSettings, stripe_client
 from tests.support.dataset import UserData, populate_user
 from tests.support.fake_storage import SERVICE_KEY, FakeStorage
 from tests.support.identities import user_claims
-from tests.support.peers import matched_room, paid_user, rubric_scores, under_way
+from tests.support.peers import check_in, matched_room, paid_user, rubric_scores, under_way
 
 JWT_SECRET = "local-jwt-secret-with-at-least-32-characters!"
 ISSUER = "http://127.0.0.1:54321/auth/v1"
@@ -130,7 +130,7 @@ class Accounts:
         peer = paid_user(self.conn)
         room = matched_room(self.conn, uid, peer)
         under_way(self.conn, room)
-        self.conn.execute("update public.peer_seats set joined_at = now() where room_id = %s", (room.id,))
+        check_in(self.conn, room.id, peer)
         for user in (uid, peer):
             self.conn.execute(
                 "insert into public.peer_messages (room_id, user_id, body) values (%s, %s, 'Hello')", (room.id, user)

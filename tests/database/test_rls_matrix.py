@@ -111,13 +111,7 @@ EXPECTATIONS: dict[str, Rules] = {
         update_column="status",
     ),
     "public.peer_rooms": Rules(**SERVICE_WRITES_OWNER_READS),
-    "public.peer_seats": Rules(
-        select=(D, Y, H, Y),
-        insert=(D, D, D, Y),
-        update=(D, Y, H, Y),
-        delete=(D, D, D, Y),
-        update_column="joined_at",
-    ),
+    "public.peer_seats": Rules(select=(D, Y, H, Y), insert=(D, Y, R, Y), update=(D, D, D, Y), delete=(D, D, D, Y)),
     "public.peer_turns": Rules(**SERVICE_WRITES_OWNER_READS),
     # The owner's key is of the turn they interview in.
     "public.peer_turn_keys": Rules(**SERVICE_WRITES_OWNER_READS),

@@ -5,13 +5,14 @@ from __future__ import annotations
 import psycopg
 from psycopg.types.json import Jsonb
 
-from tests.support.peers import matched_room, paid_user, rubric_scores, under_way
+from tests.support.peers import check_in, matched_room, paid_user, rubric_scores, under_way
 
 
 def test_the_other_participant_keeps_the_room_and_their_own_rows(db: psycopg.Connection) -> None:
     room = matched_room(db, paid_user(db), paid_user(db))
     under_way(db, room)
     leaving, staying = room.first, room.second
+    check_in(db, room.id, staying)
     for user in (leaving, staying):
         db.execute("insert into public.peer_messages (room_id, user_id, body) values (%s, %s, 'Hi')", (room.id, user))
     for author, turn in ((leaving, room.turn_ids[0]), (staying, room.turn_ids[1])):

@@ -61,6 +61,8 @@ def test_participants_read_the_room_and_a_third_user_reads_nothing(
     db: psycopg.Connection, room: Room, stranger: uuid.UUID
 ) -> None:
     say(db, room.first, room, "Hello! Ready when you are.")
+    as_user(db, room.second, "insert into public.peer_seats (room_id, user_id) values (%s, %s) returning 1",
+            room.id, room.second)  # fmt: skip
     tables = {
         "public.peer_rooms": "id = %s",
         "public.peer_turns": "room_id = %s",

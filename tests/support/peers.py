@@ -72,14 +72,21 @@ def room_of(conn: psycopg.Connection, request: uuid.UUID) -> uuid.UUID | None:
 
 
 def matched_room(conn: psycopg.Connection, first: uuid.UUID, second: uuid.UUID) -> Room:
-    """Two requests of one class, the second matched to the first on arrival; returns their room."""
+    """Two requests of one class, the second matched to the first on arrival, the first checked in (which opens
+    the turns); returns their room."""
     keyed_question(conn)
     keyed_question(conn)
     ask(conn, first)
     room = room_of(conn, ask(conn, second))
     assert room is not None, "the second request was not matched on arrival"
+    # The first check-in opens the turns.
+    check_in(conn, room, first)
     turns = conn.execute("select id from public.peer_turns where room_id = %s order by turn", (room,)).fetchall()
     return Room(room, first, second, (turns[0][0], turns[1][0]))
+
+
+def check_in(conn: psycopg.Connection, room: uuid.UUID, user: uuid.UUID) -> None:
+    conn.execute("insert into public.peer_seats (room_id, user_id) values (%s, %s)", (room, user))
 
 
 def under_way(conn: psycopg.Connection, room: Room) -> None:
