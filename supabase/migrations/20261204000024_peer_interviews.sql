@@ -1,8 +1,8 @@
 -- 24. Live peer mock interviews: requests, matching, rooms, chat, peer feedback, no-shows, blocks and reports
 --
 -- Two users practise together: each asks for a peer session (role, level, time window, time zone); the matcher
--- pairs compatible requests into a room of two seats and two turns. In turn 1 the first user interviews the
--- second, in turn 2 they swap. The interviewer of a turn reads the question's answer key (a copy made for the
+-- pairs compatible requests into a room; the participants check in (seats), which opens its two turns. In turn 1
+-- the first user interviews the second, in turn 2 they swap. The interviewer of a turn reads the question's answer key (a copy made for the
 -- turn, readable by that interviewer only); the candidate does not. Chat rows go through Realtime's publication;
 -- the room's broadcast/presence channel (topic `peer-room:<room id>`, private) is authorized by policies on
 -- realtime.messages. Feedback uses the AI evaluation's category rubric and 1-5 scale, and a user reads the
@@ -10,10 +10,9 @@
 -- Everything here is for a plan with `peer_sessions` (paid plans: a live session exposes one user to another,
 -- and a paid account is a costly identity to throw away after harassing someone; it costs no AI spend).
 --
--- What the other participant keeps when one account is deleted: the room (the deleted seat's user set to null),
--- their own seat, the turns (the deleted side null), their own messages, the feedback and blocks... of their own
--- that do not name the deleted user; feedback between the two and blocks naming the deleted user go with it.
--- A report stays for the moderators with its reported user set to null.
+-- What the other participant keeps when one account is deleted: the room and the turns (the deleted user's side
+-- set to null), their own seat and messages. Feedback between the two and blocks naming the deleted user go with
+-- it; a report about the deleted user stays for the moderators with its reported user set to null.
 
 -- Plans -------------------------------------------------------------------------------------------------------
 
@@ -467,7 +466,7 @@ begin
   select t.id, t.interviewer_id, k.evaluation_criteria, k.key_points
   from public.peer_turns t
   join public.question_answer_keys k on k.question_id = t.question_id
-  where t.room_id = room;
+  where t.room_id = room and t.interviewer_id is not null;
 end
 $$;
 
