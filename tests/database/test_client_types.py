@@ -48,6 +48,9 @@ declare const userId: string
 declare const sessionId: string
 declare const sessionQuestionId: string
 declare const questionId: string
+declare const roomId: string
+declare const peerId: string
+declare const turnId: string
 const supabase = createClient<Database>(SUPABASE_URL, SUPABASE_ANON_KEY)
 """.replace("KIT", f"{ROOT}/clients/database.types.js")
 
