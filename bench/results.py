@@ -385,6 +385,30 @@ def curation(data: dict[str, Any]) -> list[Figure]:
     ]
 
 
+def peer(data: dict[str, Any]) -> list[Figure]:
+    matching, day, chat = data["matching"], data["simulated_day"], data["chat"]
+    return [
+        Figure(
+            f"peer matcher run over {matching['waiting']:,} waiting requests (median)",
+            f"{matching['median_seconds']:.2f} s",
+            f"<= {matching['target_seconds']:g} s",
+            matching["median_seconds"] <= matching["target_seconds"],
+        ),
+        Figure(
+            f"peer wait to a match, simulated day of {day['arrivals']:,} arrivals (p50 / p95)",
+            f"{day['p50_wait_minutes']:.0f} / {day['p95_wait_minutes']:.0f} min",
+            "",
+            None,
+        ),
+        Figure(
+            f"peer chat insert p95, authenticated / service_role, {chat['rooms']:,} rooms (median of rounds)",
+            f"{chat['ratio_p95_median']:.2f}",
+            f"<= {chat['target_ratio']}",
+            chat["ratio_p95_median"] <= chat["target_ratio"],
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, Extract] = {
     "rls_reads": rls_reads,
     "webhook_throughput": webhook_throughput,
@@ -401,6 +425,7 @@ BENCHMARKS: dict[str, Extract] = {
     "partitioning": partitioning,
     "adaptive": adaptive,
     "curation": curation,
+    "peer": peer,
 }
 
 

@@ -208,81 +208,455 @@ export type Database = {
           },
         ]
       }
-      category_abilities: {
+      peer_blocks: {
         Row: {
-          ability: number
-          ability_precision: number
-          ability_uncertainty: number | null
-          answers: number
-          category: Database["public"]["Enums"]["question_category"]
-          cohort: string | null
-          cohort_size: number | null
+          blocked_id: string
+          blocker_id: string
           created_at: string
-          due_at: string | null
-          ease: number
-          last_practised_at: string | null
-          percentile: number | null
-          percentile_at: string | null
-          projected_for: string | null
-          projected_high: number | null
-          projected_low: number | null
-          projected_score: number | null
-          repetitions: number
-          review_interval_days: number
+          updated_at: string
+        }
+        Insert: {
+          blocked_id: string
+          blocker_id?: string
+          created_at?: string
+          updated_at?: string
+        }
+        Update: {
+          blocked_id?: string
+          blocker_id?: string
+          created_at?: string
+          updated_at?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_blocks_blocked_id_fkey"
+            columns: ["blocked_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_blocks_blocker_id_fkey"
+            columns: ["blocker_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_feedback: {
+        Row: {
+          author_id: string
+          comment: string | null
+          created_at: string
+          id: string
+          overall_score: number
+          room_id: string
+          rubric_version: string
+          scores: NonNullable<Json>
+          subject_id: string
+          turn_id: string
+          updated_at: string
+        }
+        Insert: {
+          author_id?: string
+          comment?: string | null
+          created_at?: string
+          id?: string
+          overall_score?: number
+          room_id?: string
+          rubric_version?: string
+          scores: NonNullable<Json>
+          subject_id?: string
+          turn_id: string
+          updated_at?: string
+        }
+        Update: {
+          author_id?: string
+          comment?: string | null
+          created_at?: string
+          id?: string
+          overall_score?: number
+          room_id?: string
+          rubric_version?: string
+          scores?: NonNullable<Json>
+          subject_id?: string
+          turn_id?: string
+          updated_at?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_feedback_author_id_fkey"
+            columns: ["author_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_feedback_room_id_fkey"
+            columns: ["room_id"]
+            referencedRelation: "peer_rooms"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_feedback_subject_id_fkey"
+            columns: ["subject_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_feedback_turn_id_fkey"
+            columns: ["turn_id"]
+            referencedRelation: "peer_turns"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_messages: {
+        Row: {
+          body: string
+          created_at: string
+          id: number
+          room_id: string
           updated_at: string
           user_id: string
         }
         Insert: {
-          ability?: number
-          ability_precision?: number
-          ability_uncertainty?: never
-          answers?: number
-          category: Database["public"]["Enums"]["question_category"]
-          cohort?: string | null
-          cohort_size?: number | null
+          body: string
           created_at?: string
-          due_at?: string | null
-          ease?: number
-          last_practised_at?: string | null
-          percentile?: number | null
-          percentile_at?: string | null
-          projected_for?: string | null
-          projected_high?: number | null
-          projected_low?: number | null
-          projected_score?: number | null
-          repetitions?: number
-          review_interval_days?: number
+          id?: never
+          room_id: string
           updated_at?: string
-          user_id: string
+          user_id?: string
         }
         Update: {
-          ability?: number
-          ability_precision?: number
-          ability_uncertainty?: never
-          answers?: number
-          category?: Database["public"]["Enums"]["question_category"]
-          cohort?: string | null
-          cohort_size?: number | null
+          body?: string
           created_at?: string
-          due_at?: string | null
-          ease?: number
-          last_practised_at?: string | null
-          percentile?: number | null
-          percentile_at?: string | null
-          projected_for?: string | null
-          projected_high?: number | null
-          projected_low?: number | null
-          projected_score?: number | null
-          repetitions?: number
-          review_interval_days?: number
+          id?: never
+          room_id?: string
           updated_at?: string
           user_id?: string
         }
         Relationships: [
           {
-            foreignKeyName: "category_abilities_user_id_fkey"
+            foreignKeyName: "peer_messages_room_id_fkey"
+            columns: ["room_id"]
+            referencedRelation: "peer_rooms"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_messages_user_id_fkey"
             columns: ["user_id"]
             referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_reports: {
+        Row: {
+          created_at: string
+          details: string | null
+          id: string
+          reason: Database["public"]["Enums"]["peer_report_reason"]
+          reported_id: string | null
+          reporter_id: string
+          room_id: string | null
+          status: Database["public"]["Enums"]["peer_report_status"]
+          updated_at: string
+        }
+        Insert: {
+          created_at?: string
+          details?: string | null
+          id?: string
+          reason: Database["public"]["Enums"]["peer_report_reason"]
+          reported_id?: string | null
+          reporter_id?: string
+          room_id?: string | null
+          status?: Database["public"]["Enums"]["peer_report_status"]
+          updated_at?: string
+        }
+        Update: {
+          created_at?: string
+          details?: string | null
+          id?: string
+          reason?: Database["public"]["Enums"]["peer_report_reason"]
+          reported_id?: string | null
+          reporter_id?: string
+          room_id?: string | null
+          status?: Database["public"]["Enums"]["peer_report_status"]
+          updated_at?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_reports_reported_id_fkey"
+            columns: ["reported_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_reports_reporter_id_fkey"
+            columns: ["reporter_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_reports_room_id_fkey"
+            columns: ["room_id"]
+            referencedRelation: "peer_rooms"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_requests: {
+        Row: {
+          available_from: string
+          available_until: string
+          created_at: string
+          experience_level: Database["public"]["Enums"]["experience_level"]
+          id: string
+          priority_at: string
+          room_id: string | null
+          status: Database["public"]["Enums"]["peer_request_status"]
+          target_role: string
+          timezone: string
+          updated_at: string
+          user_id: string
+        }
+        Insert: {
+          available_from: string
+          available_until: string
+          created_at?: string
+          experience_level: Database["public"]["Enums"]["experience_level"]
+          id?: string
+          priority_at?: string
+          room_id?: string | null
+          status?: Database["public"]["Enums"]["peer_request_status"]
+          target_role: string
+          timezone: string
+          updated_at?: string
+          user_id?: string
+        }
+        Update: {
+          available_from?: string
+          available_until?: string
+          created_at?: string
+          experience_level?: Database["public"]["Enums"]["experience_level"]
+          id?: string
+          priority_at?: string
+          room_id?: string | null
+          status?: Database["public"]["Enums"]["peer_request_status"]
+          target_role?: string
+          timezone?: string
+          updated_at?: string
+          user_id?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_requests_room_id_fkey"
+            columns: ["room_id"]
+            referencedRelation: "peer_rooms"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_requests_user_id_fkey"
+            columns: ["user_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_rooms: {
+        Row: {
+          created_at: string
+          ends_at: string
+          experience_level: Database["public"]["Enums"]["experience_level"]
+          feedback_due_at: string
+          id: string
+          starts_at: string
+          status: Database["public"]["Enums"]["peer_room_status"]
+          target_role: string
+          updated_at: string
+          user_a: string | null
+          user_b: string | null
+        }
+        Insert: {
+          created_at?: string
+          ends_at: string
+          experience_level: Database["public"]["Enums"]["experience_level"]
+          feedback_due_at: string
+          id?: string
+          starts_at: string
+          status?: Database["public"]["Enums"]["peer_room_status"]
+          target_role: string
+          updated_at?: string
+          user_a?: string | null
+          user_b?: string | null
+        }
+        Update: {
+          created_at?: string
+          ends_at?: string
+          experience_level?: Database["public"]["Enums"]["experience_level"]
+          feedback_due_at?: string
+          id?: string
+          starts_at?: string
+          status?: Database["public"]["Enums"]["peer_room_status"]
+          target_role?: string
+          updated_at?: string
+          user_a?: string | null
+          user_b?: string | null
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_rooms_user_a_fkey"
+            columns: ["user_a"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_rooms_user_b_fkey"
+            columns: ["user_b"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_seats: {
+        Row: {
+          created_at: string
+          joined_at: string | null
+          no_show: boolean
+          room_id: string
+          updated_at: string
+          user_id: string
+        }
+        Insert: {
+          created_at?: string
+          joined_at?: string | null
+          no_show?: boolean
+          room_id: string
+          updated_at?: string
+          user_id: string
+        }
+        Update: {
+          created_at?: string
+          joined_at?: string | null
+          no_show?: boolean
+          room_id?: string
+          updated_at?: string
+          user_id?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_seats_room_id_fkey"
+            columns: ["room_id"]
+            referencedRelation: "peer_rooms"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_seats_user_id_fkey"
+            columns: ["user_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_turn_keys: {
+        Row: {
+          created_at: string
+          evaluation_criteria: NonNullable<Json>
+          interviewer_id: string
+          key_points: string[]
+          turn_id: string
+          updated_at: string
+        }
+        Insert: {
+          created_at?: string
+          evaluation_criteria?: NonNullable<Json>
+          interviewer_id: string
+          key_points?: string[]
+          turn_id: string
+          updated_at?: string
+        }
+        Update: {
+          created_at?: string
+          evaluation_criteria?: NonNullable<Json>
+          interviewer_id?: string
+          key_points?: string[]
+          turn_id?: string
+          updated_at?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_turn_keys_interviewer_id_fkey"
+            columns: ["interviewer_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_turn_keys_turn_id_fkey"
+            columns: ["turn_id"]
+            referencedRelation: "peer_turns"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      peer_turns: {
+        Row: {
+          candidate_id: string | null
+          category: Database["public"]["Enums"]["question_category"]
+          created_at: string
+          feedback_at: string | null
+          id: string
+          interviewer_id: string | null
+          question_id: string | null
+          room_id: string
+          turn: number
+          updated_at: string
+        }
+        Insert: {
+          candidate_id?: string | null
+          category: Database["public"]["Enums"]["question_category"]
+          created_at?: string
+          feedback_at?: string | null
+          id?: string
+          interviewer_id?: string | null
+          question_id?: string | null
+          room_id: string
+          turn: number
+          updated_at?: string
+        }
+        Update: {
+          candidate_id?: string | null
+          category?: Database["public"]["Enums"]["question_category"]
+          created_at?: string
+          feedback_at?: string | null
+          id?: string
+          interviewer_id?: string | null
+          question_id?: string | null
+          room_id?: string
+          turn?: number
+          updated_at?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "peer_turns_candidate_id_fkey"
+            columns: ["candidate_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_turns_interviewer_id_fkey"
+            columns: ["interviewer_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_turns_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "questions"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_turns_room_id_fkey"
+            columns: ["room_id"]
+            referencedRelation: "peer_rooms"
             referencedColumns: ["id"]
           },
         ]
@@ -492,12 +866,6 @@ export type Database = {
           {
             foreignKeyName: "question_answer_keys_question_id_fkey"
             columns: ["question_id"]
-            referencedRelation: "question_review_queue"
-            referencedColumns: ["id"]
-          },
-          {
-            foreignKeyName: "question_answer_keys_question_id_fkey"
-            columns: ["question_id"]
             referencedRelation: "questions"
             referencedColumns: ["id"]
           },
@@ -529,12 +897,6 @@ export type Database = {
           {
             foreignKeyName: "question_ratings_question_id_fkey"
             columns: ["question_id"]
-            referencedRelation: "question_review_queue"
-            referencedColumns: ["id"]
-          },
-          {
-            foreignKeyName: "question_ratings_question_id_fkey"
-            columns: ["question_id"]
             referencedRelation: "questions"
             referencedColumns: ["id"]
           },
@@ -546,261 +908,63 @@ export type Database = {
           },
         ]
       }
-      question_reports: {
-        Row: {
-          created_at: string
-          details: string | null
-          id: string
-          question_id: string
-          question_version: number
-          reason: Database["public"]["Enums"]["question_report_reason"]
-          resolved_at: string | null
-          updated_at: string
-          user_id: string
-        }
-        Insert: {
-          created_at?: string
-          details?: string | null
-          id?: string
-          question_id: string
-          question_version?: number
-          reason: Database["public"]["Enums"]["question_report_reason"]
-          resolved_at?: string | null
-          updated_at?: string
-          user_id?: string
-        }
-        Update: {
-          created_at?: string
-          details?: string | null
-          id?: string
-          question_id?: string
-          question_version?: number
-          reason?: Database["public"]["Enums"]["question_report_reason"]
-          resolved_at?: string | null
-          updated_at?: string
-          user_id?: string
-        }
-        Relationships: [
-          {
-            foreignKeyName: "question_reports_question_id_fkey"
-            columns: ["question_id"]
-            referencedRelation: "question_review_queue"
-            referencedColumns: ["id"]
-          },
-          {
-            foreignKeyName: "question_reports_question_id_fkey"
-            columns: ["question_id"]
-            referencedRelation: "questions"
-            referencedColumns: ["id"]
-          },
-          {
-            foreignKeyName: "question_reports_user_id_fkey"
-            columns: ["user_id"]
-            referencedRelation: "users"
-            referencedColumns: ["id"]
-          },
-        ]
-      }
-      question_transitions: {
-        Row: {
-          actor: string
-          content: string | null
-          created_at: string
-          figures: NonNullable<Json>
-          from_status: Database["public"]["Enums"]["question_status"] | null
-          id: number
-          moderator_id: string | null
-          question_id: string
-          reason: string
-          to_status: Database["public"]["Enums"]["question_status"]
-          updated_at: string
-          version: number | null
-        }
-        Insert: {
-          actor?: string
-          content?: string | null
-          created_at?: string
-          figures?: NonNullable<Json>
-          from_status?: Database["public"]["Enums"]["question_status"] | null
-          id?: never
-          moderator_id?: string | null
-          question_id: string
-          reason: string
-          to_status: Database["public"]["Enums"]["question_status"]
-          updated_at?: string
-          version?: number | null
-        }
-        Update: {
-          actor?: string
-          content?: string | null
-          created_at?: string
-          figures?: NonNullable<Json>
-          from_status?: Database["public"]["Enums"]["question_status"] | null
-          id?: never
-          moderator_id?: string | null
-          question_id?: string
-          reason?: string
-          to_status?: Database["public"]["Enums"]["question_status"]
-          updated_at?: string
-          version?: number | null
-        }
-        Relationships: [
-          {
-            foreignKeyName: "question_transitions_moderator_id_fkey"
-            columns: ["moderator_id"]
-            referencedRelation: "users"
-            referencedColumns: ["id"]
-          },
-          {
-            foreignKeyName: "question_transitions_question_id_fkey"
-            columns: ["question_id"]
-            referencedRelation: "question_review_queue"
-            referencedColumns: ["id"]
-          },
-          {
-            foreignKeyName: "question_transitions_question_id_fkey"
-            columns: ["question_id"]
-            referencedRelation: "questions"
-            referencedColumns: ["id"]
-          },
-        ]
-      }
-      question_versions: {
-        Row: {
-          category: Database["public"]["Enums"]["question_category"]
-          content: string
-          created_at: string
-          difficulty: Database["public"]["Enums"]["difficulty"]
-          experience_level: Database["public"]["Enums"]["experience_level"]
-          question_id: string
-          tags: string[]
-          target_role: string | null
-          updated_at: string
-          version: number
-        }
-        Insert: {
-          category: Database["public"]["Enums"]["question_category"]
-          content: string
-          created_at?: string
-          difficulty: Database["public"]["Enums"]["difficulty"]
-          experience_level: Database["public"]["Enums"]["experience_level"]
-          question_id: string
-          tags?: string[]
-          target_role?: string | null
-          updated_at?: string
-          version: number
-        }
-        Update: {
-          category?: Database["public"]["Enums"]["question_category"]
-          content?: string
-          created_at?: string
-          difficulty?: Database["public"]["Enums"]["difficulty"]
-          experience_level?: Database["public"]["Enums"]["experience_level"]
-          question_id?: string
-          tags?: string[]
-          target_role?: string | null
-          updated_at?: string
-          version?: number
-        }
-        Relationships: [
-          {
-            foreignKeyName: "question_versions_question_id_fkey"
-            columns: ["question_id"]
-            referencedRelation: "question_review_queue"
-            referencedColumns: ["id"]
-          },
-          {
-            foreignKeyName: "question_versions_question_id_fkey"
-            columns: ["question_id"]
-            referencedRelation: "questions"
-            referencedColumns: ["id"]
-          },
-        ]
-      }
       questions: {
         Row: {
-          calibrated_difficulty: number | null
-          calibration_answers: number
-          calibration_information: number
           category: Database["public"]["Enums"]["question_category"]
           content: string
           created_at: string
           difficulty: Database["public"]["Enums"]["difficulty"]
-          difficulty_estimate: number | null
-          difficulty_uncertainty: number
           experience_level: Database["public"]["Enums"]["experience_level"]
           generation_metadata: NonNullable<Json>
           id: string
           is_active: boolean
-          label_disagrees: boolean
           provisional_for: string | null
           rank_score: number
           rating_avg: number | null
           rating_count: number
-          selection_cell: number | null
           source: Database["public"]["Enums"]["question_source"]
-          status: Database["public"]["Enums"]["question_status"]
           tags: string[]
           target_role: string | null
           updated_at: string
           usage_count: number
-          version: number
         }
         Insert: {
-          calibrated_difficulty?: number | null
-          calibration_answers?: number
-          calibration_information?: number
           category: Database["public"]["Enums"]["question_category"]
           content: string
           created_at?: string
           difficulty: Database["public"]["Enums"]["difficulty"]
-          difficulty_estimate?: never
-          difficulty_uncertainty?: number
           experience_level: Database["public"]["Enums"]["experience_level"]
           generation_metadata?: NonNullable<Json>
           id?: string
           is_active?: boolean
-          label_disagrees?: boolean
           provisional_for?: string | null
           rank_score?: number
           rating_avg?: number | null
           rating_count?: number
-          selection_cell?: never
           source: Database["public"]["Enums"]["question_source"]
-          status?: Database["public"]["Enums"]["question_status"]
           tags?: string[]
           target_role?: string | null
           updated_at?: string
           usage_count?: number
-          version?: number
         }
         Update: {
-          calibrated_difficulty?: number | null
-          calibration_answers?: number
-          calibration_information?: number
           category?: Database["public"]["Enums"]["question_category"]
           content?: string
           created_at?: string
           difficulty?: Database["public"]["Enums"]["difficulty"]
-          difficulty_estimate?: never
-          difficulty_uncertainty?: number
           experience_level?: Database["public"]["Enums"]["experience_level"]
           generation_metadata?: NonNullable<Json>
           id?: string
           is_active?: boolean
-          label_disagrees?: boolean
           provisional_for?: string | null
           rank_score?: number
           rating_avg?: number | null
           rating_count?: number
-          selection_cell?: never
           source?: Database["public"]["Enums"]["question_source"]
-          status?: Database["public"]["Enums"]["question_status"]
           tags?: string[]
           target_role?: string | null
           updated_at?: string
           usage_count?: number
-          version?: number
         }
         Relationships: [
           {
@@ -943,10 +1107,8 @@ export type Database = {
         Row: {
           created_at: string
           id: string
-          pick_reason: string | null
           position: number
           question_id: string
-          question_version: number
           served_at: string
           session_id: string
           updated_at: string
@@ -956,10 +1118,8 @@ export type Database = {
         Insert: {
           created_at?: string
           id?: string
-          pick_reason?: string | null
           position: number
           question_id: string
-          question_version?: number
           served_at?: string
           session_id: string
           updated_at?: string
@@ -969,10 +1129,8 @@ export type Database = {
         Update: {
           created_at?: string
           id?: string
-          pick_reason?: string | null
           position?: number
           question_id?: string
-          question_version?: number
           served_at?: string
           session_id?: string
           updated_at?: string
@@ -980,12 +1138,6 @@ export type Database = {
           widening?: string | null
         }
         Relationships: [
-          {
-            foreignKeyName: "session_questions_question_id_fkey"
-            columns: ["question_id"]
-            referencedRelation: "question_review_queue"
-            referencedColumns: ["id"]
-          },
           {
             foreignKeyName: "session_questions_question_id_fkey"
             columns: ["question_id"]
@@ -1353,28 +1505,6 @@ export type Database = {
       }
     }
     Views: {
-      question_review_queue: {
-        Row: {
-          category: Database["public"]["Enums"]["question_category"] | null
-          content: string | null
-          difficulty: Database["public"]["Enums"]["difficulty"] | null
-          experience_level:
-            | Database["public"]["Enums"]["experience_level"]
-            | null
-          figures: Json | null
-          flagged_at: string | null
-          id: string | null
-          open_reports: number | null
-          rating_avg: number | null
-          rating_count: number | null
-          reason: string | null
-          source: Database["public"]["Enums"]["question_source"] | null
-          status: Database["public"]["Enums"]["question_status"] | null
-          usage_count: number | null
-          version: number | null
-        }
-        Relationships: []
-      }
       response_history: {
         Row: {
           ai_score: number | null
@@ -1494,19 +1624,6 @@ export type Database = {
           isSetofReturn: false
         }
       }
-      recommend_next: {
-        Args: {
-          category?: Database["public"]["Enums"]["question_category"]
-          count?: number
-        }
-        Returns: Database["public"]["CompositeTypes"]["recommendation"][]
-        SetofOptions: {
-          from: "*"
-          to: "recommendation"
-          isOneToOne: false
-          isSetofReturn: true
-        }
-      }
       start_session: {
         Args: {
           config?: Json
@@ -1532,6 +1649,15 @@ export type Database = {
         | "completed"
         | "failed"
       experience_level: "entry" | "mid" | "senior" | "lead" | "executive"
+      peer_report_reason:
+        | "no_show"
+        | "harassment"
+        | "inappropriate"
+        | "spam"
+        | "other"
+      peer_report_status: "open" | "actioned" | "dismissed"
+      peer_request_status: "waiting" | "matched" | "cancelled" | "expired"
+      peer_room_status: "scheduled" | "held" | "missed"
       question_category:
         | "behavioral"
         | "technical"
@@ -1539,9 +1665,7 @@ export type Database = {
         | "leadership"
         | "problem_solving"
         | "culture_fit"
-      question_report_reason: "wrong" | "unclear" | "offensive" | "duplicate"
       question_source: "curated" | "ai"
-      question_status: "provisional" | "active" | "under_review" | "retired"
       session_status: "in_progress" | "completed" | "abandoned"
       session_type: "quick" | "full" | "custom" | "mock_interview"
       subscription_status:
@@ -1571,6 +1695,7 @@ export type Database = {
         voice_answers: boolean | null
         mock_interviews: boolean | null
         ai_generated_questions: boolean | null
+        peer_sessions: boolean | null
       }
       plan_usage_limits: {
         practice_sessions: number | null
@@ -1578,14 +1703,6 @@ export type Database = {
         evaluations: number | null
         ai_spend_cents: number | null
         evaluations_per_answer: number | null
-      }
-      recommendation: {
-        question_id: string | null
-        category: Database["public"]["Enums"]["question_category"] | null
-        difficulty: Database["public"]["Enums"]["difficulty"] | null
-        difficulty_estimate: number | null
-        success_probability: number | null
-        reason: string | null
       }
       served_question: {
         session_question_id: string | null
@@ -1595,7 +1712,6 @@ export type Database = {
         category: Database["public"]["Enums"]["question_category"] | null
         difficulty: Database["public"]["Enums"]["difficulty"] | null
         experience_level: Database["public"]["Enums"]["experience_level"] | null
-        reason: string | null
       }
       started_session: {
         session_id: string | null
@@ -1739,6 +1855,16 @@ export const Constants = {
         "failed",
       ],
       experience_level: ["entry", "mid", "senior", "lead", "executive"],
+      peer_report_reason: [
+        "no_show",
+        "harassment",
+        "inappropriate",
+        "spam",
+        "other",
+      ],
+      peer_report_status: ["open", "actioned", "dismissed"],
+      peer_request_status: ["waiting", "matched", "cancelled", "expired"],
+      peer_room_status: ["scheduled", "held", "missed"],
       question_category: [
         "behavioral",
         "technical",
@@ -1747,9 +1873,7 @@ export const Constants = {
         "problem_solving",
         "culture_fit",
       ],
-      question_report_reason: ["wrong", "unclear", "offensive", "duplicate"],
       question_source: ["curated", "ai"],
-      question_status: ["provisional", "active", "under_review", "retired"],
       session_status: ["in_progress", "completed", "abandoned"],
       session_type: ["quick", "full", "custom", "mock_interview"],
       subscription_status: [

@@ -23,13 +23,17 @@ PublicEvaluationStatus: TypeAlias = Literal["not_requested", "queued", "processi
 
 PublicExperienceLevel: TypeAlias = Literal["entry", "mid", "senior", "lead", "executive"]
 
+PublicPeerReportReason: TypeAlias = Literal["no_show", "harassment", "inappropriate", "spam", "other"]
+
+PublicPeerReportStatus: TypeAlias = Literal["open", "actioned", "dismissed"]
+
+PublicPeerRequestStatus: TypeAlias = Literal["waiting", "matched", "cancelled", "expired"]
+
+PublicPeerRoomStatus: TypeAlias = Literal["scheduled", "held", "missed"]
+
 PublicQuestionCategory: TypeAlias = Literal["behavioral", "technical", "situational", "leadership", "problem_solving", "culture_fit"]
 
-PublicQuestionReportReason: TypeAlias = Literal["wrong", "unclear", "offensive", "duplicate"]
-
 PublicQuestionSource: TypeAlias = Literal["curated", "ai"]
-
-PublicQuestionStatus: TypeAlias = Literal["provisional", "active", "under_review", "retired"]
 
 PublicSessionStatus: TypeAlias = Literal["in_progress", "completed", "abandoned"]
 
@@ -195,74 +199,284 @@ class PublicBillingCustomersUpdate(TypedDict):
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
 
-class PublicCategoryAbilities(BaseModel):
-    ability: float = Field(alias="ability")
-    ability_precision: float = Field(alias="ability_precision")
-    ability_uncertainty: Optional[float] = Field(alias="ability_uncertainty")
-    answers: int = Field(alias="answers")
-    category: PublicQuestionCategory = Field(alias="category")
-    cohort: Optional[str] = Field(alias="cohort")
-    cohort_size: Optional[int] = Field(alias="cohort_size")
+class PublicPeerBlocks(BaseModel):
+    blocked_id: uuid.UUID = Field(alias="blocked_id")
+    blocker_id: uuid.UUID = Field(alias="blocker_id")
     created_at: datetime.datetime = Field(alias="created_at")
-    due_at: Optional[datetime.datetime] = Field(alias="due_at")
-    ease: float = Field(alias="ease")
-    last_practised_at: Optional[datetime.datetime] = Field(alias="last_practised_at")
-    percentile: Optional[float] = Field(alias="percentile")
-    percentile_at: Optional[datetime.datetime] = Field(alias="percentile_at")
-    projected_for: Optional[datetime.date] = Field(alias="projected_for")
-    projected_high: Optional[float] = Field(alias="projected_high")
-    projected_low: Optional[float] = Field(alias="projected_low")
-    projected_score: Optional[float] = Field(alias="projected_score")
-    repetitions: int = Field(alias="repetitions")
-    review_interval_days: float = Field(alias="review_interval_days")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+
+class PublicPeerBlocksInsert(TypedDict):
+    blocked_id: Annotated[uuid.UUID, Field(alias="blocked_id")]
+    blocker_id: NotRequired[Annotated[uuid.UUID, Field(alias="blocker_id")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerBlocksUpdate(TypedDict):
+    blocked_id: NotRequired[Annotated[uuid.UUID, Field(alias="blocked_id")]]
+    blocker_id: NotRequired[Annotated[uuid.UUID, Field(alias="blocker_id")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerFeedback(BaseModel):
+    author_id: uuid.UUID = Field(alias="author_id")
+    comment: Optional[str] = Field(alias="comment")
+    created_at: datetime.datetime = Field(alias="created_at")
+    id: uuid.UUID = Field(alias="id")
+    overall_score: float = Field(alias="overall_score")
+    room_id: uuid.UUID = Field(alias="room_id")
+    rubric_version: str = Field(alias="rubric_version")
+    scores: JsonValue = Field(alias="scores")
+    subject_id: uuid.UUID = Field(alias="subject_id")
+    turn_id: uuid.UUID = Field(alias="turn_id")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+
+class PublicPeerFeedbackInsert(TypedDict):
+    author_id: NotRequired[Annotated[uuid.UUID, Field(alias="author_id")]]
+    comment: NotRequired[Annotated[Optional[str], Field(alias="comment")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    overall_score: NotRequired[Annotated[float, Field(alias="overall_score")]]
+    room_id: NotRequired[Annotated[uuid.UUID, Field(alias="room_id")]]
+    rubric_version: NotRequired[Annotated[str, Field(alias="rubric_version")]]
+    scores: Annotated[JsonValue, Field(alias="scores")]
+    subject_id: NotRequired[Annotated[uuid.UUID, Field(alias="subject_id")]]
+    turn_id: Annotated[uuid.UUID, Field(alias="turn_id")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerFeedbackUpdate(TypedDict):
+    author_id: NotRequired[Annotated[uuid.UUID, Field(alias="author_id")]]
+    comment: NotRequired[Annotated[Optional[str], Field(alias="comment")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    overall_score: NotRequired[Annotated[float, Field(alias="overall_score")]]
+    room_id: NotRequired[Annotated[uuid.UUID, Field(alias="room_id")]]
+    rubric_version: NotRequired[Annotated[str, Field(alias="rubric_version")]]
+    scores: NotRequired[Annotated[JsonValue, Field(alias="scores")]]
+    subject_id: NotRequired[Annotated[uuid.UUID, Field(alias="subject_id")]]
+    turn_id: NotRequired[Annotated[uuid.UUID, Field(alias="turn_id")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerMessages(BaseModel):
+    body: str = Field(alias="body")
+    created_at: datetime.datetime = Field(alias="created_at")
+    id: int = Field(alias="id")
+    room_id: uuid.UUID = Field(alias="room_id")
     updated_at: datetime.datetime = Field(alias="updated_at")
     user_id: uuid.UUID = Field(alias="user_id")
 
-class PublicCategoryAbilitiesInsert(TypedDict):
-    ability: NotRequired[Annotated[float, Field(alias="ability")]]
-    ability_precision: NotRequired[Annotated[float, Field(alias="ability_precision")]]
-    ability_uncertainty: NotRequired[Annotated[Optional[float], Field(alias="ability_uncertainty")]]
-    answers: NotRequired[Annotated[int, Field(alias="answers")]]
-    category: Annotated[PublicQuestionCategory, Field(alias="category")]
-    cohort: NotRequired[Annotated[Optional[str], Field(alias="cohort")]]
-    cohort_size: NotRequired[Annotated[Optional[int], Field(alias="cohort_size")]]
+class PublicPeerMessagesInsert(TypedDict):
+    body: Annotated[str, Field(alias="body")]
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
-    due_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="due_at")]]
-    ease: NotRequired[Annotated[float, Field(alias="ease")]]
-    last_practised_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="last_practised_at")]]
-    percentile: NotRequired[Annotated[Optional[float], Field(alias="percentile")]]
-    percentile_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="percentile_at")]]
-    projected_for: NotRequired[Annotated[Optional[datetime.date], Field(alias="projected_for")]]
-    projected_high: NotRequired[Annotated[Optional[float], Field(alias="projected_high")]]
-    projected_low: NotRequired[Annotated[Optional[float], Field(alias="projected_low")]]
-    projected_score: NotRequired[Annotated[Optional[float], Field(alias="projected_score")]]
-    repetitions: NotRequired[Annotated[int, Field(alias="repetitions")]]
-    review_interval_days: NotRequired[Annotated[float, Field(alias="review_interval_days")]]
+    id: NotRequired[Annotated[int, Field(alias="id")]]
+    room_id: Annotated[uuid.UUID, Field(alias="room_id")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicPeerMessagesUpdate(TypedDict):
+    body: NotRequired[Annotated[str, Field(alias="body")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    id: NotRequired[Annotated[int, Field(alias="id")]]
+    room_id: NotRequired[Annotated[uuid.UUID, Field(alias="room_id")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicPeerReports(BaseModel):
+    created_at: datetime.datetime = Field(alias="created_at")
+    details: Optional[str] = Field(alias="details")
+    id: uuid.UUID = Field(alias="id")
+    reason: PublicPeerReportReason = Field(alias="reason")
+    reported_id: Optional[uuid.UUID] = Field(alias="reported_id")
+    reporter_id: uuid.UUID = Field(alias="reporter_id")
+    room_id: Optional[uuid.UUID] = Field(alias="room_id")
+    status: PublicPeerReportStatus = Field(alias="status")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+
+class PublicPeerReportsInsert(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    details: NotRequired[Annotated[Optional[str], Field(alias="details")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    reason: Annotated[PublicPeerReportReason, Field(alias="reason")]
+    reported_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="reported_id")]]
+    reporter_id: NotRequired[Annotated[uuid.UUID, Field(alias="reporter_id")]]
+    room_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="room_id")]]
+    status: NotRequired[Annotated[PublicPeerReportStatus, Field(alias="status")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerReportsUpdate(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    details: NotRequired[Annotated[Optional[str], Field(alias="details")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    reason: NotRequired[Annotated[PublicPeerReportReason, Field(alias="reason")]]
+    reported_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="reported_id")]]
+    reporter_id: NotRequired[Annotated[uuid.UUID, Field(alias="reporter_id")]]
+    room_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="room_id")]]
+    status: NotRequired[Annotated[PublicPeerReportStatus, Field(alias="status")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerRequests(BaseModel):
+    available_from: datetime.datetime = Field(alias="available_from")
+    available_until: datetime.datetime = Field(alias="available_until")
+    created_at: datetime.datetime = Field(alias="created_at")
+    experience_level: PublicExperienceLevel = Field(alias="experience_level")
+    id: uuid.UUID = Field(alias="id")
+    priority_at: datetime.datetime = Field(alias="priority_at")
+    room_id: Optional[uuid.UUID] = Field(alias="room_id")
+    status: PublicPeerRequestStatus = Field(alias="status")
+    target_role: str = Field(alias="target_role")
+    timezone: str = Field(alias="timezone")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    user_id: uuid.UUID = Field(alias="user_id")
+
+class PublicPeerRequestsInsert(TypedDict):
+    available_from: Annotated[datetime.datetime, Field(alias="available_from")]
+    available_until: Annotated[datetime.datetime, Field(alias="available_until")]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    experience_level: Annotated[PublicExperienceLevel, Field(alias="experience_level")]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    priority_at: NotRequired[Annotated[datetime.datetime, Field(alias="priority_at")]]
+    room_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="room_id")]]
+    status: NotRequired[Annotated[PublicPeerRequestStatus, Field(alias="status")]]
+    target_role: Annotated[str, Field(alias="target_role")]
+    timezone: Annotated[str, Field(alias="timezone")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicPeerRequestsUpdate(TypedDict):
+    available_from: NotRequired[Annotated[datetime.datetime, Field(alias="available_from")]]
+    available_until: NotRequired[Annotated[datetime.datetime, Field(alias="available_until")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    experience_level: NotRequired[Annotated[PublicExperienceLevel, Field(alias="experience_level")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    priority_at: NotRequired[Annotated[datetime.datetime, Field(alias="priority_at")]]
+    room_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="room_id")]]
+    status: NotRequired[Annotated[PublicPeerRequestStatus, Field(alias="status")]]
+    target_role: NotRequired[Annotated[str, Field(alias="target_role")]]
+    timezone: NotRequired[Annotated[str, Field(alias="timezone")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicPeerRooms(BaseModel):
+    created_at: datetime.datetime = Field(alias="created_at")
+    ends_at: datetime.datetime = Field(alias="ends_at")
+    experience_level: PublicExperienceLevel = Field(alias="experience_level")
+    feedback_due_at: datetime.datetime = Field(alias="feedback_due_at")
+    id: uuid.UUID = Field(alias="id")
+    starts_at: datetime.datetime = Field(alias="starts_at")
+    status: PublicPeerRoomStatus = Field(alias="status")
+    target_role: str = Field(alias="target_role")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    user_a: Optional[uuid.UUID] = Field(alias="user_a")
+    user_b: Optional[uuid.UUID] = Field(alias="user_b")
+
+class PublicPeerRoomsInsert(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    ends_at: Annotated[datetime.datetime, Field(alias="ends_at")]
+    experience_level: Annotated[PublicExperienceLevel, Field(alias="experience_level")]
+    feedback_due_at: Annotated[datetime.datetime, Field(alias="feedback_due_at")]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    starts_at: Annotated[datetime.datetime, Field(alias="starts_at")]
+    status: NotRequired[Annotated[PublicPeerRoomStatus, Field(alias="status")]]
+    target_role: Annotated[str, Field(alias="target_role")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_a: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="user_a")]]
+    user_b: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="user_b")]]
+
+class PublicPeerRoomsUpdate(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    ends_at: NotRequired[Annotated[datetime.datetime, Field(alias="ends_at")]]
+    experience_level: NotRequired[Annotated[PublicExperienceLevel, Field(alias="experience_level")]]
+    feedback_due_at: NotRequired[Annotated[datetime.datetime, Field(alias="feedback_due_at")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    starts_at: NotRequired[Annotated[datetime.datetime, Field(alias="starts_at")]]
+    status: NotRequired[Annotated[PublicPeerRoomStatus, Field(alias="status")]]
+    target_role: NotRequired[Annotated[str, Field(alias="target_role")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_a: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="user_a")]]
+    user_b: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="user_b")]]
+
+class PublicPeerSeats(BaseModel):
+    created_at: datetime.datetime = Field(alias="created_at")
+    joined_at: Optional[datetime.datetime] = Field(alias="joined_at")
+    no_show: bool = Field(alias="no_show")
+    room_id: uuid.UUID = Field(alias="room_id")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    user_id: uuid.UUID = Field(alias="user_id")
+
+class PublicPeerSeatsInsert(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    joined_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="joined_at")]]
+    no_show: NotRequired[Annotated[bool, Field(alias="no_show")]]
+    room_id: Annotated[uuid.UUID, Field(alias="room_id")]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     user_id: Annotated[uuid.UUID, Field(alias="user_id")]
 
-class PublicCategoryAbilitiesUpdate(TypedDict):
-    ability: NotRequired[Annotated[float, Field(alias="ability")]]
-    ability_precision: NotRequired[Annotated[float, Field(alias="ability_precision")]]
-    ability_uncertainty: NotRequired[Annotated[Optional[float], Field(alias="ability_uncertainty")]]
-    answers: NotRequired[Annotated[int, Field(alias="answers")]]
-    category: NotRequired[Annotated[PublicQuestionCategory, Field(alias="category")]]
-    cohort: NotRequired[Annotated[Optional[str], Field(alias="cohort")]]
-    cohort_size: NotRequired[Annotated[Optional[int], Field(alias="cohort_size")]]
+class PublicPeerSeatsUpdate(TypedDict):
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
-    due_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="due_at")]]
-    ease: NotRequired[Annotated[float, Field(alias="ease")]]
-    last_practised_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="last_practised_at")]]
-    percentile: NotRequired[Annotated[Optional[float], Field(alias="percentile")]]
-    percentile_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="percentile_at")]]
-    projected_for: NotRequired[Annotated[Optional[datetime.date], Field(alias="projected_for")]]
-    projected_high: NotRequired[Annotated[Optional[float], Field(alias="projected_high")]]
-    projected_low: NotRequired[Annotated[Optional[float], Field(alias="projected_low")]]
-    projected_score: NotRequired[Annotated[Optional[float], Field(alias="projected_score")]]
-    repetitions: NotRequired[Annotated[int, Field(alias="repetitions")]]
-    review_interval_days: NotRequired[Annotated[float, Field(alias="review_interval_days")]]
+    joined_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="joined_at")]]
+    no_show: NotRequired[Annotated[bool, Field(alias="no_show")]]
+    room_id: NotRequired[Annotated[uuid.UUID, Field(alias="room_id")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicPeerTurnKeys(BaseModel):
+    created_at: datetime.datetime = Field(alias="created_at")
+    evaluation_criteria: JsonValue = Field(alias="evaluation_criteria")
+    interviewer_id: uuid.UUID = Field(alias="interviewer_id")
+    key_points: List[str] = Field(alias="key_points")
+    turn_id: uuid.UUID = Field(alias="turn_id")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+
+class PublicPeerTurnKeysInsert(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    evaluation_criteria: NotRequired[Annotated[JsonValue, Field(alias="evaluation_criteria")]]
+    interviewer_id: Annotated[uuid.UUID, Field(alias="interviewer_id")]
+    key_points: NotRequired[Annotated[List[str], Field(alias="key_points")]]
+    turn_id: Annotated[uuid.UUID, Field(alias="turn_id")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerTurnKeysUpdate(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    evaluation_criteria: NotRequired[Annotated[JsonValue, Field(alias="evaluation_criteria")]]
+    interviewer_id: NotRequired[Annotated[uuid.UUID, Field(alias="interviewer_id")]]
+    key_points: NotRequired[Annotated[List[str], Field(alias="key_points")]]
+    turn_id: NotRequired[Annotated[uuid.UUID, Field(alias="turn_id")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerTurns(BaseModel):
+    candidate_id: Optional[uuid.UUID] = Field(alias="candidate_id")
+    category: PublicQuestionCategory = Field(alias="category")
+    created_at: datetime.datetime = Field(alias="created_at")
+    feedback_at: Optional[datetime.datetime] = Field(alias="feedback_at")
+    id: uuid.UUID = Field(alias="id")
+    interviewer_id: Optional[uuid.UUID] = Field(alias="interviewer_id")
+    question_id: Optional[uuid.UUID] = Field(alias="question_id")
+    room_id: uuid.UUID = Field(alias="room_id")
+    turn: int = Field(alias="turn")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+
+class PublicPeerTurnsInsert(TypedDict):
+    candidate_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="candidate_id")]]
+    category: Annotated[PublicQuestionCategory, Field(alias="category")]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    feedback_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="feedback_at")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    interviewer_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="interviewer_id")]]
+    question_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="question_id")]]
+    room_id: Annotated[uuid.UUID, Field(alias="room_id")]
+    turn: Annotated[int, Field(alias="turn")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+
+class PublicPeerTurnsUpdate(TypedDict):
+    candidate_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="candidate_id")]]
+    category: NotRequired[Annotated[PublicQuestionCategory, Field(alias="category")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    feedback_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="feedback_at")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    interviewer_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="interviewer_id")]]
+    question_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="question_id")]]
+    room_id: NotRequired[Annotated[uuid.UUID, Field(alias="room_id")]]
+    turn: NotRequired[Annotated[int, Field(alias="turn")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
 
 class PublicPlans(BaseModel):
     billing_interval: Optional[PublicBillingInterval] = Field(alias="billing_interval")
@@ -456,200 +670,62 @@ class PublicQuestionRatingsUpdate(TypedDict):
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
 
-class PublicQuestionReports(BaseModel):
-    created_at: datetime.datetime = Field(alias="created_at")
-    details: Optional[str] = Field(alias="details")
-    id: uuid.UUID = Field(alias="id")
-    question_id: uuid.UUID = Field(alias="question_id")
-    question_version: int = Field(alias="question_version")
-    reason: PublicQuestionReportReason = Field(alias="reason")
-    resolved_at: Optional[datetime.datetime] = Field(alias="resolved_at")
-    updated_at: datetime.datetime = Field(alias="updated_at")
-    user_id: uuid.UUID = Field(alias="user_id")
-
-class PublicQuestionReportsInsert(TypedDict):
-    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
-    details: NotRequired[Annotated[Optional[str], Field(alias="details")]]
-    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
-    question_id: Annotated[uuid.UUID, Field(alias="question_id")]
-    question_version: NotRequired[Annotated[int, Field(alias="question_version")]]
-    reason: Annotated[PublicQuestionReportReason, Field(alias="reason")]
-    resolved_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="resolved_at")]]
-    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
-    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
-
-class PublicQuestionReportsUpdate(TypedDict):
-    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
-    details: NotRequired[Annotated[Optional[str], Field(alias="details")]]
-    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
-    question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
-    question_version: NotRequired[Annotated[int, Field(alias="question_version")]]
-    reason: NotRequired[Annotated[PublicQuestionReportReason, Field(alias="reason")]]
-    resolved_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="resolved_at")]]
-    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
-    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
-
-class PublicQuestionTransitions(BaseModel):
-    actor: str = Field(alias="actor")
-    content: Optional[str] = Field(alias="content")
-    created_at: datetime.datetime = Field(alias="created_at")
-    figures: JsonValue = Field(alias="figures")
-    from_status: Optional[PublicQuestionStatus] = Field(alias="from_status")
-    id: int = Field(alias="id")
-    moderator_id: Optional[uuid.UUID] = Field(alias="moderator_id")
-    question_id: uuid.UUID = Field(alias="question_id")
-    reason: str = Field(alias="reason")
-    to_status: PublicQuestionStatus = Field(alias="to_status")
-    updated_at: datetime.datetime = Field(alias="updated_at")
-    version: Optional[int] = Field(alias="version")
-
-class PublicQuestionTransitionsInsert(TypedDict):
-    actor: NotRequired[Annotated[str, Field(alias="actor")]]
-    content: NotRequired[Annotated[Optional[str], Field(alias="content")]]
-    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
-    figures: NotRequired[Annotated[JsonValue, Field(alias="figures")]]
-    from_status: NotRequired[Annotated[Optional[PublicQuestionStatus], Field(alias="from_status")]]
-    id: NotRequired[Annotated[int, Field(alias="id")]]
-    moderator_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="moderator_id")]]
-    question_id: Annotated[uuid.UUID, Field(alias="question_id")]
-    reason: Annotated[str, Field(alias="reason")]
-    to_status: Annotated[PublicQuestionStatus, Field(alias="to_status")]
-    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
-    version: NotRequired[Annotated[Optional[int], Field(alias="version")]]
-
-class PublicQuestionTransitionsUpdate(TypedDict):
-    actor: NotRequired[Annotated[str, Field(alias="actor")]]
-    content: NotRequired[Annotated[Optional[str], Field(alias="content")]]
-    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
-    figures: NotRequired[Annotated[JsonValue, Field(alias="figures")]]
-    from_status: NotRequired[Annotated[Optional[PublicQuestionStatus], Field(alias="from_status")]]
-    id: NotRequired[Annotated[int, Field(alias="id")]]
-    moderator_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="moderator_id")]]
-    question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
-    reason: NotRequired[Annotated[str, Field(alias="reason")]]
-    to_status: NotRequired[Annotated[PublicQuestionStatus, Field(alias="to_status")]]
-    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
-    version: NotRequired[Annotated[Optional[int], Field(alias="version")]]
-
-class PublicQuestionVersions(BaseModel):
-    category: PublicQuestionCategory = Field(alias="category")
-    content: str = Field(alias="content")
-    created_at: datetime.datetime = Field(alias="created_at")
-    difficulty: PublicDifficulty = Field(alias="difficulty")
-    experience_level: PublicExperienceLevel = Field(alias="experience_level")
-    question_id: uuid.UUID = Field(alias="question_id")
-    tags: List[str] = Field(alias="tags")
-    target_role: Optional[str] = Field(alias="target_role")
-    updated_at: datetime.datetime = Field(alias="updated_at")
-    version: int = Field(alias="version")
-
-class PublicQuestionVersionsInsert(TypedDict):
-    category: Annotated[PublicQuestionCategory, Field(alias="category")]
-    content: Annotated[str, Field(alias="content")]
-    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
-    difficulty: Annotated[PublicDifficulty, Field(alias="difficulty")]
-    experience_level: Annotated[PublicExperienceLevel, Field(alias="experience_level")]
-    question_id: Annotated[uuid.UUID, Field(alias="question_id")]
-    tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
-    target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
-    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
-    version: Annotated[int, Field(alias="version")]
-
-class PublicQuestionVersionsUpdate(TypedDict):
-    category: NotRequired[Annotated[PublicQuestionCategory, Field(alias="category")]]
-    content: NotRequired[Annotated[str, Field(alias="content")]]
-    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
-    difficulty: NotRequired[Annotated[PublicDifficulty, Field(alias="difficulty")]]
-    experience_level: NotRequired[Annotated[PublicExperienceLevel, Field(alias="experience_level")]]
-    question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
-    tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
-    target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
-    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
-    version: NotRequired[Annotated[int, Field(alias="version")]]
-
 class PublicQuestions(BaseModel):
-    calibrated_difficulty: Optional[float] = Field(alias="calibrated_difficulty")
-    calibration_answers: int = Field(alias="calibration_answers")
-    calibration_information: float = Field(alias="calibration_information")
     category: PublicQuestionCategory = Field(alias="category")
     content: str = Field(alias="content")
     created_at: datetime.datetime = Field(alias="created_at")
     difficulty: PublicDifficulty = Field(alias="difficulty")
-    difficulty_estimate: Optional[float] = Field(alias="difficulty_estimate")
-    difficulty_uncertainty: float = Field(alias="difficulty_uncertainty")
     experience_level: PublicExperienceLevel = Field(alias="experience_level")
     generation_metadata: JsonValue = Field(alias="generation_metadata")
     id: uuid.UUID = Field(alias="id")
     is_active: bool = Field(alias="is_active")
-    label_disagrees: bool = Field(alias="label_disagrees")
     provisional_for: Optional[uuid.UUID] = Field(alias="provisional_for")
     rank_score: float = Field(alias="rank_score")
     rating_avg: Optional[float] = Field(alias="rating_avg")
     rating_count: int = Field(alias="rating_count")
-    selection_cell: Optional[int] = Field(alias="selection_cell")
     source: PublicQuestionSource = Field(alias="source")
-    status: PublicQuestionStatus = Field(alias="status")
     tags: List[str] = Field(alias="tags")
     target_role: Optional[str] = Field(alias="target_role")
     updated_at: datetime.datetime = Field(alias="updated_at")
     usage_count: int = Field(alias="usage_count")
-    version: int = Field(alias="version")
 
 class PublicQuestionsInsert(TypedDict):
-    calibrated_difficulty: NotRequired[Annotated[Optional[float], Field(alias="calibrated_difficulty")]]
-    calibration_answers: NotRequired[Annotated[int, Field(alias="calibration_answers")]]
-    calibration_information: NotRequired[Annotated[float, Field(alias="calibration_information")]]
     category: Annotated[PublicQuestionCategory, Field(alias="category")]
     content: Annotated[str, Field(alias="content")]
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     difficulty: Annotated[PublicDifficulty, Field(alias="difficulty")]
-    difficulty_estimate: NotRequired[Annotated[Optional[float], Field(alias="difficulty_estimate")]]
-    difficulty_uncertainty: NotRequired[Annotated[float, Field(alias="difficulty_uncertainty")]]
     experience_level: Annotated[PublicExperienceLevel, Field(alias="experience_level")]
     generation_metadata: NotRequired[Annotated[JsonValue, Field(alias="generation_metadata")]]
     id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
     is_active: NotRequired[Annotated[bool, Field(alias="is_active")]]
-    label_disagrees: NotRequired[Annotated[bool, Field(alias="label_disagrees")]]
     provisional_for: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="provisional_for")]]
     rank_score: NotRequired[Annotated[float, Field(alias="rank_score")]]
     rating_avg: NotRequired[Annotated[Optional[float], Field(alias="rating_avg")]]
     rating_count: NotRequired[Annotated[int, Field(alias="rating_count")]]
-    selection_cell: NotRequired[Annotated[Optional[int], Field(alias="selection_cell")]]
     source: Annotated[PublicQuestionSource, Field(alias="source")]
-    status: NotRequired[Annotated[PublicQuestionStatus, Field(alias="status")]]
     tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
     target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     usage_count: NotRequired[Annotated[int, Field(alias="usage_count")]]
-    version: NotRequired[Annotated[int, Field(alias="version")]]
 
 class PublicQuestionsUpdate(TypedDict):
-    calibrated_difficulty: NotRequired[Annotated[Optional[float], Field(alias="calibrated_difficulty")]]
-    calibration_answers: NotRequired[Annotated[int, Field(alias="calibration_answers")]]
-    calibration_information: NotRequired[Annotated[float, Field(alias="calibration_information")]]
     category: NotRequired[Annotated[PublicQuestionCategory, Field(alias="category")]]
     content: NotRequired[Annotated[str, Field(alias="content")]]
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     difficulty: NotRequired[Annotated[PublicDifficulty, Field(alias="difficulty")]]
-    difficulty_estimate: NotRequired[Annotated[Optional[float], Field(alias="difficulty_estimate")]]
-    difficulty_uncertainty: NotRequired[Annotated[float, Field(alias="difficulty_uncertainty")]]
     experience_level: NotRequired[Annotated[PublicExperienceLevel, Field(alias="experience_level")]]
     generation_metadata: NotRequired[Annotated[JsonValue, Field(alias="generation_metadata")]]
     id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
     is_active: NotRequired[Annotated[bool, Field(alias="is_active")]]
-    label_disagrees: NotRequired[Annotated[bool, Field(alias="label_disagrees")]]
     provisional_for: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="provisional_for")]]
     rank_score: NotRequired[Annotated[float, Field(alias="rank_score")]]
     rating_avg: NotRequired[Annotated[Optional[float], Field(alias="rating_avg")]]
     rating_count: NotRequired[Annotated[int, Field(alias="rating_count")]]
-    selection_cell: NotRequired[Annotated[Optional[int], Field(alias="selection_cell")]]
     source: NotRequired[Annotated[PublicQuestionSource, Field(alias="source")]]
-    status: NotRequired[Annotated[PublicQuestionStatus, Field(alias="status")]]
     tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
     target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     usage_count: NotRequired[Annotated[int, Field(alias="usage_count")]]
-    version: NotRequired[Annotated[int, Field(alias="version")]]
 
 class PublicResponses(BaseModel):
     ai_score: Optional[float] = Field(alias="ai_score")
@@ -750,10 +826,8 @@ class PublicServedQuestionsUpdate(TypedDict):
 class PublicSessionQuestions(BaseModel):
     created_at: datetime.datetime = Field(alias="created_at")
     id: uuid.UUID = Field(alias="id")
-    pick_reason: Optional[str] = Field(alias="pick_reason")
     position: int = Field(alias="position")
     question_id: uuid.UUID = Field(alias="question_id")
-    question_version: int = Field(alias="question_version")
     served_at: datetime.datetime = Field(alias="served_at")
     session_id: uuid.UUID = Field(alias="session_id")
     updated_at: datetime.datetime = Field(alias="updated_at")
@@ -763,10 +837,8 @@ class PublicSessionQuestions(BaseModel):
 class PublicSessionQuestionsInsert(TypedDict):
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
-    pick_reason: NotRequired[Annotated[Optional[str], Field(alias="pick_reason")]]
     position: Annotated[int, Field(alias="position")]
     question_id: Annotated[uuid.UUID, Field(alias="question_id")]
-    question_version: NotRequired[Annotated[int, Field(alias="question_version")]]
     served_at: NotRequired[Annotated[datetime.datetime, Field(alias="served_at")]]
     session_id: Annotated[uuid.UUID, Field(alias="session_id")]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
@@ -776,10 +848,8 @@ class PublicSessionQuestionsInsert(TypedDict):
 class PublicSessionQuestionsUpdate(TypedDict):
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
-    pick_reason: NotRequired[Annotated[Optional[str], Field(alias="pick_reason")]]
     position: NotRequired[Annotated[int, Field(alias="position")]]
     question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
-    question_version: NotRequired[Annotated[int, Field(alias="question_version")]]
     served_at: NotRequired[Annotated[datetime.datetime, Field(alias="served_at")]]
     session_id: NotRequired[Annotated[uuid.UUID, Field(alias="session_id")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
@@ -1032,23 +1102,6 @@ class PublicVocabularyUpdate(TypedDict):
     term: NotRequired[Annotated[str, Field(alias="term")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
 
-class PublicQuestionReviewQueue(BaseModel):
-    category: Optional[PublicQuestionCategory] = Field(alias="category")
-    content: Optional[str] = Field(alias="content")
-    difficulty: Optional[PublicDifficulty] = Field(alias="difficulty")
-    experience_level: Optional[PublicExperienceLevel] = Field(alias="experience_level")
-    figures: Optional[JsonValue] = Field(alias="figures")
-    flagged_at: Optional[datetime.datetime] = Field(alias="flagged_at")
-    id: Optional[uuid.UUID] = Field(alias="id")
-    open_reports: Optional[int] = Field(alias="open_reports")
-    rating_avg: Optional[float] = Field(alias="rating_avg")
-    rating_count: Optional[int] = Field(alias="rating_count")
-    reason: Optional[str] = Field(alias="reason")
-    source: Optional[PublicQuestionSource] = Field(alias="source")
-    status: Optional[PublicQuestionStatus] = Field(alias="status")
-    usage_count: Optional[int] = Field(alias="usage_count")
-    version: Optional[int] = Field(alias="version")
-
 class PublicResponseHistory(BaseModel):
     ai_score: Optional[float] = Field(alias="ai_score")
     answer_text: Optional[str] = Field(alias="answer_text")
@@ -1112,6 +1165,7 @@ class PublicPlanFeatures(BaseModel):
     voice_answers: Optional[bool] = Field(alias="voice_answers")
     mock_interviews: Optional[bool] = Field(alias="mock_interviews")
     ai_generated_questions: Optional[bool] = Field(alias="ai_generated_questions")
+    peer_sessions: Optional[bool] = Field(alias="peer_sessions")
 
 class PublicPlanUsageLimits(BaseModel):
     practice_sessions: Optional[int] = Field(alias="practice_sessions")
@@ -1119,14 +1173,6 @@ class PublicPlanUsageLimits(BaseModel):
     evaluations: Optional[int] = Field(alias="evaluations")
     ai_spend_cents: Optional[int] = Field(alias="ai_spend_cents")
     evaluations_per_answer: Optional[int] = Field(alias="evaluations_per_answer")
-
-class PublicRecommendation(BaseModel):
-    question_id: Optional[uuid.UUID] = Field(alias="question_id")
-    category: Optional[PublicQuestionCategory] = Field(alias="category")
-    difficulty: Optional[PublicDifficulty] = Field(alias="difficulty")
-    difficulty_estimate: Optional[float] = Field(alias="difficulty_estimate")
-    success_probability: Optional[float] = Field(alias="success_probability")
-    reason: Optional[str] = Field(alias="reason")
 
 class PublicServedQuestion(BaseModel):
     session_question_id: Optional[uuid.UUID] = Field(alias="session_question_id")
@@ -1136,7 +1182,6 @@ class PublicServedQuestion(BaseModel):
     category: Optional[PublicQuestionCategory] = Field(alias="category")
     difficulty: Optional[PublicDifficulty] = Field(alias="difficulty")
     experience_level: Optional[PublicExperienceLevel] = Field(alias="experience_level")
-    reason: Optional[str] = Field(alias="reason")
 
 class PublicStartedSession(BaseModel):
     session_id: Optional[uuid.UUID] = Field(alias="session_id")

@@ -237,8 +237,8 @@ def drop_everything(conn: psycopg.Connection) -> None:
     """Return a plain (non-Supabase) database to empty: our schemas and the stand-in's. Roles are kept."""
     with conn.transaction():
         conn.execute(
-            "drop schema if exists public, private, service, archive, supabase_migrations, auth, extensions, storage"
-            " cascade"
+            "drop schema if exists public, private, service, archive, supabase_migrations, auth, extensions, storage,"
+            " realtime cascade"
         )
         conn.execute("drop publication if exists supabase_realtime")
         conn.execute("create schema public authorization pg_database_owner")

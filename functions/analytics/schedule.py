@@ -9,6 +9,8 @@
     service.refresh_peer_percentiles(as_of)  (once a day)                           -> category_abilities' percentiles
     service.curate_questions(as_of)                                                  -> questions' lifecycle
     service.run_maintenance()                                                        -> housekeeping, months ahead
+    service.settle_peer_rooms(as_of)                                   -> no-shows recorded, stale requests expired
+    service.match_peer_requests()                         -> waiting peer requests the on-request match left paired
     retention.run_retention() (statements outside a transaction)                     -> old months archived/dropped
 
 Each step is one SQL function in its own transaction: a slow or failing step neither holds the others' locks
@@ -68,6 +70,10 @@ WORK_DONE = (
     "generation_leases_purged",
     "partitions_archived",
     "partitions_dropped",
+    "peer_requests_expired",
+    "peer_rooms_settled",
+    "peer_no_shows_recorded",
+    "peer_rooms_opened",
 )
 
 
@@ -170,6 +176,10 @@ def run_schedule(
             ),
         )
     )
+    steps.append(
+        run_step("settle_peer_rooms", lambda: database.call("service.settle_peer_rooms", {"as_of": as_of.isoformat()}))
+    )
+    steps.append(run_step("match_peer_requests", lambda: database.call("service.match_peer_requests")))
     if settings.database_url is not None:  # the postgrest transport cannot detach partitions: no retention
         url = settings.database_url.get_secret_value()
         steps.append(

@@ -146,6 +146,40 @@ begin
 end
 $$;
 
+-- Realtime Authorization: Realtime checks a private channel's join against RLS on realtime.messages. In one
+-- transaction it sets `role`, `request.jwt.claims` and `realtime.topic` (the channel's topic), then selects rows of
+-- extension 'broadcast' / 'presence' it inserted for the topic (may receive) and inserts such rows as the user (may
+-- send), and rolls back. The table and realtime.topic() as supabase/realtime defines them (partitioned by
+-- inserted_at; here only its default partition), created only if absent so a project keeps its own.
+create schema if not exists realtime;
+grant usage on schema realtime to anon, authenticated, service_role;
+create table if not exists realtime.messages (
+  topic text not null,
+  extension text not null,
+  payload jsonb,
+  event text,
+  private boolean default false,
+  updated_at timestamp not null default now(),
+  inserted_at timestamp not null default now(),
+  id uuid not null default gen_random_uuid(),
+  primary key (id, inserted_at)
+) partition by range (inserted_at);
+create table if not exists realtime.messages_default partition of realtime.messages default;
+alter table realtime.messages_default enable row level security;
+create index if not exists messages_topic_index on realtime.messages (topic);
+alter table realtime.messages enable row level security;
+grant select, insert, update on realtime.messages to anon, authenticated, service_role;
+do $$
+begin
+  if to_regprocedure('realtime.topic()') is null then
+    create function realtime.topic() returns text
+    language sql stable
+    as 'select nullif(current_setting(''realtime.topic'', true), '''')::text';
+  end if;
+end
+$$;
+grant execute on function realtime.topic() to anon, authenticated, service_role;
+
 -- Storage: buckets and objects as Supabase's storage schema defines them (the columns policies use), with
 -- RLS on objects and the path helpers policies call. The Storage API itself is not stood in for locally:
 -- the functions read audio from a local directory instead (LOCAL_STORAGE_DIR).

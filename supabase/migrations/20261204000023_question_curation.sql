@@ -783,7 +783,7 @@ end
 $$;
 grant execute on function service.import_questions(jsonb, text) to service_role;
 
--- 9. The account export (21.'s), with the user's reports and their decisions as a moderator. -------------------
+-- 9. The account export (22.'s), with the user's reports and their decisions as a moderator. -------------------
 
 create or replace function service.export_account(user_id uuid, answers_after jsonb default null, max_bytes integer default 4000000)
 returns jsonb
@@ -866,6 +866,8 @@ begin
     'progress', (select coalesce(jsonb_agg(to_jsonb(p) order by p.period_start, p.metric_name), '[]')
                  from public.user_progress p where p.user_id = uid),
     'progress_totals', (select to_jsonb(t) from public.progress_totals t where t.user_id = uid),
+    'abilities', (select coalesce(jsonb_agg(to_jsonb(a) order by a.category), '[]') from public.category_abilities a
+                  where a.user_id = uid),
     'ai_usage', (select coalesce(jsonb_agg(to_jsonb(a) order by a.created_at), '[]') from public.ai_usage a
                  where a.user_id = uid),
     'provisional_questions', (select coalesce(jsonb_agg(jsonb_build_object('id', q.id, 'content', q.content,

@@ -201,10 +201,22 @@ def ai_generated_questions_are_refused(db: psycopg.Connection, user: uuid.UUID) 
     assert result["ai_generation_included"] is False
 
 
+def peer_sessions_are_refused(db: psycopg.Connection, user: uuid.UUID) -> None:
+    error = refusal(
+        db, user,
+        "insert into public.peer_requests (user_id, target_role, experience_level, available_from, available_until,"
+        " timezone) values (%s, 'software engineer', 'mid', now(), now() + interval '2 hours', 'UTC')",
+        user,
+    )  # fmt: skip
+    assert error.sqlstate == "PT402", error
+    assert "peer sessions come with a paid plan" in error.diag.message_primary
+
+
 FEATURE_REFUSALS: dict[str, Callable[[psycopg.Connection, uuid.UUID], None]] = {
     "voice_answers": voice_answers_are_refused,
     "mock_interviews": mock_interviews_are_refused,
     "ai_generated_questions": ai_generated_questions_are_refused,
+    "peer_sessions": peer_sessions_are_refused,
 }
 
 

@@ -27,6 +27,7 @@ from shared.stripe_client import StripeSettings, stripe_client
 from tests.support.dataset import UserData, populate_user
 from tests.support.fake_storage import SERVICE_KEY, FakeStorage
 from tests.support.identities import user_claims
+from tests.support.peers import check_in, matched_room, paid_user, rubric_scores, under_way
 
 JWT_SECRET = "local-jwt-secret-with-at-least-32-characters!"
 ISSUER = "http://127.0.0.1:54321/auth/v1"
@@ -134,7 +135,29 @@ class Accounts:
                 "insert into public.question_transitions (question_id, to_status, reason) values (%s, 'active', 'ok')",
                 (data.question_id,),
             )
+        self.peer_session(uid)
         return data, customer, subscriptions
+
+    def peer_session(self, uid: uuid.UUID) -> None:
+        """A held peer session with a new paid user: chat, feedback both ways, a block and a report."""
+        peer = paid_user(self.conn)
+        room = matched_room(self.conn, uid, peer)
+        under_way(self.conn, room)
+        check_in(self.conn, room.id, peer)
+        for user in (uid, peer):
+            self.conn.execute(
+                "insert into public.peer_messages (room_id, user_id, body) values (%s, %s, 'Hello')", (room.id, user)
+            )
+        for author, turn in ((uid, room.turn_ids[0]), (peer, room.turn_ids[1])):
+            self.conn.execute(
+                "insert into public.peer_feedback (turn_id, author_id, scores) values (%s, %s, %s)",
+                (turn, author, Jsonb(rubric_scores(self.conn, turn))),
+            )
+        self.conn.execute("insert into public.peer_blocks (blocker_id, blocked_id) values (%s, %s)", (uid, peer))
+        self.conn.execute(
+            "insert into public.peer_reports (room_id, reporter_id, reported_id, reason) values (%s, %s, %s, 'other')",
+            (room.id, uid, peer),
+        )
 
     def close(self) -> None:
         self.conn.close()

@@ -31,12 +31,22 @@ EXPORTED = {
     "public.question_transitions": "moderation",
     "storage.objects": "recordings",
     "private.account_deletions": "deletion",
+    "public.peer_requests": "peer_requests",
+    "public.peer_rooms": "peer_rooms",
+    "public.peer_seats": "peer_seats",
+    "public.peer_turns": "peer_turns",
+    "public.peer_messages": "peer_messages",
+    "public.peer_feedback": "peer_feedback",
+    "public.peer_blocks": "peer_blocks",
+    "public.peer_reports": "peer_reports",
 }
 EXCLUDED = {
     # The bucket's owner is a project administrator, never a platform user.
     "storage.buckets": "buckets are created by migrations; owner is not a user of the platform",
     "public.served_questions": "the no-repeat ledger: its pairs are the session_questions section, its response ids "
     "the answers section",
+    "public.peer_turn_keys": "copies of the shared bank's answer keys for the interviewer of a turn: the turn is in "
+    "the peer_turns section, the key is the platform's, not the user's",
 }
 # Column names that hold a user's id (besides foreign keys to auth.users or public.users).
 USER_COLUMNS = ("user_id", "owner", "owner_id", "provisional_for")

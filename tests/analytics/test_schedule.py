@@ -56,6 +56,8 @@ def test_a_run_aggregates_the_trailing_window_then_rolls_up_and_maintains(databa
         "refresh_peer_percentiles",
         "curate_questions",
         "run_maintenance",
+        "settle_peer_rooms",
+        "match_peer_requests",
         "partition_retention",
     ]
     assert report.failed == []
@@ -113,7 +115,7 @@ def test_the_handler_returns_the_report(database_url: str, history: str, monkeyp
     monkeypatch.setenv("DATABASE_URL", database_url)
     report = schedule.handler(EVENT, None)
     assert report["as_of"] == "2026-06-02T10:00:00Z"
-    assert [s["error"] for s in report["steps"]] == [None] * 12  # 2 days of platform + 2 shards, then 6 steps
+    assert [s["error"] for s in report["steps"]] == [None] * 14  # 2 days of platform + 2 shards, then 8 steps
 
 
 def test_an_unreachable_database_fails_every_step_with_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,7 +124,7 @@ def test_an_unreachable_database_fails_every_step_with_what_to_check(monkeypatch
     database = connect(settings)
     report = schedule.run_schedule(now=NOW, settings=settings, database=database)
     database.close()
-    assert len(report.failed) == len(report.steps) == 12
+    assert len(report.failed) == len(report.steps) == 14
     assert all(s.error.startswith("Database unavailable") for s in report.failed)
 
 

@@ -48,6 +48,9 @@ declare const userId: string
 declare const sessionId: string
 declare const sessionQuestionId: string
 declare const questionId: string
+declare const roomId: string
+declare const peerId: string
+declare const turnId: string
 const supabase = createClient<Database>(SUPABASE_URL, SUPABASE_ANON_KEY)
 """.replace("KIT", f"{ROOT}/clients/database.types.js")
 
@@ -207,4 +210,4 @@ def test_plan_json_outside_its_declared_type_is_refused(
 def test_plan_json_may_leave_keys_out(db: psycopg.Connection) -> None:
     db.execute("update public.plans set features = features - 'voice_answers' where code = 'free'")
     features = db.execute("select features from public.plans where code = 'free'").fetchone()[0]
-    assert features == {"mock_interviews": False, "ai_generated_questions": False}
+    assert features == {"mock_interviews": False, "ai_generated_questions": False, "peer_sessions": False}

@@ -14,16 +14,20 @@ import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
+from functions.evaluation.rubrics import CATEGORY_CRITERIA
 from shared.db.rls import acting_as
 from tests.support.dataset import NEXT_POSITION, UserData, populate_user
 from tests.support.identities import ANON, SERVICE, sign_up, user_claims
+from tests.support.peers import matched_room, paid_user, rubric_scores, under_way
 
 ROLES = ("anon", "owner", "other", "service_role")
 ACTIONS = ("select", "insert", "update", "delete")
@@ -108,6 +112,36 @@ EXPECTATIONS: dict[str, Rules] = {
     "public.question_transitions": Rules(
         select=(D, H, H, Y), insert=(D, D, D, Y), update=(D, D, D, D), delete=(D, D, D, D)
     ),
+    # Peer sessions: the owner met `peer` in a room and `third` in another; `other` met neither.
+    "public.peer_requests": Rules(
+        select=(D, Y, H, Y),
+        insert=(D, Y, R, Y),
+        update=(D, H, H, Y),  # only a waiting request may be changed, and only to cancelled (tests/abuse)
+        delete=(D, D, D, Y),
+        update_column="status",
+    ),
+    "public.peer_rooms": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.peer_seats": Rules(select=(D, Y, H, Y), insert=(D, Y, R, Y), update=(D, D, D, Y), delete=(D, D, D, Y)),
+    "public.peer_turns": Rules(**SERVICE_WRITES_OWNER_READS),
+    # The owner's key is of the turn they interview in.
+    "public.peer_turn_keys": Rules(**SERVICE_WRITES_OWNER_READS),
+    "public.peer_messages": Rules(
+        select=(D, Y, H, Y),
+        insert=(D, Y, R, Y),
+        update=(D, D, D, Y),
+        delete=(D, D, D, Y),
+        update_column="body",
+    ),
+    "public.peer_feedback": Rules(select=(D, Y, H, Y), insert=(D, Y, R, Y), update=(D, D, D, Y), delete=(D, D, D, Y)),
+    "public.peer_blocks": Rules(select=(D, Y, H, Y), insert=(D, Y, R, Y), update=(D, D, D, Y), delete=(D, D, D, Y)),
+    # Only moderators change a report's status (tests/peer); its reporter reads it.
+    "public.peer_reports": Rules(
+        select=(D, Y, H, Y),
+        insert=(D, Y, R, Y),
+        update=(D, H, H, Y),
+        delete=(D, D, D, Y),
+        update_column="status",
+    ),
 }
 
 CONFIG = Path(__file__).resolve().parents[2] / "supabase" / "config.toml"
@@ -177,7 +211,7 @@ def world(database_url: str) -> World:
         owner_progress = one("select id from public.user_progress where user_id = %s", owner.user_id)
         owner_change = one("select id from public.subscription_changes where user_id = %s", owner.user_id)
         owner_ai = one("select id from public.ai_usage where user_id = %s", owner.user_id)
-        owner_report = one(
+        owner_question_report = one(
             "insert into public.question_reports (user_id, question_id, reason)"
             " values (%s, %s, 'unclear') returning id",
             owner.user_id,
@@ -191,6 +225,44 @@ def world(database_url: str) -> World:
         daily = one(
             "insert into public.analytics_daily (metric_date, metric_name, metric_value)"
             " values ('2026-01-01', 'signups', 3) returning id"
+        )
+        peer, third = paid_user(conn), paid_user(conn)
+        room = matched_room(conn, owner.user_id, peer)
+        under_way(conn, room)
+        owner_request = one("select id from public.peer_requests where user_id = %s", owner.user_id)  # matched
+        owner_message = one(
+            "insert into public.peer_messages (room_id, user_id, body) values (%s, %s, 'Hello') returning id",
+            room.id,
+            owner.user_id,
+        )
+        owner_feedback = one(
+            "insert into public.peer_feedback (turn_id, author_id, scores) values (%s, %s, %s) returning id",
+            room.turn_ids[0],
+            owner.user_id,
+            Jsonb(rubric_scores(conn, room.turn_ids[0])),
+        )
+        conn.execute("insert into public.peer_blocks (blocker_id, blocked_id) values (%s, %s)", (owner.user_id, peer))
+        owner_peer_report = one(
+            "insert into public.peer_reports (room_id, reporter_id, reported_id, reason) values (%s, %s, %s, 'spam')"
+            " returning id",
+            room.id,
+            owner.user_id,
+            peer,
+        )
+        # A room with `third` that has begun, with only a turn without key or feedback: the owner's new rows.
+        spare_room = one(
+            "insert into public.peer_rooms (target_role, experience_level, user_a, user_b, starts_at, ends_at,"
+            " feedback_due_at) values ('designer', 'mid', %s, %s, now() - interval '5 minutes',"
+            " now() + interval '55 minutes', now() + interval '1 day') returning id",
+            owner.user_id,
+            third,
+        )
+        spare_turn = one(
+            "insert into public.peer_turns (room_id, turn, interviewer_id, candidate_id, category)"
+            " values (%s, 1, %s, %s, 'behavioral') returning id",
+            spare_room,
+            owner.user_id,
+            third,
         )
 
     w = World(owner=owner, other=other, newcomer=newcomer)
@@ -219,8 +291,17 @@ def world(database_url: str) -> World:
         "public.analytics_daily": {"id": daily},
         "public.ai_usage": {"id": owner_ai},
         "public.question_versions": {"question_id": owner.question_id, "version": 1},
-        "public.question_reports": {"id": owner_report},
+        "public.question_reports": {"id": owner_question_report},
         "public.question_transitions": {"id": approval},
+        "public.peer_requests": {"id": owner_request},
+        "public.peer_rooms": {"id": room.id},
+        "public.peer_seats": {"room_id": room.id, "user_id": u},
+        "public.peer_turns": {"id": room.turn_ids[0]},
+        "public.peer_turn_keys": {"turn_id": room.turn_ids[0]},
+        "public.peer_messages": {"id": owner_message},
+        "public.peer_feedback": {"id": owner_feedback},
+        "public.peer_blocks": {"blocker_id": u, "blocked_id": peer},
+        "public.peer_reports": {"id": owner_peer_report},
     }
     n = newcomer
     w.new_rows = {
@@ -303,12 +384,50 @@ def world(database_url: str) -> World:
         },
         "public.question_reports": {"user_id": n, "question_id": n_question, "reason": "unclear"},
         "public.question_transitions": {"question_id": spare_question, "to_status": "active", "reason": "Fine"},
+        # Peer rows are the owner's (peer sessions need a paid plan, which the newcomer lacks).
+        "public.peer_requests": {
+            "user_id": u,
+            "target_role": "designer",
+            "experience_level": "lead",
+            "available_from": datetime.now(UTC),
+            "available_until": datetime.now(UTC) + timedelta(hours=3),
+            "timezone": "UTC",
+        },
+        "public.peer_rooms": {
+            "target_role": "designer",
+            "experience_level": "mid",
+            "user_a": n,
+            "user_b": other,
+            "starts_at": "2026-12-01T10:00:00Z",
+            "ends_at": "2026-12-01T11:00:00Z",
+            "feedback_due_at": "2026-12-02T11:00:00Z",
+        },
+        "public.peer_seats": {"room_id": spare_room, "user_id": u},
+        "public.peer_turns": {
+            "room_id": spare_room,
+            "turn": 2,
+            "interviewer_id": third,
+            "candidate_id": u,
+            "category": "behavioral",
+        },
+        "public.peer_turn_keys": {"turn_id": spare_turn, "interviewer_id": u, "key_points": ["Asks why"]},
+        "public.peer_messages": {"room_id": room.id, "user_id": u, "body": "Ready?"},
+        "public.peer_feedback": {
+            "turn_id": spare_turn,
+            "author_id": u,
+            "scores": Jsonb({c.name: 3 for c in CATEGORY_CRITERIA["behavioral"]}),
+        },
+        "public.peer_blocks": {"blocker_id": u, "blocked_id": third},
+        "public.peer_reports": {"room_id": spare_room, "reporter_id": u, "reported_id": third, "reason": "other"},
     }
     # public.users rows come from the signup trigger; make room for the insert being attempted.
     w.setup = {"public.users": f"delete from public.users where id = '{n}'"}
     w.claims = {"anon": ANON, "owner": user_claims(u), "other": user_claims(other), "service_role": SERVICE}
     # Inserts are attempted for the newcomer: as the newcomer ("owner") or as someone else ("other").
     w.claims["insert:owner"] = user_claims(n)
+    for table in EXPECTATIONS:
+        if table.startswith("public.peer_"):
+            w.claims[f"{table}:insert:owner"] = user_claims(u)
     return w
 
 
@@ -321,7 +440,7 @@ def attempt(conn: psycopg.Connection, world: World, table: str, action: str, rol
     schema, name = table.split(".")
     ident = sql.Identifier(schema, name)
     rules = EXPECTATIONS[table]
-    claims = world.claims.get(f"{action}:{role}", world.claims[role])
+    claims = world.claims.get(f"{table}:{action}:{role}") or world.claims.get(f"{action}:{role}", world.claims[role])
     outcome = "?"
     with conn.transaction():
         if action == "insert" and table in world.setup:

@@ -9,6 +9,7 @@ from prep import migrations
 from shared.db.rls import acting_as
 from tests.support.dataset import populate_user
 from tests.support.identities import sign_up, user_claims
+from tests.support.peers import check_in, matched_room, under_way
 
 
 def test_signup_creates_the_public_user_from_auth_metadata(db: psycopg.Connection) -> None:
@@ -57,6 +58,11 @@ def test_a_user_stripe_still_charges_cannot_be_deleted_and_nothing_is_lost(db: p
 def test_deleting_the_auth_user_deletes_all_their_data(db: psycopg.Connection) -> None:
     data = populate_user(db)
     keep = populate_user(db)
+    room = matched_room(db, data.user_id, keep.user_id)  # they met in a peer session
+    under_way(db, room)
+    check_in(db, room.id, keep.user_id)
+    for user in (data.user_id, keep.user_id):
+        db.execute("insert into public.peer_messages (room_id, user_id, body) values (%s, %s, 'Hi')", (room.id, user))
     db.execute("update public.subscriptions set status = 'canceled' where user_id = %s", (data.user_id,))
     for user in (data, keep):
         db.execute(
