@@ -208,6 +208,85 @@ export type Database = {
           },
         ]
       }
+      category_abilities: {
+        Row: {
+          ability: number
+          ability_precision: number
+          ability_uncertainty: number | null
+          answers: number
+          category: Database["public"]["Enums"]["question_category"]
+          cohort: string | null
+          cohort_size: number | null
+          created_at: string
+          due_at: string | null
+          ease: number
+          last_practised_at: string | null
+          percentile: number | null
+          percentile_at: string | null
+          projected_for: string | null
+          projected_high: number | null
+          projected_low: number | null
+          projected_score: number | null
+          repetitions: number
+          review_interval_days: number
+          updated_at: string
+          user_id: string
+        }
+        Insert: {
+          ability?: number
+          ability_precision?: number
+          ability_uncertainty?: never
+          answers?: number
+          category: Database["public"]["Enums"]["question_category"]
+          cohort?: string | null
+          cohort_size?: number | null
+          created_at?: string
+          due_at?: string | null
+          ease?: number
+          last_practised_at?: string | null
+          percentile?: number | null
+          percentile_at?: string | null
+          projected_for?: string | null
+          projected_high?: number | null
+          projected_low?: number | null
+          projected_score?: number | null
+          repetitions?: number
+          review_interval_days?: number
+          updated_at?: string
+          user_id: string
+        }
+        Update: {
+          ability?: number
+          ability_precision?: number
+          ability_uncertainty?: never
+          answers?: number
+          category?: Database["public"]["Enums"]["question_category"]
+          cohort?: string | null
+          cohort_size?: number | null
+          created_at?: string
+          due_at?: string | null
+          ease?: number
+          last_practised_at?: string | null
+          percentile?: number | null
+          percentile_at?: string | null
+          projected_for?: string | null
+          projected_high?: number | null
+          projected_low?: number | null
+          projected_score?: number | null
+          repetitions?: number
+          review_interval_days?: number
+          updated_at?: string
+          user_id?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "category_abilities_user_id_fkey"
+            columns: ["user_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
       peer_blocks: {
         Row: {
           blocked_id: string
@@ -650,6 +729,12 @@ export type Database = {
           {
             foreignKeyName: "peer_turns_question_id_fkey"
             columns: ["question_id"]
+            referencedRelation: "question_review_queue"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "peer_turns_question_id_fkey"
+            columns: ["question_id"]
             referencedRelation: "questions"
             referencedColumns: ["id"]
           },
@@ -866,6 +951,12 @@ export type Database = {
           {
             foreignKeyName: "question_answer_keys_question_id_fkey"
             columns: ["question_id"]
+            referencedRelation: "question_review_queue"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_answer_keys_question_id_fkey"
+            columns: ["question_id"]
             referencedRelation: "questions"
             referencedColumns: ["id"]
           },
@@ -897,6 +988,12 @@ export type Database = {
           {
             foreignKeyName: "question_ratings_question_id_fkey"
             columns: ["question_id"]
+            referencedRelation: "question_review_queue"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_ratings_question_id_fkey"
+            columns: ["question_id"]
             referencedRelation: "questions"
             referencedColumns: ["id"]
           },
@@ -908,25 +1005,137 @@ export type Database = {
           },
         ]
       }
-      questions: {
+      question_reports: {
+        Row: {
+          created_at: string
+          details: string | null
+          id: string
+          question_id: string
+          question_version: number
+          reason: Database["public"]["Enums"]["question_report_reason"]
+          resolved_at: string | null
+          updated_at: string
+          user_id: string
+        }
+        Insert: {
+          created_at?: string
+          details?: string | null
+          id?: string
+          question_id: string
+          question_version?: number
+          reason: Database["public"]["Enums"]["question_report_reason"]
+          resolved_at?: string | null
+          updated_at?: string
+          user_id?: string
+        }
+        Update: {
+          created_at?: string
+          details?: string | null
+          id?: string
+          question_id?: string
+          question_version?: number
+          reason?: Database["public"]["Enums"]["question_report_reason"]
+          resolved_at?: string | null
+          updated_at?: string
+          user_id?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "question_reports_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "question_review_queue"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_reports_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "questions"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_reports_user_id_fkey"
+            columns: ["user_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      question_transitions: {
+        Row: {
+          actor: string
+          content: string | null
+          created_at: string
+          figures: NonNullable<Json>
+          from_status: Database["public"]["Enums"]["question_status"] | null
+          id: number
+          moderator_id: string | null
+          question_id: string
+          reason: string
+          to_status: Database["public"]["Enums"]["question_status"]
+          updated_at: string
+          version: number | null
+        }
+        Insert: {
+          actor?: string
+          content?: string | null
+          created_at?: string
+          figures?: NonNullable<Json>
+          from_status?: Database["public"]["Enums"]["question_status"] | null
+          id?: never
+          moderator_id?: string | null
+          question_id: string
+          reason: string
+          to_status: Database["public"]["Enums"]["question_status"]
+          updated_at?: string
+          version?: number | null
+        }
+        Update: {
+          actor?: string
+          content?: string | null
+          created_at?: string
+          figures?: NonNullable<Json>
+          from_status?: Database["public"]["Enums"]["question_status"] | null
+          id?: never
+          moderator_id?: string | null
+          question_id?: string
+          reason?: string
+          to_status?: Database["public"]["Enums"]["question_status"]
+          updated_at?: string
+          version?: number | null
+        }
+        Relationships: [
+          {
+            foreignKeyName: "question_transitions_moderator_id_fkey"
+            columns: ["moderator_id"]
+            referencedRelation: "users"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_transitions_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "question_review_queue"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_transitions_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "questions"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      question_versions: {
         Row: {
           category: Database["public"]["Enums"]["question_category"]
           content: string
           created_at: string
           difficulty: Database["public"]["Enums"]["difficulty"]
           experience_level: Database["public"]["Enums"]["experience_level"]
-          generation_metadata: NonNullable<Json>
-          id: string
-          is_active: boolean
-          provisional_for: string | null
-          rank_score: number
-          rating_avg: number | null
-          rating_count: number
-          source: Database["public"]["Enums"]["question_source"]
+          question_id: string
           tags: string[]
           target_role: string | null
           updated_at: string
-          usage_count: number
+          version: number
         }
         Insert: {
           category: Database["public"]["Enums"]["question_category"]
@@ -934,18 +1143,11 @@ export type Database = {
           created_at?: string
           difficulty: Database["public"]["Enums"]["difficulty"]
           experience_level: Database["public"]["Enums"]["experience_level"]
-          generation_metadata?: NonNullable<Json>
-          id?: string
-          is_active?: boolean
-          provisional_for?: string | null
-          rank_score?: number
-          rating_avg?: number | null
-          rating_count?: number
-          source: Database["public"]["Enums"]["question_source"]
+          question_id: string
           tags?: string[]
           target_role?: string | null
           updated_at?: string
-          usage_count?: number
+          version: number
         }
         Update: {
           category?: Database["public"]["Enums"]["question_category"]
@@ -953,18 +1155,111 @@ export type Database = {
           created_at?: string
           difficulty?: Database["public"]["Enums"]["difficulty"]
           experience_level?: Database["public"]["Enums"]["experience_level"]
+          question_id?: string
+          tags?: string[]
+          target_role?: string | null
+          updated_at?: string
+          version?: number
+        }
+        Relationships: [
+          {
+            foreignKeyName: "question_versions_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "question_review_queue"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "question_versions_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "questions"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      questions: {
+        Row: {
+          calibrated_difficulty: number | null
+          calibration_answers: number
+          calibration_information: number
+          category: Database["public"]["Enums"]["question_category"]
+          content: string
+          created_at: string
+          difficulty: Database["public"]["Enums"]["difficulty"]
+          difficulty_estimate: number | null
+          difficulty_uncertainty: number
+          experience_level: Database["public"]["Enums"]["experience_level"]
+          generation_metadata: NonNullable<Json>
+          id: string
+          is_active: boolean
+          label_disagrees: boolean
+          provisional_for: string | null
+          rank_score: number
+          rating_avg: number | null
+          rating_count: number
+          selection_cell: number | null
+          source: Database["public"]["Enums"]["question_source"]
+          status: Database["public"]["Enums"]["question_status"]
+          tags: string[]
+          target_role: string | null
+          updated_at: string
+          usage_count: number
+          version: number
+        }
+        Insert: {
+          calibrated_difficulty?: number | null
+          calibration_answers?: number
+          calibration_information?: number
+          category: Database["public"]["Enums"]["question_category"]
+          content: string
+          created_at?: string
+          difficulty: Database["public"]["Enums"]["difficulty"]
+          difficulty_estimate?: never
+          difficulty_uncertainty?: number
+          experience_level: Database["public"]["Enums"]["experience_level"]
           generation_metadata?: NonNullable<Json>
           id?: string
           is_active?: boolean
+          label_disagrees?: boolean
           provisional_for?: string | null
           rank_score?: number
           rating_avg?: number | null
           rating_count?: number
-          source?: Database["public"]["Enums"]["question_source"]
+          selection_cell?: never
+          source: Database["public"]["Enums"]["question_source"]
+          status?: Database["public"]["Enums"]["question_status"]
           tags?: string[]
           target_role?: string | null
           updated_at?: string
           usage_count?: number
+          version?: number
+        }
+        Update: {
+          calibrated_difficulty?: number | null
+          calibration_answers?: number
+          calibration_information?: number
+          category?: Database["public"]["Enums"]["question_category"]
+          content?: string
+          created_at?: string
+          difficulty?: Database["public"]["Enums"]["difficulty"]
+          difficulty_estimate?: never
+          difficulty_uncertainty?: number
+          experience_level?: Database["public"]["Enums"]["experience_level"]
+          generation_metadata?: NonNullable<Json>
+          id?: string
+          is_active?: boolean
+          label_disagrees?: boolean
+          provisional_for?: string | null
+          rank_score?: number
+          rating_avg?: number | null
+          rating_count?: number
+          selection_cell?: never
+          source?: Database["public"]["Enums"]["question_source"]
+          status?: Database["public"]["Enums"]["question_status"]
+          tags?: string[]
+          target_role?: string | null
+          updated_at?: string
+          usage_count?: number
+          version?: number
         }
         Relationships: [
           {
@@ -1107,8 +1402,10 @@ export type Database = {
         Row: {
           created_at: string
           id: string
+          pick_reason: string | null
           position: number
           question_id: string
+          question_version: number
           served_at: string
           session_id: string
           updated_at: string
@@ -1118,8 +1415,10 @@ export type Database = {
         Insert: {
           created_at?: string
           id?: string
+          pick_reason?: string | null
           position: number
           question_id: string
+          question_version?: number
           served_at?: string
           session_id: string
           updated_at?: string
@@ -1129,8 +1428,10 @@ export type Database = {
         Update: {
           created_at?: string
           id?: string
+          pick_reason?: string | null
           position?: number
           question_id?: string
+          question_version?: number
           served_at?: string
           session_id?: string
           updated_at?: string
@@ -1138,6 +1439,12 @@ export type Database = {
           widening?: string | null
         }
         Relationships: [
+          {
+            foreignKeyName: "session_questions_question_id_fkey"
+            columns: ["question_id"]
+            referencedRelation: "question_review_queue"
+            referencedColumns: ["id"]
+          },
           {
             foreignKeyName: "session_questions_question_id_fkey"
             columns: ["question_id"]
@@ -1505,6 +1812,28 @@ export type Database = {
       }
     }
     Views: {
+      question_review_queue: {
+        Row: {
+          category: Database["public"]["Enums"]["question_category"] | null
+          content: string | null
+          difficulty: Database["public"]["Enums"]["difficulty"] | null
+          experience_level:
+            | Database["public"]["Enums"]["experience_level"]
+            | null
+          figures: Json | null
+          flagged_at: string | null
+          id: string | null
+          open_reports: number | null
+          rating_avg: number | null
+          rating_count: number | null
+          reason: string | null
+          source: Database["public"]["Enums"]["question_source"] | null
+          status: Database["public"]["Enums"]["question_status"] | null
+          usage_count: number | null
+          version: number | null
+        }
+        Relationships: []
+      }
       response_history: {
         Row: {
           ai_score: number | null
@@ -1624,6 +1953,19 @@ export type Database = {
           isSetofReturn: false
         }
       }
+      recommend_next: {
+        Args: {
+          category?: Database["public"]["Enums"]["question_category"]
+          count?: number
+        }
+        Returns: Database["public"]["CompositeTypes"]["recommendation"][]
+        SetofOptions: {
+          from: "*"
+          to: "recommendation"
+          isOneToOne: false
+          isSetofReturn: true
+        }
+      }
       start_session: {
         Args: {
           config?: Json
@@ -1665,7 +2007,9 @@ export type Database = {
         | "leadership"
         | "problem_solving"
         | "culture_fit"
+      question_report_reason: "wrong" | "unclear" | "offensive" | "duplicate"
       question_source: "curated" | "ai"
+      question_status: "provisional" | "active" | "under_review" | "retired"
       session_status: "in_progress" | "completed" | "abandoned"
       session_type: "quick" | "full" | "custom" | "mock_interview"
       subscription_status:
@@ -1704,6 +2048,14 @@ export type Database = {
         ai_spend_cents: number | null
         evaluations_per_answer: number | null
       }
+      recommendation: {
+        question_id: string | null
+        category: Database["public"]["Enums"]["question_category"] | null
+        difficulty: Database["public"]["Enums"]["difficulty"] | null
+        difficulty_estimate: number | null
+        success_probability: number | null
+        reason: string | null
+      }
       served_question: {
         session_question_id: string | null
         position: number | null
@@ -1712,6 +2064,7 @@ export type Database = {
         category: Database["public"]["Enums"]["question_category"] | null
         difficulty: Database["public"]["Enums"]["difficulty"] | null
         experience_level: Database["public"]["Enums"]["experience_level"] | null
+        reason: string | null
       }
       started_session: {
         session_id: string | null
@@ -1873,7 +2226,9 @@ export const Constants = {
         "problem_solving",
         "culture_fit",
       ],
+      question_report_reason: ["wrong", "unclear", "offensive", "duplicate"],
       question_source: ["curated", "ai"],
+      question_status: ["provisional", "active", "under_review", "retired"],
       session_status: ["in_progress", "completed", "abandoned"],
       session_type: ["quick", "full", "custom", "mock_interview"],
       subscription_status: [

@@ -33,7 +33,11 @@ PublicPeerRoomStatus: TypeAlias = Literal["scheduled", "held", "missed"]
 
 PublicQuestionCategory: TypeAlias = Literal["behavioral", "technical", "situational", "leadership", "problem_solving", "culture_fit"]
 
+PublicQuestionReportReason: TypeAlias = Literal["wrong", "unclear", "offensive", "duplicate"]
+
 PublicQuestionSource: TypeAlias = Literal["curated", "ai"]
+
+PublicQuestionStatus: TypeAlias = Literal["provisional", "active", "under_review", "retired"]
 
 PublicSessionStatus: TypeAlias = Literal["in_progress", "completed", "abandoned"]
 
@@ -196,6 +200,75 @@ class PublicBillingCustomersUpdate(TypedDict):
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     deleted_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="deleted_at")]]
     stripe_customer_id: NotRequired[Annotated[str, Field(alias="stripe_customer_id")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicCategoryAbilities(BaseModel):
+    ability: float = Field(alias="ability")
+    ability_precision: float = Field(alias="ability_precision")
+    ability_uncertainty: Optional[float] = Field(alias="ability_uncertainty")
+    answers: int = Field(alias="answers")
+    category: PublicQuestionCategory = Field(alias="category")
+    cohort: Optional[str] = Field(alias="cohort")
+    cohort_size: Optional[int] = Field(alias="cohort_size")
+    created_at: datetime.datetime = Field(alias="created_at")
+    due_at: Optional[datetime.datetime] = Field(alias="due_at")
+    ease: float = Field(alias="ease")
+    last_practised_at: Optional[datetime.datetime] = Field(alias="last_practised_at")
+    percentile: Optional[float] = Field(alias="percentile")
+    percentile_at: Optional[datetime.datetime] = Field(alias="percentile_at")
+    projected_for: Optional[datetime.date] = Field(alias="projected_for")
+    projected_high: Optional[float] = Field(alias="projected_high")
+    projected_low: Optional[float] = Field(alias="projected_low")
+    projected_score: Optional[float] = Field(alias="projected_score")
+    repetitions: int = Field(alias="repetitions")
+    review_interval_days: float = Field(alias="review_interval_days")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    user_id: uuid.UUID = Field(alias="user_id")
+
+class PublicCategoryAbilitiesInsert(TypedDict):
+    ability: NotRequired[Annotated[float, Field(alias="ability")]]
+    ability_precision: NotRequired[Annotated[float, Field(alias="ability_precision")]]
+    ability_uncertainty: NotRequired[Annotated[Optional[float], Field(alias="ability_uncertainty")]]
+    answers: NotRequired[Annotated[int, Field(alias="answers")]]
+    category: Annotated[PublicQuestionCategory, Field(alias="category")]
+    cohort: NotRequired[Annotated[Optional[str], Field(alias="cohort")]]
+    cohort_size: NotRequired[Annotated[Optional[int], Field(alias="cohort_size")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    due_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="due_at")]]
+    ease: NotRequired[Annotated[float, Field(alias="ease")]]
+    last_practised_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="last_practised_at")]]
+    percentile: NotRequired[Annotated[Optional[float], Field(alias="percentile")]]
+    percentile_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="percentile_at")]]
+    projected_for: NotRequired[Annotated[Optional[datetime.date], Field(alias="projected_for")]]
+    projected_high: NotRequired[Annotated[Optional[float], Field(alias="projected_high")]]
+    projected_low: NotRequired[Annotated[Optional[float], Field(alias="projected_low")]]
+    projected_score: NotRequired[Annotated[Optional[float], Field(alias="projected_score")]]
+    repetitions: NotRequired[Annotated[int, Field(alias="repetitions")]]
+    review_interval_days: NotRequired[Annotated[float, Field(alias="review_interval_days")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: Annotated[uuid.UUID, Field(alias="user_id")]
+
+class PublicCategoryAbilitiesUpdate(TypedDict):
+    ability: NotRequired[Annotated[float, Field(alias="ability")]]
+    ability_precision: NotRequired[Annotated[float, Field(alias="ability_precision")]]
+    ability_uncertainty: NotRequired[Annotated[Optional[float], Field(alias="ability_uncertainty")]]
+    answers: NotRequired[Annotated[int, Field(alias="answers")]]
+    category: NotRequired[Annotated[PublicQuestionCategory, Field(alias="category")]]
+    cohort: NotRequired[Annotated[Optional[str], Field(alias="cohort")]]
+    cohort_size: NotRequired[Annotated[Optional[int], Field(alias="cohort_size")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    due_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="due_at")]]
+    ease: NotRequired[Annotated[float, Field(alias="ease")]]
+    last_practised_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="last_practised_at")]]
+    percentile: NotRequired[Annotated[Optional[float], Field(alias="percentile")]]
+    percentile_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="percentile_at")]]
+    projected_for: NotRequired[Annotated[Optional[datetime.date], Field(alias="projected_for")]]
+    projected_high: NotRequired[Annotated[Optional[float], Field(alias="projected_high")]]
+    projected_low: NotRequired[Annotated[Optional[float], Field(alias="projected_low")]]
+    projected_score: NotRequired[Annotated[Optional[float], Field(alias="projected_score")]]
+    repetitions: NotRequired[Annotated[int, Field(alias="repetitions")]]
+    review_interval_days: NotRequired[Annotated[float, Field(alias="review_interval_days")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
 
@@ -670,62 +743,200 @@ class PublicQuestionRatingsUpdate(TypedDict):
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
 
-class PublicQuestions(BaseModel):
+class PublicQuestionReports(BaseModel):
+    created_at: datetime.datetime = Field(alias="created_at")
+    details: Optional[str] = Field(alias="details")
+    id: uuid.UUID = Field(alias="id")
+    question_id: uuid.UUID = Field(alias="question_id")
+    question_version: int = Field(alias="question_version")
+    reason: PublicQuestionReportReason = Field(alias="reason")
+    resolved_at: Optional[datetime.datetime] = Field(alias="resolved_at")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    user_id: uuid.UUID = Field(alias="user_id")
+
+class PublicQuestionReportsInsert(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    details: NotRequired[Annotated[Optional[str], Field(alias="details")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    question_id: Annotated[uuid.UUID, Field(alias="question_id")]
+    question_version: NotRequired[Annotated[int, Field(alias="question_version")]]
+    reason: Annotated[PublicQuestionReportReason, Field(alias="reason")]
+    resolved_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="resolved_at")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicQuestionReportsUpdate(TypedDict):
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    details: NotRequired[Annotated[Optional[str], Field(alias="details")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
+    question_version: NotRequired[Annotated[int, Field(alias="question_version")]]
+    reason: NotRequired[Annotated[PublicQuestionReportReason, Field(alias="reason")]]
+    resolved_at: NotRequired[Annotated[Optional[datetime.datetime], Field(alias="resolved_at")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    user_id: NotRequired[Annotated[uuid.UUID, Field(alias="user_id")]]
+
+class PublicQuestionTransitions(BaseModel):
+    actor: str = Field(alias="actor")
+    content: Optional[str] = Field(alias="content")
+    created_at: datetime.datetime = Field(alias="created_at")
+    figures: JsonValue = Field(alias="figures")
+    from_status: Optional[PublicQuestionStatus] = Field(alias="from_status")
+    id: int = Field(alias="id")
+    moderator_id: Optional[uuid.UUID] = Field(alias="moderator_id")
+    question_id: uuid.UUID = Field(alias="question_id")
+    reason: str = Field(alias="reason")
+    to_status: PublicQuestionStatus = Field(alias="to_status")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    version: Optional[int] = Field(alias="version")
+
+class PublicQuestionTransitionsInsert(TypedDict):
+    actor: NotRequired[Annotated[str, Field(alias="actor")]]
+    content: NotRequired[Annotated[Optional[str], Field(alias="content")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    figures: NotRequired[Annotated[JsonValue, Field(alias="figures")]]
+    from_status: NotRequired[Annotated[Optional[PublicQuestionStatus], Field(alias="from_status")]]
+    id: NotRequired[Annotated[int, Field(alias="id")]]
+    moderator_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="moderator_id")]]
+    question_id: Annotated[uuid.UUID, Field(alias="question_id")]
+    reason: Annotated[str, Field(alias="reason")]
+    to_status: Annotated[PublicQuestionStatus, Field(alias="to_status")]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    version: NotRequired[Annotated[Optional[int], Field(alias="version")]]
+
+class PublicQuestionTransitionsUpdate(TypedDict):
+    actor: NotRequired[Annotated[str, Field(alias="actor")]]
+    content: NotRequired[Annotated[Optional[str], Field(alias="content")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    figures: NotRequired[Annotated[JsonValue, Field(alias="figures")]]
+    from_status: NotRequired[Annotated[Optional[PublicQuestionStatus], Field(alias="from_status")]]
+    id: NotRequired[Annotated[int, Field(alias="id")]]
+    moderator_id: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="moderator_id")]]
+    question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
+    reason: NotRequired[Annotated[str, Field(alias="reason")]]
+    to_status: NotRequired[Annotated[PublicQuestionStatus, Field(alias="to_status")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    version: NotRequired[Annotated[Optional[int], Field(alias="version")]]
+
+class PublicQuestionVersions(BaseModel):
     category: PublicQuestionCategory = Field(alias="category")
     content: str = Field(alias="content")
     created_at: datetime.datetime = Field(alias="created_at")
     difficulty: PublicDifficulty = Field(alias="difficulty")
     experience_level: PublicExperienceLevel = Field(alias="experience_level")
-    generation_metadata: JsonValue = Field(alias="generation_metadata")
-    id: uuid.UUID = Field(alias="id")
-    is_active: bool = Field(alias="is_active")
-    provisional_for: Optional[uuid.UUID] = Field(alias="provisional_for")
-    rank_score: float = Field(alias="rank_score")
-    rating_avg: Optional[float] = Field(alias="rating_avg")
-    rating_count: int = Field(alias="rating_count")
-    source: PublicQuestionSource = Field(alias="source")
+    question_id: uuid.UUID = Field(alias="question_id")
     tags: List[str] = Field(alias="tags")
     target_role: Optional[str] = Field(alias="target_role")
     updated_at: datetime.datetime = Field(alias="updated_at")
-    usage_count: int = Field(alias="usage_count")
+    version: int = Field(alias="version")
 
-class PublicQuestionsInsert(TypedDict):
+class PublicQuestionVersionsInsert(TypedDict):
     category: Annotated[PublicQuestionCategory, Field(alias="category")]
     content: Annotated[str, Field(alias="content")]
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     difficulty: Annotated[PublicDifficulty, Field(alias="difficulty")]
     experience_level: Annotated[PublicExperienceLevel, Field(alias="experience_level")]
-    generation_metadata: NotRequired[Annotated[JsonValue, Field(alias="generation_metadata")]]
-    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
-    is_active: NotRequired[Annotated[bool, Field(alias="is_active")]]
-    provisional_for: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="provisional_for")]]
-    rank_score: NotRequired[Annotated[float, Field(alias="rank_score")]]
-    rating_avg: NotRequired[Annotated[Optional[float], Field(alias="rating_avg")]]
-    rating_count: NotRequired[Annotated[int, Field(alias="rating_count")]]
-    source: Annotated[PublicQuestionSource, Field(alias="source")]
+    question_id: Annotated[uuid.UUID, Field(alias="question_id")]
     tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
     target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
-    usage_count: NotRequired[Annotated[int, Field(alias="usage_count")]]
+    version: Annotated[int, Field(alias="version")]
 
-class PublicQuestionsUpdate(TypedDict):
+class PublicQuestionVersionsUpdate(TypedDict):
     category: NotRequired[Annotated[PublicQuestionCategory, Field(alias="category")]]
     content: NotRequired[Annotated[str, Field(alias="content")]]
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     difficulty: NotRequired[Annotated[PublicDifficulty, Field(alias="difficulty")]]
     experience_level: NotRequired[Annotated[PublicExperienceLevel, Field(alias="experience_level")]]
+    question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
+    tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
+    target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    version: NotRequired[Annotated[int, Field(alias="version")]]
+
+class PublicQuestions(BaseModel):
+    calibrated_difficulty: Optional[float] = Field(alias="calibrated_difficulty")
+    calibration_answers: int = Field(alias="calibration_answers")
+    calibration_information: float = Field(alias="calibration_information")
+    category: PublicQuestionCategory = Field(alias="category")
+    content: str = Field(alias="content")
+    created_at: datetime.datetime = Field(alias="created_at")
+    difficulty: PublicDifficulty = Field(alias="difficulty")
+    difficulty_estimate: Optional[float] = Field(alias="difficulty_estimate")
+    difficulty_uncertainty: float = Field(alias="difficulty_uncertainty")
+    experience_level: PublicExperienceLevel = Field(alias="experience_level")
+    generation_metadata: JsonValue = Field(alias="generation_metadata")
+    id: uuid.UUID = Field(alias="id")
+    is_active: bool = Field(alias="is_active")
+    label_disagrees: bool = Field(alias="label_disagrees")
+    provisional_for: Optional[uuid.UUID] = Field(alias="provisional_for")
+    rank_score: float = Field(alias="rank_score")
+    rating_avg: Optional[float] = Field(alias="rating_avg")
+    rating_count: int = Field(alias="rating_count")
+    selection_cell: Optional[int] = Field(alias="selection_cell")
+    source: PublicQuestionSource = Field(alias="source")
+    status: PublicQuestionStatus = Field(alias="status")
+    tags: List[str] = Field(alias="tags")
+    target_role: Optional[str] = Field(alias="target_role")
+    updated_at: datetime.datetime = Field(alias="updated_at")
+    usage_count: int = Field(alias="usage_count")
+    version: int = Field(alias="version")
+
+class PublicQuestionsInsert(TypedDict):
+    calibrated_difficulty: NotRequired[Annotated[Optional[float], Field(alias="calibrated_difficulty")]]
+    calibration_answers: NotRequired[Annotated[int, Field(alias="calibration_answers")]]
+    calibration_information: NotRequired[Annotated[float, Field(alias="calibration_information")]]
+    category: Annotated[PublicQuestionCategory, Field(alias="category")]
+    content: Annotated[str, Field(alias="content")]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    difficulty: Annotated[PublicDifficulty, Field(alias="difficulty")]
+    difficulty_estimate: NotRequired[Annotated[Optional[float], Field(alias="difficulty_estimate")]]
+    difficulty_uncertainty: NotRequired[Annotated[float, Field(alias="difficulty_uncertainty")]]
+    experience_level: Annotated[PublicExperienceLevel, Field(alias="experience_level")]
     generation_metadata: NotRequired[Annotated[JsonValue, Field(alias="generation_metadata")]]
     id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
     is_active: NotRequired[Annotated[bool, Field(alias="is_active")]]
+    label_disagrees: NotRequired[Annotated[bool, Field(alias="label_disagrees")]]
     provisional_for: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="provisional_for")]]
     rank_score: NotRequired[Annotated[float, Field(alias="rank_score")]]
     rating_avg: NotRequired[Annotated[Optional[float], Field(alias="rating_avg")]]
     rating_count: NotRequired[Annotated[int, Field(alias="rating_count")]]
-    source: NotRequired[Annotated[PublicQuestionSource, Field(alias="source")]]
+    selection_cell: NotRequired[Annotated[Optional[int], Field(alias="selection_cell")]]
+    source: Annotated[PublicQuestionSource, Field(alias="source")]
+    status: NotRequired[Annotated[PublicQuestionStatus, Field(alias="status")]]
     tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
     target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
     usage_count: NotRequired[Annotated[int, Field(alias="usage_count")]]
+    version: NotRequired[Annotated[int, Field(alias="version")]]
+
+class PublicQuestionsUpdate(TypedDict):
+    calibrated_difficulty: NotRequired[Annotated[Optional[float], Field(alias="calibrated_difficulty")]]
+    calibration_answers: NotRequired[Annotated[int, Field(alias="calibration_answers")]]
+    calibration_information: NotRequired[Annotated[float, Field(alias="calibration_information")]]
+    category: NotRequired[Annotated[PublicQuestionCategory, Field(alias="category")]]
+    content: NotRequired[Annotated[str, Field(alias="content")]]
+    created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
+    difficulty: NotRequired[Annotated[PublicDifficulty, Field(alias="difficulty")]]
+    difficulty_estimate: NotRequired[Annotated[Optional[float], Field(alias="difficulty_estimate")]]
+    difficulty_uncertainty: NotRequired[Annotated[float, Field(alias="difficulty_uncertainty")]]
+    experience_level: NotRequired[Annotated[PublicExperienceLevel, Field(alias="experience_level")]]
+    generation_metadata: NotRequired[Annotated[JsonValue, Field(alias="generation_metadata")]]
+    id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    is_active: NotRequired[Annotated[bool, Field(alias="is_active")]]
+    label_disagrees: NotRequired[Annotated[bool, Field(alias="label_disagrees")]]
+    provisional_for: NotRequired[Annotated[Optional[uuid.UUID], Field(alias="provisional_for")]]
+    rank_score: NotRequired[Annotated[float, Field(alias="rank_score")]]
+    rating_avg: NotRequired[Annotated[Optional[float], Field(alias="rating_avg")]]
+    rating_count: NotRequired[Annotated[int, Field(alias="rating_count")]]
+    selection_cell: NotRequired[Annotated[Optional[int], Field(alias="selection_cell")]]
+    source: NotRequired[Annotated[PublicQuestionSource, Field(alias="source")]]
+    status: NotRequired[Annotated[PublicQuestionStatus, Field(alias="status")]]
+    tags: NotRequired[Annotated[List[str], Field(alias="tags")]]
+    target_role: NotRequired[Annotated[Optional[str], Field(alias="target_role")]]
+    updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
+    usage_count: NotRequired[Annotated[int, Field(alias="usage_count")]]
+    version: NotRequired[Annotated[int, Field(alias="version")]]
 
 class PublicResponses(BaseModel):
     ai_score: Optional[float] = Field(alias="ai_score")
@@ -826,8 +1037,10 @@ class PublicServedQuestionsUpdate(TypedDict):
 class PublicSessionQuestions(BaseModel):
     created_at: datetime.datetime = Field(alias="created_at")
     id: uuid.UUID = Field(alias="id")
+    pick_reason: Optional[str] = Field(alias="pick_reason")
     position: int = Field(alias="position")
     question_id: uuid.UUID = Field(alias="question_id")
+    question_version: int = Field(alias="question_version")
     served_at: datetime.datetime = Field(alias="served_at")
     session_id: uuid.UUID = Field(alias="session_id")
     updated_at: datetime.datetime = Field(alias="updated_at")
@@ -837,8 +1050,10 @@ class PublicSessionQuestions(BaseModel):
 class PublicSessionQuestionsInsert(TypedDict):
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    pick_reason: NotRequired[Annotated[Optional[str], Field(alias="pick_reason")]]
     position: Annotated[int, Field(alias="position")]
     question_id: Annotated[uuid.UUID, Field(alias="question_id")]
+    question_version: NotRequired[Annotated[int, Field(alias="question_version")]]
     served_at: NotRequired[Annotated[datetime.datetime, Field(alias="served_at")]]
     session_id: Annotated[uuid.UUID, Field(alias="session_id")]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
@@ -848,8 +1063,10 @@ class PublicSessionQuestionsInsert(TypedDict):
 class PublicSessionQuestionsUpdate(TypedDict):
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
+    pick_reason: NotRequired[Annotated[Optional[str], Field(alias="pick_reason")]]
     position: NotRequired[Annotated[int, Field(alias="position")]]
     question_id: NotRequired[Annotated[uuid.UUID, Field(alias="question_id")]]
+    question_version: NotRequired[Annotated[int, Field(alias="question_version")]]
     served_at: NotRequired[Annotated[datetime.datetime, Field(alias="served_at")]]
     session_id: NotRequired[Annotated[uuid.UUID, Field(alias="session_id")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
@@ -1102,6 +1319,23 @@ class PublicVocabularyUpdate(TypedDict):
     term: NotRequired[Annotated[str, Field(alias="term")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
 
+class PublicQuestionReviewQueue(BaseModel):
+    category: Optional[PublicQuestionCategory] = Field(alias="category")
+    content: Optional[str] = Field(alias="content")
+    difficulty: Optional[PublicDifficulty] = Field(alias="difficulty")
+    experience_level: Optional[PublicExperienceLevel] = Field(alias="experience_level")
+    figures: Optional[JsonValue] = Field(alias="figures")
+    flagged_at: Optional[datetime.datetime] = Field(alias="flagged_at")
+    id: Optional[uuid.UUID] = Field(alias="id")
+    open_reports: Optional[int] = Field(alias="open_reports")
+    rating_avg: Optional[float] = Field(alias="rating_avg")
+    rating_count: Optional[int] = Field(alias="rating_count")
+    reason: Optional[str] = Field(alias="reason")
+    source: Optional[PublicQuestionSource] = Field(alias="source")
+    status: Optional[PublicQuestionStatus] = Field(alias="status")
+    usage_count: Optional[int] = Field(alias="usage_count")
+    version: Optional[int] = Field(alias="version")
+
 class PublicResponseHistory(BaseModel):
     ai_score: Optional[float] = Field(alias="ai_score")
     answer_text: Optional[str] = Field(alias="answer_text")
@@ -1174,6 +1408,14 @@ class PublicPlanUsageLimits(BaseModel):
     ai_spend_cents: Optional[int] = Field(alias="ai_spend_cents")
     evaluations_per_answer: Optional[int] = Field(alias="evaluations_per_answer")
 
+class PublicRecommendation(BaseModel):
+    question_id: Optional[uuid.UUID] = Field(alias="question_id")
+    category: Optional[PublicQuestionCategory] = Field(alias="category")
+    difficulty: Optional[PublicDifficulty] = Field(alias="difficulty")
+    difficulty_estimate: Optional[float] = Field(alias="difficulty_estimate")
+    success_probability: Optional[float] = Field(alias="success_probability")
+    reason: Optional[str] = Field(alias="reason")
+
 class PublicServedQuestion(BaseModel):
     session_question_id: Optional[uuid.UUID] = Field(alias="session_question_id")
     position: Optional[int] = Field(alias="position")
@@ -1182,6 +1424,7 @@ class PublicServedQuestion(BaseModel):
     category: Optional[PublicQuestionCategory] = Field(alias="category")
     difficulty: Optional[PublicDifficulty] = Field(alias="difficulty")
     experience_level: Optional[PublicExperienceLevel] = Field(alias="experience_level")
+    reason: Optional[str] = Field(alias="reason")
 
 class PublicStartedSession(BaseModel):
     session_id: Optional[uuid.UUID] = Field(alias="session_id")
