@@ -8,6 +8,7 @@ served from the bank. The response says which questions came from the bank and w
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
@@ -28,9 +29,11 @@ from shared.ai import (
 )
 from shared.auth import AuthenticatedUser, CurrentUser, TokenVerifier
 from shared.config import load_settings
-from shared.db import Database, connect
+from shared.db import Database, DatabaseError, connect
 from shared.http import ProblemError, RequestModel, Uuid, create_app, lambda_entrypoint
 from shared.metrics import Metric, emit
+
+log = logging.getLogger("questions.api")
 
 Category = Literal["behavioral", "technical", "situational", "leadership", "problem_solving", "culture_fit"]
 Difficulty = Literal["easy", "medium", "hard"]
@@ -242,7 +245,9 @@ class QuestionEngine:
             )
         except AiBudgetExceededError:
             return report
-        except AiError:
+        except (AiError, DatabaseError) as error:
+            # The user has been served already: a failure here is logged and costs them nothing.
+            log.warning("generating ahead for %s failed: %s", bucket, error)
             return report.model_copy(update={"ai_calls": report.ai_calls + 1})
         finally:
             self.db.call("service.release_generation_lease", {"bucket_key": bucket, "holder": holder})
