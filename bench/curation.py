@@ -291,7 +291,7 @@ def main() -> None:
             load_day(conn, rng, bank, day, args.answers_per_day, None)
             rollup_s, curate_s, counts = run_steps(conn, day)
             daily.append({"day": n + 1, "rollup_seconds": round(rollup_s, 3), "curate_seconds": round(curate_s, 3),
-                          **{k: counts[k] for k in ("answers_calibrated", "questions_examined",
+                          **{k: counts[k] for k in ("answers_tallied", "questions_examined",
                                                     "questions_sent_to_review", "questions_retired")}})  # fmt: skip
             console.print(f"day {n + 1}: {daily[-1]}")
         month = quality(conn, bank)
@@ -323,7 +323,7 @@ def main() -> None:
             "copy_seconds": round(copy_seconds, 1),
             "rollup_seconds": round(rollup_s, 2),
             "curate_seconds": round(curate_s, 2),
-            "curate_answers_per_second": round(counts["answers_calibrated"] / curate_s),
+            "curate_answers_per_second": round(counts["answers_tallied"] / curate_s),
             "curation": counts,
         }
         console.print(busy)

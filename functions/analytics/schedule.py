@@ -63,6 +63,7 @@ WORK_DONE = (
     "percentiles_updated",
     "questions_sent_to_review",
     "questions_retired",
+    "answers_tallied",
     "sessions_abandoned",
     "evaluations_failed",
     "stripe_events_purged",

@@ -259,7 +259,7 @@ begin
     -- Heard: the open reports are resolved, and the answer statistics start again.
     update public.question_reports r set resolved_at = now()
     where r.question_id = new.question_id and r.resolved_at is null;
-    delete from private.question_calibration c where c.question_id = new.question_id;
+    delete from private.question_score_stats c where c.question_id = new.question_id;
   end if;
   return new;
 end
@@ -290,7 +290,7 @@ create trigger audit_direct_status_change after update of status, is_active, pro
 -- Sums over the evaluated answers of each question since its version's last approval: scores, and scores
 -- paired with the answering user's overall mean (progress_totals.average_score, their ability), for the
 -- correlation that says whether the question tells strong candidates from weak ones.
-create table private.question_calibration (
+create table private.question_score_stats (
   question_id uuid primary key references public.questions (id) on delete cascade,
   answers integer not null default 0,
   score_sum double precision not null default 0,
@@ -306,11 +306,11 @@ create table private.question_calibration (
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now()
 );
-create trigger set_updated_at before update on private.question_calibration
+create trigger set_updated_at before update on private.question_score_stats
   for each row execute function private.set_updated_at();
-alter table private.question_calibration enable row level security;
-revoke all on private.question_calibration from anon, authenticated;
-grant all on private.question_calibration to service_role;
+alter table private.question_score_stats enable row level security;
+revoke all on private.question_score_stats from anon, authenticated;
+grant all on private.question_score_stats to service_role;
 
 -- 6. Who may do what. ----------------------------------------------------------------------------------------
 
@@ -439,7 +439,7 @@ declare
   until timestamptz := as_of - interval '5 minutes';
   recent timestamptz;
   oldest timestamptz;
-  calibrated bigint;
+  tallied bigint;
   examined integer;
   moves jsonb;
 begin
@@ -483,7 +483,7 @@ begin
            g.sxy + g.paired * g.score_mean * g.ability_mean as score_ability_sum
     from grouped g
   ), saved as (
-    insert into private.question_calibration as c
+    insert into private.question_score_stats as c
       (question_id, answers, score_sum, low_scores, high_scores, paired, paired_score_sum, paired_score_squares,
        ability_sum, ability_squares, score_ability_sum)
     select * from sums
@@ -497,12 +497,12 @@ begin
         score_ability_sum = c.score_ability_sum + excluded.score_ability_sum
     returning 1
   )
-  select coalesce(sum(s.answers), 0) into calibrated from sums s;
+  select coalesce(sum(s.answers), 0) into tallied from sums s;
 
   -- 2. The questions with new evidence, and what it says.
   perform set_config('pg_trgm.similarity_threshold', '0.6', true);
   with touched as (
-    select c.question_id as id from private.question_calibration c where c.updated_at >= now()
+    select c.question_id as id from private.question_score_stats c where c.updated_at >= now()
     union select r.question_id from public.question_reports r where r.created_at >= recent
     union select r.question_id from public.question_ratings r where r.updated_at >= recent
     union select v.question_id from public.question_versions v where v.created_at >= recent
@@ -528,7 +528,7 @@ begin
              as admissible
     from touched t
     join public.questions q on q.id = t.id and q.status in ('provisional', 'active')
-    left join private.question_calibration c on c.question_id = q.id
+    left join private.question_score_stats c on c.question_id = q.id
     cross join lateral (
       select count(*)::integer as open_reports,
              (count(*) filter (where x.reason = 'offensive'))::integer as offensive_reports,
@@ -603,7 +603,7 @@ begin
 
   insert into private.rollup_watermarks (name, processed_until) values ('question_curation', until)
   on conflict (name) do update set processed_until = excluded.processed_until;
-  return moves || jsonb_build_object('answers_calibrated', calibrated, 'questions_examined', examined,
+  return moves || jsonb_build_object('answers_tallied', tallied, 'questions_examined', examined,
                                      'since', since, 'until', until);
 end
 $$;
@@ -643,7 +643,7 @@ begin
                      from (select x.reason, count(*) as n from public.question_reports x
                            where x.question_id = question_detail.question_id and x.resolved_at is null
                            group by x.reason) r),
-    'calibration', (select to_jsonb(c) - 'question_id' from private.question_calibration c
+    'score_stats', (select to_jsonb(c) - 'question_id' from private.question_score_stats c
                     where c.question_id = question_detail.question_id));
 end
 $$;

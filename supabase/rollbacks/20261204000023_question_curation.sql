@@ -175,7 +175,7 @@ create policy "questions: signed-in users read the shared bank and their provisi
   using (is_active and (provisional_for is null or provisional_for = (select auth.uid())));
 revoke select (status, version) on public.questions from authenticated;
 
-drop table private.question_calibration;
+drop table private.question_score_stats;
 drop trigger audit_direct_status_change on public.questions;
 drop function private.audit_direct_status_change();
 drop table public.question_transitions;

@@ -100,7 +100,7 @@ def test_answer_scores_send_a_question_to_review(
 
     result = curate(db)
 
-    assert result["answers_calibrated"] == len(scores)
+    assert result["answers_tallied"] == len(scores)
     assert status(db, question) == ("under_review", False)
     ((_, _, why, _, figures),) = transitions(db, question)
     assert why == reason
@@ -113,11 +113,11 @@ def test_a_question_that_discriminates_stays_and_its_answers_count_once(db: psyc
     abilities = [30.0 + i for i in range(50)]
     answerers(db, question, [a + 5 for a in abilities], abilities)
 
-    assert curate(db)["answers_calibrated"] == 50
-    assert curate(db)["answers_calibrated"] == 0  # the next run starts where this one ended
+    assert curate(db)["answers_tallied"] == 50
+    assert curate(db)["answers_tallied"] == 0  # the next run starts where this one ended
     assert status(db, question) == ("active", True)
     calibration = db.execute(
-        "select answers, paired from private.question_calibration where question_id = %s", (question,)
+        "select answers, paired from private.question_score_stats where question_id = %s", (question,)
     ).fetchone()
     assert calibration == (50, 50)
     assert transitions(db, question) == []
