@@ -36,7 +36,7 @@ class PsycopgDatabase:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
-                    self._pool = ConnectionPool(
+                    pool = ConnectionPool(
                         self._url,
                         min_size=1,
                         max_size=self._settings.db_pool_size,
@@ -49,7 +49,9 @@ class PsycopgDatabase:
                         check=ConnectionPool.check_connection,  # a thawed Lambda may hold a dead connection
                         open=False,
                     )
-                    self._pool.open(wait=False)
+                    pool.open(wait=False)
+                    # Published only once open: other threads read _pool without the lock.
+                    self._pool = pool
         return self._pool
 
     def call(self, function: str, args: Mapping[str, Any] | None = None, *, caller: Caller | None = None) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 import respx
 from fastapi.testclient import TestClient
+from psycopg_pool import ConnectionPool
 
 from shared.config import DatabaseSettings
 from shared.db import Caller, DatabaseError, connect
@@ -91,6 +93,27 @@ def test_a_database_that_is_down_is_a_fast_retryable_503() -> None:
     assert down.value.status == 503
     assert down.value.retryable
     assert time.monotonic() - started < 5
+
+
+def test_threads_that_call_at_once_on_a_cold_gateway_all_get_a_connection(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduled run's first calls come from several threads at once (functions/analytics/schedule.py): none
+    may see the pool before it is open ("the pool is not open yet")."""
+    slow_open = ConnectionPool.open
+
+    def open_slowly(pool: ConnectionPool, *args: Any, **kwargs: Any) -> None:
+        time.sleep(0.2)  # a cold start's first open, stretched so every thread arrives during it
+        slow_open(pool, *args, **kwargs)
+
+    monkeypatch.setattr(ConnectionPool, "open", open_slowly)
+    database = PsycopgDatabase(DatabaseSettings(database_url=database_url, db_pool_size=4))
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(lambda _: database.call("pg_catalog.version"), range(4)))
+    finally:
+        database.close()
+    assert [result.split()[0] for result in results] == ["PostgreSQL"] * 4
 
 
 SUPABASE = "http://supabase.test"
