@@ -96,6 +96,7 @@ class EmbeddedPostgres:
         """Every setting the server is started with (passed as -c options): listening, preloaded libraries, WAL
         archiving."""
         archived = shlex.quote(str(self.wal_archive)) + "/%f"
+        base_backups = shlex.quote(str(self.base_backups))
         settings = {
             "port": str(self.port),
             "listen_addresses": "127.0.0.1",
@@ -103,8 +104,12 @@ class EmbeddedPostgres:
             "shared_preload_libraries": PRELOADED_LIBRARIES,
             # Point-in-time restore (prep/pitr.py): every WAL segment is copied to the archive; a copy that already
             # exists is refused (it would be another server's), and a half-written copy never has the final name.
+            # Until the first base backup nothing is kept: a restore starts from one, so WAL written before it could
+            # never be replayed, and a server only ever used by `make test` and benchmarks (which never take one)
+            # would otherwise archive gigabytes a run that nothing prunes.
             "archive_mode": "on",
-            "archive_command": f"test ! -f {archived} && cp %p {archived}.part && mv {archived}.part {archived}",
+            "archive_command": f"test ! -d {base_backups} || "
+            f"{{ test ! -f {archived} && cp %p {archived}.part && mv {archived}.part {archived}; }}",
             # A quiet server still archives its last writes within this many seconds: the local RPO.
             "archive_timeout": "60",
         }

@@ -49,6 +49,16 @@ def write(url: str, first: int, last: int) -> datetime:
         return conn.execute("select clock_timestamp()").fetchone()[0]  # type: ignore[index]
 
 
+def test_a_server_without_a_base_backup_keeps_no_wal(server: EmbeddedPostgres) -> None:
+    """Before the first base backup nothing could replay an archived segment: none is kept (the first test of the
+    module, on a fresh cluster)."""
+    assert pitr.base_backups(server) == []
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute("create table before_any_backup as select generate_series(1, 10000) as n")
+    pitr.archive_current_wal(server)  # returns once the archiver has taken the segment
+    assert [p.name for p in server.wal_archive.iterdir() if len(p.name) == 24] == []
+
+
 def test_restore_to_a_time_brings_back_exactly_the_rows_written_until_then(server: EmbeddedPostgres) -> None:
     url = server.url()
     with psycopg.connect(url, autocommit=True) as conn:
