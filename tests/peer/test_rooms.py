@@ -163,6 +163,21 @@ def test_only_participants_join_the_rooms_private_channel(
     assert channel_access(db, room.first, f"peer-room:{uuid.uuid4()}") == (0, False)
 
 
+def test_a_topic_shaped_otherwise_than_a_room_id_is_no_room_and_no_error(db: psycopg.Connection, room: Room) -> None:
+    for topic in (f"peer-room:{'-' * 36}", f"peer-room:{str(room.id).upper()}", f"peer-room:{room.id}x", "x" * 10_000):
+        assert channel_access(db, room.first, topic) == (0, False)
+
+
+def test_a_channel_join_finds_its_room_by_primary_key(db: psycopg.Connection, room: Room) -> None:
+    """Not a scan of every room ever held: the topic is read as the room's id."""
+    with db.transaction(force_rollback=True), acting_as(db, user_claims(room.first)):
+        db.execute("select set_config('realtime.topic', %s, true)", (f"peer-room:{room.id}",))
+        db.execute("set local enable_seqscan = off")  # a plan that can avoid the scan does
+        plan = "\n".join(row[0] for row in db.execute("explain select count(*) from realtime.messages"))
+    assert "peer_rooms_pkey" in plan
+    assert "Seq Scan on peer_rooms" not in plan
+
+
 def test_the_channel_closes_after_the_room(db: psycopg.Connection, room: Room) -> None:
     db.execute(
         "update public.peer_rooms set starts_at = now() - interval '3 hours', ends_at = now() - interval '2 hours'"
