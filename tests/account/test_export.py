@@ -3,6 +3,11 @@ a foreign key to the users) appears in service.export_account, or is excluded he
 
 from __future__ import annotations
 
+import re
+
+import pytest
+
+from shared.db import DatabaseError
 from tests.account.conftest import Accounts
 
 # table -> the export section holding its rows
@@ -80,3 +85,47 @@ def test_the_export_holds_a_row_of_every_exported_table(accounts: Accounts) -> N
     assert {answer["archived"] for answer in export["answers"]} == {False, True}
     assert export["account"]["email"] == accounts.email(data.user_id)
     assert "encrypted_password" not in export["account"]
+
+
+def test_every_part_of_the_export_is_registered_and_each_section_comes_from_one_part(accounts: Accounts) -> None:
+    parts = dict(accounts.conn.execute("select part, builder::text from private.account_export_parts").fetchall())
+    assert parts == {
+        "account": "private.export_part_account(uuid)",
+        "adaptive_practice": "private.export_part_adaptive_practice(uuid)",
+        "question_curation": "private.export_part_question_curation(uuid)",
+        "peer_interviews": "private.export_part_peer_interviews(uuid)",
+    }
+    data, _, _ = accounts.full_user()
+    sections = [
+        key
+        for builder in parts.values()
+        for key in accounts.conn.execute(
+            f"select jsonb_object_keys({builder.removesuffix('(uuid)')}(%s))", (data.user_id,)
+        ).fetchall()
+    ]
+    assert len(sections) == len(set(sections))
+    assert set(EXPORTED.values()) - {"answers"} <= set(k for (k,) in sections)
+
+
+@pytest.mark.parametrize(
+    ("body", "refusal"),
+    [
+        ("select jsonb_build_object('profile', 'another part''s section')", "repeats sections {profile}"),
+        ("select '[]'::jsonb", "returned array, not an object of sections"),
+        ("select null::jsonb", "returned null, not an object of sections"),
+    ],
+)
+def test_a_part_that_would_overwrite_or_garble_the_export_is_refused(
+    accounts: Accounts, body: str, refusal: str
+) -> None:
+    data, _, _ = accounts.full_user()
+    conn = accounts.conn
+    conn.execute(f"create function private.export_part_broken(uid uuid) returns jsonb language sql as $$ {body} $$")
+    conn.execute("grant execute on function private.export_part_broken(uuid) to service_role")
+    try:
+        conn.execute("insert into private.account_export_parts values ('broken', 'private.export_part_broken(uuid)')")
+        with pytest.raises(DatabaseError, match=re.escape(refusal)):
+            accounts.database.call("service.export_account", {"user_id": str(data.user_id)})
+    finally:
+        conn.execute("delete from private.account_export_parts where part = 'broken'")
+        conn.execute("drop function private.export_part_broken(uuid)")
