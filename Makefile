@@ -47,7 +47,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.analytics_day
 	$(BIN)/python -m bench.abuse
 	$(BIN)/python -m bench.account_deletion
+	$(BIN)/python -m bench.account_deletion --pin-cores
 	$(BIN)/python -m bench.replica
+	$(BIN)/python -m bench.replica --pin-cores
 	$(BIN)/python -m bench.backup
 	$(BIN)/python -m bench.partitioning
 	$(BIN)/python -m bench.adaptive

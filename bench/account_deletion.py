@@ -19,8 +19,13 @@ Measured, ROUNDS times:
    keeps one CPU busy for as long as the median deletion took. The share of the ratio that any query of that
    length causes on this machine, with no lock and no write.
 
+With --pin-cores (the embedded or another local server), the same rounds with the other users (their threads and
+their backends) on CPU 0 and the deletion (its thread and its backends) on CPU 1: a server with a core to spare, as
+any production database has, where what is left of the ratio is what the deletion itself makes others wait for
+(locks, I/O, WAL), not the CPU share any query takes on a two-core machine. Writes account_deletion_pinned.json.
+
 Run: .venv/bin/python -m bench.account_deletion [--sessions 1000] [--archived 2000] [--writers 3] [--interval-ms 20]
-     [--rounds 3]
+     [--rounds 3] [--pin-cores]
 """
 
 from __future__ import annotations
@@ -215,6 +220,12 @@ class TimedDatabase(PsycopgDatabase):
         super().__init__(settings)
         self.seconds: dict[str, float] = {}
 
+    def pin(self, cpu: int) -> None:
+        """This thread and every connection the pool holds (all opened now) on one CPU."""
+        with self.connection() as first, self.connection() as second:
+            for conn in (first, second):
+                pin_session(conn, cpu)
+
     def call(self, function: str, args: Mapping[str, Any] | None = None, *, caller: Caller | None = None) -> Any:
         started = time.perf_counter()
         try:
@@ -223,11 +234,20 @@ class TimedDatabase(PsycopgDatabase):
             self.seconds[function] = time.perf_counter() - started
 
 
+def pin_session(conn: psycopg.Connection, cpu: int | None) -> None:
+    """Keep this thread and the backend serving `conn` on one CPU (nothing when `cpu` is None)."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+        os.sched_setaffinity(conn.info.backend_pid, {cpu})
+
+
 class Writers:
     """WRITERS threads, one user each, writing an answer and a rating per transaction as that user (RLS)."""
 
-    def __init__(self, url: str, writers: list[tuple[str, str, list[str], list[str]]], interval: float) -> None:
-        self.url, self.writers, self.interval = url, writers, interval
+    def __init__(
+        self, url: str, writers: list[tuple[str, str, list[str], list[str]]], interval: float, cpu: int | None
+    ) -> None:
+        self.url, self.writers, self.interval, self.cpu = url, writers, interval, cpu
         self.samples: list[tuple[float, float]] = []  # (finished at, seconds)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -249,6 +269,7 @@ class Writers:
         user, session, served, questions = writer
         claims = json.dumps({"sub": user, "role": "authenticated", "aud": "authenticated"})
         with psycopg.connect(self.url, autocommit=True) as conn:
+            pin_session(conn, self.cpu)
             due = time.perf_counter()
             while not self._stop.is_set() and served:
                 # Writes start on a fixed schedule (a late one starts at once), not as soon as the last finished.
@@ -273,9 +294,10 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[18] if len(values) >= 20 else max(values)
 
 
-def measure_control(url: str, writers: Writers, seconds: float, rounds: int) -> dict[str, Any]:
+def measure_control(url: str, writers: Writers, seconds: float, rounds: int, cpu: int | None) -> dict[str, Any]:
     """Writers' p95 while one CPU-bound query that touches no table runs for `seconds`, against just before it."""
     with psycopg.connect(url, autocommit=True) as conn:
+        pin_session(conn, cpu)
         started = time.perf_counter()
         conn.execute("select count(*) from generate_series(1, 1000000)")
         per_million = time.perf_counter() - started
@@ -306,7 +328,14 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=3)
     parser.add_argument("--interval-ms", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--pin-cores",
+        action="store_true",
+        help="other users on CPU 0, the deletion on CPU 1 (writes account_deletion_pinned.json)",
+    )
     args = parser.parse_args()
+    out = OUT.with_name("account_deletion_pinned.json") if args.pin_cores else OUT
+    others_cpu, deletion_cpu = (0, 1) if args.pin_cores else (None, None)
     os.environ["LOG_LEVEL"] = "WARNING"
 
     url = fresh_scratch_database(DATABASE, "account_deletion")
@@ -320,6 +349,9 @@ def main() -> None:
             recordings = Path(recordings_dir)
             client = stripe_client(StripeSettings(stripe_secret_key="sk_test_bench", stripe_api_base=stand_in.base_url))
             database = TimedDatabase(DatabaseSettings(database_url=url, db_pool_size=2))
+            if args.pin_cores:
+                # The deletion runs on this thread through the gateway's pool: both of its connections, opened now.
+                database.pin(deletion_cpu)
             deleter = Deleter(database, client, LocalRecordings(recordings))
             add_questions(conn, args.sessions * PER_SESSION)
             victims = [make_victim(conn, client, stand_in, recordings, args) for _ in range(args.rounds)]
@@ -327,6 +359,7 @@ def main() -> None:
                 url,
                 [make_writer(conn, args.sessions * PER_SESSION) for _ in range(args.writers)],
                 args.interval_ms / 1000,
+                others_cpu,
             )
             conn.execute("vacuum analyze")
             for victim in victims:
@@ -372,7 +405,9 @@ def main() -> None:
                         "lock_samples": sum(1 for at, _ in locks.samples if started <= at <= ended),
                     }
                 )
-            control = measure_control(url, writers, statistics.median(r["seconds"] for r in rounds), args.rounds)
+            control = measure_control(
+                url, writers, statistics.median(r["seconds"] for r in rounds), args.rounds, deletion_cpu
+            )
             database.close()
             writer_errors = sorted(set(writers.errors))
     finally:
@@ -393,11 +428,13 @@ def main() -> None:
         "writer_errors": writer_errors,
         "target_seconds": TARGET_SECONDS,
         "target_ratio": TARGET_RATIO,
+        "pinned_cores": args.pin_cores,
     }
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
-    table = Table(title="Deleting an account (median of rounds)")
+    pinned = ", other users on CPU 0 and the deletion on CPU 1" if args.pin_cores else ""
+    table = Table(title=f"Deleting an account (median of rounds{pinned})")
     for column in ("figure", "value", "target"):
         table.add_column(column)
     first = rounds[0]
@@ -427,7 +464,7 @@ def main() -> None:
     console.print(table)
     if writer_errors:
         console.print(f"[red]writes refused:[/red] {writer_errors}")
-    console.print(f"wrote {OUT}")
+    console.print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -207,6 +207,7 @@ def abuse(data: dict[str, Any]) -> list[Figure]:
 
 def account_deletion(data: dict[str, Any]) -> list[Figure]:
     first = data["rounds"][0]
+    cores = "other users on CPU 0, the deletion on CPU 1" if data.get("pinned_cores") else "sharing the CPUs"
     return [
         Figure(
             f"deleting an account of {first['sessions']:,} sessions, {first['answers']:,} answers, "
@@ -216,7 +217,7 @@ def account_deletion(data: dict[str, Any]) -> list[Figure]:
             data["median_seconds"] <= data["target_seconds"],
         ),
         Figure(
-            f"other users' write p95 during / before the deletion ({data['writers']} writers)",
+            f"other users' write p95 during / before the deletion ({data['writers']} writers, {cores})",
             f"{data['median_p95_ratio']:.2f} "
             f"({data['median_p95_during_ms']:.1f} / {data['median_p95_before_ms']:.1f} ms)",
             f"<= {data['target_ratio']}",
@@ -227,6 +228,12 @@ def account_deletion(data: dict[str, Any]) -> list[Figure]:
             f"{data['control']['median_p95_ratio']:.2f}",
             "(reference)",
             None,
+        ),
+        Figure(
+            "  other users' backends waiting on a lock during the deletion (most, sampled every 5 ms)",
+            str(data["most_backends_waiting_on_a_lock"]),
+            "0",
+            data["most_backends_waiting_on_a_lock"] == 0,
         ),
     ]
 
@@ -419,6 +426,7 @@ BENCHMARKS: dict[str, Extract] = {
     "analytics_day": analytics_day,
     "abuse": abuse,
     "account_deletion": account_deletion,
+    "account_deletion_pinned": account_deletion,
     "replica": replica,
     "replica_pinned": replica,
     "backup": backup,
