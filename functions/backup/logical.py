@@ -24,15 +24,17 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from psycopg import sql
@@ -326,6 +328,7 @@ def restore_backup(path: Path, url: str, *, prepare: Any = None) -> RestoreRepor
                 raise BackupError(f"{describe(url)} is not empty ({', '.join(found)}); nothing was restored")
             if prepare is not None:
                 prepare(conn)
+            server_version = conn.info.server_version
             entries = _data_entries(root / "data.dump", env)
             listing, truncated = [], []
             for line, kind, schema, name in entries:
@@ -347,34 +350,43 @@ def restore_backup(path: Path, url: str, *, prepare: Any = None) -> RestoreRepor
             stdout=subprocess.PIPE,
             stderr=restore_errors,
         )
+        psql = subprocess.Popen(
+            [
+                tool("psql"),
+                f"--dbname={conninfo}",
+                "--no-psqlrc",
+                "--quiet",
+                "--single-transaction",
+                "--set=ON_ERROR_STOP=1",
+                f"--file={root / 'prologue.sql'}",
+                "--file=-",
+                f"--file={root / 'epilogue.sql'}",
+            ],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert data_sql.stdout is not None
+        assert psql.stdin is not None
+        copier = threading.Thread(
+            target=_copy_for_server, args=(data_sql.stdout, psql.stdin, server_version), daemon=True
+        )
+        copier.start()
         try:
-            loaded = subprocess.run(
-                [
-                    tool("psql"),
-                    f"--dbname={conninfo}",
-                    "--no-psqlrc",
-                    "--quiet",
-                    "--single-transaction",
-                    "--set=ON_ERROR_STOP=1",
-                    f"--file={root / 'prologue.sql'}",
-                    "--file=-",
-                    f"--file={root / 'epilogue.sql'}",
-                ],
-                env=env,
-                stdin=data_sql.stdout,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                check=False,
-            )
+            # Not communicate(): it would close psql's input, which is the copier's to close.
+            assert psql.stderr is not None
+            psql_errors = psql.stderr.read()
+            psql.wait()
         finally:
-            assert data_sql.stdout is not None
+            copier.join()
             data_sql.stdout.close()
             data_sql.wait()
             restore_errors.seek(0)
             restore_detail = restore_errors.read()
             restore_errors.close()
-        if data_sql.returncode != 0 or loaded.returncode != 0:
-            messages = (loaded.stderr or restore_detail).decode(errors="replace").strip().splitlines()
+        if data_sql.returncode != 0 or psql.returncode != 0:
+            messages = (psql_errors or restore_detail).decode(errors="replace").strip().splitlines()
             detail = "\n".join(line for line in messages if "ERROR:" in line or "FATAL:" in line) or "\n".join(messages)
             if "does not exist" in detail:
                 detail += (
@@ -386,6 +398,24 @@ def restore_backup(path: Path, url: str, *, prepare: Any = None) -> RestoreRepor
             conn.execute("analyze")  # a restored database has no planner statistics until it is analysed
         report.schema_differences = _schema_differences((root / "schema.sql").read_text(encoding="utf-8"), url)
     return report
+
+
+# Session settings pg_dump 17 writes at the top of its SQL that an older server does not know (Supabase runs 15
+# and 17): the Supabase CLI drops the same line from its dumps (supabase/cli#3816).
+_SETTINGS_SINCE = {b"SET transaction_timeout = ": 170000}
+_HEADER_LINES = 64  # the settings are in the first lines pg_restore prints; the rest is copied as it comes
+
+
+def _copy_for_server(source: IO[bytes], sink: IO[bytes], server_version: int) -> None:
+    """pg_restore's SQL into psql, without the header settings `server_version` does not know."""
+    unknown = tuple(setting for setting, since in _SETTINGS_SINCE.items() if server_version < since)
+    # A broken pipe is psql stopping at an error: its message is the one reported.
+    with suppress(BrokenPipeError), sink:
+        for _ in range(_HEADER_LINES):
+            line = source.readline()
+            if not (unknown and line.startswith(unknown)):
+                sink.write(line)
+        shutil.copyfileobj(source, sink, 1 << 20)
 
 
 _LIST_ENTRY = re.compile(r"^\d+; \d+ \d+ (TABLE DATA|SEQUENCE SET) (\S+) (\S+) ")

@@ -90,3 +90,14 @@ def test_a_failing_restore_leaves_the_target_as_it_was(backup_file: Path, tmp_pa
     with psycopg.connect(empty_url) as conn:
         assert logical.app_objects(conn) == []
         assert conn.execute("select to_regclass('supabase_migrations.schema_migrations')").fetchone() == (None,)
+
+
+@pytest.mark.parametrize(("server_version", "kept"), [(150018, False), (170006, True)])
+def test_a_setting_pg_dump_17_writes_is_left_out_for_an_older_server(server_version: int, kept: bool) -> None:
+    header = b"SET statement_timeout = 0;\nSET transaction_timeout = 0;\nSET lock_timeout = 0;\n"
+    data = b"".join(b"COPY public.t (n) FROM stdin;\n%d\n\\.\n" % n for n in range(100))
+    sink = io.BytesIO()
+    sink.close = lambda: None  # keep what was written readable after the copy closes it
+    logical._copy_for_server(io.BytesIO(header + data), sink, server_version)
+    expected = header if kept else header.replace(b"SET transaction_timeout = 0;\n", b"")
+    assert sink.getvalue() == expected + data
