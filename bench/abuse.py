@@ -663,7 +663,7 @@ def spend_attack(
     user = sign_up(conn)
     if plan != "free":
         give_paid_plan(conn, user, plan)
-    voice = as_user(conn, user, "select (features ->> 'voice_answers')::boolean from public.entitlements()")
+    voice = as_user(conn, user, "select (features).voice_answers from public.entitlements()")
 
     sessions, session_refusal = [], None
     while len(sessions) < 100:
@@ -768,9 +768,8 @@ def spend_attack(
                count(*) filter (where u.cost_usd > 0 and u.purpose = 'transcription'), count(*),
                (select coalesce(sum(c.used), 0) from public.usage_counters c where c.user_id = %(u)s
                 and c.metric = 'evaluations' and c.period_start = (now() at time zone 'utc')::date),
-               (select (p.usage_limits ->> 'ai_spend_cents')::numeric / 100 from public.plans p
-                where p.code = %(plan)s),
-               (select (p.usage_limits ->> 'evaluations')::integer from public.plans p where p.code = %(plan)s)
+               (select (p.usage_limits).ai_spend_cents::numeric / 100 from public.plans p where p.code = %(plan)s),
+               (select (p.usage_limits).evaluations from public.plans p where p.code = %(plan)s)
         from public.ai_usage u
         where u.user_id = %(u)s and u.created_at >= date_trunc('day', now() at time zone 'utc') at time zone 'utc'
         """,

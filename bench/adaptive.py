@@ -128,7 +128,7 @@ LOAD_SQL = [
         join bench.sessions s on s.user_id = p.user_id and s.number = (p.k - 1) / 5
         join bench.true_difficulty d on d.question_id = p.question_id
         join bench.true_ability a on a.user_id = p.user_id and a.category = p.category""",
-    "update public.plans set usage_limits = usage_limits || '{\"practice_sessions\": 1000000}'",
+    "update public.plans set usage_limits.practice_sessions = 1000000",
     "reset session_replication_role",
 ]
 

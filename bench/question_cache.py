@@ -437,9 +437,8 @@ def create_users(conn: psycopg.Connection, count: int) -> list[uuid.UUID]:
             (ids,),
         )
         conn.execute(
-            "update public.plans set usage_limits = usage_limits"
-            " || jsonb_build_object('question_requests', %(limit)s::int, 'practice_sessions', %(limit)s::int)"
-            " where code = 'monthly'",
+            "update public.plans set usage_limits.question_requests = %(limit)s,"
+            " usage_limits.practice_sessions = %(limit)s where code = 'monthly'",
             {"limit": DAY_LIMIT},
         )
     conn.execute("vacuum analyze")

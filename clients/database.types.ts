@@ -755,7 +755,7 @@ export type Database = {
           created_at: string
           currency: string
           description: string
-          features: NonNullable<Json>
+          features: Database["public"]["CompositeTypes"]["plan_features"]
           id: string
           is_active: boolean
           name: string
@@ -765,7 +765,7 @@ export type Database = {
           stripe_price_id: string | null
           trial_days: number
           updated_at: string
-          usage_limits: NonNullable<Json>
+          usage_limits: Database["public"]["CompositeTypes"]["plan_usage_limits"]
         }
         Insert: {
           billing_interval?:
@@ -775,7 +775,7 @@ export type Database = {
           created_at?: string
           currency?: string
           description?: string
-          features?: NonNullable<Json>
+          features: Database["public"]["CompositeTypes"]["plan_features"]
           id?: string
           is_active?: boolean
           name: string
@@ -785,7 +785,7 @@ export type Database = {
           stripe_price_id?: string | null
           trial_days?: number
           updated_at?: string
-          usage_limits?: NonNullable<Json>
+          usage_limits: Database["public"]["CompositeTypes"]["plan_usage_limits"]
         }
         Update: {
           billing_interval?:
@@ -795,7 +795,7 @@ export type Database = {
           created_at?: string
           currency?: string
           description?: string
-          features?: NonNullable<Json>
+          features?: Database["public"]["CompositeTypes"]["plan_features"]
           id?: string
           is_active?: boolean
           name?: string
@@ -805,7 +805,7 @@ export type Database = {
           stripe_price_id?: string | null
           trial_days?: number
           updated_at?: string
-          usage_limits?: NonNullable<Json>
+          usage_limits?: Database["public"]["CompositeTypes"]["plan_usage_limits"]
         }
         Relationships: []
       }
@@ -2031,8 +2031,10 @@ export type Database = {
           | Database["public"]["Enums"]["subscription_status"]
           | null
         is_paid: boolean | null
-        features: Json | null
-        usage_limits: Json | null
+        features: Database["public"]["CompositeTypes"]["plan_features"] | null
+        usage_limits:
+          | Database["public"]["CompositeTypes"]["plan_usage_limits"]
+          | null
         current_period_end: string | null
       }
       plan_features: {

@@ -557,7 +557,7 @@ class PublicPlans(BaseModel):
     created_at: datetime.datetime = Field(alias="created_at")
     currency: str = Field(alias="currency")
     description: str = Field(alias="description")
-    features: JsonValue = Field(alias="features")
+    features: PublicPlanFeatures = Field(alias="features")
     id: uuid.UUID = Field(alias="id")
     is_active: bool = Field(alias="is_active")
     name: str = Field(alias="name")
@@ -567,7 +567,7 @@ class PublicPlans(BaseModel):
     stripe_price_id: Optional[str] = Field(alias="stripe_price_id")
     trial_days: int = Field(alias="trial_days")
     updated_at: datetime.datetime = Field(alias="updated_at")
-    usage_limits: JsonValue = Field(alias="usage_limits")
+    usage_limits: PublicPlanUsageLimits = Field(alias="usage_limits")
 
 class PublicPlansInsert(TypedDict):
     billing_interval: NotRequired[Annotated[Optional[PublicBillingInterval], Field(alias="billing_interval")]]
@@ -575,7 +575,7 @@ class PublicPlansInsert(TypedDict):
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     currency: NotRequired[Annotated[str, Field(alias="currency")]]
     description: NotRequired[Annotated[str, Field(alias="description")]]
-    features: NotRequired[Annotated[JsonValue, Field(alias="features")]]
+    features: Annotated[PublicPlanFeatures, Field(alias="features")]
     id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
     is_active: NotRequired[Annotated[bool, Field(alias="is_active")]]
     name: Annotated[str, Field(alias="name")]
@@ -585,7 +585,7 @@ class PublicPlansInsert(TypedDict):
     stripe_price_id: NotRequired[Annotated[Optional[str], Field(alias="stripe_price_id")]]
     trial_days: NotRequired[Annotated[int, Field(alias="trial_days")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
-    usage_limits: NotRequired[Annotated[JsonValue, Field(alias="usage_limits")]]
+    usage_limits: Annotated[PublicPlanUsageLimits, Field(alias="usage_limits")]
 
 class PublicPlansUpdate(TypedDict):
     billing_interval: NotRequired[Annotated[Optional[PublicBillingInterval], Field(alias="billing_interval")]]
@@ -593,7 +593,7 @@ class PublicPlansUpdate(TypedDict):
     created_at: NotRequired[Annotated[datetime.datetime, Field(alias="created_at")]]
     currency: NotRequired[Annotated[str, Field(alias="currency")]]
     description: NotRequired[Annotated[str, Field(alias="description")]]
-    features: NotRequired[Annotated[JsonValue, Field(alias="features")]]
+    features: NotRequired[Annotated[PublicPlanFeatures, Field(alias="features")]]
     id: NotRequired[Annotated[uuid.UUID, Field(alias="id")]]
     is_active: NotRequired[Annotated[bool, Field(alias="is_active")]]
     name: NotRequired[Annotated[str, Field(alias="name")]]
@@ -603,7 +603,7 @@ class PublicPlansUpdate(TypedDict):
     stripe_price_id: NotRequired[Annotated[Optional[str], Field(alias="stripe_price_id")]]
     trial_days: NotRequired[Annotated[int, Field(alias="trial_days")]]
     updated_at: NotRequired[Annotated[datetime.datetime, Field(alias="updated_at")]]
-    usage_limits: NotRequired[Annotated[JsonValue, Field(alias="usage_limits")]]
+    usage_limits: NotRequired[Annotated[PublicPlanUsageLimits, Field(alias="usage_limits")]]
 
 class PublicPracticeSessions(BaseModel):
     config: JsonValue = Field(alias="config")
@@ -1391,8 +1391,8 @@ class PublicEntitlement(BaseModel):
     plan_name: Optional[str] = Field(alias="plan_name")
     subscription_status: Optional[PublicSubscriptionStatus] = Field(alias="subscription_status")
     is_paid: Optional[bool] = Field(alias="is_paid")
-    features: Optional[JsonValue] = Field(alias="features")
-    usage_limits: Optional[JsonValue] = Field(alias="usage_limits")
+    features: Optional[PublicPlanFeatures] = Field(alias="features")
+    usage_limits: Optional[PublicPlanUsageLimits] = Field(alias="usage_limits")
     current_period_end: Optional[datetime.datetime] = Field(alias="current_period_end")
 
 class PublicPlanFeatures(BaseModel):

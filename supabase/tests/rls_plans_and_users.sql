@@ -9,8 +9,9 @@ values
    'alice@example.test', '{"provider": "email", "providers": ["email"]}', '{}', now(), now()),
   ('00000000-0000-0000-0000-000000000000', 'b0000000-0000-4000-8000-00000000000b', 'authenticated', 'authenticated',
    'bob@example.test', '{"provider": "email", "providers": ["email"]}', '{}', now(), now());
-insert into public.plans (code, name, price_cents, billing_interval, is_active)
-values ('pgtap_retired', 'Retired (pgTAP)', 4900, 'month', false);
+insert into public.plans (code, name, price_cents, billing_interval, is_active, features, usage_limits)
+select 'pgtap_retired', 'Retired (pgTAP)', 4900, 'month', false, features, usage_limits
+from public.plans where code = 'monthly';
 insert into public.subscriptions (user_id, plan_id, status, stripe_customer_id, stripe_subscription_id)
 select 'b0000000-0000-4000-8000-00000000000b', id, 'active', 'cus_pgtap_bob', 'sub_pgtap_bob'
 from public.plans where code = 'pgtap_retired';

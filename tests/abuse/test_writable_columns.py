@@ -1,7 +1,7 @@
 """What a signed-in user may write: their own columns only, their own time zone, and only what their plan has.
 
 Timestamps and counters are the server's (column grants); ratings are of questions served to the user; every
-plan feature is checked where it is used, and FEATURE_REFUSALS proves it for each key of `plans.features`.
+plan feature is checked where it is used, and FEATURE_REFUSALS proves it for each flag of `public.plan_features`.
 """
 
 from __future__ import annotations
@@ -229,11 +229,18 @@ def test_a_free_user_starting_a_mock_interview_is_refused(db: psycopg.Connection
 
 
 def test_every_plan_feature_is_refused_to_a_user_without_it(db: psycopg.Connection) -> None:
-    features = {row[0] for row in db.execute("select distinct jsonb_object_keys(features) from public.plans")}
+    # Every attribute of the features' type, whether or not a plan grants it yet.
+    features = {
+        row[0]
+        for row in db.execute(
+            "select attname from pg_attribute"
+            " where attrelid = 'public.plan_features'::regclass and attnum > 0 and not attisdropped"
+        )
+    }
     untested = features - FEATURE_REFUSALS.keys()
     assert not untested, f"plan features with no refusal test in FEATURE_REFUSALS: {sorted(untested)}"
     for feature, attempt in FEATURE_REFUSALS.items():
         user = sign_up(db)  # a fresh free user per feature: one attempt's quota use cannot refuse the next
-        granted = db.execute("select features from public.entitlements(%s)", (user,)).fetchone()[0]
-        assert granted.get(feature) is not True, f"the free plan grants {feature}"
+        granted = db.execute("select to_jsonb(e.features) from public.entitlements(%s) e", (user,)).fetchone()[0]
+        assert granted[feature] is False, f"the free plan grants {feature}"
         attempt(db, user)

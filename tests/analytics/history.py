@@ -21,7 +21,7 @@ def practitioner(conn: psycopg.Connection, timezone: str = "UTC") -> uuid.UUID:
     user = sign_up(conn)
     give_paid_plan(conn, user)
     conn.execute("insert into public.user_profiles (user_id, timezone) values (%s, %s)", (user, timezone))
-    conn.execute("update public.plans set usage_limits = usage_limits || '{\"practice_sessions\": 10000}'")
+    conn.execute("update public.plans set usage_limits.practice_sessions = 10000")
     return user
 
 

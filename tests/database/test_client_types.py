@@ -6,6 +6,8 @@
 - The TypeScript compiles under `tsc --strict`, together with every ```ts example of docs/client.md written
   against supabase-js; a wrong field or a missing null check in client code is a compile error.
 - The Python models parse what the RPCs return to a user.
+- A plan's features and usage limits are typed (no `Json`), reach clients as the JSON objects they were, and
+  a plan with an undecided flag or an unset or negative limit is refused.
 
 The generator, tsc and supabase-js are npm devDependencies (package.json; `npm ci` when missing, as the Supabase
 CLI tests do); without node the tests are skipped.
@@ -25,6 +27,7 @@ from types import ModuleType
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from prep import clienttypes, localdb
@@ -129,11 +132,39 @@ def test_client_code_that_misreads_an_rpc_does_not_compile(generator: None) -> N
         "if (started) { const questions: number = started.question_count }\n"
         'const { data: plan } = await supabase.rpc("entitlements")\n'
         "if (plan) { const ends: string = plan.current_period_end }\n"
+        # A typed field, not Json: a wrong property or type is named (Json would say neither).
+        "if (plan?.usage_limits) { const sessions: string = plan.usage_limits.practice_sessions }\n"
+        'const { data: plans } = await supabase.from("plans").select("code, features")\n'
+        "if (plans) { const teleport = plans[0].features.teleportation }\n"
     )
     result = tsc(wrong)
     assert result.returncode != 0
     assert "Property 'question_count' does not exist" in result.stdout
     assert "Type 'string | null' is not assignable to type 'string'" in result.stdout
+    assert "Type 'number | null' is not assignable to type 'string'" in result.stdout
+    assert "Property 'teleportation' does not exist" in result.stdout
+
+
+def kit_block(kit: str, opening: str) -> str:
+    """The block of the generated TypeScript that starts with `opening` (a line ending in `{`) to its `}`."""
+    lines = kit.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == opening)
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    end = next(i for i in range(start + 1, len(lines)) if lines[i] == " " * indent + "}")
+    return "\n".join(lines[start : end + 1])
+
+
+def test_plan_features_and_limits_are_typed_in_the_kit() -> None:
+    kit = clienttypes.OUTPUTS[0].path.read_text()
+    plans, entitlement = kit_block(kit, "plans: {"), kit_block(kit, "entitlement: {")
+    for block in (plans, entitlement):
+        assert "Json" not in block, block
+    # Row, Insert (no default: a new plan states them) and Update of the table, and the RPC's row.
+    assert plans.count('features: Database["public"]["CompositeTypes"]["plan_features"]\n') == 2
+    assert plans.count('features?: Database["public"]["CompositeTypes"]["plan_features"]\n') == 1
+    assert plans.count('usage_limits: Database["public"]["CompositeTypes"]["plan_usage_limits"]\n') == 2
+    assert 'features: Database["public"]["CompositeTypes"]["plan_features"] | null' in entitlement
+    assert re.search(r'usage_limits:\s+\| Database\["public"\]\["CompositeTypes"\]\["plan_usage_limits"\]', entitlement)
 
 
 def test_the_documented_python_calls_parse() -> None:
@@ -168,10 +199,13 @@ def test_the_python_models_parse_what_the_rpcs_return(db: psycopg.Connection) ->
 
     free_plan = models.PublicEntitlement.model_validate(as_user(db, free, "select to_jsonb(public.entitlements())"))
     assert (free_plan.plan_code, free_plan.subscription_status, free_plan.current_period_end) == ("free", None, None)
-    assert models.PublicPlanFeatures.model_validate(free_plan.features).voice_answers is False
+    assert free_plan.features.voice_answers is False
     paid_plan = models.PublicEntitlement.model_validate(as_user(db, paid, "select to_jsonb(public.entitlements())"))
     assert (paid_plan.plan_code, paid_plan.subscription_status) == ("monthly", "active")
-    assert models.PublicPlanUsageLimits.model_validate(paid_plan.usage_limits).practice_sessions == 20
+    assert paid_plan.usage_limits.practice_sessions == 20
+    rows = as_user(db, free, "select json_agg(p) from public.plans p")
+    plans = [models.PublicPlans.model_validate(row) for row in rows]  # type: ignore[attr-defined]
+    assert {p.code: p.features.mock_interviews for p in plans} == {"free": False, "weekly": True, "monthly": True}
 
     started = models.PublicStartedSession.model_validate(
         as_user(db, paid, "select to_jsonb(public.start_session('quick', %s))", Jsonb({"count": 2}))
@@ -187,27 +221,73 @@ def test_the_python_models_parse_what_the_rpcs_return(db: psycopg.Connection) ->
     assert (ended.id, ended.status, ended.question_count) == (started.session_id, "abandoned", 2)
 
 
+FREE_FEATURES = dict.fromkeys(("voice_answers", "mock_interviews", "ai_generated_questions", "peer_sessions"), False)
+PAID_FEATURES = dict.fromkeys(FREE_FEATURES, True)
+FREE_LIMITS = {"practice_sessions": 2, "question_requests": 5, "evaluations": 5, "ai_spend_cents": 5,
+               "evaluations_per_answer": 3}  # fmt: skip
+PAID_LIMITS = {"practice_sessions": 20, "question_requests": 100, "evaluations": 100, "ai_spend_cents": 100,
+               "evaluations_per_answer": 3}  # fmt: skip
+
+
+def test_plans_reach_clients_as_the_json_objects_they_were(db: psycopg.Connection) -> None:
+    """PostgREST sends a composite column as an object with a key per attribute: the jsonb's keys and values."""
+    rows = as_user(db, sign_up(db), "select json_agg(t) from (select code, features, usage_limits from public.plans) t")
+    assert {row["code"]: (row["features"], row["usage_limits"]) for row in rows} == {  # type: ignore[union-attr]
+        "free": (FREE_FEATURES, FREE_LIMITS),
+        "weekly": (PAID_FEATURES, PAID_LIMITS),
+        "monthly": (PAID_FEATURES, PAID_LIMITS),
+    }
+
+
 @pytest.mark.parametrize(
-    ("column", "value", "sqlstate"),
-    [
-        ("features", {"voice_answers": True, "teleportation": True}, "23514"),
-        ("features", {"voice_answers": "yes please"}, "22P02"),
-        ("usage_limits", {"practice_sessions": 2.5}, "22P02"),
-        ("usage_limits", {"practice_sessions": {"nested": 1}}, "22P02"),
-    ],
-)
-def test_plan_json_outside_its_declared_type_is_refused(
-    db: psycopg.Connection, column: str, value: object, sqlstate: str
+    ("status", "plan", "features", "limits"),
+    [(None, "free", FREE_FEATURES, FREE_LIMITS), ("trialing", "weekly", PAID_FEATURES, PAID_LIMITS),
+     ("active", "monthly", PAID_FEATURES, PAID_LIMITS), ("canceled", "free", FREE_FEATURES, FREE_LIMITS)],
+)  # fmt: skip
+def test_entitlements_carry_the_typed_features_and_limits_of_the_granting_plan(
+    db: psycopg.Connection, status: str | None, plan: str, features: dict[str, bool], limits: dict[str, int]
 ) -> None:
-    with pytest.raises(psycopg.Error) as refused:
-        db.execute(
-            f"update public.plans set {column} = {column} || %s where code = 'free'",  # type: ignore[arg-type]
-            (Jsonb(value),),
+    user = sign_up(db)
+    if status:
+        give_paid_plan(db, user, "monthly" if plan == "free" else plan)
+        db.execute("update public.subscriptions set status = %s where user_id = %s", (status, user))
+    granted = as_user(db, user, "select to_json(public.entitlements())")
+    assert granted["plan_code"] == plan  # type: ignore[index]
+    assert (granted["features"], granted["usage_limits"]) == (features, limits)  # type: ignore[index]
+    # SQL reads the same fields typed: a boolean and an integer, not text to cast.
+    typed = db.execute(
+        "select (e.features).voice_answers, (e.usage_limits).practice_sessions from public.entitlements(%s) e", (user,)
+    ).fetchone()
+    assert typed == (features["voice_answers"], limits["practice_sessions"])
+
+
+def plan_attributes(db: psycopg.Connection, type_name: str) -> list[str]:
+    return [
+        row[0]
+        for row in db.execute(
+            "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0 and not attisdropped"
+            " order by attnum",
+            (type_name,),
         )
-    assert refused.value.sqlstate == sqlstate
+    ]
 
 
-def test_plan_json_may_leave_keys_out(db: psycopg.Connection) -> None:
-    db.execute("update public.plans set features = features - 'voice_answers' where code = 'free'")
-    features = db.execute("select features from public.plans where code = 'free'").fetchone()[0]
-    assert features == {"mock_interviews": False, "ai_generated_questions": False, "peer_sessions": False}
+def test_a_plan_whose_flag_is_undecided_or_whose_limit_is_unset_or_negative_is_refused(db: psycopg.Connection) -> None:
+    features, limits = plan_attributes(db, "public.plan_features"), plan_attributes(db, "public.plan_usage_limits")
+    assert "peer_sessions" in features
+    assert "ai_spend_cents" in limits
+    attempts = [("features", flag, None) for flag in features]
+    attempts += [("usage_limits", limit, value) for limit in limits for value in (None, -1)]
+    for column, field, value in attempts:
+        with pytest.raises(psycopg.errors.CheckViolation) as refused, db.transaction():
+            db.execute(
+                sql.SQL("update public.plans set {}.{} = %s where code = 'monthly'").format(
+                    sql.Identifier(column), sql.Identifier(field)
+                ),
+                (value,),
+            )
+        assert refused.value.diag.constraint_name == f"plans_{column}_check", (field, value)
+    # Zero is a limit (nothing allowed), and a plan must state its flags and limits: there is no default.
+    db.execute("update public.plans set usage_limits.evaluations = 0 where code = 'free'")
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        db.execute("insert into public.plans (code, name, price_cents) values ('bare', 'Bare', 0)")

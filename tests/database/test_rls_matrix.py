@@ -175,6 +175,10 @@ def world(database_url: str) -> World:
         one = lambda q, *p: conn.execute(q, p).fetchone()[0]  # noqa: E731
         monthly = one("select id from public.plans where code = 'monthly'")
         free = one("select id from public.plans where code = 'free'")
+        # A plan states every flag and limit (no defaults): the new one copies the monthly plan's, as text.
+        monthly_features, monthly_limits = conn.execute(
+            "select features::text, usage_limits::text from public.plans where code = 'monthly'"
+        ).fetchone()
         spare_question = one(
             "insert into public.questions (content, category, difficulty, experience_level, source)"
             " values ('A question nobody was served yet?', 'technical', 'hard', 'senior', 'ai')"
@@ -307,7 +311,14 @@ def world(database_url: str) -> World:
     w.new_rows = {
         "public.users": {"id": n, "email": "newcomer@example.test"},
         "public.user_profiles": {"user_id": n, "target_role": "analyst"},
-        "public.plans": {"code": "pro", "name": "Pro", "price_cents": 4900, "billing_interval": "month"},
+        "public.plans": {
+            "code": "pro",
+            "name": "Pro",
+            "price_cents": 4900,
+            "billing_interval": "month",
+            "features": monthly_features,
+            "usage_limits": monthly_limits,
+        },
         "public.achievement_catalog": {
             "achievement_type": "marathon",
             "title": "Marathon",
