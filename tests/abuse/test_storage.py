@@ -13,6 +13,7 @@ import uuid
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tests.abuse.attempts import as_user, refusal
@@ -86,6 +87,28 @@ def test_storage_writing_megabytes_of_metadata_as_its_own_role_is_refused_by_siz
             db.execute(UPLOAD, (f"{paid_user}/answer.webm", str(paid_user), json.dumps({"x": "x" * 5_000_000})))
     assert caught.value.sqlstate == "PT413", caught.value
     assert "the limit is 1024" in caught.value.diag.message_primary
+
+
+@pytest.mark.parametrize("storage_trigger", ["objects_insert_create_prefix", "update_objects_updated_at"])
+def test_the_metadata_bound_fires_before_storages_own_triggers(
+    db: psycopg.Connection, paid_user: uuid.UUID, storage_trigger: str
+) -> None:
+    """Supabase's storage schema has before-row triggers of its own (names from its migrations); those of one
+    event fire in name order, and ours must come first, before any of them copies the row."""
+    with db.transaction(force_rollback=True):
+        db.execute(
+            "create function pg_temp.storage_trigger() returns trigger language plpgsql as"
+            " $$ begin raise exception 'a storage trigger ran first'; end $$"
+        )
+        db.execute(
+            sql.SQL(
+                "create trigger {} before insert or update on storage.objects"
+                " for each row execute function pg_temp.storage_trigger()"
+            ).format(sql.Identifier(storage_trigger))
+        )
+        with pytest.raises(psycopg.Error) as caught:
+            db.execute(UPLOAD, (f"{paid_user}/answer.webm", str(paid_user), json.dumps({"x": "x" * 2000})))
+    assert caught.value.sqlstate == "PT413", caught.value
 
 
 def test_replacing_an_objects_metadata_with_megabytes_is_refused_by_size(
