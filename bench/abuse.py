@@ -17,9 +17,14 @@ statement_timeout, in a transaction), rolled back. Client-written JSON is sent a
 server, as PostgREST does. Figure: the client-side wall time of the statement on a localhost connection,
 median of RUNS after one unmeasured run, raw and net of the median of `select 1` run the same way.
 Target: net <= 50 ms each. The hostile payloads are transfer-bound (sending and parsing megabytes costs
-time before any check can run): beside each is the time of a plain parse of the same payload
-(`select (%s::jsonb) is not null`, or `::text`), and the refusal's own cost (raw minus that) is what the
-target applies to.
+time before any check can run): beside each is a control of the same value, the least a statement that checks
+it costs, `select pg_column_size(%s::jsonb)` (or `::text`): sent, parsed, held in the plan as a constant (as
+the statement holds it; a control the planner folds away, such as `select (%s::jsonb) is not null`, skips the
+plan's copy of the value and was one copy short) and its size read. The statement and its control run in
+turns, RUNS pairs after one unmeasured pair, and the refusal's own cost is the median of the pairs'
+differences: what forming the row and refusing it add, to which the target applies. When the server runs on
+this machine, the same is also taken on the server process's CPU time (Linux /proc/<pid>/schedstat), which a
+shared machine's load inflates far less than wall time (own_cpu_ms).
 
 Part 2, AI spend one account can cause in a day, through the real evaluation path in process: the client's
 writes as the user (acting_as), service.request_evaluation as the API calls it, and the EvaluationWorker
@@ -122,7 +127,7 @@ SESSION_CONFIGS: list[dict[str, str]] = [
     ),
 ]
 
-# Payload kinds: the cast PostgREST's body would get, and the plain parse a hostile one is compared with.
+# Payload kinds: the cast PostgREST's body would get, and the control a hostile one is compared with.
 JSONB, TEXT = "jsonb", "text"
 
 
@@ -137,7 +142,7 @@ class Case:
     values: dict[str, Any]  # the client-written values, as the client sends them (JSON as text)
     expect: str  # "accepted" or the SQLSTATE of the refusal
     user: str = "free"
-    hostile: str | None = None  # the key of the value a plain parse is timed for (transfer-bound)
+    hostile: str | None = None  # the key of the value the control is timed for (transfer-bound)
     hostile_kind: str = JSONB
 
     @property
@@ -408,7 +413,7 @@ def cases(conn: psycopg.Connection, fx: Fixtures, hostile_mb: int) -> list[Case]
         c("insert storage.objects", "largest accepted: 339-char name, user_metadata 1,024 B", upload,
           {"name": object_name_max, "user_metadata": metadata_1024}, "accepted", user="paid"),
         c("insert storage.objects", "user_metadata 1,025 bytes", upload,
-          {"name": f"{paid}/a.webm", "user_metadata": metadata_1025}, "42501", user="paid"),
+          {"name": f"{paid}/a.webm", "user_metadata": metadata_1025}, "PT413", user="paid"),
         c("insert storage.objects", "name 4 folders deep", upload,
           {"name": f"{paid}/a/b/c/d.webm", "user_metadata": "{}"}, "42501", user="paid"),
         c("insert storage.objects", "another user's folder", upload,
@@ -416,7 +421,7 @@ def cases(conn: psycopg.Connection, fx: Fixtures, hostile_mb: int) -> list[Case]
         c("insert storage.objects", "free plan: own folder", upload,
           {"name": f"{free}/a.webm", "user_metadata": "{}"}, "42501"),
         c("insert storage.objects", f"hostile: user_metadata {hostile_mb} MB", upload,
-          {"name": f"{paid}/a.webm", "user_metadata": preferences_huge}, "42501", user="paid",
+          {"name": f"{paid}/a.webm", "user_metadata": preferences_huge}, "PT413", user="paid",
           hostile="user_metadata"),
     ]  # fmt: skip
 
@@ -451,13 +456,92 @@ def timed(
     return statistics.median(samples), error
 
 
+def backend_cpu_seconds(conn: psycopg.Connection) -> float | None:
+    """The connection's server process's time on a CPU so far (Linux schedstat), when the server runs on this
+    machine; None otherwise. Unlike wall time, it leaves out waiting for a CPU on a shared machine."""
+    try:
+        return int(Path(f"/proc/{conn.info.backend_pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class Paired:
+    statement_ms: float  # medians over the pairs
+    control_ms: float
+    own_ms: float  # the median of the pairs' differences
+    error: psycopg.Error | None  # the last run's
+    control_error: psycopg.Error | None
+    # The same on the server process's CPU time (statement's transaction), when it can be read.
+    control_cpu_ms: float | None = None
+    own_cpu_ms: float | None = None
+
+
+def run_on_cpu(
+    conn: psycopg.Connection, claims: dict[str, Any], statement: LiteralString, params: dict[str, Any]
+) -> tuple[float, psycopg.Error | None, float | None]:
+    """run_once, with the server process's CPU seconds over it (None when they cannot be read)."""
+    before = backend_cpu_seconds(conn)
+    seconds, error = run_once(conn, claims, statement, params)
+    after = backend_cpu_seconds(conn)
+    return seconds, error, None if before is None or after is None else after - before
+
+
+def timed_against_control(
+    conn: psycopg.Connection,
+    claims: dict[str, Any],
+    statement: LiteralString,
+    params: dict[str, Any],
+    control: LiteralString,
+    control_params: dict[str, Any],
+    runs: int,
+) -> Paired:
+    """The statement and its control in turns, `runs` pairs after one unmeasured pair, so that the load of a
+    shared machine weighs on both alike."""
+    run_once(conn, claims, statement, params)
+    run_once(conn, claims, control, control_params)
+    statement_ms, control_ms, own_ms, control_cpu_ms, own_cpu_ms = [], [], [], [], []
+    error = control_error = None
+    for _ in range(runs):
+        seconds, error, cpu = run_on_cpu(conn, claims, statement, params)
+        control_seconds, control_error, control_cpu = run_on_cpu(conn, claims, control, control_params)
+        statement_ms.append(seconds * 1000)
+        control_ms.append(control_seconds * 1000)
+        own_ms.append((seconds - control_seconds) * 1000)
+        if cpu is not None and control_cpu is not None:
+            control_cpu_ms.append(control_cpu * 1000)
+            own_cpu_ms.append((cpu - control_cpu) * 1000)
+    return Paired(
+        statistics.median(statement_ms),
+        statistics.median(control_ms),
+        statistics.median(own_ms),
+        error,
+        control_error,
+        statistics.median(control_cpu_ms) if control_cpu_ms else None,
+        statistics.median(own_cpu_ms) if own_cpu_ms else None,
+    )
+
+
 def measure_payloads(conn: psycopg.Connection, fx: Fixtures, args: argparse.Namespace) -> dict[str, Any]:
     claims = {name: user_claims(user) for name, user in fx.users.items()}
     baseline, _ = timed(conn, claims["free"], "select 1", {}, args.runs)
     entries = []
     for case in cases(conn, fx, args.hostile_mb):
         params = {**fx.ids[case.user], **case.values}
-        median_ms, error = timed(conn, claims[case.user], case.statement, params, args.runs)
+        paired = None
+        if case.hostile is not None:
+            # The least a statement checking the value costs: parsed, held in the plan, its size read.
+            control: LiteralString = (
+                "select pg_column_size(%(v)s::jsonb)"
+                if case.hostile_kind == JSONB
+                else "select pg_column_size(%(v)s::text)"
+            )
+            paired = timed_against_control(
+                conn, claims[case.user], case.statement, params, control, {"v": case.values[case.hostile]}, args.runs
+            )
+            median_ms, error = paired.statement_ms, paired.error
+        else:
+            median_ms, error = timed(conn, claims[case.user], case.statement, params, args.runs)
         outcome = "accepted" if error is None else (error.sqlstate or "?")
         entry: dict[str, Any] = {
             "surface": case.surface,
@@ -472,23 +556,24 @@ def measure_payloads(conn: psycopg.Connection, fx: Fixtures, args: argparse.Name
             "net_ms": round(median_ms - baseline, 3),
             "transfer_bound": case.hostile is not None,
         }
-        if case.hostile is not None:
-            probe: LiteralString = (
-                "select (%(v)s::jsonb) is not null"
-                if case.hostile_kind == JSONB
-                else "select (%(v)s::text) is not null"
-            )
-            parse_ms, parse_error = timed(conn, claims[case.user], probe, {"v": case.values[case.hostile]}, args.runs)
-            entry["plain_parse_ms"] = round(parse_ms, 3)
-            entry["plain_parse_error"] = None if parse_error is None else parse_error.sqlstate
-            entry["own_ms"] = round(median_ms - parse_ms, 3)
-            entry["within_target"] = median_ms - parse_ms <= TARGET_MS
+        if paired is not None:
+            entry["parse_and_size_ms"] = round(paired.control_ms, 3)
+            entry["parse_and_size_error"] = None if paired.control_error is None else paired.control_error.sqlstate
+            entry["own_ms"] = round(paired.own_ms, 3)
+            entry["parse_and_size_cpu_ms"] = None if paired.control_cpu_ms is None else round(paired.control_cpu_ms, 3)
+            entry["own_cpu_ms"] = None if paired.own_cpu_ms is None else round(paired.own_cpu_ms, 3)
+            entry["within_target"] = paired.own_ms <= TARGET_MS
         else:
             entry["within_target"] = median_ms - baseline <= TARGET_MS
         entries.append(entry)
         console.print(
             f"  {case.surface}: {case.payload} -> {outcome} {entry['net_ms']:.2f} ms net"
-            + (f" (plain parse {entry['plain_parse_ms']:.1f} ms)" if case.hostile else "")
+            + (f" (parse and size {entry['parse_and_size_ms']:.1f} ms, own {entry['own_ms']:.1f} ms)" if paired else "")
+            + (
+                f" (on the server's CPU: own {entry['own_cpu_ms']:.1f} ms)"
+                if paired and entry["own_cpu_ms"] is not None
+                else ""
+            )
         )
     return {
         "runs": args.runs,
@@ -842,8 +927,9 @@ def print_report(report: dict[str, Any]) -> None:
         f" {payloads['select_1_median_ms']:.2f} ms)",
         caption=caption(report),
     )
-    for column in ("surface", "payload", "bytes", "outcome", "raw", "net", "plain parse", "own", "<= 50"):
-        table.add_column(column, justify="right" if column in ("bytes", "raw", "net", "plain parse", "own") else "left")
+    numbers = ("bytes", "raw", "net", "parse + size", "own", "own on CPU")
+    for column in ("surface", "payload", *numbers[:1], "outcome", *numbers[1:], "<= 50"):
+        table.add_column(column, justify="right" if column in numbers else "left")
     for e in payloads["entries"]:
         outcome = "accepted" if e["outcome"] == "accepted" else f"{e['outcome']}: {e['message'][:70]}"
         if not e["as_expected"]:
@@ -856,8 +942,9 @@ def print_report(report: dict[str, Any]) -> None:
             outcome,
             f"{e['median_ms']:.2f}",
             f"{e['net_ms']:.2f}",
-            f"{e['plain_parse_ms']:.1f}" if e["transfer_bound"] else "",
+            f"{e['parse_and_size_ms']:.1f}" if e["transfer_bound"] else "",
             f"{e['own_ms']:.1f}" if e["transfer_bound"] else "",
+            f"{e['own_cpu_ms']:.1f}" if e.get("own_cpu_ms") is not None else "",
             met + (" (transfer-bound)" if e["transfer_bound"] else ""),
         )
     console.print(table)

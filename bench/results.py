@@ -181,8 +181,14 @@ def abuse(data: dict[str, Any]) -> list[Figure]:
             slowest["net_ms"] <= target,
         ),
         Figure(
-            f"hostile payload's own cost beyond sending and parsing it ({hostile['surface']}: {hostile['payload']})",
-            f"{hostile['own_ms']:.1f} ms (parse {hostile['plain_parse_ms']:.0f} ms)",
+            f"hostile payload's own cost beyond sending, parsing and sizing it ({hostile['surface']}:"
+            f" {hostile['payload']})",
+            f"{hostile['own_ms']:.1f} ms (parse and size {hostile['parse_and_size_ms']:.0f} ms"
+            + (
+                f"; on the server's CPU {hostile['own_cpu_ms']:.1f} ms)"
+                if hostile.get("own_cpu_ms") is not None
+                else ")"
+            ),
             f"<= {target:.0f} ms",
             hostile["own_ms"] <= target,
         ),

@@ -135,6 +135,35 @@ def test_profile_preferences_of_megabytes_are_refused_by_size(db: psycopg.Connec
     assert seconds < REFUSED_WITHIN_SECONDS
 
 
+def size_helper_calls(db: psycopg.Connection) -> int:
+    """Completed calls of private.limit_size in this transaction (with track_functions = 'pl')."""
+    row = db.execute(
+        "select coalesce(pg_stat_get_xact_function_calls('private.limit_size(text, anyelement, integer)'"
+        "::regprocedure), 0)"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_profile_sizes_are_read_in_place_not_through_a_helper_query(db: psycopg.Connection, user: uuid.UUID) -> None:
+    """`perform private.limit_size(..., new.preferences, ...)` runs a query whose plan holds one more copy of the
+    value (tens of milliseconds for 48 MB); the profile trigger tests pg_column_size inline instead."""
+    db.execute("set local track_functions = 'pl'")
+    before = size_helper_calls(db)
+    as_user(
+        db,
+        user,
+        "insert into public.user_profiles (user_id, preferences, skills) values (%s, %s, %s) returning user_id",
+        user,
+        Jsonb({"theme": "dark"}),
+        ["sql"],
+    )
+    assert size_helper_calls(db) == before
+    # The count is live: a session config's size check still goes through the helper (and passes it).
+    start_session_refusal(db, user, {"padding": "x" * 1000})
+    assert size_helper_calls(db) == before + 1
+
+
 @pytest.mark.parametrize(
     "skills",
     [[f"skill-{i}" for i in range(51)], ["s" * 61]],
