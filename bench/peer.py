@@ -39,7 +39,7 @@ import psycopg
 from rich.console import Console
 
 from bench import postgrest
-from bench.database import describe, fresh_scratch_database
+from bench.database import dbname, describe, fresh_scratch_database
 from shared.db.rls import acting_as
 
 DB_NAME = "prep_bench_peer"
@@ -299,7 +299,7 @@ def bench_chat(url: str, inserts: int, rounds: int) -> dict[str, Any]:
     rng = random.Random(11)
     rooms = chat_rooms(url)
     with psycopg.connect(url, autocommit=True) as admin:
-        server = postgrest.ServerTimes(admin)
+        server = postgrest.ServerTimes(admin, dbname(url))
         server.enable()
         clients = [ChatClient(url, way) for way in CHAT_WAYS]
         ways: dict[str, Any] = {way.key: {"what": way.what, "rounds": []} for way in CHAT_WAYS}

@@ -93,30 +93,36 @@ def request(
 
 
 class ServerTimes:
-    """Per statement and role, from pg_stat_statements of one database: calls, how many of them were planned,
-    planning and execution ms per call. Planning is timed only where `pg_stat_statements.track_planning` is on:
-    `enable` turns it on for connections opened after it to this database."""
+    """Per statement and role, from pg_stat_statements, of one database: calls, how many of them were planned,
+    planning and execution ms per call. `admin` is a connection to a database where the extension is installed
+    (migration 18; the figures are the server's). Planning is timed only where
+    `pg_stat_statements.track_planning` is on: `enable` turns it on for connections opened after it."""
 
-    def __init__(self, admin: psycopg.Connection) -> None:
+    def __init__(self, admin: psycopg.Connection, database: str) -> None:
         self.admin = admin
+        self.database = database
 
     def enable(self) -> None:
-        database = self.admin.execute("select current_database()").fetchone()[0]  # type: ignore[index]
         self.admin.execute(
-            sql.SQL("alter database {} set pg_stat_statements.track_planning = on").format(sql.Identifier(database))
+            sql.SQL("alter database {} set pg_stat_statements.track_planning = on").format(
+                sql.Identifier(self.database)
+            )
         )
 
     def reset(self) -> None:
-        self.admin.execute("select extensions.pg_stat_statements_reset()")
+        self.admin.execute(
+            "select extensions.pg_stat_statements_reset(0, (select oid from pg_database where datname = %s), 0)",
+            (self.database,),
+        )
 
     def of(self, query_prefix: str) -> dict[str, dict[str, float]]:
         rows = self.admin.execute(
             "select userid::regrole::text, sum(calls), sum(plans), sum(total_plan_time) / sum(calls),"
             " sum(total_exec_time) / sum(calls)"
             " from extensions.pg_stat_statements"
-            " where dbid = (select oid from pg_database where datname = current_database()) and query like %s"
+            " where dbid = (select oid from pg_database where datname = %s) and query like %s"
             " group by userid",
-            (query_prefix.replace("%", r"\%") + "%",),
+            (self.database, query_prefix.replace("%", r"\%").replace("_", r"\_") + "%"),
         ).fetchall()
         return {
             role: {
