@@ -65,17 +65,30 @@ PARTITION_PREFIXES = (
     "ai_usage_default",
 )
 BENCHMARK = "partitioning"
-# GET /responses?user_id=eq.<user>&order=created_at.desc&limit=20 and the sessions' summaries, as PostgREST sends them.
+# GET /responses?user_id=eq.<user>&order=created_at.desc&limit=20 and the sessions' summaries, as PostgREST sends them;
+# and the latest answers bounded to this month and the last (created_at=gte.<start>&created_at=lt.<tomorrow>).
 POSTGREST_READS = {
-    "latest_answers": ("responses", postgrest.read("responses", "user_id", "created_at", 20)),
-    "session_summaries": ("session_summaries", postgrest.read("session_summaries", "user_id", "started_at", 10)),
+    "latest_answers": ("responses", postgrest.read("responses", [("user_id", "=")], "created_at", 20)),
+    "session_summaries": (
+        "session_summaries",
+        postgrest.read("session_summaries", [("user_id", "=")], "started_at", 10),
+    ),
+    "latest_answers_bounded": (
+        "responses",
+        postgrest.read("responses", [("user_id", "="), ("created_at", ">="), ("created_at", "<")], "created_at", 20),
+    ),
 }
+LATEST_ANSWERS = (
+    'WITH pgrst_source AS ( SELECT "public"."responses".* FROM "public"."responses"'
+    ' WHERE "public"."responses"."user_id" = $1'
+)
 # The statements whose planning and execution pg_stat_statements reports for the RLS reads.
 READ_STATEMENTS = {
     "latest answers, planned every time": "select * from public.responses where user_id",
     "session summaries, planned every time": "select * from public.session_summaries where user_id",
-    "latest answers, as PostgREST sends it": 'WITH pgrst_source AS ( SELECT "public"."responses"',
+    "latest answers, as PostgREST sends it": LATEST_ANSWERS + " ORDER",
     "session summaries, as PostgREST sends it": 'WITH pgrst_source AS ( SELECT "public"."session_summaries"',
+    "latest answers of this month and the last, as PostgREST sends it": LATEST_ANSWERS + " AND",
 }
 UNPARTITIONED = "20261204000016"
 console = Console()
@@ -222,10 +235,16 @@ class Probe:
         connection, committed (psycopg deallocates its prepared statements at every rollback, so `read`, which
         rolls back, has every statement planned again)."""
         user = user_id(u)
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        arguments = {
+            "latest_answers": (user,),
+            "session_summaries": (user,),
+            "latest_answers_bounded": (user, add_months(today.replace(day=1), -1), today + timedelta(days=1)),
+        }
         started = time.perf_counter()
         for name in reads:
             with postgrest.request(self.postgrest, claims(user), "GET", f"/{POSTGREST_READS[name][0]}"):
-                self.postgrest.execute(POSTGREST_READS[name][1], (user,)).fetchone()
+                self.postgrest.execute(POSTGREST_READS[name][1], arguments[name]).fetchone()
         return time.perf_counter() - started
 
     def latest_answers(self, u: int) -> float:
@@ -233,6 +252,9 @@ class Probe:
 
     def session_summaries(self, u: int) -> float:
         return self.postgrest_read(u, ("session_summaries",))
+
+    def latest_answers_bounded(self, u: int) -> float:
+        return self.postgrest_read(u, ("latest_answers_bounded",))
 
     def close(self) -> None:
         self.conn.close()
@@ -260,6 +282,7 @@ def side_by_side(name: str, old: Probe, new: Probe, rounds: int, per_round: int)
         "rls_read_prepared": Probe.postgrest_read,
         "rls_read_prepared_latest_answers": Probe.latest_answers,
         "rls_read_prepared_session_summaries": Probe.session_summaries,
+        "rls_read_prepared_latest_answers_bounded": Probe.latest_answers_bounded,
         "answer_inserts": Probe.answer,
     }[name]
     ratios, all_old, all_new = [], [], []
@@ -350,6 +373,7 @@ READS = (
     "rls_read_prepared",
     "rls_read_prepared_latest_answers",
     "rls_read_prepared_session_summaries",
+    "rls_read_prepared_latest_answers_bounded",
 )
 
 
@@ -375,9 +399,10 @@ GENERIC_PLAN_READS: dict[str, tuple[LiteralString, LiteralString]] = {
         "uuid",
         "select * from public.session_summaries where user_id = $1 order by started_at desc limit 10",
     ),
-    "a user's answers since a date (a history bounded by months)": (
-        "uuid, timestamptz",
-        "select * from public.responses where user_id = $1 and created_at >= $2 order by created_at desc limit 20",
+    "a user's answers of this month and the last (a history bounded by months)": (
+        "uuid, timestamptz, timestamptz",
+        "select * from public.responses where user_id = $1 and created_at >= $2 and created_at < $3"
+        " order by created_at desc limit 20",
     ),
 }
 
@@ -390,16 +415,17 @@ def scanned_relation(plan_line: str) -> str:
     return words[words.index("on") + 1] if table_scan else ""
 
 
-def generic_plans(url: str, day: str) -> dict[str, dict[str, Any]]:
+def generic_plans(url: str) -> dict[str, dict[str, Any]]:
     user = user_id(1)
-    since = datetime.fromisoformat(day).replace(tzinfo=UTC) - timedelta(days=60)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    bounds = [sql.Literal(add_months(today.replace(day=1), -1)), sql.Literal(today + timedelta(days=1))]
     plans: dict[str, dict[str, Any]] = {}
     with psycopg.connect(url) as conn:
         for what, (types, query) in GENERIC_PLAN_READS.items():
             with conn.transaction(force_rollback=True), acting_as(conn, claims(user)):
                 conn.execute("set local plan_cache_mode = force_generic_plan")
                 conn.execute(sql.SQL("prepare generic_read ({}) as {}").format(sql.SQL(types), sql.SQL(query)))
-                arguments = [sql.Literal(user)] + ([sql.Literal(since)] if "timestamptz" in types else [])
+                arguments = [sql.Literal(user)] + (bounds if "timestamptz" in types else [])
                 lines = [
                     row[0]
                     for row in conn.execute(
@@ -586,7 +612,7 @@ def main() -> None:
                 result["rls_read_server"] = read_server_times(servers)
                 old.close()
                 new.close()
-            result["generic_plans"] = generic_plans(b, busy_day)
+            result["generic_plans"] = generic_plans(b)
             result["retention"] = retention_against_row_moves(a, b, min(args.rounds, 3))
             console.print(f"retention: {result['retention']}")
         finally:

@@ -17,7 +17,7 @@ planning and execution cost on the server, per role.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, LiteralString
 
@@ -61,16 +61,19 @@ def insert_minimal(table: str, columns: Mapping[str, str]) -> sql.Composed:
     ).format(table=sql.Identifier("public", table), names=names, picked=picked, typed=typed)
 
 
-def read(table: str, filter_column: str, order_column: str, limit: int) -> sql.Composed:
-    """`GET /<table>?<filter_column>=eq.<value>&order=<order_column>.desc&limit=<limit>` (the value one parameter;
-    PostgREST writes limit and offset into the text)."""
-    column = sql.Identifier("public", table, filter_column)
+def read(table: str, filters: Sequence[tuple[str, str]], order_column: str, limit: int) -> sql.Composed:
+    """`GET /<table>?<column>=<op>.<value>&...&order=<order_column>.desc&limit=<limit>`: each filter a (column,
+    SQL operator) pair whose value is a parameter, in order; PostgREST writes limit and offset into the text."""
+    where = sql.SQL(" AND ").join(
+        sql.SQL("{} {} %s").format(sql.Identifier("public", table, column), sql.SQL(operator))
+        for column, operator in filters
+    )
     return sql.SQL(
-        "WITH pgrst_source AS ( SELECT {table}.* FROM {table} WHERE {column} = %s"
+        "WITH pgrst_source AS ( SELECT {table}.* FROM {table} WHERE {where}"
         " ORDER BY {order} DESC LIMIT {limit} OFFSET 0 )" + READ_WRAPPER
     ).format(
         table=sql.Identifier("public", table),
-        column=column,
+        where=where,
         order=sql.Identifier("public", table, order_column),
         limit=sql.Literal(limit),
     )

@@ -315,6 +315,12 @@ def partitioning(data: dict[str, Any]) -> list[Figure]:
             None,
         ),
         Figure(
+            "  the latest answers bounded to this month and the last (pruned)",
+            f"{data['rls_read_prepared_latest_answers_bounded']['ratio_median']:.2f}",
+            "(reference)",
+            None,
+        ),
+        Figure(
             "  both reads planned at every request (the figure first measured)",
             f"{data['rls_read']['ratio_median']:.2f}",
             "(reference)",

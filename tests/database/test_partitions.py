@@ -351,8 +351,8 @@ def test_the_users_history_reads_sent_as_postgrest_sends_them_keep_a_generic_pla
     is kept, and no request plans them again (bench/partitioning.py's RLS read figure rests on it)."""
     user = populate_user(db).user_id
     reads = {
-        "responses": postgrest.read("responses", "user_id", "created_at", 20),
-        "session_summaries": postgrest.read("session_summaries", "user_id", "started_at", 10),
+        "responses": postgrest.read("responses", [("user_id", "=")], "created_at", 20),
+        "session_summaries": postgrest.read("session_summaries", [("user_id", "=")], "started_at", 10),
     }
     for _ in range(8):
         with acting_as(db, user_claims(user)):
