@@ -225,8 +225,8 @@ class ChatWay:
 CHAT_WAYS = [
     ChatWay("prepared", "PostgREST's statements, prepared, a connection per role (as PostgREST serves a role's"
             " requests: plans cached)", True, 0, False),
-    ChatWay("prepared_role_switching", "PostgREST's statements, prepared, one connection whose role changes at"
-            " every request (each RLS plan made again)", True, 0, True),
+    ChatWay("prepared_role_switching", "PostgREST's statements, prepared, one connection sending the same"
+            " insert alternately as each role (planned again at every request)", True, 0, True),
     ChatWay("unprepared", "PostgREST's statements, never prepared, a connection per role (a client behind a"
             " transaction pooler: planned at every request)", True, None, False),
     ChatWay("plain", "a plain insert, one connection whose role changes at every request, psycopg's defaults"

@@ -7,8 +7,9 @@ then the request's query in PostgREST's shape (a `pgrst_source` CTE wrapped in a
 aggregates). Postgres keeps each prepared statement's plan per connection; with `plan_cache_mode = auto` it
 plans the first five executions with their parameters, then keeps a generic plan unless it costs more. A plan
 that went through RLS depends on the role it was made for: run under another role, the statement is analysed
-and planned again. So a connection serving one role's requests plans once; a connection whose role changes at
-every request plans every time, as a client that does not prepare does.
+and planned again (other statements in between, under any role, do not matter). So a statement the
+authenticated role keeps sending on a connection is planned once there; the same statement sent alternately as
+two roles on one connection is planned at every request, as it is by a client that does not prepare.
 
 `ServerTimes` reads pg_stat_statements (migration 18) for how often each statement was planned and what
 planning and execution cost on the server, per role.

@@ -429,7 +429,7 @@ def peer(data: dict[str, Any]) -> list[Figure]:
             chat["prepared_ratio_p95_median"] <= chat["target_ratio"],
         ),
         Figure(
-            "  the same, one connection whose role changes at every request (planned every time)",
+            "  the same, one connection sending it alternately as each role (planned every time)",
             f"{ways['prepared_role_switching']['ratio_p95_median']:.2f}",
             "(reference)",
             None,
