@@ -315,7 +315,7 @@ def partitioning(data: dict[str, Any]) -> list[Figure]:
             None,
         ),
         Figure(
-            "  the latest answers bounded to this month and the last (pruned)",
+            "  the latest answers bounded to this month and the last (pruned when planned, so planned every request)",
             f"{data['rls_read_prepared_latest_answers_bounded']['ratio_median']:.2f}",
             "(reference)",
             None,
