@@ -11,12 +11,16 @@ Measured (medians of ROUNDS alternating rounds, A and B, or B and C, interleaved
    1 month (C). Target <= 1.2x.
 2. question selection (service.request_questions, rolled back) and RLS reads as the user (their latest answers,
    their sessions' summaries) on B against A: <= 1.1x; answer inserts as the user (one transaction each, rolled
-   back) on B against A: throughput >= 0.9x.
+   back) on B against A: throughput >= 0.9x. The RLS reads twice: rolled back, which has psycopg deallocate its
+   prepared statements, so every read is planned (the figure first measured, `rls_read`), and as PostgREST sends
+   them (bench/postgrest.py: its statement shapes, prepared on a long-lived connection, so the plan is cached;
+   `rls_read_prepared`, and each read alone), with pg_stat_statements' planning and execution per call.
 3. retention of one month: detach + attach (functions/analytics/retention.py) on B against the row moves of
    migration 12 (delete ... returning, insert into the archive) of the same month on A: >= 50x faster.
 4. the live table over a simulated year (a database of its own): each month's answers arrive, the schedule's
    retention keeps KEEP months; the size of public.responses after each month.
-5. EXPLAIN of the hot queries on B: which partitions each one reads.
+5. EXPLAIN of the hot queries on B: which partitions each one reads; and the generic plans of the user's reads
+   (what a prepared statement keeps), executed: which months they read, and how many were removed at run time.
 
 Run: .venv/bin/python -m bench.partitioning [--users 2000] [--sessions 60000] [--busy-day 50000] [--rounds 5]
      [--db-prefix prep_bench_part]
@@ -36,7 +40,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -44,6 +48,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 from rich.console import Console
 
+from bench import postgrest
 from bench.database import read_marker, write_marker
 from functions.analytics.retention import run_retention
 from prep import migrations
@@ -60,6 +65,31 @@ PARTITION_PREFIXES = (
     "ai_usage_default",
 )
 BENCHMARK = "partitioning"
+# GET /responses?user_id=eq.<user>&order=created_at.desc&limit=20 and the sessions' summaries, as PostgREST sends them;
+# and the latest answers bounded to this month and the last (created_at=gte.<start>&created_at=lt.<tomorrow>).
+POSTGREST_READS = {
+    "latest_answers": ("responses", postgrest.read("responses", [("user_id", "=")], "created_at", 20)),
+    "session_summaries": (
+        "session_summaries",
+        postgrest.read("session_summaries", [("user_id", "=")], "started_at", 10),
+    ),
+    "latest_answers_bounded": (
+        "responses",
+        postgrest.read("responses", [("user_id", "="), ("created_at", ">="), ("created_at", "<")], "created_at", 20),
+    ),
+}
+LATEST_ANSWERS = (
+    'WITH pgrst_source AS ( SELECT "public"."responses".* FROM "public"."responses"'
+    ' WHERE "public"."responses"."user_id" = $1'
+)
+# The statements whose planning and execution pg_stat_statements reports for the RLS reads.
+READ_STATEMENTS = {
+    "latest answers, planned every time": "select * from public.responses where user_id",
+    "session summaries, planned every time": "select * from public.session_summaries where user_id",
+    "latest answers, as PostgREST sends it": LATEST_ANSWERS + " ORDER",
+    "session summaries, as PostgREST sends it": 'WITH pgrst_source AS ( SELECT "public"."session_summaries"',
+    "latest answers of this month and the last, as PostgREST sends it": LATEST_ANSWERS + " AND",
+}
 UNPARTITIONED = "20261204000016"
 console = Console()
 
@@ -175,6 +205,7 @@ class Probe:
 
     def __init__(self, url: str, users: int) -> None:
         self.conn = psycopg.connect(url)
+        self.postgrest = postgrest.connect(url, prepared=True)
         self.users = users
 
     def select(self, u: int) -> float:
@@ -199,6 +230,36 @@ class Probe:
                 )
             )
 
+    def postgrest_read(self, u: int, reads: tuple[str, ...] = ("latest_answers", "session_summaries")) -> float:
+        """The same reads as `read`, each a request the way PostgREST sends it: prepared on a long-lived
+        connection, committed (psycopg deallocates its prepared statements at every rollback, so `read`, which
+        rolls back, has every statement planned again)."""
+        user = user_id(u)
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        arguments = {
+            "latest_answers": (user,),
+            "session_summaries": (user,),
+            "latest_answers_bounded": (user, add_months(today.replace(day=1), -1), today + timedelta(days=1)),
+        }
+        started = time.perf_counter()
+        for name in reads:
+            with postgrest.request(self.postgrest, claims(user), "GET", f"/{POSTGREST_READS[name][0]}"):
+                self.postgrest.execute(POSTGREST_READS[name][1], arguments[name]).fetchone()
+        return time.perf_counter() - started
+
+    def latest_answers(self, u: int) -> float:
+        return self.postgrest_read(u, ("latest_answers",))
+
+    def session_summaries(self, u: int) -> float:
+        return self.postgrest_read(u, ("session_summaries",))
+
+    def latest_answers_bounded(self, u: int) -> float:
+        return self.postgrest_read(u, ("latest_answers_bounded",))
+
+    def close(self) -> None:
+        self.conn.close()
+        self.postgrest.close()
+
     def answer(self, u: int) -> float:
         with self.conn.transaction(force_rollback=True), acting_as(self.conn, claims(user_id(u))):
             return timed(
@@ -215,7 +276,15 @@ class Probe:
 
 def side_by_side(name: str, old: Probe, new: Probe, rounds: int, per_round: int) -> dict[str, Any]:
     """Alternating samples of one operation on A (old) and B (new); ratio of medians, per round and overall."""
-    operation = {"selection": Probe.select, "rls_read": Probe.read, "answer_inserts": Probe.answer}[name]
+    operation = {
+        "selection": Probe.select,
+        "rls_read": Probe.read,
+        "rls_read_prepared": Probe.postgrest_read,
+        "rls_read_prepared_latest_answers": Probe.latest_answers,
+        "rls_read_prepared_session_summaries": Probe.session_summaries,
+        "rls_read_prepared_latest_answers_bounded": Probe.latest_answers_bounded,
+        "answer_inserts": Probe.answer,
+    }[name]
     ratios, all_old, all_new = [], [], []
     for _ in range(rounds):
         round_old, round_new = [], []
@@ -295,6 +364,85 @@ def explain(url: str, day: str) -> dict[str, list[str]]:
             scanned = sorted({word for line in lines for word in line.split() if word.startswith(PARTITION_PREFIXES)})
             plans[what] = scanned
             console.print(f"[bold]{what}[/bold]: reads {', '.join(scanned) or 'no partition'}")
+            console.print("\n".join("    " + line for line in lines))
+    return plans
+
+
+READS = (
+    "rls_read",
+    "rls_read_prepared",
+    "rls_read_prepared_latest_answers",
+    "rls_read_prepared_session_summaries",
+    "rls_read_prepared_latest_answers_bounded",
+)
+
+
+def read_server_times(servers: dict[str, postgrest.ServerTimes]) -> dict[str, dict[str, Any]]:
+    """Per read statement and database: how many calls were planned, planning and execution ms a call."""
+    figures = {
+        what: {side: server_times.of(prefix).get("authenticated") for side, server_times in servers.items()}
+        for what, prefix in READ_STATEMENTS.items()
+    }
+    for what, sides in figures.items():
+        console.print(f"server, {what}: {sides}")
+    return figures
+
+
+# A generic plan of each read (the plan a prepared statement keeps), executed as the user: which months it reads,
+# and whether any were left out at run time ("Subplans Removed").
+GENERIC_PLAN_READS: dict[str, tuple[LiteralString, LiteralString]] = {
+    "a user's latest answers (history screen)": (
+        "uuid",
+        "select * from public.responses where user_id = $1 order by created_at desc limit 20",
+    ),
+    "a user's latest session summaries": (
+        "uuid",
+        "select * from public.session_summaries where user_id = $1 order by started_at desc limit 10",
+    ),
+    "a user's answers of this month and the last (a history bounded by months)": (
+        "uuid, timestamptz, timestamptz",
+        "select * from public.responses where user_id = $1 and created_at >= $2 and created_at < $3"
+        " order by created_at desc limit 20",
+    ),
+}
+
+
+def scanned_relation(plan_line: str) -> str:
+    """The table a scan node reads ("... Scan [using <index>] on <table> [alias]"), else '' (a bitmap index scan
+    names its index)."""
+    words = plan_line.split()
+    table_scan = "Scan" in words and "on" in words and "Bitmap Index Scan" not in plan_line
+    return words[words.index("on") + 1] if table_scan else ""
+
+
+def generic_plans(url: str) -> dict[str, dict[str, Any]]:
+    user = user_id(1)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    bounds = [sql.Literal(add_months(today.replace(day=1), -1)), sql.Literal(today + timedelta(days=1))]
+    plans: dict[str, dict[str, Any]] = {}
+    with psycopg.connect(url) as conn:
+        for what, (types, query) in GENERIC_PLAN_READS.items():
+            with conn.transaction(force_rollback=True), acting_as(conn, claims(user)):
+                conn.execute("set local plan_cache_mode = force_generic_plan")
+                conn.execute(sql.SQL("prepare generic_read ({}) as {}").format(sql.SQL(types), sql.SQL(query)))
+                arguments = [sql.Literal(user)] + (bounds if "timestamptz" in types else [])
+                lines = [
+                    row[0]
+                    for row in conn.execute(
+                        sql.SQL(
+                            "explain (analyze, costs off, timing off, summary off) execute generic_read ({})"
+                        ).format(sql.SQL(", ").join(arguments))
+                    )
+                ]
+                conn.execute("deallocate generic_read")
+            scanned = sorted(
+                {relation for line in lines if (relation := scanned_relation(line)).startswith(PARTITION_PREFIXES)}
+            )
+            removed = sum(int(line.split(":")[1]) for line in lines if "Subplans Removed" in line)
+            plans[what] = {"partitions_read": scanned, "subplans_removed_at_run_time": removed}
+            console.print(
+                f"[bold]generic plan, {what}[/bold]: {len(scanned)} partitions, {removed} removed at run time"
+            )
             console.print("\n".join("    " + line for line in lines))
     return plans
 
@@ -449,11 +597,27 @@ def main() -> None:
             console.print(f"busy-day analytics: {result['busy_day_analytics']}")
             drop(admin, c_name)
 
-            old, new = Probe(a, args.users), Probe(b, args.users)
-            for name in ("selection", "rls_read", "answer_inserts"):
-                result[name] = side_by_side(name, old, new, args.rounds, args.per_round)
-            old.conn.close()
-            new.conn.close()
+            with psycopg.connect(b, autocommit=True) as stats:  # B has pg_stat_statements' view (migration 18)
+                servers = {"unpartitioned": postgrest.ServerTimes(stats, a_name),
+                           "partitioned": postgrest.ServerTimes(stats, b_name)}  # fmt: skip
+                for server_times in servers.values():
+                    server_times.enable()
+                old, new = Probe(a, args.users), Probe(b, args.users)
+                for name in ("selection", "answer_inserts"):
+                    result[name] = side_by_side(name, old, new, args.rounds, args.per_round)
+                for server_times in servers.values():
+                    server_times.reset()
+                for name in READS:
+                    result[name] = side_by_side(name, old, new, args.rounds, args.per_round)
+                result["rls_read_server"] = read_server_times(servers)
+                console.print(
+                    "RLS reads, target <= 1.1: PostgREST sends them prepared on long-lived connections, so their"
+                    f" plans are cached: rls_read_prepared ({result['rls_read_prepared']['ratio_median']:.2f}) answers"
+                    f" it; rls_read ({result['rls_read']['ratio_median']:.2f}) is what planning every request costs."
+                )
+                old.close()
+                new.close()
+            result["generic_plans"] = generic_plans(b)
             result["retention"] = retention_against_row_moves(a, b, min(args.rounds, 3))
             console.print(f"retention: {result['retention']}")
         finally:

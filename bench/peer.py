@@ -13,9 +13,12 @@ Runs on its own scratch database (`prep_bench_peer` on DATABASE_URL's server, or
   the clock is simulated by moving every waiting request's times back by the time between arrivals, and the
   scheduled run (settle, then match) is called every simulated 15 minutes. Wait = simulated time from arrival to
   the room; requests that expire unmatched are counted apart.
-- Chat: 1,000 rooms under way; each measured insert is one transaction as PostgREST runs it (role and JWT claims
-  set locally), alternately as `authenticated` (RLS: participant check) and as `service_role`, random room and
-  participant, same statement; p95 of each side per round, the ratio's median over rounds (target <= 1.3).
+- Chat: 1,000 rooms under way; each measured insert is one request, sent as `authenticated` (RLS: participant
+  check) and as `service_role`, in four ways side by side (bench/postgrest.py explains the plan cache):
+  PostgREST's statements prepared on a connection per role -- what PostgREST does, and the figure that answers
+  the target (p95 ratio's median over rounds <= 1.3); the same on one connection whose role changes at every
+  request; PostgREST's statements never prepared; and the plain insert first measured. pg_stat_statements then
+  shows, per way and role, how many calls were planned and the server's planning and execution ms a call.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import random
 import statistics
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,8 @@ from typing import Any
 import psycopg
 from rich.console import Console
 
-from bench.database import describe, fresh_scratch_database
+from bench import postgrest
+from bench.database import dbname, describe, fresh_scratch_database
 from shared.db.rls import acting_as
 
 DB_NAME = "prep_bench_peer"
@@ -200,8 +205,65 @@ def p95(values: list[float]) -> float:
     return ordered[int(0.95 * (len(ordered) - 1))]
 
 
-def bench_chat(url: str, inserts: int, rounds: int) -> dict[str, Any]:
-    rng = random.Random(11)
+MESSAGE = "Could you say more about the trade-off?"
+PLAIN_INSERT = "insert into public.peer_messages (room_id, user_id, body) values (%s, %s, %s)"
+POSTGREST_INSERT = postgrest.insert_minimal("peer_messages", {"body": "text", "room_id": "uuid", "user_id": "uuid"})
+
+
+@dataclass(frozen=True)
+class ChatWay:
+    """One way a chat message reaches the database: the statement's shape, whether it is prepared, and whether
+    both sides share one connection (its role changing at every request) or each has its own."""
+
+    key: str
+    what: str
+    postgrest_shape: bool
+    prepare_threshold: int | None
+    shared_connection: bool
+
+
+CHAT_WAYS = [
+    ChatWay("prepared", "PostgREST's statements, prepared, a connection per role (as PostgREST serves a role's"
+            " requests: plans cached)", True, 0, False),
+    ChatWay("prepared_role_switching", "PostgREST's statements, prepared, one connection sending the same"
+            " insert alternately as each role (planned again at every request)", True, 0, True),
+    ChatWay("unprepared", "PostgREST's statements, never prepared, a connection per role (a client behind a"
+            " transaction pooler: planned at every request)", True, None, False),
+    ChatWay("plain", "a plain insert, one connection whose role changes at every request, psycopg's defaults"
+            " (the figure first measured: planned at every request)", False, 5, True),
+]  # fmt: skip
+
+
+class ChatClient:
+    def __init__(self, url: str, way: ChatWay) -> None:
+        self.way = way
+        first = psycopg.connect(url, prepare_threshold=way.prepare_threshold)
+        self.connections = {"authenticated": first, "service_role": first}
+        if not way.shared_connection:
+            self.connections["service_role"] = psycopg.connect(url, prepare_threshold=way.prepare_threshold)
+
+    def send(self, side: str, room: uuid.UUID, user: uuid.UUID) -> float:
+        """One message as one request; its seconds."""
+        conn = self.connections[side]
+        request_claims = claims(user) if side == "authenticated" else SERVICE_CLAIMS
+        started = time.perf_counter()
+        if self.way.postgrest_shape:
+            with postgrest.request(conn, request_claims, "POST", "/peer_messages"):
+                body = {"body": MESSAGE, "room_id": str(room), "user_id": str(user)}
+                conn.execute(POSTGREST_INSERT, (json.dumps(body),)).fetchone()
+        else:
+            with acting_as(conn, request_claims):
+                conn.execute(PLAIN_INSERT, (room, user, MESSAGE))
+            conn.commit()
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        for conn in set(self.connections.values()):
+            conn.close()
+
+
+def chat_rooms(url: str) -> list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]]:
+    """1,000 rooms under way (2,000 paid users matched in pairs on arrival)."""
     with psycopg.connect(url, autocommit=True) as conn:
         clear_peer_sessions(conn)
         users = paid_users(conn, 2_000)
@@ -217,37 +279,84 @@ def bench_chat(url: str, inserts: int, rounds: int) -> dict[str, Any]:
         assert len(rooms) == 1_000, len(rooms)
         conn.execute("update public.peer_rooms set starts_at = now() - interval '5 minutes'")
         conn.execute("vacuum analyze")
-    results = []
-    statement = "insert into public.peer_messages (room_id, user_id, body) values (%s, %s, %s)"
-    with psycopg.connect(url) as conn:
+    return rooms
+
+
+def senders(rooms: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]], count: int, rng: random.Random) -> list[Any]:
+    """`count` (room, participant) picks, each participant at most once per 2,000 so that nobody reaches the
+    limit of 30 messages a minute (each pick sends one message per way and side)."""
+    everyone = [(room, user) for room, a, b in rooms for user in (a, b)]
+    picks: list[Any] = []
+    while len(picks) < count:
+        picks += rng.sample(everyone, min(len(everyone), count - len(picks)))
+    return picks
+
+
+def bench_chat(url: str, inserts: int, rounds: int) -> dict[str, Any]:
+    """Every way side by side: each pick is sent by every way, as authenticated and as service_role in
+    alternating order, so machine noise hits all alike; p95 of each side per round, ratio's median over rounds.
+    Then, per way, 300 requests a side with pg_stat_statements: how often the server planned, and what it cost."""
+    rng = random.Random(11)
+    rooms = chat_rooms(url)
+    with psycopg.connect(url, autocommit=True) as admin:
+        server = postgrest.ServerTimes(admin, dbname(url))
+        server.enable()
+        clients = [ChatClient(url, way) for way in CHAT_WAYS]
+        ways: dict[str, Any] = {way.key: {"what": way.what, "rounds": []} for way in CHAT_WAYS}
         for round_number in range(rounds + 1):  # the first round warms up and is not counted
-            timings: dict[str, list[float]] = {"authenticated": [], "service_role": []}
-            for n in range(inserts):
-                room, a, b = rng.choice(rooms)
-                user = a if rng.random() < 0.5 else b
-                sides = ["authenticated", "service_role"] if n % 2 else ["service_role", "authenticated"]
-                for side in sides:
-                    started = time.perf_counter()
-                    with acting_as(conn, claims(user) if side == "authenticated" else SERVICE_CLAIMS):
-                        conn.execute(statement, (room, user, "Could you say more about the trade-off?"))
-                    timings[side].append(time.perf_counter() - started)
-                    conn.commit()
-            # Keep each user under the 30-a-minute limit for the next round.
-            conn.execute("delete from public.peer_messages")
-            conn.commit()
+            timings = {way.key: {"authenticated": [], "service_role": []} for way in CHAT_WAYS}
+            for n, (room, user) in enumerate(senders(rooms, inserts, rng)):
+                for client in clients:
+                    for side in ["authenticated", "service_role"] if n % 2 else ["service_role", "authenticated"]:
+                        timings[client.way.key][side].append(client.send(side, room, user))
+            admin.execute("delete from public.peer_messages")  # the next round starts under the rate limit
             if round_number == 0:
                 continue
-            auth_p95, service_p95 = p95(timings["authenticated"]) * 1000, p95(timings["service_role"]) * 1000
-            results.append({"authenticated_p95_ms": round(auth_p95, 3), "service_p95_ms": round(service_p95, 3),
-                            "ratio": round(auth_p95 / service_p95, 3)})  # fmt: skip
-            console.print(f"  chat round {round_number}: {results[-1]}")
+            for key, sides in timings.items():
+                auth_p95, service_p95 = p95(sides["authenticated"]) * 1000, p95(sides["service_role"]) * 1000
+                ways[key]["rounds"].append({"authenticated_p95_ms": round(auth_p95, 3),
+                                            "service_p95_ms": round(service_p95, 3),
+                                            "ratio": round(auth_p95 / service_p95, 3)})  # fmt: skip
+            console.print(f"  chat round {round_number}: " + ", ".join(
+                f"{key} {ways[key]['rounds'][-1]['ratio']:.2f}" for key in ways))  # fmt: skip
+        for client in clients:
+            server.reset()
+            for room, user in senders(rooms, 300, rng):
+                for side in ("authenticated", "service_role"):
+                    client.send(side, room, user)
+            admin.execute("delete from public.peer_messages")
+            prefix = "WITH pgrst_source" if client.way.postgrest_shape else "insert into public.peer_messages"
+            ways[client.way.key]["server"] = server.of(prefix)
+            client.close()
+    for figures in ways.values():
+        figures["ratio_p95_median"] = statistics.median(r["ratio"] for r in figures["rounds"])
     return {
         "rooms": 1_000,
         "inserts_per_side_per_round": inserts,
-        "rounds": results,
-        "ratio_p95_median": statistics.median(r["ratio"] for r in results),
+        "ways": ways,
+        # The figure first measured (a plain insert, planned at every request), under its first name.
+        "ratio_p95_median": ways["plain"]["ratio_p95_median"],
+        "prepared_ratio_p95_median": ways["prepared"]["ratio_p95_median"],
         "target_ratio": CHAT_TARGET_RATIO,
     }
+
+
+def print_chat(chat: dict[str, Any]) -> None:
+    for key, figures in chat["ways"].items():
+        ratio = figures["ratio_p95_median"]
+        console.print(f"chat insert p95 authenticated / service_role, {key}: median ratio {ratio:.2f}")
+        console.print(f"    {figures['what']}")
+        for role, stats in sorted(figures["server"].items()):
+            console.print(
+                f"    server, {role}: planned {stats['plans']} of {stats['calls']} calls, planning"
+                f" {stats['plan_ms_per_call']:.3f} ms + execution {stats['exec_ms_per_call']:.3f} ms a call"
+            )
+    console.print(
+        f"target <= {CHAT_TARGET_RATIO}: PostgREST prepares its statements and a pooled connection keeps serving"
+        f" the authenticated role, so the RLS plan is made once per connection: the prepared figure"
+        f" ({chat['prepared_ratio_p95_median']:.2f}) is the one that answers it; the others show what a client"
+        " that has every request planned again pays."
+    )
 
 
 def main() -> int:
@@ -263,8 +372,7 @@ def main() -> int:
     day = bench_simulated_day(url, args.day_arrivals)
     console.print(f"simulated day: {day}")
     chat = bench_chat(url, args.chat_inserts, args.runs)
-    ratio = chat["ratio_p95_median"]
-    console.print(f"chat insert p95 authenticated / service: median ratio {ratio:.2f} (target <= 1.3)")
+    print_chat(chat)
     OUT_FILE.parent.mkdir(exist_ok=True)
     OUT_FILE.write_text(
         json.dumps(

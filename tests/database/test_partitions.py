@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from bench import postgrest
 from prep import localdb, migrations
 from shared.db.rls import acting_as
 from tests.database.test_rls_matrix import exposed_schemas
@@ -342,3 +343,25 @@ def test_the_converting_migration_keeps_every_row_and_its_rollback_too(server_ur
         assert conn.execute("select relkind from pg_class where oid = 'public.responses'::regclass").fetchone() == (
             "r",
         )
+
+
+def test_the_users_history_reads_sent_as_postgrest_sends_them_keep_a_generic_plan(db: psycopg.Connection) -> None:
+    """A user's latest answers and session summaries read every month (neither filters on the partition key), so
+    planning them costs per partition. PostgREST prepares its statements: after five custom plans the generic one
+    is kept, and no request plans them again (bench/partitioning.py's RLS read figure rests on it)."""
+    user = populate_user(db).user_id
+    reads = {
+        "responses": postgrest.read("responses", [("user_id", "=")], "created_at", 20),
+        "session_summaries": postgrest.read("session_summaries", [("user_id", "=")], "started_at", 10),
+    }
+    for _ in range(8):
+        with acting_as(db, user_claims(user)):
+            rows = {table: db.execute(read, (str(user),), prepare=True).fetchone()[1] for table, read in reads.items()}
+    assert rows["responses"] > 0
+    assert rows["session_summaries"] > 0
+    for table in reads:
+        plans = db.execute(
+            "select custom_plans, generic_plans from pg_prepared_statements where statement like %s",
+            (f'WITH pgrst_source AS ( SELECT "public"."{table}"%',),
+        ).fetchone()
+        assert plans == (5, 3), table

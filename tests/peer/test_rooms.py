@@ -4,6 +4,7 @@ is revealed after giving one's own or after the deadline; reports reach the repo
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from bench import postgrest
 from functions.evaluation.rubrics import CATEGORY_CRITERIA
 from shared.db.rls import acting_as
 from tests.abuse.attempts import as_user, refusal
@@ -292,3 +294,21 @@ def test_reports_reach_the_reporter_and_moderators_only(
         room.id, stranger, room.first,
     )  # fmt: skip
     assert isinstance(stranger_report, psycopg.errors.InsufficientPrivilege)
+
+
+def test_a_chat_message_sent_as_postgrest_sends_it_keeps_a_cached_plan(db: psycopg.Connection, room: Room) -> None:
+    """PostgREST prepares its statements on long-lived connections: the insert's plan under RLS (the policies'
+    participant check) is made for five messages, then a generic plan is kept, so planning the policies is not
+    paid per message (bench/peer.py's chat figure rests on it). A policy that made the generic plan dearer than
+    the custom ones would have every message planned again."""
+    insert = postgrest.insert_minimal("peer_messages", {"body": "text", "room_id": "uuid", "user_id": "uuid"})
+    for n in range(8):
+        with acting_as(db, user_claims(room.first)):
+            body = {"body": f"line {n}", "room_id": str(room.id), "user_id": str(room.first)}
+            db.execute(insert, (json.dumps(body),), prepare=True)
+    plans = db.execute(
+        "select custom_plans, generic_plans from pg_prepared_statements where statement like %s",
+        ('WITH pgrst_source AS (INSERT INTO "public"."peer_messages"%',),
+    ).fetchone()
+    assert plans == (5, 3)
+    assert db.execute("select count(*) from public.peer_messages where room_id = %s", (room.id,)).fetchone()[0] == 8
