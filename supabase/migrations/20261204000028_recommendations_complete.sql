@@ -5,11 +5,10 @@
 --     served from the same category's nearest level, then from the next categories in rank; each such pick
 --     says so in its line. Only a user who has been served every question they may see gets fewer (and
 --     POST /questions then generates the rest for their weakest category, as for any deficit).
---   * POST /questions did not take `mode`. The picks were read as the signed-in user (recommend_next was security
---     invoker), so the service could not serve them for a user. The picks now come from
---     private.recommendations(user_id, ...): recommend_next passes it the token's user (security definer, no user
---     argument: the user comes from the token only), a recommended session its own user, and
---     service.request_questions the user the Lambda verified.
+--   * POST /questions did not take `mode`: recommend_next read the picks for auth.uid(), so the service (no user
+--     token) could not serve them for a user. The picks now come from private.recommendations(user_id, ...):
+--     recommend_next passes it the token's user (still security invoker, reading through RLS; no user argument),
+--     a recommended session its own user, and service.request_questions the user the Lambda verified.
 --   * Two causes of lost learning in what was picked (measured by bench/adaptive.py's simulated learners):
 --     - Weakness was read from the ability estimate alone, so a category never practised (estimate 0, the prior)
 --       ranked below any practised one estimated a little weak, and was never explored: the recommender kept
@@ -201,12 +200,12 @@ end
 $$;
 
 -- As in 22. for the caller, now through private.recommendations: the user is the token's, never an argument.
--- Security definer because the picks are shared with the service's serving (which has no token to read with);
--- every read in it is of `me`'s rows or of questions `me` may see.
+-- Still security invoker: the picks read through RLS as the caller (whose policies show them only their own
+-- rows), so private.recommendations called with another user's id by a signed-in user would see nothing of
+-- that user's; the serving paths call it as the table owner or service_role for the user they serve.
 create or replace function public.recommend_next(count integer default 5, category public.question_category default null)
 returns setof public.recommendation
 language plpgsql stable
-security definer
 set search_path = ''
 as $$
 declare
@@ -221,6 +220,11 @@ begin
   return query select * from private.recommendations(me, recommend_next.count, recommend_next.category);
 end
 $$;
+-- recommend_next (as the caller) reaches these two helpers and nothing else of schema private: every other
+-- function there has no EXECUTE for PUBLIC or authenticated (migrations 1 and 14), its tables no grant.
+grant usage on schema private to authenticated;
+grant execute on function private.unserved_near(uuid, text, integer, double precision, integer),
+  private.recommendations(uuid, integer, public.question_category) to authenticated;
 
 -- 2. Serving the picks, for a new session or one going on. ----------------------------------------------------
 

@@ -142,6 +142,7 @@ $$;
 revoke all on function private.serve_recommended(uuid, integer, public.question_category) from public, anon, authenticated;
 
 drop function private.recommendations(uuid, integer, public.question_category);
+revoke usage on schema private from authenticated;
 drop function private.unserved_near(uuid, text, integer, double precision, integer);
 
 -- on_session_started, checked_request, request_questions and calibrate_answers as in 22.
