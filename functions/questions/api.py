@@ -12,10 +12,10 @@ import logging
 import math
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from functions.questions import generation
 from functions.questions.settings import QuestionsSettings
@@ -49,10 +49,24 @@ API_TIMEOUT_SECONDS = 29.0
 AFTER_AI_RESERVE_SECONDS = 3.0
 
 
+# A request either filters (these three required) or asks for recommendations (these refused).
+FILTERS = ("category", "difficulty", "experience_level")
+CHOSEN_BY_RECOMMENDATION = ("difficulty", "experience_level", "target_role", "tags")
+
+
 class QuestionRequest(RequestModel):
-    category: Category
-    difficulty: Difficulty
-    experience_level: Level
+    """Either the filters (category, difficulty and experience_level; a role and tags if wanted), or `mode:
+    "recommended"`: what the user should practise next (public.recommend_next's picks: their weakest and
+    most due categories, at a 70% chance of success, one line of why each), optionally within one category."""
+
+    mode: Literal["recommended"] | None = Field(
+        default=None,
+        description='"recommended": the calibration picks categories and difficulty (level and role come from the '
+        "profile), so difficulty, experience_level, target_role and tags are refused with it",
+    )
+    category: Category | None = Field(default=None, description="Required without mode; with it, narrows the picks")
+    difficulty: Difficulty | None = Field(default=None, description="Required without mode")
+    experience_level: Level | None = Field(default=None, description="Required without mode")
     target_role: RoleName | None = Field(
         default=None, description="A role of public.vocabulary (or its alias, or a near spelling); others are a 422"
     )
@@ -67,6 +81,21 @@ class QuestionRequest(RequestModel):
     count: Annotated[int, Field(ge=1, le=20)] = 5
     session_id: Uuid | None = Field(default=None, description="Continue this session instead of a new one")
 
+    @model_validator(mode="after")
+    def _filters_or_mode(self) -> Self:
+        if self.mode is None:
+            missing = [name for name in FILTERS if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f'{", ".join(missing)} required, or mode "recommended"')
+        else:
+            chosen = [name for name in CHOSEN_BY_RECOMMENDATION if getattr(self, name)]
+            if chosen:
+                raise ValueError(
+                    "a recommended request takes difficulty from your answers and level and role from your "
+                    f"profile: leave out {', '.join(chosen)}, or mode to choose them yourself"
+                )
+        return self
+
 
 class ServedQuestion(BaseModel):
     id: uuid.UUID
@@ -79,7 +108,10 @@ class ServedQuestion(BaseModel):
     target_role: str | None
     tags: list[str]
     served_from: Literal["bank", "generated"]
-    widening: str | None = Field(description="How far the request was widened to find it: exact, any_tags, ...")
+    widening: str | None = Field(
+        description="How far the request was widened to find it: exact, any_tags, ...; recommended for the picks"
+    )
+    reason: str | None = Field(default=None, description="Why it was picked, in one line (recommended mode only)")
 
 
 class GenerationReport(BaseModel):

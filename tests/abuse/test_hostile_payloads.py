@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -15,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from shared.db.rls import acting_as
 from tests.abuse.attempts import as_user, open_session, refusal, timed_refusal
+from tests.adaptive.history import calibrate, question, scored_answer
 from tests.support.identities import ANON, give_paid_plan, sign_up, user_claims
 
 # What PostgREST hands the database: the body as text, parsed to jsonb by the server. Serialized once here so
@@ -309,6 +311,21 @@ def test_recommend_next_takes_no_user_id_from_the_client(db: psycopg.Connection,
         "::regprocedure"
     ).fetchone()[0]
     assert arguments == ["count", "category"]
+
+
+def test_the_picks_helper_called_with_someone_elses_id_sees_nothing_of_theirs(
+    db: psycopg.Connection, user: uuid.UUID
+) -> None:
+    """recommend_next's helper is executable by signed-in users (it reads as the caller, through RLS): named
+    another user, it sees none of their answers, abilities or served questions."""
+    other = sign_up(db)
+    scored_answer(db, other, question(db, "behavioral", "medium"), 20, datetime.now(UTC) - timedelta(days=2))
+    calibrate(db, datetime.now(UTC))
+    theirs = "select string_agg(reason, ' | ') from private.recommendations(%s, 6)"
+    assert "behavioral: scored 20 this month" in str(as_user(db, other, theirs, other))
+
+    seen = str(as_user(db, user, theirs, other))
+    assert seen.count("not practised yet") == 6
 
 
 # Statement timeouts ------------------------------------------------------------------------------------------

@@ -77,24 +77,32 @@ def test_each_answer_is_calibrated_once_and_late_ones_wait_for_the_next_run(db: 
 
 
 def test_ability_follows_the_scores_and_the_review_interval_follows_sm2(db: psycopg.Connection) -> None:
+    """SM-2 graded by mastery (5 x the chance of success on a question of average difficulty at the updated
+    ability): a category known better than average passes its review and is spaced out; one pulled below
+    average starts over, whatever the scores of the questions aimed at it."""
     user = sign_up(db)
     give_paid_plan(db, user)
-    days = [NOW - timedelta(days=d) for d in (20, 14, 7)]
+    days = [NOW - timedelta(days=d) for d in (20, 14, 7, 3)]
     outcomes = []
-    for at, score in zip(days, (90, 85, 20), strict=True):
-        scored_answer(db, user, question(db, "technical", "medium"), score, at)
+    for at, scores in zip(days, ([90], [85], [20], [10, 10]), strict=True):
+        for score in scores:
+            scored_answer(db, user, question(db, "technical", "medium"), score, at)
         calibrate(db, at + timedelta(hours=1))
         row = ability(db, user, "technical")
         outcomes.append((row["repetitions"], row["review_interval_days"], row["ability"]))
         assert row["due_at"] == at + timedelta(days=row["review_interval_days"])
         assert row["last_practised_at"] == at
 
-    (reps1, interval1, ability1), (reps2, interval2, ability2), (reps3, interval3, ability3) = outcomes
+    (reps1, interval1, ability1), (reps2, interval2, ability2), (reps3, _, ability3), (reps4, interval4, ability4) = (
+        outcomes
+    )
     assert (reps1, interval1) == (1, 1)  # SM-2: first good review, 1 day
     assert (reps2, interval2) == (2, 6)  # second, 6 days
-    assert (reps3, interval3) == (0, 1)  # a failed review starts over
     assert 0 < ability1 < ability2  # two good answers raise it
-    assert ability3 < ability2  # a poor one lowers it
+    assert 0 < ability3 < ability2  # a poor one lowers it, still above average: a third good review
+    assert reps3 == 3
+    assert ability4 < 0  # two more pull it below average: a failed review starts over
+    assert (reps4, interval4) == (0, 1)
 
 
 def test_the_four_week_projection_follows_the_trend_with_an_interval(db: psycopg.Connection) -> None:

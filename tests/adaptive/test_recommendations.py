@@ -41,10 +41,11 @@ def refusal(db: psycopg.Connection, user: uuid.UUID, config: dict, kind: str = "
 
 @pytest.fixture
 def practised(db: psycopg.Connection) -> uuid.UUID:
-    """A paid user who scored 40 in behavioral nine days ago and 80 in technical two days ago (mid level)."""
+    """A paid user who scored 25 twice in behavioral nine days ago and 80 in technical two days ago (mid level)."""
     user = sign_up(db)
     give_paid_plan(db, user)
-    scored_answer(db, user, question(db, "behavioral", "medium"), 40, NOW - timedelta(days=9, hours=1))
+    for _ in range(2):
+        scored_answer(db, user, question(db, "behavioral", "medium"), 25, NOW - timedelta(days=9, hours=1))
     scored_answer(db, user, question(db, "technical", "medium"), 80, NOW - timedelta(days=2, hours=1))
     calibrate(db, NOW)
     return user
@@ -55,16 +56,34 @@ def test_each_pick_says_why_in_one_line(db: psycopg.Connection, practised: uuid.
 
     lines = [LINE.match(p["reason"]) for p in picks]
     assert all(lines), [p["reason"] for p in picks]
-    # The weakest category first (and due), then two never practised (due as well: they outrank technical, due
-    # too but scored well); the three take turns.
+    # The weakest category first (and due), then two never practised (due as well, and as weak as they may
+    # plausibly be: they outrank technical, due too but scored well); the three take turns.
     assert [p["category"] for p in picks] == ["behavioral", "situational", "leadership"] * 2
     assert picks[0]["reason"].startswith(
-        "behavioral: lowest score this month (40), last practised 9 days ago (due for review); "
+        "behavioral: lowest score this month (25), last practised 9 days ago (due for review); "
     )
     assert lines[1]["why"] == lines[2]["why"] == "not practised yet"
     for pick, line in zip(picks, lines, strict=True):
         assert int(line["chance"]) == round(100 * pick["success_probability"])
         assert line["category"] == pick["category"].replace("_", " ")
+
+
+def test_a_category_never_practised_outranks_one_a_single_answer_calls_a_little_weak(db: psycopg.Connection) -> None:
+    """Need is read at the ability's upper confidence bound of weakness (the estimate less one standard error):
+    one answer scored 40 says little, and the categories never tried may be weaker still."""
+    user = sign_up(db)
+    scored_answer(db, user, question(db, "behavioral", "medium"), 40, NOW - timedelta(days=3))
+    calibrate(db, NOW)
+    weak = db.execute(
+        "select ability, ability_uncertainty from public.category_abilities where user_id = %s", (user,)
+    ).fetchone()
+    assert -0.5 < weak[0] < 0
+    assert weak[1] > 0.8
+
+    picks = recommend(db, user, 3)
+
+    assert "behavioral" not in {p["category"] for p in picks}
+    assert all("not practised yet" in p["reason"] for p in picks)
 
 
 def test_picks_aim_at_a_70_percent_chance_and_narrow_to_a_category(
@@ -111,17 +130,72 @@ def test_a_mock_interview_has_no_recommended_mode(db: psycopg.Connection) -> Non
     assert error.sqlstate == "PT422", error
 
 
-def test_a_session_started_for_someone_else_cannot_be_recommended(db: psycopg.Connection) -> None:
-    """The picks read the user's own rows as they would: the service (no user token) is refused, not served."""
+def test_a_recommended_session_inserted_by_the_service_serves_its_users_picks(
+    db: psycopg.Connection, practised: uuid.UUID
+) -> None:
+    """As POST /questions starts one: the service (no user token) inserts it, and the picks are that user's."""
+    expected = [(p["question_id"], p["reason"]) for p in recommend(db, practised, 3)]
+    session = db.execute(
+        "insert into public.practice_sessions (user_id, session_type, config)"
+        ' values (%s, \'quick\', \'{"mode": "recommended", "count": 3}\') returning id',
+        (practised,),
+    ).fetchone()[0]
+    served = db.execute(
+        "select question_id, pick_reason from public.session_questions where session_id = %s order by position",
+        (session,),
+    ).fetchall()
+    assert served == expected
+
+
+def serve_everything(db: psycopg.Connection, user: uuid.UUID, where: str) -> None:
+    """Every active question matching `where` is served to `user` (in a session of their own)."""
+    session = db.execute(
+        "insert into public.practice_sessions (user_id, session_type) values (%s, 'quick') returning id", (user,)
+    ).fetchone()[0]
+    db.execute(
+        "insert into public.session_questions (session_id, user_id, question_id, position)"
+        " select %s, %s, q.id, 100 + row_number() over () from public.questions q"
+        f" where q.is_active and ({where})"
+        " and not exists (select from public.served_questions s where s.user_id = %s and s.question_id = q.id)",
+        (session, user, user),
+    )
+
+
+def test_a_level_with_nothing_left_is_made_up_from_the_nearest_level(db: psycopg.Connection) -> None:
     user = sign_up(db)
-    with pytest.raises(psycopg.Error) as caught:
-        db.execute(
-            "insert into public.practice_sessions (user_id, session_type, config)"
-            " values (%s, 'quick', '{\"mode\": \"recommended\"}')",
-            (user,),
-        )
-    assert caught.value.sqlstate == "PT422"
-    assert "started by its user" in caught.value.diag.message_primary
+    db.execute(
+        "insert into public.user_profiles (user_id, experience_level) values (%s, 'entry')"
+        " on conflict (user_id) do update set experience_level = 'entry'",
+        (user,),
+    )
+    serve_everything(db, user, "q.category = 'leadership' and q.experience_level = 'entry'")
+
+    picks = recommend(db, user, 4, "leadership")
+
+    assert len(picks) == 4
+    levels = db.execute(
+        "select distinct experience_level::text from public.questions where id = any(%s)",
+        ([p["question_id"] for p in picks],),
+    ).fetchall()
+    assert levels == [("mid",)]  # entry's nearest level
+    for pick in picks:
+        assert LINE.match(pick["reason"]), pick["reason"]
+        assert "no unserved entry question left so a mid one" in pick["reason"]
+
+
+def test_categories_with_nothing_left_are_made_up_from_the_next_in_rank(db: psycopg.Connection) -> None:
+    user = sign_up(db)
+    # Never practised, the categories tie on need and rank in the enum's order: the first three are emptied.
+    serve_everything(db, user, "q.category in ('behavioral', 'technical', 'situational')")
+
+    picks = recommend(db, user, 5)
+
+    assert len(picks) == 5
+    assert {p["category"] for p in picks} <= {"leadership", "problem_solving", "culture_fit"}
+    assert all("in place of higher-ranked categories with no unserved question left" in p["reason"] for p in picks)
+
+    serve_everything(db, user, "true")
+    assert recommend(db, user, 5) == []  # served everything: fewer (none), never a repeat
 
 
 def test_recommend_next_is_for_signed_in_users_only(db: psycopg.Connection) -> None:

@@ -153,3 +153,25 @@ def test_new_functions_are_closed_in_our_schemas_and_open_elsewhere(db: psycopg.
     assert db.execute("select extension_like.probe()").fetchone() == (1,)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         db.execute("select public.probe()")
+
+
+def test_authenticated_reaches_nothing_in_private_but_recommend_nexts_invoker_helpers(db: psycopg.Connection) -> None:
+    """Migration 28 grants `authenticated` usage on schema private for the two functions recommend_next calls
+    (security invoker: they read through RLS as the caller). Nothing else there may be executed or touched."""
+    executable = db.execute(
+        """
+        select p.proname, p.prosecdef from pg_proc p
+        where p.pronamespace = 'private'::regnamespace and has_function_privilege('authenticated', p.oid, 'execute')
+        order by 1
+        """
+    ).fetchall()
+    assert executable == [("recommendations", False), ("unserved_near", False)]
+    touchable = db.execute(
+        """
+        select c.relname from pg_class c
+        where c.relnamespace = 'private'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'S')
+          and (has_table_privilege('authenticated', c.oid, 'select, insert, update, delete')
+               or (c.relkind = 'S' and has_sequence_privilege('authenticated', c.oid, 'usage')))
+        """
+    ).fetchall()
+    assert touchable == []

@@ -23,6 +23,7 @@ from functions.questions.settings import QuestionsSettings
 from shared.ai import AiClient, database_budget, database_usage_sink
 from shared.config import DatabaseSettings
 from shared.db.psycopg_transport import PsycopgDatabase
+from shared.db.rls import acting_as
 from tests.support.fake_openai import BASE_URL, FakeOpenAI, dynamic, refusal, reply, server_error, truncated
 from tests.support.identities import give_paid_plan, sign_up, user_claims
 from tests.support.metrics import dimension_sets, documents, values
@@ -371,3 +372,83 @@ def test_each_request_reports_the_cache_hit_ratio_and_the_ai_spend(
     found = documents(capsys.readouterr().out)
     assert values(found, "CacheHitRatio", Generation="not_needed") == [100]
     assert values(found, "QuestionsFromBank") == [3]
+
+
+# Recommended mode ------------------------------------------------------------------------------------------------
+
+PICK_LINE = re.compile(r"^[a-z ]+: [^;]+; \d+% chance of success at this difficulty$")
+
+
+def recommended(harness: Harness, user: str, **fields: Any) -> httpx.Response:
+    return harness.client.post("/questions", json={"mode": "recommended", **fields}, headers=harness.auth(user))
+
+
+def test_recommended_mode_serves_recommend_next_picks_with_why_and_goes_on_in_the_session(harness: Harness) -> None:
+    user = harness.user(exhausted=False)
+    with acting_as(harness.conn, user_claims(uuid.UUID(user))):
+        expected = harness.conn.execute("select question_id::text, reason from public.recommend_next(3)").fetchall()
+
+    first = recommended(harness, user, count=3)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert [(q["id"], q["reason"]) for q in body["questions"]] == expected
+    assert all(PICK_LINE.match(q["reason"]) and q["widening"] == "recommended" for q in body["questions"])
+    assert (body["from_bank"], body["generation"]["status"]) == (3, "not_needed")
+
+    going_on = recommended(harness, user, count=2, category="leadership", session_id=body["session_id"])
+    assert going_on.status_code == 200, going_on.text
+    more = going_on.json()
+    assert more["session_id"] == body["session_id"]
+    assert [q["position"] for q in more["questions"]] == [4, 5]
+    assert {q["category"] for q in more["questions"]} == {"leadership"}
+    assert not {q["id"] for q in more["questions"]} & {q["id"] for q in body["questions"]}
+    assert harness.fake.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"mode": "recommended", "difficulty": "easy"}, "leave out difficulty"),
+        ({"mode": "recommended", "experience_level": "lead", "tags": ["leadership"]}, "experience_level, tags"),
+        ({"mode": "recommended", "target_role": "software engineer"}, "leave out target_role"),
+        ({"category": "technical"}, "difficulty, experience_level required"),
+    ],
+)
+def test_recommended_mode_refuses_the_filters_it_would_ignore_and_filters_need_all_three(
+    harness: Harness, fields: dict[str, Any], says: str
+) -> None:
+    user = harness.user(exhausted=False)
+    response = harness.client.post("/questions", json=fields, headers=harness.auth(user))
+    assert response.status_code == 422, response.text
+    assert says in response.json()["errors"][0]["message"]
+    sessions = harness.conn.execute("select count(*) from public.practice_sessions where user_id = %s", (user,))
+    assert sessions.fetchone()[0] == 0
+
+
+def test_recommended_mode_generates_for_the_weakest_category_once_everything_was_served(harness: Harness) -> None:
+    harness.fake.chat.script(reply(generated(4)))
+    user = harness.user(exhausted=False)
+    session = harness.conn.execute(
+        "insert into public.practice_sessions (user_id, session_type) values (%s, 'quick') returning id", (user,)
+    ).fetchone()[0]
+    harness.conn.execute(
+        "insert into public.session_questions (session_id, user_id, question_id, position)"
+        " select %s, %s, id, 100 + row_number() over () from public.questions q where is_active"
+        " and not exists (select from public.served_questions s where s.user_id = %s and s.question_id = q.id)",
+        (session, user, user),
+    )
+    harness.conn.execute(
+        "insert into public.category_abilities (user_id, category, ability) values (%s, 'culture_fit', -1.5),"
+        " (%s, 'technical', 0.4)",
+        (user, user),
+    )
+
+    body = recommended(harness, user, count=2).json()
+    assert (body["from_bank"], body["generated"], body["generation"]["status"]) == (0, 2, "generated")
+    # The weakest category, at the label whose band holds a 70% chance (-1.5 - 0.85 logits: easy), mid level.
+    assert {(q["category"], q["difficulty"], q["experience_level"]) for q in body["questions"]} == {
+        ("culture_fit", "easy", "mid")
+    }
+    block = re.search(r"<<<request\n(.*?)\n>>>request", harness.fake.chat.last.text_of("user"), re.S)
+    assert block is not None
+    assert '"category": "culture_fit"' in block.group(1)
