@@ -175,7 +175,7 @@ begin
       message = 'a custom session needs config.category, config.difficulty and config.count (1-20)';
   end if;
   if new.session_type = 'mock_interview' and not coalesce(
-      (select (e.features ->> 'mock_interviews')::boolean from public.entitlements(new.user_id) e), false) then
+      (select (e.features).mock_interviews from public.entitlements(new.user_id) e), false) then
     raise sqlstate 'PT402' using message = 'mock interviews come with a paid plan',
       hint = 'Upgrade with POST /billing/checkout.';
   end if;
@@ -355,7 +355,7 @@ begin
     'deficit', wanted - jsonb_array_length(served),
     'generate_ahead', ahead,
     'ai_generation_included',
-      coalesce((select (e.features ->> 'ai_generated_questions')::boolean
+      coalesce((select (e.features).ai_generated_questions
                 from public.entitlements(request_questions.user_id) e), false)
   );
 end
