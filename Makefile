@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.backup
 	$(BIN)/python -m bench.partitioning
 	$(BIN)/python -m bench.adaptive
+	$(BIN)/python -m bench.curation
 	$(BIN)/python -m bench.peer
 	$(BIN)/python -m bench.results
 

@@ -1,7 +1,9 @@
 """Write bench/RESULTS.md from the benchmarks' JSON in bench/out/: each figure, its target, whether it is met,
 the machine and the date. `make bench` runs every benchmark, then this.
 
-A benchmark whose JSON is missing is listed as not run, never left out.
+A benchmark whose JSON is missing here keeps its rows from the RESULTS.md being replaced, with the date they were
+measured (bench/out/ is not committed: a fresh checkout, or a run of one benchmark, must not erase the figures of
+the others); one with no earlier rows either is listed as not run, never left out.
 """
 
 from __future__ import annotations
@@ -501,12 +503,20 @@ def revision() -> str:
     return result.stdout.strip() or "unknown"
 
 
+def earlier_rows(name: str) -> list[str]:
+    """The rows `name` had in the current RESULTS.md (its column reads "name (date)")."""
+    if not RESULTS.exists():
+        return []
+    return [line for line in RESULTS.read_text().splitlines() if line.startswith(f"| {name} (")]
+
+
 def render() -> str:
     lines = [
         "# Benchmark results",
         "",
         f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at revision {revision()} by `make bench` "
-        "(`.venv/bin/python -m bench.results` rewrites it from `bench/out/*.json`).",
+        "(`.venv/bin/python -m bench.results` rewrites it from `bench/out/*.json`; a benchmark not run since keeps "
+        "its earlier rows and their date).",
         f"Machine: {machine()}. Figures are medians of runs on one machine, often with other work running.",
         "",
         "| benchmark | figure | measured | target | met |",
@@ -515,7 +525,7 @@ def render() -> str:
     for name, extract in BENCHMARKS.items():
         path = OUT_DIR / f"{name}.json"
         if not path.exists():
-            lines.append(f"| {name} | not run (no bench/out/{name}.json) | | | |")
+            lines.extend(earlier_rows(name) or [f"| {name} | not run (no bench/out/{name}.json) | | | |"])
             continue
         ran = datetime.fromtimestamp(path.stat().st_mtime, UTC)
         for figure in extract(json.loads(path.read_text())):

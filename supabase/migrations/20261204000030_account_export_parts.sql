@@ -11,8 +11,13 @@
 
 create table private.account_export_parts (
   part text primary key check (part ~ '^[a-z][a-z_]{0,62}$'),
-  builder regprocedure not null unique
+  builder regprocedure not null unique,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
 );
+create trigger set_updated_at before update on private.account_export_parts
+  for each row execute function private.set_updated_at();
+alter table private.account_export_parts enable row level security;
 comment on table private.account_export_parts is
   'The parts service.export_account joins into the first page of an account export: builder(uid uuid) returns a '
   'jsonb object of sections. One row per feature that stores user data; added and removed by that feature''s '

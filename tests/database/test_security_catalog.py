@@ -113,7 +113,7 @@ def test_every_foreign_key_is_indexed(db: psycopg.Connection) -> None:
 def test_every_table_has_timestamps_maintained_by_trigger(db: psycopg.Connection) -> None:
     missing = db.execute(
         """
-        select format('%%I.%%I', n.nspname, c.relname)
+        select format('%I.%I', n.nspname, c.relname)
         from pg_class c join pg_namespace n on n.oid = c.relnamespace
         where c.relkind = 'r' and n.nspname in ('public', 'private')
           and not (
