@@ -27,6 +27,16 @@ log = logging.getLogger("db.replica")
 REPLICA_RETRY_SECONDS = 30.0
 POLL_SECONDS = 0.005
 
+# The end of the primary's WAL: its insert position, which asynchronously committed serves are before too (not
+# the write position), except where the last record ended at a page boundary: there the insert position points
+# past the next page's header (24 bytes, 40 at a segment's start: after every segment switch, pg_basebackup's
+# and archive_timeout's too), where no replica replays to until another record is written. An idle primary
+# would then send every read that must see its commits to the primary, after DB_READ_WAIT_SECONDS.
+PRIMARY_POSITION = (
+    "select case when (p - '0/0') % pg_size_bytes(current_setting('wal_segment_size')) = 40 then p - 40"
+    " when (p - '0/0') % current_setting('wal_block_size')::integer = 24 then p - 24 else p end"
+    " from pg_current_wal_insert_lsn() p"
+)
 _REPLICA_STATE = (
     "select pg_is_in_recovery(), pg_last_wal_replay_lsn() >= %s::pg_lsn,"
     " extract(epoch from clock_timestamp() - pg_last_xact_replay_timestamp())::float8"
@@ -83,9 +93,8 @@ class ReplicaReads:
         return None
 
     def _primary_position(self) -> str:
-        # The insert position, not the write position: asynchronously committed serves are before it too.
         with self._primary.connection() as conn:
-            return str(conn.execute("select pg_current_wal_insert_lsn()").fetchone()[0])  # type: ignore[index]
+            return str(conn.execute(PRIMARY_POSITION).fetchone()[0])  # type: ignore[index]
 
     def _not_fresh_enough(self, conn: psycopg.Connection, position: str) -> str | None:
         """None once the replica may answer; else what is wrong, after waiting up to DB_READ_WAIT_SECONDS."""

@@ -31,7 +31,7 @@ from prep import localdb
 from shared.config import DatabaseSettings
 from shared.db import Freshness, connect_reads
 from shared.db.psycopg_transport import PsycopgDatabase
-from shared.db.replica import ReplicaReads
+from shared.db.replica import PRIMARY_POSITION, ReplicaReads
 from tests.support import databases
 from tests.support.dataset import NEXT_POSITION, add_question, populate_user
 from tests.support.identities import user_claims
@@ -68,7 +68,7 @@ class Pair:
         return DatabaseSettings(**(values | overrides))
 
     def caught_up(self) -> None:
-        position = self.conn.execute("select pg_current_wal_insert_lsn()").fetchone()[0]
+        position = self.conn.execute(PRIMARY_POSITION).fetchone()[0]
         deadline = time.monotonic() + 10
         while not self.replica_conn.execute("select pg_last_wal_replay_lsn() >= %s", (position,)).fetchone()[0]:
             assert time.monotonic() < deadline, "the replica did not catch up within 10 s"
@@ -287,6 +287,25 @@ def test_a_read_url_that_is_not_a_replica_is_refused(
     same = pair.settings(database_read_url=pair.primary_url)
     primary, reads = gateway(same, Freshness.AT_REQUEST)
     assert reads is primary
+
+
+def test_a_read_after_a_wal_segment_switch_on_an_idle_primary_runs_on_the_replica(
+    pair: Pair, answered_on: list[tuple[str, str]], gateway: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a segment switch (a backup's, archive_timeout's) the primary's insert position is past the new
+    segment's header, where no record is: the replica, replayed to the switch, has all there is."""
+    data = populate_user(pair.conn)
+    _, exports = gateway(pair.settings(), Freshness.AT_REQUEST)
+    pair.caught_up()
+    pair.conn.execute("select pg_switch_wal()")
+    raw, position = pair.conn.execute(f"select pg_current_wal_insert_lsn(), ({PRIMARY_POSITION})").fetchone()
+    assert raw != position, "the switch left the insert position after the new segment's header"
+
+    with caplog.at_level(logging.WARNING, logger="db.replica"):
+        exports.call("service.export_account", {"user_id": str(data.user_id)})
+
+    assert answered_on == [("service.export_account", "replica")]
+    assert not replica_warnings(caplog)
 
 
 def test_writes_never_go_to_the_replica(pair: Pair, answered_on: list[tuple[str, str]], gateway: Any) -> None:
