@@ -383,7 +383,7 @@ def cases(conn: psycopg.Connection, fx: Fixtures, hostile_mb: int) -> list[Case]
         c("insert responses (paid)", "largest accepted: 80,000-byte answer + 300-byte audio_path", spoken,
           {"answer_text": WORST_ANSWER, "audio_path": audio_300}, "accepted", user="paid"),
         c("insert responses (paid)", "301-byte audio_path", spoken,
-          {"answer_text": "x", "audio_path": audio_300 + "c"}, "PT422", user="paid"),
+          {"answer_text": "x", "audio_path": audio_300 + "c"}, "PT413", user="paid"),
         c("insert responses (paid)", "audio_path ../ into another folder", spoken,
           {"answer_text": "x", "audio_path": f"{paid}/../{free}/a.webm"}, "PT422", user="paid"),
         # Ratings

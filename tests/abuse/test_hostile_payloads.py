@@ -204,6 +204,25 @@ def test_answer_text_of_a_megabyte_is_refused_by_size(db: psycopg.Connection, us
     assert "longer than 20,000 characters" in error.diag.message_primary
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("answer_text", "a" * 1_000_000, "answer_text is longer than 20,000 characters"),
+        ("audio_path", "a" * 301, "audio_path is longer than 300 bytes"),
+    ],
+)
+def test_an_oversized_answer_is_refused_before_the_row_is_copied_for_the_trigger_function(
+    db: psycopg.Connection, user: uuid.UUID, column: str, value: str, message: str
+) -> None:
+    """Migration 31: refused in guard_answer's WHEN condition, which reads the new row where it lies; the trigger
+    function (guard_response) would be handed a copy of the row, and plpgsql copies it again into NEW."""
+    error = answer_refusal(db, user, **{column: value})
+    assert error.sqlstate == "PT413", error
+    assert error.diag.message_primary == message
+    assert "refuse_oversized" in (error.diag.context or ""), error.diag.context
+    assert "guard_response" not in (error.diag.context or ""), error.diag.context
+
+
 @pytest.mark.parametrize("column", ["display_name", "avatar_url"])
 def test_a_megabyte_display_field_is_refused_by_size(db: psycopg.Connection, user: uuid.UUID, column: str) -> None:
     error = refusal(db, user, f"update public.users set {column} = %s where id = %s", "x" * 1_000_000, user)

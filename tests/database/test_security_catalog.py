@@ -155,9 +155,10 @@ def test_new_functions_are_closed_in_our_schemas_and_open_elsewhere(db: psycopg.
         db.execute("select public.probe()")
 
 
-def test_authenticated_reaches_nothing_in_private_but_recommend_nexts_invoker_helpers(db: psycopg.Connection) -> None:
+def test_authenticated_reaches_nothing_in_private_but_the_invoker_helpers(db: psycopg.Connection) -> None:
     """Migration 28 grants `authenticated` usage on schema private for the two functions recommend_next calls
-    (security invoker: they read through RLS as the caller). Nothing else there may be executed or touched."""
+    (security invoker: they read through RLS as the caller); migration 31 lets it run the size check of a
+    trigger's WHEN condition (which runs as the writer). Nothing else there may be executed or touched."""
     executable = db.execute(
         """
         select p.proname, p.prosecdef from pg_proc p
@@ -165,7 +166,7 @@ def test_authenticated_reaches_nothing_in_private_but_recommend_nexts_invoker_he
         order by 1
         """
     ).fetchall()
-    assert executable == [("recommendations", False), ("unserved_near", False)]
+    assert executable == [("recommendations", False), ("refuse_oversized", False), ("unserved_near", False)]
     touchable = db.execute(
         """
         select c.relname from pg_class c
