@@ -25,7 +25,7 @@ any production database has, where what is left of the ratio is what the deletio
 (locks, I/O, WAL), not the CPU share any query takes on a two-core machine. Writes account_deletion_pinned.json.
 
 Run: .venv/bin/python -m bench.account_deletion [--sessions 1000] [--archived 2000] [--writers 3] [--interval-ms 20]
-     [--rounds 3] [--pin-cores]
+     [--rounds 5] [--pin-cores]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ from shared.db.psycopg_transport import PsycopgDatabase
 from shared.stripe_client import StripeSettings, stripe_client
 
 DATABASE = "prep_bench_account"
+WRITER_APP = "bench-other-user"  # application_name of the other users' connections
 OUT = Path(__file__).parent / "out" / "account_deletion.json"
 TARGET_SECONDS = 5.0
 TARGET_RATIO = 1.2
@@ -181,12 +183,14 @@ def make_writer(conn: psycopg.Connection, answers: int) -> tuple[str, str, list[
 
 
 class LockWaits:
-    """Samples, every 5 ms, how many other backends wait on a lock (pg_stat_activity): a deletion that blocked other
-    users' writes would show here, whatever the machine's load."""
+    """Samples, every 5 ms, what the other users' backends are waiting on (pg_stat_activity): a deletion
+    that blocked other users' writes would show as lock waits, whatever the machine's load; the other waits
+    (WAL writes and flushes, I/O, lightweight locks) say what else it makes them wait for."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int]] = []  # (at, backends waiting on a lock)
+        self.waits: list[tuple[float, str]] = []  # (at, "type:event") of each other backend waiting, each sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -203,22 +207,32 @@ class LockWaits:
         with psycopg.connect(self.url, autocommit=True) as conn:
             while not self._stop.is_set():
                 waiting = conn.execute(
-                    "select count(*) from pg_stat_activity"
-                    " where wait_event_type = 'Lock' and datname = current_database()"
-                ).fetchone()[0]
-                self.samples.append((time.perf_counter(), waiting))
+                    "select wait_event_type || ':' || wait_event from pg_stat_activity"
+                    " where datname = current_database() and application_name = %s and state = 'active'"
+                    " and wait_event_type is not null",
+                    (WRITER_APP,),
+                ).fetchall()
+                at = time.perf_counter()
+                self.samples.append((at, sum(1 for (event,) in waiting if event.startswith("Lock:"))))
+                self.waits.extend((at, event) for (event,) in waiting)
                 time.sleep(0.005)
 
     def most(self, start: float, end: float) -> int:
         return max((waiting for at, waiting in self.samples if start <= at <= end), default=0)
 
+    def events(self, start: float, end: float) -> dict[str, int]:
+        """How many times each wait was seen between start and end, most seen first."""
+        seen = Counter(event for at, event in self.waits if start <= at <= end)
+        return dict(seen.most_common())
+
 
 class TimedDatabase(PsycopgDatabase):
-    """The database gateway, remembering how long the last call of each SQL function took."""
+    """The database gateway, remembering how long the last call of each SQL function took, and when it ran."""
 
     def __init__(self, settings: DatabaseSettings) -> None:
         super().__init__(settings)
         self.seconds: dict[str, float] = {}
+        self.spans: dict[str, tuple[float, float]] = {}
 
     def pin(self, cpu: int) -> None:
         """This thread and every connection the pool holds (all opened now) on one CPU."""
@@ -231,7 +245,9 @@ class TimedDatabase(PsycopgDatabase):
         try:
             return super().call(function, args, caller=caller)
         finally:
-            self.seconds[function] = time.perf_counter() - started
+            ended = time.perf_counter()
+            self.seconds[function] = ended - started
+            self.spans[function] = (started, ended)
 
 
 def pin_session(conn: psycopg.Connection, cpu: int | None) -> None:
@@ -250,7 +266,7 @@ class Writers:
         self.url, self.writers, self.interval, self.cpu = url, writers, interval, cpu
         self.samples: list[tuple[float, float]] = []  # (finished at, seconds)
         self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.errors: list[str] = []
 
@@ -268,7 +284,7 @@ class Writers:
     def _run(self, writer: tuple[str, str, list[str], list[str]]) -> None:
         user, session, served, questions = writer
         claims = json.dumps({"sub": user, "role": "authenticated", "aud": "authenticated"})
-        with psycopg.connect(self.url, autocommit=True) as conn:
+        with psycopg.connect(self.url, autocommit=True, application_name=WRITER_APP) as conn:
             pin_session(conn, self.cpu)
             due = time.perf_counter()
             while not self._stop.is_set() and served:
@@ -283,7 +299,7 @@ class Writers:
                     self.errors.append(str(error).splitlines()[0])
                     continue
                 finished = time.perf_counter()
-                with self._lock:
+                with self.lock:
                     self.samples.append((finished, finished - started))
 
     def latencies(self, start: float, end: float) -> list[float]:
@@ -327,7 +343,7 @@ def main() -> None:
     parser.add_argument("--archived", type=int, default=2000)
     parser.add_argument("--writers", type=int, default=3)
     parser.add_argument("--interval-ms", type=float, default=20.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--pin-cores",
         action="store_true",
@@ -387,6 +403,12 @@ def main() -> None:
                 before = writers.latencies(max(baseline_start, started - window), started)
                 during = writers.latencies(started, started + window)
                 final = database.seconds["service.complete_account_deletion"]
+                final_start, final_end = database.spans["service.complete_account_deletion"]
+                with writers.lock:
+                    overlapping_final = [
+                        seconds for at, seconds in writers.samples if at - seconds < final_end and at > final_start
+                    ]
+                purging = writers.latencies(started, final_start)
                 left = conn.execute("select count(*) from public.responses where user_id = %s", (victim,)).fetchone()[0]
                 rounds.append(
                     {
@@ -403,6 +425,11 @@ def main() -> None:
                         "p95_ratio": round(p95(during) / p95(before), 3),
                         "most_backends_waiting_on_a_lock": locks.most(started, ended),
                         "lock_samples": sum(1 for at, _ in locks.samples if started <= at <= ended),
+                        "p95_during_purges_ms": round(p95(purging) * 1000, 2) if purging else None,
+                        "writes_overlapping_final": len(overlapping_final),
+                        "max_overlapping_final_ms": round(max(overlapping_final, default=0.0) * 1000, 2),
+                        "waits_during": locks.events(started, ended),
+                        "waits_before": locks.events(started - (ended - started), started),
                     }
                 )
             control = measure_control(
@@ -452,6 +479,11 @@ def main() -> None:
     )
     table.add_row("  ratio during / before", f"{result['median_p95_ratio']:.2f}", f"<= {TARGET_RATIO}")
     table.add_row(
+        "  p95 while the answers are purged / slowest write overlapping the final transaction (rounds)",
+        "; ".join(f"{r['p95_during_purges_ms']} / {r['max_overlapping_final_ms']} ms" for r in rounds),
+        "",
+    )
+    table.add_row(
         f"  control: a {control['seconds']:.2f} s query touching no table, same writers: ratio",
         f"{control['median_p95_ratio']:.2f}",
         "",
@@ -461,6 +493,15 @@ def main() -> None:
         str(result["most_backends_waiting_on_a_lock"]),
         "0",
     )
+    for when in ("before", "during"):
+        seen: Counter[str] = Counter()
+        for r in rounds:
+            seen.update(r[f"waits_{when}"])
+        table.add_row(
+            f"  others' waits seen {when} the deletion (samples, all rounds)",
+            ", ".join(f"{event} {count}" for event, count in seen.most_common(4)) or "none",
+            "",
+        )
     console.print(table)
     if writer_errors:
         console.print(f"[red]writes refused:[/red] {writer_errors}")

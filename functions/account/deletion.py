@@ -3,7 +3,8 @@
     service.request_account_deletion      the request is recorded first (private.account_deletions)
     Stripe: cancel live subscriptions, delete the customer      -> service.record_account_deletion_step('stripe')
     Storage: delete <user_id>/... in the answers bucket          -> service.record_account_deletion_step('storage')
-    service.purge_account_answers         the answers, archived then live, 1,000 rows a transaction
+    service.purge_account_answers         the answers, archived then live, 1,000 rows a transaction, each
+                                          followed by a pause as long as it took
     service.complete_account_deletion     the auth user, every row it owns (one transaction), a hashed tombstone
 
 A step that fails is recorded with its error and a retry time, and the deletion stops there: nothing in the database
@@ -14,6 +15,7 @@ the first step not done. Every step is safe to repeat.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from typing import Any, Literal
 
@@ -69,8 +71,13 @@ class Deleter:
             state = self._done(user_id, "storage")
         if state["status"] == "pending":
             # Answers first, in short transactions: the final one then holds only what is left of the account.
-            while self.database.call("service.purge_account_answers", {"user_id": user_id}):
-                pass
+            # Each batch writes a burst of WAL that other users' commits must flush behind theirs; a pause as long
+            # as the batch lets the WAL writer catch up, so their commits overlap at most half the purge.
+            while True:
+                started = time.monotonic()
+                if not self.database.call("service.purge_account_answers", {"user_id": user_id}):
+                    break
+                time.sleep(time.monotonic() - started)
             state = self.database.call("service.complete_account_deletion", {"user_id": user_id})
             log.info("account deleted", extra={"attempts": state["attempts"]})
         return DeletionState.model_validate(state)
