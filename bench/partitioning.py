@@ -16,14 +16,17 @@ Measured (medians of ROUNDS alternating rounds, A and B, or B and C, interleaved
    them (bench/postgrest.py: its statement shapes, prepared on a long-lived connection, so the plan is cached;
    `rls_read_prepared`, and each read alone), with pg_stat_statements' planning and execution per call.
 3. retention of one month: detach + attach (functions/analytics/retention.py) on B against the row moves of
-   migration 12 (delete ... returning, insert into the archive) of the same month on A: >= 50x faster.
+   migration 12 (delete ... returning, insert into the archive) of the same month on A: >= 50x faster. The
+   three months retired hold RETIRED_MONTH_SESSIONS more sessions each (about 250,000 answers a month, still a
+   hundredth of the month the platform is built for): row moves grow with the month and a detach does not,
+   so a month of 50,000 answers measured the DDL's fixed cost against almost no rows (45x on a quiet machine).
 4. the live table over a simulated year (a database of its own): each month's answers arrive, the schedule's
    retention keeps KEEP months; the size of public.responses after each month.
 5. EXPLAIN of the hot queries on B: which partitions each one reads; and the generic plans of the user's reads
    (what a prepared statement keeps), executed: which months they read, and how many were removed at run time.
 
 Run: .venv/bin/python -m bench.partitioning [--users 2000] [--sessions 60000] [--busy-day 50000] [--rounds 5]
-     [--db-prefix prep_bench_part]
+     [--retired-month-sessions 20000] [--db-prefix prep_bench_part]
 Figures go to bench/out/partitioning.json.
 """
 
@@ -114,9 +117,13 @@ select k, md5('session:' || k)::uuid as id, k %% %(users)s as u, md5('user:' || 
        k / %(users)s as ordinal,
        case when k < %(sessions)s
             then now() - interval '365 days' + k * (interval '364 days' / %(sessions)s)
-            else date_trunc('day', now()) - interval '1 day' + (k - %(sessions)s) * (interval '1 day' / %(busy)s)
+            when k < %(sessions)s + %(busy)s
+            then date_trunc('day', now()) - interval '1 day' + (k - %(sessions)s) * (interval '1 day' / %(busy)s)
+            -- the three months the retention rounds retire (after the first, partial one)
+            else date_trunc('month', now() - interval '365 days') + interval '1 month'
+                 + (k - %(sessions)s - %(busy)s) * (interval '89 days' / %(retired)s)
        end as started_at
-from generate_series(0, %(sessions)s + %(busy)s - 1) k;
+from generate_series(0, %(sessions)s + %(busy)s + %(retired)s - 1) k;
 insert into public.practice_sessions (id, user_id, session_type, status, started_at, ended_at, created_at)
 select id, user_id, 'quick', 'completed', started_at, started_at + interval '30 minutes', started_at from plan;
 insert into public.session_questions (id, session_id, user_id, question_id, position, served_at, created_at)
@@ -539,6 +546,12 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=60_000, help="over 12 months, 10 answers each")
     parser.add_argument("--busy-day", type=int, default=5_000, help="extra sessions yesterday, 10 answers each")
     parser.add_argument("--questions", type=int, default=20_000)
+    parser.add_argument(
+        "--retired-month-sessions",
+        type=int,
+        default=20_000,
+        help="extra sessions (10 answers each) in each of the 3 months the retention rounds retire",
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-round", type=int, default=40)
     parser.add_argument("--year-per-month", type=int, default=20_000)
@@ -561,6 +574,7 @@ def main() -> None:
                         "users": args.users,
                         "sessions": args.sessions,
                         "busy": args.busy_day,
+                        "retired": args.retired_month_sessions * 3,
                         "questions": args.questions,
                     }
                 ):

@@ -64,6 +64,7 @@ DB_NAME = "prep_bench_cache"
 MARKER = {"benchmark": "question_cache"}
 TARGET_BANK_SHARE = 0.95
 DAY_LIMIT = 1_000_000  # the monthly plan's per-day limits in the scratch database (see above)
+SCHEDULE_STATEMENT_TIMEOUT_MS = 300_000  # serverless.yml, analyticsSchedule: DB_STATEMENT_TIMEOUT_MS
 
 ROLES: list[str | None] = [
     None,
@@ -461,6 +462,11 @@ class Simulation:
             openai_base_url=BASE_URL,
         )
         self.database = PsycopgDatabase(DatabaseSettings(database_url=url, db_pool_size=workers + 1))
+        # The rollup and curation steps run as the analytics schedule runs them (serverless.yml: statements of up
+        # to 300 s), not under the request timeout the serving gateway has (10 s), which they outgrow here.
+        self.schedule_database = PsycopgDatabase(
+            DatabaseSettings(database_url=url, db_pool_size=1, db_statement_timeout_ms=SCHEDULE_STATEMENT_TIMEOUT_MS)
+        )
         ai = AiClient(
             settings,
             usage_sink=database_usage_sink(self.database),
@@ -524,9 +530,9 @@ class Simulation:
     def _rollup(self, after: int) -> None:
         started = time.perf_counter()
         try:
-            result = self.database.call("service.rollup_question_stats")
+            result = self.schedule_database.call("service.rollup_question_stats")
             # As the schedule: the curation step after the rollup admits the provisional questions (migration 23).
-            result = {**(result or {}), **self.database.call("service.curate_questions")}
+            result = {**(result or {}), **self.schedule_database.call("service.curate_questions")}
         except DatabaseError as error:  # counted: a failed rollup is a finding, not a reason to stop serving
             result = {"error": f"{error.status} {error.title}: {error.detail}"}
         self.rollups.append({"after_requests": after, "seconds": time.perf_counter() - started, **(result or {})})
@@ -647,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         simulation = Simulation(url, users, args.workers, args.rollup_every)
         outcomes, elapsed = simulation.run(plan)
         simulation.database.close()
+        simulation.schedule_database.close()
         checks = verify(conn, plan, outcomes, users)
         checks["question_update_blocks_serving_lock"] = update_blocks_serving(url)
         bank = bank_growth(conn)
