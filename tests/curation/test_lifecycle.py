@@ -157,6 +157,38 @@ def test_a_near_duplicate_of_an_older_question_is_retired(db: psycopg.Connection
     assert figures["similarity"] >= 0.6
 
 
+def test_new_versions_are_checked_for_duplicates_a_bounded_batch_a_run_until_none_wait(
+    db: psycopg.Connection,
+) -> None:
+    """A backlog of new versions (an import, a stopped schedule) is checked max_duplicate_checks a run, oldest
+    first, so every run finishes within its statement timeout and the backlog drains; a copy in it is still
+    retired when its turn comes."""
+    curate(db)  # the seed's versions
+    original = add_question(db, content="How would you design a rate limiter for a public API?")
+    db.execute("update public.questions set created_at = now() - interval '1 day' where id = %s", (original,))
+    db.execute("update private.duplicate_checks_due set created_at = now() - interval '1 day'")
+    fillers = [
+        add_question(db, content=text)
+        for text in (
+            "Tell me about a time you disagreed with your manager.",
+            "Explain how a B-tree index stays balanced on insert.",
+            "What would you measure first in a slow checkout page?",
+        )
+    ]
+    copy = add_question(db, content="How would you design a rate limiter for a public API service?")
+
+    runs = [
+        db.execute("select service.curate_questions(now() + interval '10 minutes', 2)").fetchone()[0] for _ in range(3)
+    ]
+
+    assert [(r["duplicate_checks"], r["duplicate_checks_waiting"]) for r in runs] == [(2, 3), (2, 1), (1, 0)]
+    assert status(db, copy) == ("retired", False)
+    assert [status(db, q) for q in (original, *fillers)] == [("active", True)] * 4
+    with pytest.raises(psycopg.Error) as refused:
+        db.execute("select service.curate_questions(now(), 0)")
+    assert refused.value.sqlstate == "PT422", refused.value
+
+
 def test_under_review_and_retired_questions_are_left_to_people(db: psycopg.Connection) -> None:
     question = add_question(db)
     report(db, question, "unclear", 3)
