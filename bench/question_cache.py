@@ -11,8 +11,9 @@ Then REQUESTS requests go through the real engine, in process: QuestionEngine.se
 many distinct questions as each prompt asks for, from phrase lists whose lengths are pairwise coprime, so no
 two generated questions share more than three of their five phrases; what the near-duplicate check still drops
 is counted. service.rollup_question_stats, then service.curate_questions (which admits provisional questions),
-runs every ROLLUP_EVERY completed requests, alongside the serving,
-like the schedule. No AI latency is simulated: requests/s is the engine's and the database's own cost.
+runs every ROLLUP_EVERY completed requests, alongside the serving, like the schedule (and like it, never two at
+once: one due while the last still runs is skipped). No AI latency is simulated: requests/s is the engine's and
+the database's own cost.
 
 Traffic, drawn with a fixed seed:
 - bucket (category x difficulty x experience level, 90): Zipf (s=1) over the buckets in a shuffled order;
@@ -478,6 +479,8 @@ class Simulation:
         self.workers = workers
         self.rollup_every = rollup_every
         self.rollups: list[dict[str, Any]] = []
+        self.rollups_skipped = 0
+        self._rollup_running = threading.Lock()
         self._lock = threading.Lock()
 
     def run(self, plan: list[Planned]) -> tuple[list[Outcome], float]:
@@ -528,6 +531,16 @@ class Simulation:
         return outcome
 
     def _rollup(self, after: int) -> None:
+        # Schedule runs never overlap (reserved concurrency 1): one due while the last still runs is skipped.
+        if not self._rollup_running.acquire(blocking=False):
+            self.rollups_skipped += 1
+            return
+        try:
+            self._run_rollup(after)
+        finally:
+            self._rollup_running.release()
+
+    def _run_rollup(self, after: int) -> None:
         started = time.perf_counter()
         try:
             result = self.schedule_database.call("service.rollup_question_stats")
@@ -703,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
             "median_seconds": statistics.median(r["seconds"] for r in simulation.rollups) if simulation.rollups else 0,
             "max_seconds": max((r["seconds"] for r in simulation.rollups), default=0),
             "failed": sum("error" in r for r in simulation.rollups),
+            "skipped_while_one_ran": simulation.rollups_skipped,
             "questions_updated": [r.get("questions_updated", r.get("error")) for r in simulation.rollups],
         },
         "checks": checks,
@@ -762,7 +776,10 @@ def print_report(report: dict[str, Any]) -> None:
          f"{checks['session_questions_rows']:,}"),
         ("sum(usage_count) after final rollup", f"{checks['usage_count_sum_after_final_rollup']:,}"),
         ("an UPDATE of a question blocks serving's FK lock", str(checks["question_update_blocks_serving_lock"])),
-        ("rollups: runs, failed", f"{rollups['runs']}, {rollups['failed']}"),
+        (
+            "rollups: runs, failed, skipped while one ran",
+            f"{rollups['runs']}, {rollups['failed']}, {rollups['skipped_while_one_ran']}",
+        ),
         ("rollup seconds: median, max", f"{rollups['median_seconds']:.2f}, {rollups['max_seconds']:.2f}"),
     ]:  # fmt: skip
         facts.add_row(what, value)
