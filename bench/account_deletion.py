@@ -182,7 +182,7 @@ def make_writer(conn: psycopg.Connection, answers: int) -> tuple[str, str, list[
     return user, str(session), [str(r[0]) for r in rows], [str(r[1]) for r in rows]
 
 
-class LockWaits:
+class Waits:
     """Samples, every 5 ms, what the other users' backends are waiting on (pg_stat_activity): a deletion
     that blocked other users' writes would show as lock waits, whatever the machine's load; the other waits
     (WAL writes and flushes, I/O, lightweight locks) say what else it makes them wait for."""
@@ -320,7 +320,7 @@ def measure_control(url: str, writers: Writers, seconds: float, rounds: int, cpu
         series = max(int(seconds / per_million * 1_000_000), 1)
         ratios = []
         for _ in range(rounds):
-            locks = LockWaits(url)  # sampling as in the deletion rounds, for the same load
+            locks = Waits(url)  # sampling as in the deletion rounds, for the same load
             writers.start()
             locks.start()
             time.sleep(4.0)
@@ -385,7 +385,7 @@ def main() -> None:
                     " (select count(*) from archive.responses where user_id = %(u)s)",
                     {"u": victim},
                 ).fetchone()
-                locks = LockWaits(url)
+                locks = Waits(url)
                 writers.start()
                 locks.start()
                 time.sleep(1.0)  # connections open, caches warm

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -44,8 +45,14 @@ class DeletionState(BaseModel):
 class Deleter:
     """The outside services a deletion needs, and the steps in order."""
 
-    def __init__(self, database: Database, stripe_api: stripe.StripeClient, recordings: RecordingStore) -> None:
-        self.database, self.stripe_api, self.recordings = database, stripe_api, recordings
+    def __init__(
+        self,
+        database: Database,
+        stripe_api: stripe.StripeClient,
+        recordings: RecordingStore,
+        pause: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.database, self.stripe_api, self.recordings, self.pause = database, stripe_api, recordings, pause
 
     def request(
         self, user_id: str, *, requested_by: Literal["user", "operator"], confirm: str | None = None
@@ -77,7 +84,7 @@ class Deleter:
                 started = time.monotonic()
                 if not self.database.call("service.purge_account_answers", {"user_id": user_id}):
                     break
-                time.sleep(time.monotonic() - started)
+                self.pause(time.monotonic() - started)
             state = self.database.call("service.complete_account_deletion", {"user_id": user_id})
             log.info("account deleted", extra={"attempts": state["attempts"]})
         return DeletionState.model_validate(state)
