@@ -484,8 +484,8 @@ def generate(conn: psycopg.Connection, volume: Volume) -> list[tuple[str, int, f
     return step.timings
 
 
-# The months of the history get their partitions before the load (migration 17), or its rows would all land in
-# the default partitions; the maintenance makes the months ahead.
+# The months of the history get their partitions before the load (migrations 17 and 33), or its rows would all
+# land in the catch-all partition before the months; the maintenance makes the months ahead.
 PARTITIONS_SQL: LiteralString = """
 select private.create_month_partition(parent, m::date)
 from unnest(private.partitioned_parents()) parent,

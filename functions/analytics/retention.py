@@ -8,8 +8,7 @@ are detached and dropped (analytics_daily keeps their daily cost).
 so this step is not a `service.` call like the others: it asks `service.retention_plan` what to run and runs
 each statement on its own autocommit connection, as the role that owns the tables (DATABASE_URL's login role;
 the API roles may not alter tables). The plan is recomputed from the catalog every run, so a run stopped
-half-way (a detach left pending, a default partition left detached, a month detached and not yet retired) is
-finished by the next one.
+half-way (a detach left pending, a month detached and not yet retired) is finished by the next one.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ import psycopg
 from functions.analytics.settings import AI_USAGE_RETENTION_MONTHS
 from shared.db import DatabaseError, error_for_sqlstate, unavailable
 
-# A detach waits for the default partition's ACCESS EXCLUSIVE lock at most this long, then gives up until the
-# next run: traffic queued behind the lock waits no longer than this.
+# A detach waits for its lock at most this long, then gives up until the next run: traffic queued behind the lock
+# waits no longer than this.
 LOCK_TIMEOUT_MS = 2_000
 
 
@@ -42,12 +41,8 @@ def run_retention(
                 "select service.retention_plan(%s, %s, %s)", (as_of, keep_months, ai_usage_months)
             ).fetchone()[0]  # type: ignore[index]
             for plan in plans:
-                try:
-                    for statement in plan["statements"]:
-                        conn.execute(statement)
-                finally:
-                    # Whatever happened, the default partition is back before the next table (or the error).
-                    conn.execute("select private.attach_default_partition(%s::regclass)", (plan["table"],))
+                for statement in plan["statements"]:
+                    conn.execute(statement)
                 for table in plan["retire"]:
                     archive = conn.execute("select private.retire_partition(%s::regclass)", (table,)).fetchone()[0]  # type: ignore[index]
                     (archived if archive else dropped).append(archive or table)

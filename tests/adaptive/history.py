@@ -7,7 +7,7 @@ from datetime import datetime
 
 import psycopg
 
-from tests.support.dataset import NEXT_POSITION
+from tests.support.dataset import NEXT_POSITION, make_month
 
 
 def question(db: psycopg.Connection, category: str, difficulty: str, level: str = "mid") -> uuid.UUID:
@@ -32,6 +32,7 @@ def scored_answer(db: psycopg.Connection, user: uuid.UUID, question_id: uuid.UUI
         f" values (%s, %s, %s, {NEXT_POSITION}) returning id",
         (session, user, question_id, session),
     ).fetchone()[0]
+    make_month(db, at)
     db.execute(
         "insert into public.responses (session_id, session_question_id, user_id, answer_text, created_at)"
         " values (%s, %s, %s, 'my answer', %s)",

@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from tests.support.dataset import make_month
 from tests.support.identities import give_paid_plan, sign_up
 
 CATEGORIES = ("behavioral", "technical", "situational", "leadership", "problem_solving", "culture_fit")
@@ -50,6 +51,7 @@ def practise(
         (session, len(scores)),
     ).fetchall()
     assert len(served) == len(scores), "the bank ran out of questions for this history"
+    make_month(conn, at)
     for (session_question,), score in zip(served, scores, strict=True):
         conn.execute(
             "insert into public.responses (session_id, session_question_id, user_id, answer_text, created_at)"

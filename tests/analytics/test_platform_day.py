@@ -8,6 +8,7 @@ from datetime import date
 import psycopg
 import pytest
 
+from tests.support.dataset import make_month
 from tests.support.identities import sign_up
 
 DAY = date(2026, 3, 10)
@@ -60,6 +61,7 @@ def subscription_history(conn: psycopg.Connection, user: uuid.UUID, plan: str, *
 def test_a_day_of_activity_becomes_its_metrics(conn: psycopg.Connection) -> None:
     users = [sign_up(conn) for _ in range(3)]
     conn.execute("update public.users set created_at = %s where id = any(%s)", (AT, users[:2]))
+    make_month(conn, AT)
     first = session_on(conn, users[0], "quick", AT, completed=False)
     session_on(conn, users[1], "full", AT, completed=False)
     session_on(conn, users[2], "quick", BEFORE, completed=True)

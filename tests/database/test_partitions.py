@@ -1,13 +1,16 @@
-"""Monthly partitions (migration 17): partitions never reachable by the API roles, months created ahead with an
-alert for rows in a default partition, and the guarantees the partitioned keys could not carry (never served
-twice, one answer per served question) held by the ledger under real concurrency."""
+"""Monthly partitions (migrations 17 and 33): partitions never reachable by the API roles, months created ahead
+with an alert for rows in a catch-all partition, the partitions read in order, and the guarantees the partitioned
+keys could not carry (never served twice, one answer per served question) held by the ledger under real
+concurrency."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -39,7 +42,11 @@ def test_every_partition_is_hidden_from_the_api_and_has_row_security(db: psycopg
     # One more month made the way the schedule makes it, so partitions created later are covered too.
     db.execute("select private.create_month_partition('public.responses', '2031-01-01')")
     found = partitions(db)
-    assert {name for name, _, _ in found} >= {"private.responses_p203101", "private.responses_default"}
+    assert {name for name, _, _ in found} >= {
+        "private.responses_p203012",
+        "private.responses_p203101",
+        "private.responses_after",
+    }
     assert len(found) >= 4 * len(PARENTS) - 1
     exposed = exposed_schemas()
     for name, schema, row_security in found:
@@ -87,17 +94,27 @@ def open_alerts(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
     return dict(
         conn.execute(
             "select subject, detail from private.operator_alerts"
-            " where kind = 'rows_in_default_partition' and resolved_at is null"
+            " where kind = 'rows_in_catch_all_partition' and resolved_at is null"
         ).fetchall()
     )
 
 
-def test_months_ahead_are_created_and_a_row_past_them_lands_in_the_default_partition_with_an_alert(
+def partition_of(conn: psycopg.Connection, table: str, created_at: str) -> str:
+    return conn.execute(
+        f"select tableoid::regclass::text from {table} where created_at = %s",
+        (created_at,),  # type: ignore[arg-type]
+    ).fetchone()[0]
+
+
+def test_months_ahead_are_created_and_a_row_past_them_lands_in_a_catch_all_with_an_alert(
     db: psycopg.Connection,
 ) -> None:
     user = populate_user(db).user_id
+    newest = db.execute("select max(m) from private.attached_months('public.responses') m").fetchone()[0]
     result = maintain(db, "2030-05-20 12:00+00")
-    assert result["partitions_created"] == 3 * 3  # May, June and July 2030 of the three live tables
+    # Every month up to July 2030 (two ahead) of the three live tables: the months stay contiguous.
+    months_made = (2030 - newest.year) * 12 + 7 - newest.month
+    assert result["partitions_created"] == 3 * months_made
     for parent in ("session_questions", "responses", "ai_usage"):
         assert db.execute("select to_regclass(%s)", (f"private.{parent}_p203007",)).fetchone() == (
             f"private.{parent}_p203007",
@@ -105,28 +122,88 @@ def test_months_ahead_are_created_and_a_row_past_them_lands_in_the_default_parti
     assert maintain(db, "2030-05-21 12:00+00")["partitions_created"] == 0
     assert open_alerts(db) == {}
 
-    # Nobody made August 2031: the insert succeeds into the default partition, and the next run says so.
+    # Nobody made August 2031: the insert succeeds into the catch-all, and the next run says so.
     db.execute(
         "insert into public.ai_usage (user_id, purpose, model, latency_ms, succeeded, created_at)"
         " values (%s, 'evaluation', 'm', 1, true, '2031-08-02 00:00+00')",
         (user,),
     )
-    assert db.execute(
-        "select tableoid::regclass::text from public.ai_usage where created_at = '2031-08-02 00:00+00'"
-    ).fetchone() == ("private.ai_usage_default",)
+    assert partition_of(db, "public.ai_usage", "2031-08-02 00:00+00") == "private.ai_usage_after"
     result = maintain(db, "2030-05-21 12:15+00")
-    assert result["rows_in_default_partitions"] == {"public.ai_usage": 1}
+    assert result["rows_in_catch_all_partitions"] == {"public.ai_usage": 1}
     alert = open_alerts(db)["public.ai_usage"]
-    assert (alert["rows_counted"], alert["default_partition"]) == (1, "private.ai_usage_default")
+    assert (alert["rows_counted"], alert["catch_all_partition"]) == (1, "private.ai_usage_after")
 
-    # That month is never created over the stray row (attaching it would fail); emptied, the alert closes.
-    maintain(db, "2031-08-01 00:00+00")
+    # The months up to the stray row's are made, never that month (the catch-all would have to give up its row);
+    # emptied, the alert closes and the month is made.
+    result = maintain(db, "2031-08-01 00:00+00")
+    assert db.execute("select to_regclass('private.ai_usage_p203107')").fetchone() == ("private.ai_usage_p203107",)
     assert db.execute("select to_regclass('private.ai_usage_p203108')").fetchone() == (None,)
-    assert db.execute("select to_regclass('private.responses_p203108')").fetchone() == ("private.responses_p203108",)
+    assert db.execute("select to_regclass('private.responses_p203110')").fetchone() == ("private.responses_p203110",)
     db.execute("delete from public.ai_usage where created_at = '2031-08-02 00:00+00'")
     maintain(db, "2031-08-01 00:15+00")
     assert open_alerts(db) == {}
-    assert db.execute("select to_regclass('private.ai_usage_p203108')").fetchone() == ("private.ai_usage_p203108",)
+    assert db.execute("select to_regclass('private.ai_usage_p203110')").fetchone() == ("private.ai_usage_p203110",)
+
+
+def test_a_month_over_rows_of_a_catch_all_is_refused_with_what_to_do(db: psycopg.Connection) -> None:
+    user = populate_user(db).user_id
+    db.execute(
+        "insert into public.ai_usage (user_id, purpose, model, latency_ms, succeeded, created_at)"
+        " values (%s, 'evaluation', 'm', 1, true, '2032-02-10 00:00+00')",
+        (user,),
+    )
+    with pytest.raises(psycopg.Error) as refused, db.transaction():
+        db.execute("select private.create_month_partition('public.ai_usage', '2032-03-01')")
+    assert refused.value.sqlstate == "PT409"
+    assert "private.ai_usage_after holds rows of the months" in str(refused.value)
+    assert "rows_in_catch_all_partition" in (refused.value.diag.message_hint or "")
+    assert partition_of(db, "public.ai_usage", "2032-02-10 00:00+00") == "private.ai_usage_after"
+
+
+def test_months_ahead_wait_for_a_busy_table_without_failing_the_maintenance(
+    db: psycopg.Connection, database_url: str
+) -> None:
+    """Making a month detaches a catch-all: ACCESS EXCLUSIVE on the parent, given up after 2 s (lock_timeout)."""
+    db.commit()
+    with psycopg.connect(database_url) as reader:
+        reader.execute("select count(*) from public.ai_usage")  # a long read of the table, still open
+        started = time.monotonic()
+        result = maintain(db, "2033-01-10 00:00+00")
+        waited = time.monotonic() - started
+    assert list(result["partitions_waiting"]) == ["public.ai_usage"]
+    assert "lock timeout" in result["partitions_waiting"]["public.ai_usage"]
+    assert 1.5 < waited < 10
+    assert db.execute("select to_regclass('private.ai_usage_p203303')").fetchone() == (None,)
+    assert db.execute("select to_regclass('private.responses_p203303')").fetchone() == ("private.responses_p203303",)
+    db.rollback()
+
+
+def test_a_month_past_the_newest_brings_the_months_between_and_a_row_before_the_oldest_is_refused(
+    db: psycopg.Connection,
+) -> None:
+    newest = db.execute("select max(m) from private.attached_months('public.responses') m").fetchone()[0]
+    made = db.execute("select private.create_month_partition('public.responses', '2035-06-15')").fetchone()[0]
+    assert made == (2035 - newest.year) * 12 + 6 - newest.month
+    months = [m for (m,) in db.execute("select m from private.attached_months('public.responses') m order by m")]
+    assert all((b.year - a.year) * 12 + b.month - a.month == 1 for a, b in itertools.pairwise(months))
+    bounds = db.execute(
+        "select pg_get_expr(relpartbound, oid) from pg_class where oid = 'private.responses_after'::regclass"
+    ).fetchone()[0]
+    assert bounds.startswith("FOR VALUES FROM ('2035-07-01 00:00:00")
+    assert bounds.endswith("TO (MAXVALUE)")
+    assert db.execute("select private.create_month_partition('public.responses', '2035-06-01')").fetchone() == (0,)
+    # A month before the oldest is made alone (nothing is between it and a catch-all).
+    assert db.execute("select private.create_month_partition('public.responses', '2020-01-01')").fetchone() == (1,)
+
+    # Nothing writes a row older than the oldest month (these timestamps default to now()); one is refused whole.
+    with pytest.raises(psycopg.errors.CheckViolation) as refused, db.transaction():
+        db.execute(
+            "insert into public.ai_usage (user_id, purpose, model, latency_ms, succeeded, created_at)"
+            " values (%s, 'evaluation', 'm', 1, true, '2019-03-01 00:00+00')",
+            (populate_user(db).user_id,),
+        )
+    assert 'no partition of relation "ai_usage" found for row' in str(refused.value)
 
 
 def test_months_ahead_are_bounded(db: psycopg.Connection) -> None:
@@ -365,3 +442,97 @@ def test_the_users_history_reads_sent_as_postgrest_sends_them_keep_a_generic_pla
             (f'WITH pgrst_source AS ( SELECT "public"."{table}"%',),
         ).fetchone()
         assert plans == (5, 3), table
+
+
+def test_a_users_latest_answers_read_the_newest_month_first_and_stop(db: psycopg.Connection) -> None:
+    """Migration 33: with catch-all ranges instead of a default partition the months are ordered, so the generic
+    plan of `order by created_at desc limit n` is an Append from the newest month down that stops once it has n
+    rows, not a Merge Append starting an index scan in every month."""
+    user = populate_user(db).user_id
+    this_month = db.execute("select date_trunc('month', now() at time zone 'UTC')::date").fetchone()[0]
+    db.execute("select private.create_month_partition('public.responses', %s::date - 90)", (this_month,))
+    read = postgrest.read("responses", [("user_id", "=")], "created_at", 1).as_string(db).replace("%s", "$1")
+    db.execute(f"prepare latest_answer (uuid) as {read}")  # type: ignore[arg-type]
+    db.execute("set local plan_cache_mode = force_generic_plan")
+    with acting_as(db, user_claims(user)):
+        plan = "\n".join(
+            row[0]
+            for row in db.execute(
+                f"explain (analyze, costs off, timing off, summary off) execute latest_answer('{user}')"  # type: ignore[arg-type]
+            )
+        )
+    assert "Merge Append" not in plan
+    scans = [line for line in plan.splitlines() if "Index Scan" in line]
+    scanned = [line.split(" on ")[1].split()[0] for line in scans]
+    assert scanned[0] == "responses_after", plan
+    assert scanned[1:] == sorted(scanned[1:], reverse=True), "the months newest first"
+    newest_answered = scanned.index(f"responses_p{this_month:%Y%m}")
+    assert all("(never executed)" in line for line in scans[newest_answered + 1 :]), plan
+    assert "(never executed)" not in scans[newest_answered]
+
+
+CATCH_ALLS = "20261205000033"
+
+
+def test_replacing_the_default_partitions_refuses_while_one_holds_rows_and_its_rollback_restores_them(
+    server_url: str,
+) -> None:
+    with localdb.scratch_database(server_url) as url, psycopg.connect(url, autocommit=True) as conn:
+        migrations.apply_stand_in(conn)
+        versions = [m.version for m in migrations.local_migrations()]
+        list(migrations.migrate(conn, to_version=versions[versions.index(CATCH_ALLS) - 1]))
+        user = populate_user(conn).user_id
+        conn.execute(
+            "insert into public.ai_usage (user_id, purpose, model, latency_ms, succeeded, created_at)"
+            " values (%s, 'evaluation', 'm', 1, true, '2040-01-01 00:00+00')",
+            (user,),
+        )
+        with pytest.raises(migrations.MigrationError) as refused:
+            list(migrations.migrate(conn, to_version=CATCH_ALLS))
+        assert "private.ai_usage_default holds 1 row(s)" in str(refused.value)
+        assert CATCH_ALLS not in migrations.applied_versions(conn)
+        assert partition_of(conn, "public.ai_usage", "2040-01-01 00:00+00") == "private.ai_usage_default"
+
+        conn.execute("delete from public.ai_usage where created_at = '2040-01-01 00:00+00'")
+        assert [m.version for m in migrations.migrate(conn, to_version=CATCH_ALLS)] == [CATCH_ALLS]
+        assert conn.execute("select to_regclass('private.ai_usage_default')").fetchone() == (None,)
+        assert conn.execute("select to_regclass('private.ai_usage_after')").fetchone() == ("private.ai_usage_after",)
+
+        list(migrations.rollback(conn, steps=1))
+        assert conn.execute("select to_regclass('private.ai_usage_after')").fetchone() == (None,)
+        conn.execute(
+            "insert into public.ai_usage (user_id, purpose, model, latency_ms, succeeded, created_at)"
+            " values (%s, 'evaluation', 'm', 1, true, '2040-01-01 00:00+00')",
+            (user,),
+        )
+        assert partition_of(conn, "public.ai_usage", "2040-01-01 00:00+00") == "private.ai_usage_default"
+
+
+def test_the_operators_way_to_rows_in_a_catch_all_puts_them_in_their_months(server_url: str) -> None:
+    """docs/operations.md's procedure for the alert rows_in_catch_all_partition, run as written there."""
+    guide = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    procedure = guide[guide.index("- **Alert `rows_in_catch_all_partition`**") :]
+    procedure = procedure[procedure.index("```sql") + len("```sql") : procedure.index("```\n")]
+    with localdb.scratch_database(server_url) as url, psycopg.connect(url, autocommit=True) as conn:
+        migrations.apply_stand_in(conn)
+        list(migrations.migrate(conn))
+        user = populate_user(conn).user_id
+        strays = ("2031-08-02 00:00+00", "2031-11-30 23:00+00")
+        for at in strays:
+            conn.execute(
+                "insert into public.ai_usage (user_id, purpose, model, latency_ms, succeeded, created_at)"
+                " values (%s, 'evaluation', 'm', 1, true, %s)",
+                (user, at),
+            )
+        conn.execute("select service.run_maintenance()")
+        assert open_alerts(conn).keys() == {"public.ai_usage"}
+
+        conn.execute(procedure)  # type: ignore[arg-type]
+
+        assert [partition_of(conn, "public.ai_usage", at) for at in strays] == [
+            "private.ai_usage_p203108",
+            "private.ai_usage_p203111",
+        ]
+        conn.execute("select service.run_maintenance()")
+        assert open_alerts(conn) == {}
+        assert conn.execute("select to_regclass('private.ai_usage_strays')").fetchone() == (None,)

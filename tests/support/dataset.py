@@ -110,3 +110,13 @@ def populate_user(conn: psycopg.Connection, *, email: str | None = None) -> User
         (user_id,),
     )
     return UserData(user_id, subscription_id, session_id, session_question_id, question_id, response_id)
+
+
+def make_month(conn: psycopg.Connection, at: object) -> None:
+    """The partitions of `at`'s month for every live partitioned table, as a database with that history has
+    them: a row older than a table's oldest month has no partition (migration 33)."""
+    conn.execute(
+        "select private.create_month_partition(parent, (%s::timestamptz at time zone 'UTC')::date)"
+        " from unnest(private.partitioned_parents()) parent",
+        (at,),
+    )
