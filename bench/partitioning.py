@@ -26,7 +26,7 @@ Measured (medians of ROUNDS alternating rounds, A and B, or B and C, interleaved
    (what a prepared statement keeps), executed: which months they read, and how many were removed at run time.
 
 Run: .venv/bin/python -m bench.partitioning [--users 2000] [--sessions 60000] [--busy-day 50000] [--rounds 5]
-     [--retired-month-sessions 20000] [--db-prefix prep_bench_part]
+     [--retired-month-sessions 20000] [--db-prefix prep_bench_part] [--no-pin-cores]
 Figures go to bench/out/partitioning.json.
 """
 
@@ -59,13 +59,8 @@ from prep.localdb import EmbeddedPostgres
 from shared.db.rls import acting_as
 
 OUT = Path(__file__).parent / "out" / "partitioning.json"
-PARTITION_PREFIXES = (
-    "responses_p",
-    "session_questions_p",
-    "ai_usage_p",
-    "responses_default",
-    "session_questions_default",
-    "ai_usage_default",
+PARTITION_PREFIXES = tuple(
+    f"{table}_{part}" for table in ("responses", "session_questions", "ai_usage") for part in ("p", "before", "after")
 )
 BENCHMARK = "partitioning"
 # GET /responses?user_id=eq.<user>&order=created_at.desc&limit=20 and the sessions' summaries, as PostgREST sends them;
@@ -263,6 +258,11 @@ class Probe:
     def latest_answers_bounded(self, u: int) -> float:
         return self.postgrest_read(u, ("latest_answers_bounded",))
 
+    def pin(self, cpu: int) -> None:
+        """Both server processes of this probe onto one CPU (see --pin-cores)."""
+        for conn in (self.conn, self.postgrest):
+            os.sched_setaffinity(conn.info.backend_pid, {cpu})
+
     def close(self) -> None:
         self.conn.close()
         self.postgrest.close()
@@ -395,7 +395,8 @@ def read_server_times(servers: dict[str, postgrest.ServerTimes]) -> dict[str, di
     return figures
 
 
-# A generic plan of each read (the plan a prepared statement keeps), executed as the user: which months it reads,
+# A generic plan of each read (the plan a prepared statement keeps), executed as the user: which months it plans
+# to read, which of them it read (an ordered Append stops once it has its rows: the rest are "never executed"),
 # and whether any were left out at run time ("Subplans Removed").
 GENERIC_PLAN_READS: dict[str, tuple[LiteralString, LiteralString]] = {
     "a user's latest answers (history screen)": (
@@ -442,13 +443,22 @@ def generic_plans(url: str) -> dict[str, dict[str, Any]]:
                     )
                 ]
                 conn.execute("deallocate generic_read")
-            scanned = sorted(
-                {relation for line in lines if (relation := scanned_relation(line)).startswith(PARTITION_PREFIXES)}
-            )
+            scans = {
+                (relation, "(never executed)" not in line)
+                for line in lines
+                if (relation := scanned_relation(line)).startswith(PARTITION_PREFIXES)
+            }
+            planned = sorted({relation for relation, _ in scans})
+            read = sorted({relation for relation, executed in scans if executed})
             removed = sum(int(line.split(":")[1]) for line in lines if "Subplans Removed" in line)
-            plans[what] = {"partitions_read": scanned, "subplans_removed_at_run_time": removed}
+            plans[what] = {
+                "partitions_planned": planned,
+                "partitions_read": read,
+                "subplans_removed_at_run_time": removed,
+            }
             console.print(
-                f"[bold]generic plan, {what}[/bold]: {len(scanned)} partitions, {removed} removed at run time"
+                f"[bold]generic plan, {what}[/bold]: {len(planned)} partitions planned, {len(read)} read,"
+                f" {removed} removed at run time"
             )
             console.print("\n".join("    " + line for line in lines))
     return plans
@@ -556,6 +566,14 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=40)
     parser.add_argument("--year-per-month", type=int, default=20_000)
     parser.add_argument("--db-prefix", default="prep_bench_part", help="names of the scratch databases")
+    parser.add_argument(
+        "--pin-cores",
+        action=argparse.BooleanOptionalAction,
+        default=len(os.sched_getaffinity(0)) >= 2,
+        help="side-by-side probes with this process on CPU 0 and the servers' processes on CPU 1 (the default with"
+        " 2 CPUs or more): unpinned, where the scheduler puts the two processes moves a 0.5 ms read by up to 1.9x"
+        " from round to round",
+    )
     args = parser.parse_args()
     a_name, b_name, c_name = (f"{args.db_prefix}_{letter}" for letter in "abc")
     result: dict[str, Any] = {"users": args.users, "answers": (args.sessions + args.busy_day) * 10}
@@ -617,6 +635,11 @@ def main() -> None:
                 for server_times in servers.values():
                     server_times.enable()
                 old, new = Probe(a, args.users), Probe(b, args.users)
+                if args.pin_cores:
+                    os.sched_setaffinity(0, {0})
+                    old.pin(1)
+                    new.pin(1)
+                result["pinned_cores"] = args.pin_cores
                 for name in ("selection", "answer_inserts"):
                     result[name] = side_by_side(name, old, new, args.rounds, args.per_round)
                 for server_times in servers.values():
@@ -631,6 +654,7 @@ def main() -> None:
                 )
                 old.close()
                 new.close()
+                os.sched_setaffinity(0, range(os.cpu_count() or 1))
             result["generic_plans"] = generic_plans(b)
             result["retention"] = retention_against_row_moves(a, b, min(args.rounds, 3))
             console.print(f"retention: {result['retention']}")
