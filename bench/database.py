@@ -21,12 +21,17 @@ BENCH_DB = "prep_bench"
 MARKER_KEY = "prep_bench"
 
 
+def server_url() -> str:
+    """DATABASE_URL's server, else the embedded scratch cluster (started if down), whose WAL is never archived:
+    benchmarks write tens of gigabytes of it."""
+    return os.environ.get("DATABASE_URL") or EmbeddedPostgres.scratch().start()
+
+
 def bench_url(database_url: str | None = None) -> str:
-    """--database-url when given, else `prep_bench` on DATABASE_URL's server or on the embedded one."""
+    """--database-url when given, else `prep_bench` on the benchmark server (server_url)."""
     if database_url:
         return database_url
-    server = os.environ.get("DATABASE_URL") or EmbeddedPostgres().start()
-    return make_conninfo(server, dbname=BENCH_DB)
+    return make_conninfo(server_url(), dbname=BENCH_DB)
 
 
 def maintenance_url(url: str) -> str:
@@ -89,7 +94,7 @@ def fresh_scratch_database(name: str, benchmark: str) -> str:
 
     Only a database this benchmark made (its marker says so) is ever dropped.
     """
-    server = os.environ.get("DATABASE_URL") or EmbeddedPostgres().start()
+    server = server_url()
     with psycopg.connect(server, autocommit=True) as admin:
         marker = read_marker(admin, name)
         if marker is not None:

@@ -52,10 +52,9 @@ from psycopg.types.json import Jsonb
 from rich.console import Console
 
 from bench import postgrest
-from bench.database import read_marker, write_marker
+from bench.database import read_marker, server_url, write_marker
 from functions.analytics.retention import run_retention
 from prep import migrations
-from prep.localdb import EmbeddedPostgres
 from shared.db.rls import acting_as
 
 OUT = Path(__file__).parent / "out" / "partitioning.json"
@@ -148,10 +147,6 @@ reset session_replication_role;
 """
 
 
-def server() -> str:
-    return os.environ.get("DATABASE_URL") or EmbeddedPostgres().start()
-
-
 def recreate(admin: psycopg.Connection, name: str, template: str | None = None) -> str:
     marker = read_marker(admin, name)
     if marker is not None:
@@ -163,7 +158,7 @@ def recreate(admin: psycopg.Connection, name: str, template: str | None = None) 
         statement = sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template))
     admin.execute(statement)
     write_marker(admin, name, {"benchmark": BENCHMARK})
-    return make_conninfo(server(), dbname=name)
+    return make_conninfo(server_url(), dbname=name)
 
 
 def drop(admin: psycopg.Connection, name: str) -> None:
@@ -578,7 +573,7 @@ def main() -> None:
     a_name, b_name, c_name = (f"{args.db_prefix}_{letter}" for letter in "abc")
     result: dict[str, Any] = {"users": args.users, "answers": (args.sessions + args.busy_day) * 10}
 
-    with psycopg.connect(server(), autocommit=True) as admin:
+    with psycopg.connect(server_url(), autocommit=True) as admin:
         a = recreate(admin, a_name)
         try:
             with psycopg.connect(a, autocommit=True) as conn:

@@ -318,12 +318,15 @@ def restore(
 
 @db_app.command()
 def stop() -> None:
-    """Stop the embedded PostgreSQL and its replica, if one runs (their data is kept)."""
+    """Stop the embedded PostgreSQL, its replica and the scratch cluster of tests and benchmarks, those that run
+    (their data is kept)."""
     if os.environ.get("DATABASE_URL"):
         console.print("DATABASE_URL is set: the embedded server is not in use.")
         return
     if EmbeddedReplica().stop():
         console.print("replica stopped (`prep db replica up` starts it again)")
+    if EmbeddedPostgres.scratch().stop():
+        console.print("scratch cluster (tests, benchmarks) stopped")
     console.print("stopped" if EmbeddedPostgres().stop() else "not running")
 
 

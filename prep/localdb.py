@@ -6,6 +6,10 @@ next start. PostgreSQL refuses to run as root, so under root the server runs as 
 
 The port is PREP_DB_PORT's when set, else the running server's (its postmaster.pid names it), else 54322: a server
 started on another port is found by every later `prep` command without PREP_DB_PORT being given again.
+Tests and benchmarks make their databases on a cluster of their own, `.local/scratch-postgres/` on that port + 2
+(`EmbeddedPostgres.scratch()`), which archives no WAL: nothing there is worth restoring, and a test run writes
+about 2 GB of WAL, a benchmark run tens of GB (57 GB in an hour filled the disk when they shared the main
+server's point-in-time archive).
 `prep db replica up` adds a real streaming replica (a `pg_basebackup -R` copy under `.local/replica/`, on the
 primary's port + 1, PREP_DB_REPLICA_PORT to change it) for the reads that may go to DATABASE_READ_URL.
 """
@@ -34,6 +38,7 @@ from psycopg.conninfo import make_conninfo
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DIR = REPO_ROOT / ".local"
 DEFAULT_PORT = 54322  # the port `supabase start` gives its database
+SCRATCH_PORT_OFFSET = 2  # the main port + 1 is the replica's
 SUPERUSER = "postgres"
 PASSWORD = "postgres"  # the same well-known local credentials as the Supabase CLI's stack
 SERVICE_USER = "prep-postgres"
@@ -65,10 +70,22 @@ class EmbeddedPostgres:
     # A cluster deleted after use (tests): run without fsync, with 1 MB WAL segments, stopped without a shutdown
     # checkpoint; several times faster to make, stop and delete.
     throwaway: bool = False
+    # Whether finished WAL segments are copied to the point-in-time archive (once a base backup exists).
+    archive: bool = field(default=True, kw_only=True)
 
     def __post_init__(self) -> None:
         if not self.port:
             object.__setattr__(self, "port", _requested_port() or self.running_port() or DEFAULT_PORT)
+
+    @classmethod
+    def scratch(cls) -> EmbeddedPostgres:
+        """The cluster tests and benchmarks make their databases on: `.local/scratch-postgres`, on the main port + 2
+        (or where it runs), durable (benchmarks time commits) but never archived."""
+        data_dir = LOCAL_DIR / "scratch-postgres"
+        requested = _requested_port()
+        running = cls(data_dir=data_dir, port=DEFAULT_PORT).running_port()
+        port = (requested + SCRATCH_PORT_OFFSET if requested else None) or running or DEFAULT_PORT + SCRATCH_PORT_OFFSET
+        return cls(data_dir=data_dir, port=port, archive=False)
 
     def running_port(self) -> int | None:
         """The port in postmaster.pid (its 4th line), which the server writes when it starts and removes when it stops;
@@ -113,9 +130,11 @@ class EmbeddedPostgres:
             # A quiet server still archives its last writes within this many seconds: the local RPO.
             "archive_timeout": "60",
         }
+        if not self.archive or self.throwaway:
+            settings.update(archive_mode="off")
         if self.throwaway:
-            # Nothing to restore a deleted cluster to: no archive, no fsync.
-            settings.update(archive_mode="off", fsync="off")
+            # Nothing to restore a deleted cluster to: no fsync either.
+            settings.update(fsync="off")
         return settings
 
     def url(self, database: str = "postgres") -> str:

@@ -128,7 +128,7 @@ def test_without_statement_statistics_prep_says_what_to_do(bare_db: str, monkeyp
 
 
 def test_the_embedded_server_preloads_statement_statistics() -> None:
-    server = localdb.EmbeddedPostgres()
+    server = localdb.EmbeddedPostgres.scratch()
     if not server.is_running():
         pytest.skip("the embedded server is not in use (DATABASE_URL)")
     with psycopg.connect(server.url()) as conn:

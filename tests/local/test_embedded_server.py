@@ -1,12 +1,15 @@
-"""The embedded server: it remembers its port, and the tests stop it when they started it."""
+"""The embedded server: it remembers its port, the tests stop it when they started it, and tests and benchmarks
+make their databases on a scratch cluster of their own."""
 
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from prep.localdb import DEFAULT_PORT, LOCAL_DIR, EmbeddedPostgres, LocalDatabaseError
@@ -72,3 +75,28 @@ def test_the_tests_stop_the_server_only_if_they_started_it(data_dir: Path, monke
         assert server.is_running()  # already running (make run, psql): left running
     finally:
         server.stop()
+
+
+def test_tests_and_benchmarks_use_a_scratch_cluster_that_never_archives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The main server archives WAL for point-in-time restore once a base backup exists; a test run (2 GB of WAL)
+    or a benchmark (tens of GB) on it filled the disk. They make their databases on a cluster of their own."""
+    monkeypatch.delenv("PREP_DB_PORT", raising=False)
+    main, scratch = EmbeddedPostgres(), EmbeddedPostgres.scratch()
+    assert scratch.data_dir != main.data_dir
+    assert scratch.data_dir.parent == main.data_dir.parent  # under .local, git-ignored
+    assert main.settings()["archive_mode"] == "on"
+    assert scratch.settings()["archive_mode"] == "off"
+    assert "fsync" not in scratch.settings()  # durable: benchmarks time commits
+    monkeypatch.setenv("PREP_DB_PORT", "54390")
+    assert EmbeddedPostgres.scratch().port == 54392
+
+
+def test_the_suite_runs_on_the_scratch_cluster(server_url: str) -> None:
+    if os.environ.get("DATABASE_URL"):
+        pytest.skip("DATABASE_URL names the server")
+    with psycopg.connect(server_url) as conn:
+        data_directory, archive_mode = conn.execute(
+            "select current_setting('data_directory'), current_setting('archive_mode')"
+        ).fetchone()
+    assert Path(data_directory).resolve() == EmbeddedPostgres.scratch().data_dir.resolve()
+    assert archive_mode == "off"

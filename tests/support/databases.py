@@ -15,12 +15,12 @@ from prep.localdb import EmbeddedPostgres
 
 @contextmanager
 def server_for_tests(embedded: EmbeddedPostgres | None = None) -> Iterator[str]:
-    """The server tests create their databases on: DATABASE_URL's, or the embedded one, which is stopped afterwards
-    if it was started for them (a server already running, for `make run` or psql, is left running)."""
+    """The server tests create their databases on: DATABASE_URL's, or the embedded scratch cluster (never the
+    archived one `make run` uses), which is stopped afterwards if it was started for them."""
     if url := os.environ.get("DATABASE_URL"):
         yield url
         return
-    server = embedded or EmbeddedPostgres()
+    server = embedded or EmbeddedPostgres.scratch()
     started_here = not server.is_running()
     url = server.start()
     try:
