@@ -68,6 +68,9 @@ RECORDINGS = 50
 console = Console()
 
 VICTIM_SQL = """
+select private.create_month_partition(parent, (now() - make_interval(hours => %(sessions)s))::date)
+from unnest(private.partitioned_parents()) parent;
+
 insert into public.practice_sessions (id, user_id, session_type, status, started_at, ended_at)
 select gen_random_uuid(), %(user)s, 'quick', 'completed', at, at
 from generate_series(1, %(sessions)s) k, lateral (select now() - make_interval(hours => k) as at) t;

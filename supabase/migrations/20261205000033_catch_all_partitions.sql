@@ -88,11 +88,12 @@ $$;
 
 -- 2. Making months: past the newest, taken from the catch-all. -------------------------------------------
 
--- Make `month`'s partition (UTC month) unless it exists; returns how many months were made. Past the newest month,
--- every month up to it is made from the catch-all: detached (ACCESS EXCLUSIVE on the parent, to the end of the
--- caller's transaction), the months attached, the catch-all attached again past them; if it holds rows of those
--- months, nothing is done: PT409 (move them first, docs/operations.md). Concurrent callers queue on the parent's
--- SHARE UPDATE EXCLUSIVE lock, which reads and writes do not wait for.
+-- Make `month`'s partition (UTC month) unless it exists, and every month between it and the nearest existing one;
+-- returns how many months were made. Past the newest month, they are made from the catch-all: detached (ACCESS
+-- EXCLUSIVE on the parent, to the end of the caller's transaction), the months attached, the catch-all attached
+-- again past them; if it holds rows of those months, nothing is done: PT409 (move them first,
+-- docs/operations.md). Concurrent callers queue on the parent's SHARE UPDATE EXCLUSIVE lock, which reads and
+-- writes do not wait for.
 drop function private.create_month_partition(regclass, date);
 create function private.create_month_partition(parent regclass, month date) returns integer
 language plpgsql
@@ -104,6 +105,7 @@ declare
   wanted date := date_trunc('month', month)::date;
   key text := private.partition_key(parent);
   catch_all text := private.catch_all_partition(parent);
+  oldest date;
   first_new date;
   each_month date;
   made integer := 0;
@@ -113,13 +115,20 @@ begin
   if to_regclass(private.partition_name(parent, wanted)) is not null then
     return 0;
   end if;
-  first_new := (select max(m) + interval '1 month' from private.attached_months(parent) m)::date;
+  select min(m), (max(m) + interval '1 month')::date into oldest, first_new from private.attached_months(parent) m;
   if first_new is null then
     raise sqlstate 'PT409' using message = format('%s has no month partition to extend', parent);
   end if;
   if wanted < first_new then
-    perform private.attach_new_month(parent, wanted);
-    return 1;
+    -- Before the oldest month, the months up to it too (no gap for a row to fall into); in a gap, that month.
+    for each_month in select m::date from generate_series(wanted, greatest(wanted, oldest - interval '1 month'),
+                                                         interval '1 month') m loop
+      if to_regclass(private.partition_name(parent, each_month)) is null then
+        perform private.attach_new_month(parent, each_month);
+        made := made + 1;
+      end if;
+    end loop;
+    return made;
   end if;
   execute format('select exists (select from %s where %I < $1)', catch_all, key)
     into stray using (wanted + interval '1 month')::timestamp at time zone 'UTC';

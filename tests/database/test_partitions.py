@@ -179,7 +179,7 @@ def test_months_ahead_wait_for_a_busy_table_without_failing_the_maintenance(
     db.rollback()
 
 
-def test_a_month_past_the_newest_brings_the_months_between_and_a_row_before_the_oldest_is_refused(
+def test_a_month_beyond_either_end_brings_the_months_between_and_a_row_before_the_oldest_is_refused(
     db: psycopg.Connection,
 ) -> None:
     newest = db.execute("select max(m) from private.attached_months('public.responses') m").fetchone()[0]
@@ -193,8 +193,12 @@ def test_a_month_past_the_newest_brings_the_months_between_and_a_row_before_the_
     assert bounds.startswith("FOR VALUES FROM ('2035-07-01 00:00:00")
     assert bounds.endswith("TO (MAXVALUE)")
     assert db.execute("select private.create_month_partition('public.responses', '2035-06-01')").fetchone() == (0,)
-    # A month before the oldest is made alone (nothing is between it and a catch-all).
-    assert db.execute("select private.create_month_partition('public.responses', '2020-01-01')").fetchone() == (1,)
+    # Before the oldest month, the months up to it too.
+    oldest = months[0]
+    made = db.execute("select private.create_month_partition('public.responses', '2020-01-01')").fetchone()[0]
+    assert made == (oldest.year - 2020) * 12 + oldest.month - 1
+    months = [m for (m,) in db.execute("select m from private.attached_months('public.responses') m order by m")]
+    assert all((b.year - a.year) * 12 + b.month - a.month == 1 for a, b in itertools.pairwise(months))
 
     # Nothing writes a row older than the oldest month (these timestamps default to now()); one is refused whole.
     with pytest.raises(psycopg.errors.CheckViolation) as refused, db.transaction():
