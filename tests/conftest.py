@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from prep import localdb
 from tests.support import databases
+from tests.support.dataset import make_month
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +30,10 @@ def template_db(server_url: str) -> Iterator[str]:
     url = localdb.create_database(server_url, name)
     try:
         databases.build_schema(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            # Last month's partitions, as every database older than a month has them: a test writing yesterday's
+            # rows on the 1st of a month finds one (migration 33: a row older than the oldest month has none).
+            make_month(conn, datetime.now(UTC).replace(day=1) - timedelta(days=1))
         yield name
     finally:
         localdb.drop_database(server_url, name)

@@ -148,6 +148,9 @@ class Manifest:
     pg_dump_version: str
     migrations: list[dict[str, Any]]
     format: str = FORMAT
+    # Every partition of the app's partitioned tables ({"table", "parent", "bound"}): months are made at run time
+    # (the maintenance, retention), so replaying the migrations does not make them all.
+    partitions: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def latest_migration(self) -> str | None:
@@ -183,6 +186,18 @@ def take_backup(url: str, out: Path) -> Manifest:
                 )
             ]
         server_version = str(conn.execute("show server_version").fetchone()[0])  # type: ignore[index]
+        partitions = [
+            {"table": table, "parent": parent, "bound": bound}
+            for table, parent, bound in conn.execute(
+                "select format('%%I.%%I', cn.nspname, c.relname), format('%%I.%%I', pn.nspname, p.relname),"
+                " pg_get_expr(c.relpartbound, c.oid)"
+                " from pg_inherits i"
+                " join pg_class c on c.oid = i.inhrelid join pg_namespace cn on cn.oid = c.relnamespace"
+                " join pg_class p on p.oid = i.inhparent join pg_namespace pn on pn.oid = p.relnamespace"
+                " where p.relkind = 'p' and not i.inhdetachpending and pn.nspname <> all(%s) order by 2, 1",
+                (list(SUPABASE_SCHEMAS),),
+            )
+        ]
         schema_sql = _run(
             [
                 tool("pg_dump"),
@@ -218,6 +233,7 @@ def take_backup(url: str, out: Path) -> Manifest:
             server_version=server_version,
             pg_dump_version=_run([tool("pg_dump"), "--version"], env).decode().strip(),
             migrations=history,
+            partitions=partitions,
         )
         try:
             with tarfile.open(partial, "w") as archive:
@@ -441,8 +457,46 @@ def _missing(conn: psycopg.Connection, schema: str, name: str) -> bool:
     return row is None or row[0] is None
 
 
+# The partitions of the backup's partitioned tables exactly as they were: the replayed migrations make the months
+# around the day of the restore, the backup holds those around the day of the backup (and run-time ones: months
+# the maintenance made, months retention archived). The fresh database's partitions the backup does not list as
+# they were are detached and dropped (nothing is loaded yet); each listed one missing is created like its parent
+# and attached with its bound (as private.attach_new_month does), row security on, no grants.
+RESTORE_PARTITIONS = """do $restore$
+declare
+  p record;
+begin
+  create temporary table listed on commit drop as
+    select * from jsonb_to_recordset(:partitions::jsonb) as x("table" text, parent text, bound text);
+  for p in
+    select format('%I.%I', cn.nspname, c.relname) as "table", format('%I.%I', pn.nspname, pr.relname) as parent,
+           pg_get_expr(c.relpartbound, c.oid) as bound
+    from pg_inherits i
+    join pg_class c on c.oid = i.inhrelid join pg_namespace cn on cn.oid = c.relnamespace
+    join pg_class pr on pr.oid = i.inhparent join pg_namespace pn on pn.oid = pr.relnamespace
+    where format('%I.%I', pn.nspname, pr.relname) in (select l.parent from listed l)
+  loop
+    if not exists (select from listed l where (l."table", l.parent, l.bound) = (p."table", p.parent, p.bound)) then
+      execute format('alter table %s detach partition %s', p.parent, p."table");
+      execute format('drop table %s', p."table");
+    end if;
+  end loop;
+  for p in select * from listed loop
+    if to_regclass(p."table") is null then
+      execute format('create table %s (like %s including defaults including constraints including comments)',
+                     p."table", p.parent);
+      execute format('alter table %s attach partition %s %s', p.parent, p."table", p.bound);
+      execute format('alter table %s enable row level security', p."table");
+      execute format('revoke all on table %s from public, anon, authenticated, service_role', p."table");
+    end if;
+  end loop;
+end
+$restore$;"""
+
+
 def _prologue(conn: psycopg.Connection, manifest: Manifest, roles_sql: str, tables: list[str]) -> str:
-    """Roles the target lacks, the recorded migrations and their history rows, then empty tables for the data."""
+    """Roles the target lacks, the recorded migrations and their history rows, the partitions made at run time, then
+    empty tables for the data."""
     parts = []
     existing = {row[0] for row in conn.execute("select rolname from pg_roles")}
     for line in roles_sql.splitlines():
@@ -466,6 +520,10 @@ def _prologue(conn: psycopg.Connection, manifest: Manifest, roles_sql: str, tabl
             .format(migration["version"], migration["name"], migration["statements"])
             .as_string(conn)
         )
+    if manifest.partitions:
+        # The partitions made at run time (months by the maintenance, archived months by retention), as they were.
+        listed = sql.Literal(json.dumps(manifest.partitions)).as_string(conn)
+        parts.append(RESTORE_PARTITIONS.replace(":partitions", listed))
     if tables:
         # Rows the migrations themselves inserted (plans, buckets...) are in the data too.
         # cascade: a partition of a referenced partitioned table can only be emptied with what references it, and

@@ -8,7 +8,11 @@ import psycopg
 import pytest
 
 from prep import localdb
+from tests.analytics.history import practise, practitioner
 from tests.support.identities import sign_up
+
+# A month ahead of every month the migrations make: only the maintenance would have made it.
+RUN_TIME_MONTH = "2031-05-10 10:00+00"
 
 # Every table whose content a restore must reproduce: the app's schemas, and the users in auth.
 CONTENT_QUERY = """
@@ -41,12 +45,16 @@ def content(url: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def source_url(server_url: str, template_db: str) -> Iterator[str]:
-    """A migrated, seeded database with users, a changed plan and a session: what a backup must carry."""
+    """A migrated, seeded database with users, a changed plan, a session, and partitions made at run time (months
+    of answers before the migrations' and far ahead of them): what a backup must carry."""
     with localdb.scratch_database(server_url, template=template_db) as url:
         with psycopg.connect(url) as conn:
             for n in range(3):
                 sign_up(conn, email=f"backup-{n}@example.test")
             conn.execute("update public.plans set stripe_price_id = 'price_backup_test' where code = 'weekly'")
+            user = practitioner(conn)
+            practise(conn, user, "2025-01-15 10:00+00", [70])
+            practise(conn, user, RUN_TIME_MONTH, [80])
         yield url
 
 

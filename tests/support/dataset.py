@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 
@@ -112,7 +113,7 @@ def populate_user(conn: psycopg.Connection, *, email: str | None = None) -> User
     return UserData(user_id, subscription_id, session_id, session_question_id, question_id, response_id)
 
 
-def make_month(conn: psycopg.Connection, at: object) -> None:
+def make_month(conn: psycopg.Connection, at: str | datetime) -> None:
     """The partitions of `at`'s month for every live partitioned table, as a database with that history has
     them: a row older than a table's oldest month has no partition (migration 33)."""
     conn.execute(
