@@ -15,9 +15,10 @@ its share of the CPU.
 Measured, ROUNDS rounds of three phases (their order rotated each round), PHASE seconds each:
 - "none": the load alone;
 - "replica": the load, and analytics on the replica: the operator report (service.dashboard over 366 days and
-  service.operator_alerts, Freshness.RECENT) and the heavy account's export (Freshness.AT_REQUEST) back to back,
-  through shared.db.replica.ReplicaReads as `prep analytics report` and GET /account/export run them, in a
-  process of its own;
+  service.operator_alerts, Freshness.RECENT) then the heavy account's export (Freshness.AT_REQUEST), a round
+  every ANALYTICS_EVERY ms (a fixed schedule: both phases do the same work), through
+  shared.db.replica.ReplicaReads as `prep analytics report` and GET /account/export run them, in a process of
+  its own;
 - "primary": the same analytics on the primary (the control: what the replica spares the primary).
 Figures: others' write p95 (the answers; the webhook deliveries beside) in each phase, and the ratio to "none" in
 the same round; target: replica / none <= 1.1 (median of rounds). Replica lag, sampled every SAMPLE ms throughout:
@@ -29,7 +30,7 @@ The replica runs on the same machine as the primary here, so analytics on it sti
 writes; on Supabase a replica is a machine of its own. The "primary" phase shows what the same work costs there.
 
 Run: .venv/bin/python -m bench.replica [--users 500] [--writers 3] [--interval-ms 20] [--webhook-senders 2]
-     [--webhook-interval-ms 40] [--sessions 300] [--rounds 5] [--phase-seconds 8] [--analytics-pause-ms 0]
+     [--webhook-interval-ms 40] [--sessions 300] [--rounds 5] [--phase-seconds 8] [--analytics-every-ms 1500]
      [--pin-cores]   # the primary and the load on CPU 0, the replica and the analytics on CPU 1: a machine each
 """
 
@@ -180,13 +181,13 @@ def analytics_loop(
     replica_url: str,
     exported_user: str,
     where: str,
-    pause: float,
+    every: float,
     cpu: int | None,
     running: Any,
     results: Any,
 ) -> None:
-    """The analytics, back to back while `running` is set, in a process of their own: the report and the export
-    parse megabytes of JSON, and in the load's process the GIL they hold would be what slows the writes. Puts
+    """The analytics, a round every `every` seconds while `running` is set, in a process of their own: the report
+    and the export parse megabytes of JSON, and in the load's process the GIL they hold would slow the writes. Puts
     "ready" on `results`, then after each run of phases (seconds of each round, reads that fell back to the
     primary). A None on `results`' side (the process is a daemon) ends it with the benchmark."""
     settings = DatabaseSettings(
@@ -212,7 +213,7 @@ def analytics_loop(
             started = time.perf_counter()
             job()
             seconds.append(time.perf_counter() - started)
-            time.sleep(pause)
+            time.sleep(max(0.0, every - seconds[-1]))
         results.put((seconds, fallbacks.count))
 
 
@@ -220,14 +221,14 @@ class AnalyticsProcess:
     """analytics_loop in a spawned process of its own, idle until `start()`; `stop()` returns what it did."""
 
     def __init__(
-        self, where: str, primary_url: str, replica_url: str, exported_user: str, pause: float, cpu: int | None
+        self, where: str, primary_url: str, replica_url: str, exported_user: str, every: float, cpu: int | None
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._running = context.Event()
         self._results = context.Queue()
         self._process = context.Process(
             target=analytics_loop,
-            args=(primary_url, replica_url, exported_user, where, pause, cpu, self._running, self._results),
+            args=(primary_url, replica_url, exported_user, where, every, cpu, self._running, self._results),
             daemon=True,
         )
         self._process.start()
@@ -370,7 +371,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--phase-seconds", type=float, default=8.0)
     parser.add_argument("--sample-ms", type=float, default=50.0)
-    parser.add_argument("--analytics-pause-ms", type=float, default=0.0, help="between analytics rounds (0: none)")
+    parser.add_argument(
+        "--analytics-every-ms",
+        type=float,
+        default=1500.0,
+        help="an analytics round starts this often (at once if the last one took longer; 0: back to back): a fixed"
+        " schedule, so the replica and the primary phases do the same work (back to back, the replica, faster at"
+        " them, did 1.7x more)",
+    )
     parser.add_argument(
         "--pin-cores",
         action="store_true",
@@ -439,7 +447,7 @@ def run(
 
     processes = {
         where: AnalyticsProcess(
-            where, url, replica_url, exported_user, args.analytics_pause_ms / 1000, 1 if args.pin_cores else None
+            where, url, replica_url, exported_user, args.analytics_every_ms / 1000, 1 if args.pin_cores else None
         )
         for where in ("replica", "primary")
     }
@@ -524,6 +532,7 @@ def run(
         "exported_account_answers": exported_answers,
         "writers": args.writers,
         "write_interval_ms": args.interval_ms,
+        "analytics_every_ms": args.analytics_every_ms,
         "webhook_senders": args.webhook_senders,
         "webhook_interval_ms": args.webhook_interval_ms,
         "phase_seconds": args.phase_seconds,

@@ -260,6 +260,8 @@ def account_deletion(data: dict[str, Any]) -> list[Figure]:
 def replica(data: dict[str, Any]) -> list[Figure]:
     lag, p95s = data["lag_under_load"], data["median_write_p95_ms"]
     cores = "each server on a CPU of its own" if data.get("pinned_cores") else "servers sharing the CPUs"
+    if every := data.get("analytics_every_ms"):
+        cores += f", an analytics round every {every / 1000:g} s"
     return [
         Figure(
             "replica lag under webhook + answer load: the primary's position replayed after, p50 / p95",
