@@ -59,7 +59,7 @@ from shared.db.rls import acting_as
 
 OUT = Path(__file__).parent / "out" / "partitioning.json"
 PARTITION_PREFIXES = tuple(
-    f"{table}_{part}" for table in ("responses", "session_questions", "ai_usage") for part in ("p", "before", "after")
+    f"{table}_{part}" for table in ("responses", "session_questions", "ai_usage") for part in ("p", "after")
 )
 BENCHMARK = "partitioning"
 # GET /responses?user_id=eq.<user>&order=created_at.desc&limit=20 and the sessions' summaries, as PostgREST sends them;

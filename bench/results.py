@@ -260,8 +260,7 @@ def account_deletion(data: dict[str, Any]) -> list[Figure]:
 def replica(data: dict[str, Any]) -> list[Figure]:
     lag, p95s = data["lag_under_load"], data["median_write_p95_ms"]
     cores = "each server on a CPU of its own" if data.get("pinned_cores") else "servers sharing the CPUs"
-    if every := data.get("analytics_every_ms"):
-        cores += f", an analytics round every {every / 1000:g} s"
+    schedule = f", an analytics round every {every / 1000:g} s" if (every := data.get("analytics_every_ms")) else ""
     return [
         Figure(
             "replica lag under webhook + answer load: the primary's position replayed after, p50 / p95",
@@ -270,8 +269,8 @@ def replica(data: dict[str, Any]) -> list[Figure]:
             None,
         ),
         Figure(
-            f"others' write p95, analytics on the replica / none ({data['writers']} writers, {cores}, median of "
-            f"{len(data['rounds'])})",
+            f"others' write p95, analytics on the replica / none ({data['writers']} writers, {cores}{schedule},"
+            f" median of {len(data['rounds'])})",
             f"{data['median_replica_ratio']:.2f} ({p95s['replica']:.1f} / {p95s['none']:.1f} ms)",
             f"<= {data['target_ratio']}",
             data["median_replica_ratio"] <= data["target_ratio"],

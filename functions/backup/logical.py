@@ -457,11 +457,12 @@ def _missing(conn: psycopg.Connection, schema: str, name: str) -> bool:
     return row is None or row[0] is None
 
 
-# The partitions of the backup's partitioned tables exactly as they were: the replayed migrations make the months
-# around the day of the restore, the backup holds those around the day of the backup (and run-time ones: months
-# the maintenance made, months retention archived). The fresh database's partitions the backup does not list as
-# they were are detached and dropped (nothing is loaded yet); each listed one missing is created like its parent
-# and attached with its bound (as private.attach_new_month does), row security on, no grants.
+# The partitions of the backup's partitioned tables, with the bounds they had: the replayed migrations make the
+# months around the day of the restore, the backup holds those around the day of the backup (and run-time ones:
+# months the maintenance made, months retention archived). The fresh database's partitions the backup does not
+# list as they were are detached and dropped (nothing is loaded yet); each listed one missing is created like its
+# parent and attached with its bound (as private.attach_partition does, which a backup's migrations may predate),
+# row security on, no grants.
 RESTORE_PARTITIONS = """do $restore$
 declare
   p record;

@@ -46,44 +46,43 @@ as $$
   where i.inhparent = parent and not i.inhdetachpending and c.relname ~ '_p[0-9]{6}$'
 $$;
 
--- One month's partition, created standalone and attached (17.'s create_month_partition): indexes, foreign keys
--- and row triggers come from the parent.
-create function private.attach_new_month(parent regclass, month date) returns void
+-- A partition of `parent` attached with `bound` (`for values ...`), created standalone like its parent unless it
+-- exists (17.'s create_month_partition): indexes, foreign keys and row triggers come from the parent; row
+-- security on, no grants.
+create function private.attach_partition(parent regclass, partition_table text, bound text) returns void
 language plpgsql
 set search_path = ''
-set timezone = 'UTC'
-set datestyle = 'ISO, YMD'
 as $$
-declare
-  partition_table text := private.partition_name(parent, month);
-  lower_bound timestamptz := date_trunc('month', month)::timestamp at time zone 'UTC';
 begin
-  execute format('create table %s (like %s including defaults including constraints including comments)', partition_table, parent);
-  execute format('alter table %s enable row level security', partition_table);
-  execute format('revoke all on table %s from public, anon, authenticated, service_role', partition_table);
-  execute format('alter table %s attach partition %s for values from (%L) to (%L)', parent, partition_table,
-                 lower_bound, lower_bound + interval '1 month');
+  if to_regclass(partition_table) is null then
+    execute format('create table %s (like %s including defaults including constraints including comments)',
+                   partition_table, parent);
+    execute format('alter table %s enable row level security', partition_table);
+    execute format('revoke all on table %s from public, anon, authenticated, service_role', partition_table);
+  end if;
+  execute format('alter table %s attach partition %s %s', parent, partition_table, bound);
 end
 $$;
 
--- The catch-all (created standalone unless it exists) attached from `edge` to MAXVALUE.
-create function private.attach_catch_all(parent regclass, edge date) returns void
-language plpgsql
+-- One UTC month's partition.
+create function private.attach_new_month(parent regclass, month date) returns void
+language sql
 set search_path = ''
 set timezone = 'UTC'
-set datestyle = 'ISO, YMD'
 as $$
-declare
-  catch_all text := private.catch_all_partition(parent);
-begin
-  if to_regclass(catch_all) is null then
-    execute format('create table %s (like %s including defaults including constraints including comments)', catch_all, parent);
-    execute format('alter table %s enable row level security', catch_all);
-    execute format('revoke all on table %s from public, anon, authenticated, service_role', catch_all);
-  end if;
-  execute format('alter table %s attach partition %s for values from (%L) to (maxvalue)', parent, catch_all,
-                 edge::timestamp at time zone 'UTC');
-end
+  select private.attach_partition(parent, private.partition_name(parent, month),
+                                  format('for values from (%L) to (%L)', date_trunc('month', month)::timestamptz,
+                                         date_trunc('month', month)::timestamptz + interval '1 month'))
+$$;
+
+-- The catch-all attached from `edge` to MAXVALUE.
+create function private.attach_catch_all(parent regclass, edge date) returns void
+language sql
+set search_path = ''
+set timezone = 'UTC'
+as $$
+  select private.attach_partition(parent, private.catch_all_partition(parent),
+                                  format('for values from (%L) to (maxvalue)', edge::timestamptz))
 $$;
 
 -- 2. Making months: past the newest, taken from the catch-all. -------------------------------------------
@@ -309,8 +308,8 @@ drop function private.attach_default_partition(regclass);
 drop function private.create_default_partition(regclass);
 
 revoke all on function private.catch_all_partition(regclass), private.attached_months(regclass),
-  private.attach_new_month(regclass, date), private.attach_catch_all(regclass, date)
-  from public, anon, authenticated, service_role;
+  private.attach_partition(regclass, text, text), private.attach_new_month(regclass, date),
+  private.attach_catch_all(regclass, date) from public, anon, authenticated, service_role;
 
 -- 4. The live tables: default partitions replaced by the catch-all. -------------------------------------------
 

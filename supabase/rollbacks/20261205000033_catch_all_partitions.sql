@@ -233,6 +233,7 @@ $$;
 
 drop function private.attach_catch_all(regclass, date);
 drop function private.attach_new_month(regclass, date);
+drop function private.attach_partition(regclass, text, text);
 drop function private.attached_months(regclass);
 drop function private.catch_all_partition(regclass);
 
