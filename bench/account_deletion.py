@@ -186,12 +186,12 @@ def make_writer(conn: psycopg.Connection, answers: int) -> tuple[str, str, list[
 
 
 class Waits:
-    """Samples, every 5 ms, what the other users' backends are waiting on (pg_stat_activity): a deletion
+    """Samples, every `interval` s (5 ms), what the other users' backends are waiting on (pg_stat_activity): a deletion
     that blocked other users' writes would show as lock waits, whatever the machine's load; the other waits
     (WAL writes and flushes, I/O, lightweight locks) say what else it makes them wait for."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, url: str, interval: float = 0.005) -> None:
+        self.url, self.interval = url, interval
         self.samples: list[tuple[float, int]] = []  # (at, backends waiting on a lock)
         self.waits: list[tuple[float, str]] = []  # (at, "type:event") of each other backend waiting, each sample
         self._stop = threading.Event()
@@ -218,7 +218,7 @@ class Waits:
                 at = time.perf_counter()
                 self.samples.append((at, sum(1 for (event,) in waiting if event.startswith("Lock:"))))
                 self.waits.extend((at, event) for (event,) in waiting)
-                time.sleep(0.005)
+                time.sleep(self.interval)
 
     def most(self, start: float, end: float) -> int:
         return max((waiting for at, waiting in self.samples if start <= at <= end), default=0)

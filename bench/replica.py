@@ -7,12 +7,14 @@ primary: the schema; USERS users whose subscription events (checkout, trial end,
 Stripe redelivers) are signed by the Stripe stand-in; WRITERS users with a session of served questions to answer;
 one heavy account (SESSIONS sessions of 10 answers, archived answers, ratings) for the exports.
 
-Load on the primary, always on: WEBHOOK_SENDERS threads each posting the next signed delivery to the webhook app
-every WEBHOOK_INTERVAL ms, and WRITERS threads each writing an answer and a rating (one transaction, as the user
-under RLS) every INTERVAL ms. Fixed schedules, not closed loops: a closed loop on a small machine measures only
-its share of the CPU.
+Load on the primary, always on, from two processes of their own (so neither's Python work holds a GIL the other's
+timed calls wait for): WEBHOOK_SENDERS threads each posting the next signed delivery to the webhook app every
+WEBHOOK_INTERVAL ms, and WRITERS threads each writing an answer and a rating (one transaction, as the user under
+RLS) every INTERVAL ms. Fixed schedules, not closed loops: a closed loop on a small machine measures only its share
+of the CPU.
 
-Measured, ROUNDS rounds of three phases (their order rotated each round), PHASE seconds each:
+Measured, ROUNDS rounds of three phases (their order rotated each round), PHASE seconds each, short and
+interleaved so that the machine's drifts (autovacuum, checkpoints, other work) fall on every phase alike:
 - "none": the load alone;
 - "replica": the load, and analytics on the replica: the operator report (service.dashboard over 366 days and
   service.operator_alerts, Freshness.RECENT) then the heavy account's export (Freshness.AT_REQUEST), a round
@@ -20,17 +22,22 @@ Measured, ROUNDS rounds of three phases (their order rotated each round), PHASE 
   shared.db.replica.ReplicaReads as `prep analytics report` and GET /account/export run them, in a process of
   its own;
 - "primary": the same analytics on the primary (the control: what the replica spares the primary).
-Figures: others' write p95 (the answers; the webhook deliveries beside) in each phase, and the ratio to "none" in
-the same round; target: replica / none <= 1.1 (median of rounds). Replica lag, sampled every SAMPLE ms throughout:
-the time from taking the primary's WAL insert position until the replica has replayed it (what an export on the
-replica waits for), and pg_stat_replication's replay_lag and unreplayed bytes; p50 / p95 / max printed. And the CPU
-seconds each server's processes used in each phase (/proc): where the analytics' work lands.
+Figures: others' write p95 (the answers; the webhook deliveries beside) in each window, its ratio to "none" in the
+same round, and the quartiles of those ratios; target: replica / none <= 1.1 (the median); the p95 of all windows of
+each phase together beside. What the
+primary does meanwhile: its processes' CPU seconds in each phase (/proc: where the analytics' work lands), and
+what the writers wait on inside it (pg_stat_activity sampled every 20 ms: a replica that held the primary back
+would show as new waits). Replica lag, sampled every SAMPLE ms throughout: the time from taking the primary's WAL
+insert position until the replica has replayed it (what an export on the replica waits for), and
+pg_stat_replication's replay_lag and unreplayed bytes; p50 / p95 / max printed.
 
-The replica runs on the same machine as the primary here, so analytics on it still takes CPU from the primary's
-writes; on Supabase a replica is a machine of its own. The "primary" phase shows what the same work costs there.
+On Supabase a replica is a machine of its own; here it runs on the primary's machine. With --pin-cores each server
+has a CPU of its own (the primary and the load on CPU 0; the replica, the analytics client and the lag sampler on
+CPU 1): the nearest this machine comes to two, and the run the target is for. Unpinned, the replica shares the
+primary's CPUs and can spare it nothing: that run is a reference for a replica on the same host.
 
 Run: .venv/bin/python -m bench.replica [--users 500] [--writers 3] [--interval-ms 20] [--webhook-senders 2]
-     [--webhook-interval-ms 40] [--sessions 300] [--rounds 5] [--phase-seconds 8] [--analytics-every-ms 1500]
+     [--webhook-interval-ms 40] [--sessions 300] [--rounds 15] [--phase-seconds 3] [--analytics-every-ms 1500]
      [--pin-cores]   # the primary and the load on CPU 0, the replica and the analytics on CPU 1: a machine each
 """
 
@@ -47,7 +54,9 @@ import statistics
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +65,7 @@ from fastapi.testclient import TestClient
 from rich.console import Console
 from rich.table import Table
 
-from bench.account_deletion import VICTIM_SQL, add_questions, make_writer, sign_up
+from bench.account_deletion import VICTIM_SQL, WRITER_APP, Waits, add_questions, make_writer, sign_up
 from bench.database import answer_and_rate
 from bench.webhook_throughput import SECRET, subscription_events
 from functions.billing.settings import WebhookSettings
@@ -71,6 +80,8 @@ OUT = Path(__file__).parent / "out" / "replica.json"
 TARGET_RATIO = 1.1
 PER_SESSION = 10
 PHASES = ("none", "replica", "primary")
+SETTLE_SECONDS = 0.5  # after the analytics start or stop, before a phase's window
+WAITS_EVERY_SECONDS = 0.02  # the writers' waits sampled this often: more often, the sampling loads the primary
 console = Console(width=140)
 
 
@@ -116,22 +127,79 @@ class Paced:
             with self._lock:
                 self.samples.append((started, time.perf_counter() - started))
 
+
+Load = Callable[..., list[Callable[[], None]]]  # makes a process's workers from picklable arguments
+
+
+def paced_loop(
+    make: Load, arguments: tuple[Any, ...], interval: float, cpu: int | None, stop: Any, results: Any
+) -> None:
+    """Paced(make(*arguments), interval) until `stop`, in a process of its own; puts "ready" on `results` once
+    running, then (samples, errors) at the end."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    paced = Paced(make(*arguments), interval)
+    paced.start()
+    results.put("ready")
+    stop.wait()
+    paced.stop()
+    results.put((paced.samples, paced.errors))
+
+
+class PacedProcess:
+    """paced_loop in a spawned process: each kind of load in its own, so that one's Python work never holds the GIL
+    the other's timed calls wait for. Running from construction until `stop()`; then `latencies()` and `errors`."""
+
+    def __init__(self, make: Load, arguments: tuple[Any, ...], interval: float, cpu: int | None) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._results = context.Queue()
+        self._process = context.Process(
+            target=paced_loop, args=(make, arguments, interval, cpu, self._stop, self._results), daemon=True
+        )
+        self._process.start()
+        if self._results.get(timeout=300) != "ready":
+            raise RuntimeError(f"the load process {make.__name__} did not start")
+        self.samples: list[tuple[float, float]] = []
+        self.errors: list[str] = []
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.samples, self.errors = self._results.get(timeout=120)
+        self._process.join()
+
     def latencies(self, start: float, end: float) -> list[float]:
-        with self._lock:
-            return [seconds for began, seconds in self.samples if start <= began and began + seconds <= end]
+        """Seconds of the calls that began and ended within [start, end] (CLOCK_MONOTONIC: the same in every
+        process)."""
+        return [seconds for began, seconds in self.samples if start <= began and began + seconds <= end]
+
+
+def answer_writers(url: str, writers: list[tuple[str, str, list[str], list[str]]]) -> list[Callable[[], None]]:
+    return [answer_writer(url, writer) for writer in writers]
 
 
 def answer_writer(url: str, writer: tuple[str, str, list[str], list[str]]) -> Callable[[], None]:
     """An answer and a rating per call, in one transaction as the user (RLS), as PostgREST runs them."""
     user, session, served, questions = writer
     claims = json.dumps({"sub": user, "role": "authenticated", "aud": "authenticated"})
-    conn = psycopg.connect(url, autocommit=True)
+    conn = psycopg.connect(url, autocommit=True, application_name=WRITER_APP)
 
     def write() -> None:
         served_id, question = served.pop(), questions.pop()
         answer_and_rate(conn, claims, session, served_id, user, question)
 
     return write
+
+
+def webhook_senders(url: str, senders: int, deliveries: list[bytes]) -> list[Callable[[], None]]:
+    """`senders` clients of one webhook app (a pool connection each), taking the deliveries in turn."""
+    webhook = build_app(
+        WebhookSettings(
+            database_url=url, db_pool_size=senders, stripe_secret_key="sk_test_bench", stripe_webhook_secret=SECRET
+        )
+    )
+    queue, lock = itertools.cycle(deliveries), threading.Lock()
+    return [webhook_sender(TestClient(webhook), queue, lock) for _ in range(senders)]
 
 
 def webhook_sender(client: TestClient, deliveries: Iterator[bytes], lock: threading.Lock) -> Callable[[], None]:
@@ -184,12 +252,15 @@ def analytics_loop(
     every: float,
     cpu: int | None,
     running: Any,
+    stopped: Any,
     results: Any,
 ) -> None:
     """The analytics, a round every `every` seconds while `running` is set, in a process of their own: the report
     and the export parse megabytes of JSON, and in the load's process the GIL they hold would slow the writes. Puts
     "ready" on `results`, then after each run of phases (seconds of each round, reads that fell back to the
     primary). A None on `results`' side (the process is a daemon) ends it with the benchmark."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     settings = DatabaseSettings(
         database_url=primary_url, database_read_url=replica_url, db_pool_size=2, db_statement_timeout_ms=60_000
     )
@@ -209,11 +280,11 @@ def analytics_loop(
     while True:
         running.wait()
         seconds, fallbacks.count = [], 0
-        while running.is_set():
+        while not stopped.is_set():
             started = time.perf_counter()
             job()
             seconds.append(time.perf_counter() - started)
-            time.sleep(max(0.0, every - seconds[-1]))
+            stopped.wait(max(0.0, every - seconds[-1]))
         results.put((seconds, fallbacks.count))
 
 
@@ -221,14 +292,30 @@ class AnalyticsProcess:
     """analytics_loop in a spawned process of its own, idle until `start()`; `stop()` returns what it did."""
 
     def __init__(
-        self, where: str, primary_url: str, replica_url: str, exported_user: str, every: float, cpu: int | None
+        self,
+        where: str,
+        primary_url: str,
+        replica_url: str,
+        exported_user: str,
+        every: float,
+        cpu: int | None,
     ) -> None:
         context = multiprocessing.get_context("spawn")
-        self._running = context.Event()
+        self._running, self._stopped = context.Event(), context.Event()
         self._results = context.Queue()
         self._process = context.Process(
             target=analytics_loop,
-            args=(primary_url, replica_url, exported_user, where, every, cpu, self._running, self._results),
+            args=(
+                primary_url,
+                replica_url,
+                exported_user,
+                where,
+                every,
+                cpu,
+                self._running,
+                self._stopped,
+                self._results,
+            ),
             daemon=True,
         )
         self._process.start()
@@ -236,10 +323,12 @@ class AnalyticsProcess:
             raise RuntimeError("the analytics process did not start")
 
     def start(self) -> None:
+        self._stopped.clear()
         self._running.set()
 
     def stop(self) -> tuple[list[float], int]:
         self._running.clear()
+        self._stopped.set()
         seconds, fallbacks = self._results.get(timeout=300)
         return seconds, fallbacks
 
@@ -368,8 +457,8 @@ def main() -> None:
     parser.add_argument("--webhook-senders", type=int, default=2)
     parser.add_argument("--webhook-interval-ms", type=float, default=40.0)
     parser.add_argument("--sessions", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--phase-seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--phase-seconds", type=float, default=3.0)
     parser.add_argument("--sample-ms", type=float, default=50.0)
     parser.add_argument(
         "--analytics-every-ms",
@@ -417,7 +506,8 @@ def run(
     deliveries = [event_payload(e) for e in events] * 2
     random.Random(7).shuffle(deliveries)
 
-    phase_seconds = args.phase_seconds + 1.0  # a second to settle before each phase's window
+    # a phase: settling, the window, then up to an analytics interval for the last round to end
+    phase_seconds = SETTLE_SECONDS + args.phase_seconds + args.analytics_every_ms / 1000
     writes_per_writer = int(args.rounds * len(PHASES) * phase_seconds / (args.interval_ms / 1000) * 1.2) + 100
     with psycopg.connect(url, autocommit=True) as conn:
         add_questions(conn, max(writes_per_writer, args.sessions * PER_SESSION))
@@ -425,44 +515,38 @@ def run(
         exported_user = heavy_account(conn, args.sessions)
         conn.execute("vacuum analyze")
 
-    webhook = build_app(
-        WebhookSettings(
-            database_url=url,
-            db_pool_size=args.webhook_senders,
-            stripe_secret_key="sk_test_bench",
-            stripe_webhook_secret=SECRET,
-        )
-    )
-    queue, lock = itertools.cycle(deliveries), threading.Lock()
-    answers = Paced([answer_writer(url, w) for w in writers], args.interval_ms / 1000)
-    hooks = Paced(
-        [webhook_sender(TestClient(webhook), queue, lock) for _ in range(args.webhook_senders)],
-        args.webhook_interval_ms / 1000,
+    load_cpu = 0 if args.pin_cores else None
+    answers = PacedProcess(answer_writers, (url, writers), args.interval_ms / 1000, load_cpu)
+    hooks = PacedProcess(
+        webhook_senders, (url, args.webhook_senders, deliveries), args.webhook_interval_ms / 1000, load_cpu
     )
     lag = LagSampler(url, replica_url, args.sample_ms / 1000, 1 if args.pin_cores else None)
-    rounds: list[dict[str, Any]] = []
     analytics_runs: dict[str, list[float]] = {"replica": [], "primary": []}
     fallbacks = 0
-    windows: list[tuple[dict[str, Any], str, float, float]] = []  # (round's figures, phase, start, end)
+    windows: list[Window] = []
 
     processes = {
         where: AnalyticsProcess(
-            where, url, replica_url, exported_user, args.analytics_every_ms / 1000, 1 if args.pin_cores else None
+            where,
+            url,
+            replica_url,
+            exported_user,
+            args.analytics_every_ms / 1000,
+            1 if args.pin_cores else None,
         )
         for where in ("replica", "primary")
     }
-    answers.start()
-    hooks.start()
     time.sleep(2.0)  # connections open, caches warm
+    waits = Waits(url, WAITS_EVERY_SECONDS)
+    waits.start()
     try:
         for number in range(args.rounds):
             order = PHASES[number % 3 :] + PHASES[: number % 3]
-            measured: dict[str, Any] = {"order": list(order)}
             for phase in order:
                 background = processes.get(phase)
                 if background:
                     background.start()
-                time.sleep(1.0)
+                time.sleep(SETTLE_SECONDS)
                 cpu = (server_cpu_seconds(primary), server_cpu_seconds(replica))
                 start = time.perf_counter()
                 time.sleep(args.phase_seconds)
@@ -472,64 +556,56 @@ def run(
                     seconds, fell_back = background.stop()
                     analytics_runs[phase] += seconds
                     fallbacks += fell_back
-                written, delivered = answers.latencies(start, end), hooks.latencies(start, end)
-                windows.append((measured, phase, start, end))
-                measured[phase] = {
-                    "writes": len(written),
-                    "write_p95_ms": round(percentile(written, 95) * 1000, 2),
-                    "webhooks": len(delivered),
-                    "webhook_p95_ms": round(percentile(delivered, 95) * 1000, 2),
-                    "primary_cpu_seconds": round(cpu[0], 2),
-                    "replica_cpu_seconds": round(cpu[1], 2),
-                }
-            for phase in ("replica", "primary"):
-                measured[f"{phase}_ratio"] = round(
-                    measured[phase]["write_p95_ms"] / measured["none"]["write_p95_ms"], 3
-                )
-                measured[f"{phase}_webhook_ratio"] = round(
-                    measured[phase]["webhook_p95_ms"] / measured["none"]["webhook_p95_ms"], 3
-                )
-            rounds.append(measured)
-            console.print(
-                f"round {number + 1}: write p95 none {measured['none']['write_p95_ms']} ms, replica"
-                f" {measured['replica']['write_p95_ms']} ms ({measured['replica_ratio']}x), primary"
-                f" {measured['primary']['write_p95_ms']} ms ({measured['primary_ratio']}x)"
-            )
+                windows.append(Window(number, phase, start, end, *cpu))
+            if (number + 1) % 5 == 0:
+                console.print(f"{number + 1} of {args.rounds} rounds")
     finally:
         samples = lag.stop()
+        waits.stop()
         hooks.stop()
         answers.stop()
 
-    lag_in_phase: dict[str, list[Sample]] = {phase: [] for phase in PHASES}
-    for measured, phase, start, end in windows:
-        measured[phase]["lag"] = lag_figures(between(samples, start, end))
-        lag_in_phase[phase] += between(samples, start, end)
     with psycopg.connect(url, autocommit=True) as conn:
         exported_answers = conn.execute(
             "select count(*) from public.responses where user_id = %s", (exported_user,)
         ).fetchone()[0]  # type: ignore[index]
+    rounds = [
+        {w.phase: round_p95s(w, answers, hooks) for w in windows if w.round == number} for number in range(args.rounds)
+    ]
+    pooled = {phase: [w for w in windows if w.phase == phase] for phase in PHASES}
+    writes = {phase: pooled_p95(in_phase, answers) for phase, in_phase in pooled.items()}
+    webhooks = {phase: pooled_p95(in_phase, hooks) for phase, in_phase in pooled.items()}
     return {
-        "rounds": rounds,
-        "median_replica_ratio": statistics.median(r["replica_ratio"] for r in rounds),
-        "median_primary_ratio": statistics.median(r["primary_ratio"] for r in rounds),
-        "median_replica_webhook_ratio": statistics.median(r["replica_webhook_ratio"] for r in rounds),
-        "median_primary_webhook_ratio": statistics.median(r["primary_webhook_ratio"] for r in rounds),
-        "median_write_p95_ms": {p: statistics.median(r[p]["write_p95_ms"] for r in rounds) for p in PHASES},
-        "median_webhook_p95_ms": {p: statistics.median(r[p]["webhook_p95_ms"] for r in rounds) for p in PHASES},
-        "median_cpu_seconds": {
-            p: {
-                "primary": statistics.median(r[p]["primary_cpu_seconds"] for r in rounds),
-                "replica": statistics.median(r[p]["replica_cpu_seconds"] for r in rounds),
-            }
-            for p in PHASES
+        "write_p95_ms": writes,
+        "webhook_p95_ms": webhooks,
+        # each round's phases side by side, then the median: a spike (autovacuum, a checkpoint) in one window
+        # moves one round's ratio, where it would move a p95 of all windows together
+        "round_ratio_quartiles": {
+            phase: quartiles([r[phase]["write_p95_ms"] / r["none"]["write_p95_ms"] for r in rounds])
+            for phase in ("replica", "primary")
         },
+        "writes_per_phase": {
+            phase: sum(len(answers.latencies(w.start, w.end)) for w in pooled[phase]) for phase in PHASES
+        },
+        "cpu_seconds_per_phase": {
+            phase: {
+                "primary": round(statistics.median(w.primary_cpu for w in in_phase), 2),
+                "replica": round(statistics.median(w.replica_cpu for w in in_phase), 2),
+            }
+            for phase, in_phase in pooled.items()
+        },
+        "writers_waiting": {phase: writers_waiting(waits, in_phase) for phase, in_phase in pooled.items()},
         "lag_under_load": lag_figures(samples),
-        "lag_by_phase": {phase: lag_figures(in_phase) for phase, in_phase in lag_in_phase.items()},
+        "lag_by_phase": {
+            phase: lag_figures([s for w in in_phase for s in between(samples, w.start, w.end)])
+            for phase, in_phase in pooled.items()
+        },
         "analytics_round_seconds": {
             phase: round(statistics.median(runs), 3) if runs else None for phase, runs in analytics_runs.items()
         },
         "analytics_reads_fallen_back_to_primary": fallbacks,
         "exported_account_answers": exported_answers,
+        "rounds": rounds,
         "writers": args.writers,
         "write_interval_ms": args.interval_ms,
         "analytics_every_ms": args.analytics_every_ms,
@@ -544,9 +620,48 @@ def run(
     }
 
 
+@dataclass(frozen=True)
+class Window:
+    """One phase of one round: when it was measured, and the CPU seconds each server used meanwhile."""
+
+    round: int
+    phase: str
+    start: float
+    end: float
+    primary_cpu: float
+    replica_cpu: float
+
+
+def round_p95s(window: Window, answers: PacedProcess, hooks: PacedProcess) -> dict[str, float]:
+    return {
+        "write_p95_ms": round(percentile(answers.latencies(window.start, window.end), 95) * 1000, 2),
+        "webhook_p95_ms": round(percentile(hooks.latencies(window.start, window.end), 95) * 1000, 2),
+    }
+
+
+def pooled_p95(windows: list[Window], load: PacedProcess) -> float:
+    """p95 in ms of the calls of all these windows together."""
+    return round(percentile([s for w in windows for s in load.latencies(w.start, w.end)], 95) * 1000, 2)
+
+
+def writers_waiting(waits: Waits, windows: list[Window]) -> dict[str, float]:
+    """How many writers were waiting on each wait event at a sampled moment of these windows, on average (the five
+    most seen)."""
+    seen: Counter[str] = Counter()
+    taken = 0
+    for window in windows:
+        seen.update(waits.events(window.start, window.end))
+        taken += sum(1 for at, _ in waits.samples if window.start <= at <= window.end)
+    return {event: round(count / taken, 4) for event, count in seen.most_common(5)}
+
+
+def quartiles(values: list[float]) -> list[float]:
+    return [round(q, 3) for q in statistics.quantiles(values, n=4)]
+
+
 def show(result: dict[str, Any], args: argparse.Namespace) -> None:
-    pinned = ", each server on a CPU of its own" if result["pinned_cores"] else ""
-    table = Table(title=f"Read replica (median of {len(result['rounds'])} rounds{pinned})")
+    placement = ", each server on a CPU of its own" if result["pinned_cores"] else ""
+    table = Table(title=f"Read replica ({len(result['rounds'])} rounds of {args.phase_seconds:g} s phases{placement})")
     for column in ("figure", "value", "target"):
         table.add_column(column)
     lag = result["lag_under_load"]
@@ -567,30 +682,47 @@ def show(result: dict[str, Any], args: argparse.Namespace) -> None:
             "{p50:,} / {p95:,} / {max:,} bytes".format(**lag["unreplayed_bytes"]),
             "",
         )
-    p95s = result["median_write_p95_ms"]
+    p95s, writes = result["write_p95_ms"], result["writes_per_phase"]
     table.add_row(
-        f"others' write p95 ({args.writers} writers x 1 / {args.interval_ms:g} ms): none / analytics on replica /"
-        " on primary",
+        f"others' write p95, all windows ({args.writers} writers x 1 / {args.interval_ms:g} ms, {writes['none']:,}"
+        " writes a phase): none / analytics on replica / on primary",
         f"{p95s['none']:.1f} / {p95s['replica']:.1f} / {p95s['primary']:.1f} ms",
         "",
     )
+    spread = result["round_ratio_quartiles"]
     table.add_row(
-        "  ratio, analytics on the replica / none", f"{result['median_replica_ratio']:.2f}", f"<= {TARGET_RATIO}"
+        "  a round's ratio, analytics on the replica / none: median (quartiles)",
+        f"{spread['replica'][1]:.2f} ({spread['replica'][0]:.2f} - {spread['replica'][2]:.2f})",
+        f"<= {TARGET_RATIO}" if result["pinned_cores"] else "(reference: CPUs shared)",
     )
-    table.add_row("  ratio, analytics on the primary / none (control)", f"{result['median_primary_ratio']:.2f}", "")
-    hooks = result["median_webhook_p95_ms"]
+    table.add_row(
+        "  a round's ratio, analytics on the primary / none (control): median (quartiles)",
+        f"{spread['primary'][1]:.2f} ({spread['primary'][0]:.2f} - {spread['primary'][2]:.2f})",
+        "",
+    )
+    hooks = result["webhook_p95_ms"]
     table.add_row(
         "webhook p95: none / replica / primary",
         f"{hooks['none']:.1f} / {hooks['replica']:.1f} / {hooks['primary']:.1f} ms",
         "",
     )
-    cpu = result["median_cpu_seconds"]
+    cpu = result["cpu_seconds_per_phase"]
     table.add_row(
         f"servers' CPU seconds per {args.phase_seconds:g} s phase, primary + replica: none / analytics on replica /"
         " on primary",
-        " / ".join(f"{cpu[p]['primary']:.1f} + {cpu[p]['replica']:.1f}" for p in PHASES),
+        " / ".join(f"{cpu[p]['primary']:.2f} + {cpu[p]['replica']:.2f}" for p in PHASES),
         "",
     )
+    waiting = result["writers_waiting"]
+    events = sorted(
+        {e for seen in waiting.values() for e in seen}, key=lambda e: -sum(w.get(e, 0) for w in waiting.values())
+    )
+    for number, event in enumerate(events[:4]):
+        table.add_row(
+            "writers waiting at a moment, on average, by wait event: none / replica / primary" if number == 0 else "",
+            f"{event} " + " / ".join(f"{waiting[p].get(event, 0):.3f}" for p in PHASES),
+            "",
+        )
     seconds = result["analytics_round_seconds"]
     table.add_row(
         f"one analytics round (report, export of {result['exported_account_answers']:,} answers): replica / primary",

@@ -258,9 +258,13 @@ def account_deletion(data: dict[str, Any]) -> list[Figure]:
 
 
 def replica(data: dict[str, Any]) -> list[Figure]:
-    lag, p95s = data["lag_under_load"], data["median_write_p95_ms"]
-    cores = "each server on a CPU of its own" if data.get("pinned_cores") else "servers sharing the CPUs"
-    schedule = f", an analytics round every {every / 1000:g} s" if (every := data.get("analytics_every_ms")) else ""
+    lag, p95s, spread = data["lag_under_load"], data["write_p95_ms"], data["round_ratio_quartiles"]
+    # The target is for a replica on a machine of its own (as on Supabase): here, a CPU of its own. Sharing the
+    # primary's CPUs, it can spare the primary nothing: that run is the reference.
+    apart = data["pinned_cores"]
+    cores = "each server on a CPU of its own" if apart else "servers sharing the CPUs"
+    rounds = f"{len(data['rounds'])} rounds of {data['phase_seconds']:g} s phases"
+    cpu = data["cpu_seconds_per_phase"]
     return [
         Figure(
             "replica lag under webhook + answer load: the primary's position replayed after, p50 / p95",
@@ -269,15 +273,23 @@ def replica(data: dict[str, Any]) -> list[Figure]:
             None,
         ),
         Figure(
-            f"others' write p95, analytics on the replica / none ({data['writers']} writers, {cores}{schedule},"
-            f" median of {len(data['rounds'])})",
-            f"{data['median_replica_ratio']:.2f} ({p95s['replica']:.1f} / {p95s['none']:.1f} ms)",
-            f"<= {data['target_ratio']}",
-            data["median_replica_ratio"] <= data["target_ratio"],
+            f"others' write p95, analytics on the replica / none, a round's median (quartiles) ({data['writers']}"
+            f" writers, {cores}, an analytics round every {data['analytics_every_ms'] / 1000:g} s, {rounds})",
+            f"{spread['replica'][1]:.2f} ({spread['replica'][0]:.2f} - {spread['replica'][2]:.2f};"
+            f" {p95s['replica']:.1f} / {p95s['none']:.1f} ms)",
+            f"<= {data['target_ratio']}" if apart else "(reference)",
+            spread["replica"][1] <= data["target_ratio"] if apart else None,
         ),
         Figure(
             "  control: the same analytics on the primary / none",
-            f"{data['median_primary_ratio']:.2f} ({p95s['primary']:.1f} ms)",
+            f"{spread['primary'][1]:.2f} ({spread['primary'][0]:.2f} - {spread['primary'][2]:.2f};"
+            f" {p95s['primary']:.1f} ms)",
+            "(reference)",
+            None,
+        ),
+        Figure(
+            "  the primary's CPU seconds a phase: none / analytics on the replica / on the primary",
+            " / ".join(f"{cpu[phase]['primary']:.2f}" for phase in ("none", "replica", "primary")),
             "(reference)",
             None,
         ),
