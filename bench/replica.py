@@ -23,13 +23,12 @@ interleaved so that the machine's drifts (autovacuum, checkpoints, other work) f
   its own;
 - "primary": the same analytics on the primary (the control: what the replica spares the primary).
 Figures: others' write p95 (the answers; the webhook deliveries beside) in each window, its ratio to "none" in the
-same round, and the quartiles of those ratios; target: replica / none <= 1.1 (the median); the p95 of all windows of
-each phase together beside. What the
-primary does meanwhile: its processes' CPU seconds in each phase (/proc: where the analytics' work lands), and
-what the writers wait on inside it (pg_stat_activity sampled every 20 ms: a replica that held the primary back
-would show as new waits). Replica lag, sampled every SAMPLE ms throughout: the time from taking the primary's WAL
-insert position until the replica has replayed it (what an export on the replica waits for), and
-pg_stat_replication's replay_lag and unreplayed bytes; p50 / p95 / max printed.
+same round, and the quartiles of those ratios; target: replica / none <= 1.1 (the median); the p95 of all windows
+of each phase together beside. What the primary does meanwhile: its processes' CPU seconds in each phase (/proc:
+where the analytics' work lands), and what the writers wait on inside it (pg_stat_activity sampled every 20 ms: a
+replica that held the primary back would show as new waits). Replica lag, sampled every SAMPLE ms throughout: the
+time from taking the primary's WAL insert position until the replica has replayed it (what an export on the
+replica waits for), and pg_stat_replication's replay_lag and unreplayed bytes; p50 / p95 / max printed.
 
 On Supabase a replica is a machine of its own; here it runs on the primary's machine. With --pin-cores each server
 has a CPU of its own (the primary and the load on CPU 0; the replica, the analytics client and the lag sampler on
@@ -255,10 +254,10 @@ def analytics_loop(
     stopped: Any,
     results: Any,
 ) -> None:
-    """The analytics, a round every `every` seconds while `running` is set, in a process of their own: the report
-    and the export parse megabytes of JSON, and in the load's process the GIL they hold would slow the writes. Puts
-    "ready" on `results`, then after each run of phases (seconds of each round, reads that fell back to the
-    primary). A None on `results`' side (the process is a daemon) ends it with the benchmark."""
+    """The analytics, a round every `every` seconds from `running` being set until `stopped` is, in a process of
+    their own: the report and the export parse megabytes of JSON, and in the load's process the GIL they hold would
+    slow the writes. Puts "ready" on `results`, then after each phase (seconds of each round, reads that fell back
+    to the primary). The process is a daemon: it ends with the benchmark."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     settings = DatabaseSettings(
