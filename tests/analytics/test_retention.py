@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from functions.analytics.retention import run_retention
+from prep import localdb, migrations
 from shared.db import DatabaseError
 from shared.db.rls import acting_as
 from tests.analytics.history import practise, practitioner
@@ -71,6 +72,35 @@ def is_partition_of(conn: psycopg.Connection, table: str, parent: str) -> bool:
     ).fetchone()[0]
 
 
+def not_the_parents(conn: psycopg.Connection, partition: str) -> list[str]:
+    """What a partition has that a partition made from its parent would not: check constraints and foreign keys
+    of its own, column defaults other than the parent's, indexes not the parent's."""
+    return [
+        row[0]
+        for row in conn.execute(
+            """
+            select format('constraint %%s', c.conname) from pg_constraint c
+            where c.conrelid = %(p)s::regclass
+              and ((c.contype = 'c' and c.coninhcount = 0) or (c.contype = 'f' and c.conparentid = 0))
+            union all
+            select format('default of %%s', a.attname) from pg_attribute a
+            join pg_inherits i on i.inhrelid = a.attrelid
+            join pg_attribute pa on pa.attrelid = i.inhparent and pa.attname = a.attname
+            left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+            left join pg_attrdef pd on pd.adrelid = pa.attrelid and pd.adnum = pa.attnum
+            where a.attrelid = %(p)s::regclass and a.attnum > 0 and not a.attisdropped
+              and pg_get_expr(d.adbin, d.adrelid) is distinct from pg_get_expr(pd.adbin, pd.adrelid)
+            union all
+            select format('index %%s', i.indexrelid::regclass) from pg_index i
+            where i.indrelid = %(p)s::regclass
+              and not exists (select from pg_inherits h where h.inhrelid = i.indexrelid)
+            order by 1
+            """,
+            {"p": partition},
+        )
+    ]
+
+
 def test_a_month_past_the_window_moves_whole_to_the_archive(database_url: str, conn: psycopg.Connection) -> None:
     user, stranger = practitioner(conn), practitioner(conn)
     old = practise_then(conn, user, "2025-01-15 10:00+00", [80, 60])
@@ -113,14 +143,9 @@ def test_a_month_past_the_window_moves_whole_to_the_archive(database_url: str, c
             with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
                 conn.execute(f"select count(*) from {archived}")  # type: ignore[arg-type]
         assert conn.execute("select count(*) from archive.session_questions").fetchone() == (0,)
-    # Only the archive's own indexes are kept on the archived months.
+    # The archived months are what the archive makes (and a restore makes): nothing left of their live months.
     for archived in ("archive.responses_p202501", "archive.session_questions_p202501"):
-        indexes = conn.execute(
-            "select count(*) from pg_index i where i.indrelid = %s::regclass"
-            " and not exists (select from pg_inherits h where h.inhrelid = i.indexrelid)",
-            (archived,),
-        ).fetchone()
-        assert indexes == (0,), archived
+        assert not_the_parents(conn, archived) == [], archived
 
     again = run_retention(database_url, as_of=NOW, keep_months=21, ai_usage_months=120)
     assert (again["archived_months"], again["dropped_months"]) == ([], [])
@@ -256,3 +281,22 @@ def test_only_a_month_of_a_partitioned_table_can_be_retired(conn: psycopg.Connec
         conn.execute("select private.retire_partition(%s::regclass)", (table,))
     assert refused.value.sqlstate == "PT422"
     assert conn.execute("select to_regclass(%s) is not null", (table,)).fetchone() == (True,)
+
+
+def test_migration_34_conforms_the_months_archived_before_it(server_url: str, template_db: str) -> None:
+    with localdb.scratch_database(server_url, template=template_db) as url, psycopg.connect(url, autocommit=True) as db:
+        assert [m.version for m in migrations.rollback(db, steps=1)] == ["20261205000034"]
+        for parent in LIVE:
+            db.execute("select private.create_month_partition(%s, '2025-01-01')", (parent,))
+        session = practise_then(db, practitioner(db), "2025-01-15 10:00+00", [80])
+        run_retention(url, as_of=NOW, keep_months=22, ai_usage_months=120)  # January 2025, retired as 21. did it
+        archived = ("archive.responses_p202501", "archive.session_questions_p202501")
+        before = {table: not_the_parents(db, table) for table in archived}
+        assert "constraint responses_user_id_fkey" in before["archive.responses_p202501"]
+        assert "default of category" in before["archive.responses_p202501"]
+        assert all(any(e.endswith("_check") for e in extras) for extras in before.values()), before
+
+        assert [m.version for m in migrations.migrate(db)] == ["20261205000034"]
+
+        assert {table: not_the_parents(db, table) for table in archived} == {table: [] for table in archived}
+        assert {where(db, r) for r in answers(db, session)} == {"archive.responses_p202501"}

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
 
+from functions.analytics.retention import run_retention
 from prep import localdb
 from tests.analytics.history import practise, practitioner
 from tests.support.identities import sign_up
 
 # A month ahead of every month the migrations make: only the maintenance would have made it.
 RUN_TIME_MONTH = "2031-05-10 10:00+00"
+# A month of history that retention moves to the archive.
+ARCHIVED_MONTH = date(2025, 1, 1)
 
 # Every table whose content a restore must reproduce: the app's schemas, and the users in auth.
 CONTENT_QUERY = """
@@ -21,6 +25,11 @@ from pg_class c join pg_namespace n on n.oid = c.relnamespace
 where c.relkind = 'r' and n.nspname in ('public', 'private', 'service', 'archive', 'auth', 'storage')
 order by 1
 """
+
+
+def months_since(month: date) -> int:
+    today = datetime.now(UTC).date()
+    return (today.year - month.year) * 12 + today.month - month.month
 
 
 def content(url: str) -> dict[str, str]:
@@ -53,8 +62,10 @@ def source_url(server_url: str, template_db: str) -> Iterator[str]:
                 sign_up(conn, email=f"backup-{n}@example.test")
             conn.execute("update public.plans set stripe_price_id = 'price_backup_test' where code = 'weekly'")
             user = practitioner(conn)
-            practise(conn, user, "2025-01-15 10:00+00", [70])
+            practise(conn, user, f"{ARCHIVED_MONTH:%Y-%m}-15 10:00+00", [70])
             practise(conn, user, RUN_TIME_MONTH, [80])
+        # January 2025 leaves for the archive, as retention moves a month: a month of the archive made at run time.
+        run_retention(url, as_of=datetime.now(UTC), keep_months=months_since(ARCHIVED_MONTH) - 1, ai_usage_months=120)
         yield url
 
 

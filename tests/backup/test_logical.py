@@ -34,12 +34,12 @@ def test_round_trip_reproduces_history_rows_and_schema(backup_file: Path, source
 
     report = logical.restore_backup(backup_file, empty_url, prepare=migrations.apply_stand_in)
 
-    assert report.schema_differences == []
+    assert report.schema_differences == [], "\n".join(report.schema_differences)
     assert report.skipped_tables == []
     assert content(empty_url) == content(source_url)
     # Partitions made at run time came back with their rows: months before the migrations' and far ahead of them.
     with psycopg.connect(empty_url) as conn:
-        for partition in ("private.responses_p202501", "private.responses_p203105"):
+        for partition in ("archive.responses_p202501", "private.responses_p203105"):
             assert conn.execute(f"select count(*) from {partition}").fetchone()[0] > 0, partition  # type: ignore[arg-type]
         assert conn.execute("select stripe_price_id from public.plans where code = 'weekly'").fetchone() == (
             "price_backup_test",
