@@ -10,7 +10,8 @@
 -- this migration conforms the months already archived.
 -- Dropping a foreign key takes a SHARE ROW EXCLUSIVE lock on the table it refers to (users, practice_sessions)
 -- for a moment, as attaching did; retention runs it under its 2 s lock_timeout, and a month whose retirement
--- gives up stays detached in `private` for the next run (retire_partition is one transaction).
+-- gives up stays detached in `private` for the next run (retire_partition is one transaction). This migration
+-- takes those locks once, for every month archived so far, until it commits (catalog changes only: milliseconds).
 
 -- A partition made exactly like one its parent makes: its own check constraints and foreign keys that are not
 -- its parent's dropped, its column defaults made its parent's, its indexes that are not its parent's dropped.
