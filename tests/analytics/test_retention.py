@@ -285,7 +285,7 @@ def test_only_a_month_of_a_partitioned_table_can_be_retired(conn: psycopg.Connec
 
 def test_migration_34_conforms_the_months_archived_before_it(server_url: str, template_db: str) -> None:
     with localdb.scratch_database(server_url, template=template_db) as url, psycopg.connect(url, autocommit=True) as db:
-        assert [m.version for m in migrations.rollback(db, steps=1)] == ["20261205000034"]
+        assert "20261205000034" in [m.version for m in migrations.rollback(db, to_version="20261205000033")]
         for parent in LIVE:
             db.execute("select private.create_month_partition(%s, '2025-01-01')", (parent,))
         session = practise_then(db, practitioner(db), "2025-01-15 10:00+00", [80])
@@ -296,7 +296,7 @@ def test_migration_34_conforms_the_months_archived_before_it(server_url: str, te
         assert "default of category" in before["archive.responses_p202501"]
         assert all(any(e.endswith("_check") for e in extras) for extras in before.values()), before
 
-        assert [m.version for m in migrations.migrate(db)] == ["20261205000034"]
+        assert [m.version for m in migrations.migrate(db, to_version="20261205000034")] == ["20261205000034"]
 
         assert {table: not_the_parents(db, table) for table in archived} == {table: [] for table in archived}
         assert {where(db, r) for r in answers(db, session)} == {"archive.responses_p202501"}
