@@ -568,12 +568,19 @@ def run(
         exported_answers = conn.execute(
             "select count(*) from public.responses where user_id = %s", (exported_user,)
         ).fetchone()[0]  # type: ignore[index]
+    # each window's timed calls (seconds): the answers written, the webhooks delivered
+    calls = {w: (answers.latencies(w.start, w.end), hooks.latencies(w.start, w.end)) for w in windows}
     rounds = [
-        {w.phase: round_p95s(w, answers, hooks) for w in windows if w.round == number} for number in range(args.rounds)
+        {
+            w.phase: {"write_p95_ms": p95_ms(calls[w][0]), "webhook_p95_ms": p95_ms(calls[w][1])}
+            for w in windows
+            if w.round == number
+        }
+        for number in range(args.rounds)
     ]
     pooled = {phase: [w for w in windows if w.phase == phase] for phase in PHASES}
-    writes = {phase: pooled_p95(in_phase, answers) for phase, in_phase in pooled.items()}
-    webhooks = {phase: pooled_p95(in_phase, hooks) for phase, in_phase in pooled.items()}
+    writes = {phase: p95_ms([s for w in in_phase for s in calls[w][0]]) for phase, in_phase in pooled.items()}
+    webhooks = {phase: p95_ms([s for w in in_phase for s in calls[w][1]]) for phase, in_phase in pooled.items()}
     return {
         "write_p95_ms": writes,
         "webhook_p95_ms": webhooks,
@@ -583,9 +590,7 @@ def run(
             phase: quartiles([r[phase]["write_p95_ms"] / r["none"]["write_p95_ms"] for r in rounds])
             for phase in ("replica", "primary")
         },
-        "writes_per_phase": {
-            phase: sum(len(answers.latencies(w.start, w.end)) for w in pooled[phase]) for phase in PHASES
-        },
+        "writes_per_phase": {phase: sum(len(calls[w][0]) for w in in_phase) for phase, in_phase in pooled.items()},
         "cpu_seconds_per_phase": {
             phase: {
                 "primary": round(statistics.median(w.primary_cpu for w in in_phase), 2),
@@ -631,16 +636,8 @@ class Window:
     replica_cpu: float
 
 
-def round_p95s(window: Window, answers: PacedProcess, hooks: PacedProcess) -> dict[str, float]:
-    return {
-        "write_p95_ms": round(percentile(answers.latencies(window.start, window.end), 95) * 1000, 2),
-        "webhook_p95_ms": round(percentile(hooks.latencies(window.start, window.end), 95) * 1000, 2),
-    }
-
-
-def pooled_p95(windows: list[Window], load: PacedProcess) -> float:
-    """p95 in ms of the calls of all these windows together."""
-    return round(percentile([s for w in windows for s in load.latencies(w.start, w.end)], 95) * 1000, 2)
+def p95_ms(seconds: list[float]) -> float:
+    return round(percentile(seconds, 95) * 1000, 2)
 
 
 def writers_waiting(waits: Waits, windows: list[Window]) -> dict[str, float]:
